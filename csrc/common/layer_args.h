@@ -1,0 +1,62 @@
+// Argument checking and the step schedule shared by the CPU and CUDA kernels.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace fusedlstm {
+
+// Which rows of the time-major input belong to each step. A padded [T, B, I]
+// input is scheduled as T steps of B rows, so one kernel serves both layouts.
+struct StepSchedule {
+  std::vector<int64_t> batch_sizes;  // [T]: active sequences at step t
+  std::vector<int64_t> offsets;      // [T]: first row of step t
+  int64_t batch = 0;                 // B: sequences (rows of h0)
+  int64_t rows = 0;                  // N: rows of the input
+
+  int64_t steps() const { return static_cast<int64_t>(batch_sizes.size()); }
+  // The step processed in position `i` of the recurrence.
+  int64_t step_at(int64_t i, bool reverse) const {
+    return reverse ? steps() - 1 - i : i;
+  }
+  // Active rows of the step processed just before step t, or 0 if none.
+  // Rows below it continue a sequence; rows from it up to batch_sizes[t]
+  // start one (only possible in reverse, where sequences join as t falls).
+  int64_t carried_rows(int64_t t, bool reverse) const {
+    if (reverse) return t + 1 < steps() ? batch_sizes[t + 1] : 0;
+    return t > 0 ? batch_sizes[t] : 0;
+  }
+  int64_t previous_step(int64_t t, bool reverse) const {
+    return reverse ? t + 1 : t - 1;
+  }
+};
+
+// Sizes of one layer-direction, read off the weights.
+struct LayerDims {
+  int64_t input_size = 0;   // I
+  int64_t hidden_size = 0;  // H
+  int64_t state_size = 0;   // P (proj_size, or H)
+  bool has_bias = false;
+  bool has_proj = false;
+};
+
+// Validates the forward arguments of one layer-direction (see lstm.h) and
+// returns its sizes. Raises c10::Error with a message naming the argument.
+LayerDims check_layer_args(const char* op, const at::Tensor& input,
+                           const at::Tensor& h0, const at::Tensor& c0,
+                           const at::Tensor& w_ih, const at::Tensor& w_hh,
+                           const c10::optional<at::Tensor>& b_ih,
+                           const c10::optional<at::Tensor>& b_hh,
+                           const c10::optional<at::Tensor>& w_hr,
+                           const c10::optional<at::Tensor>& batch_sizes);
+
+// Builds the schedule for `input` ([T, B, I], or packed [N, I] with
+// batch_sizes). batch_sizes must be a CPU int64 tensor, non-increasing, with
+// entries in [1, B] summing to N; checked here.
+StepSchedule make_schedule(const at::Tensor& input, int64_t batch,
+                           const c10::optional<at::Tensor>& batch_sizes);
+
+}  // namespace fusedlstm

@@ -1,0 +1,167 @@
+// Backward pass of one LSTM layer-direction on the CPU.
+//
+// The recurrence runs the steps in the opposite order to forward: per step,
+// the fused cell backward turns the gradient reaching h_t and c_t into the
+// gate gradients, and one GEMM carries them to h_{t-1}. Every weight and
+// input gradient is then a whole-sequence GEMM over the stored gate
+// gradients, which is where most of the backward FLOPs are.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <cstring>
+
+#include "common/layer_args.h"
+#include "cpu/cell_kernels.h"
+#include "cpu/lstm_cpu.h"
+#include "cpu/widen.h"
+
+namespace fusedlstm::cpu {
+
+namespace {
+
+// Row r of the result is the value that row r's step started from: the same
+// sequence's row of the previously processed step, or `initial` where the
+// sequence starts at this step. seq: [N, D], initial: [B, D], both contiguous.
+at::Tensor gather_previous(const at::Tensor& seq, const at::Tensor& initial,
+                           const StepSchedule& sched, bool reverse) {
+  at::Tensor out = at::empty_like(seq);
+  const size_t row_bytes = seq.size(1) * seq.element_size();
+  const char* src = static_cast<const char*>(seq.const_data_ptr());
+  const char* init = static_cast<const char*>(initial.const_data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  for (int64_t t = 0; t < sched.steps(); ++t) {
+    const int64_t carried = sched.carried_rows(t, reverse);
+    const int64_t row = sched.offsets[t];
+    if (carried > 0) {
+      const int64_t prev = sched.offsets[sched.previous_step(t, reverse)];
+      std::memcpy(dst + row * row_bytes, src + prev * row_bytes,
+                  carried * row_bytes);
+    }
+    const int64_t fresh = sched.batch_sizes[t] - carried;
+    if (fresh > 0) {
+      std::memcpy(dst + (row + carried) * row_bytes,
+                  init + carried * row_bytes, fresh * row_bytes);
+    }
+  }
+  return out;
+}
+
+struct BackwardBuffers {
+  at::Tensor grad_output;  // [N, P]
+  at::Tensor gates;        // [N, 4H]
+  at::Tensor cells;        // [N, H]
+  at::Tensor c_prev;       // [N, H]
+  at::Tensor dgates;       // [N, 4H] out
+  at::Tensor grad_h_all;   // [N, P] out (projection only): gradient of h_t
+  at::Tensor dh_state;     // [B, P]
+  at::Tensor dc_state;     // [B, H]
+  at::Tensor dm;           // [B, H]
+};
+
+template <typename scalar_t>
+void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
+                        bool reverse, const at::Tensor& w_hh,
+                        const at::Tensor& w_hr, BackwardBuffers& buf) {
+  const int64_t H = d.hidden_size, P = d.state_size, G = 4 * H;
+  for (int64_t s = 0; s < sched.steps(); ++s) {
+    const int64_t t = sched.step_at(s, !reverse);
+    const int64_t bs = sched.batch_sizes[t];
+    const int64_t row = sched.offsets[t];
+    if (bs == 0) continue;
+    at::Tensor dh_active = buf.dh_state.narrow(0, 0, bs);
+    const at::Tensor grad_out = buf.grad_output.narrow(0, row, bs);
+    if (d.has_proj) {
+      // dW_hr needs the gradient of every h_t, so it is kept per row.
+      at::Tensor gh = buf.grad_h_all.narrow(0, row, bs);
+      at::Tensor dm = buf.dm.narrow(0, 0, bs);
+      at::add_out(gh, dh_active, grad_out);
+      at::mm_out(dm, gh, w_hr);
+    } else {
+      at::Tensor dm = buf.dm.narrow(0, 0, bs);
+      at::add_out(dm, dh_active, grad_out);
+    }
+    scalar_t* dgates = buf.dgates.data_ptr<scalar_t>() + row * G;
+    cell_backward<scalar_t>(bs, H, buf.gates.const_data_ptr<scalar_t>() + row * G,
+                            buf.cells.const_data_ptr<scalar_t>() + row * H,
+                            buf.c_prev.const_data_ptr<scalar_t>() + row * H,
+                            buf.dm.const_data_ptr<scalar_t>(),
+                            buf.dc_state.data_ptr<scalar_t>(), dgates);
+    // Only the active rows are overwritten: the others still hold the
+    // gradient for a sequence that has not started yet in this order.
+    at::mm_out(dh_active, buf.dgates.narrow(0, row, bs), w_hh);
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+           at::Tensor, at::Tensor>
+lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+                    const at::Tensor& grad_c_n, const at::Tensor& input,
+                    const at::Tensor& h0, const at::Tensor& c0,
+                    const at::Tensor& w_ih, const at::Tensor& w_hh,
+                    const c10::optional<at::Tensor>& b_ih,
+                    const c10::optional<at::Tensor>& b_hh,
+                    const c10::optional<at::Tensor>& w_hr,
+                    const at::Tensor& output, const at::Tensor& gates,
+                    const at::Tensor& cells,
+                    const c10::optional<at::Tensor>& batch_sizes,
+                    bool reverse) {
+  const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
+                                       h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                       batch_sizes);
+  const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
+  const int64_t N = sched.rows, B = sched.batch;
+  const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;
+  const at::ScalarType dtype = input.scalar_type();
+  const Widen w(dtype);
+  const auto opts = input.options().dtype(w.compute);
+  // An output nobody used has no gradient; it contributes zero.
+  auto rows_or_zeros = [&](const at::Tensor& g, int64_t rows, int64_t width) {
+    return g.defined() ? w(g).reshape({rows, width}).contiguous()
+                       : at::zeros({rows, width}, opts);
+  };
+  auto state_or_zeros = [&](const at::Tensor& g, int64_t width) {
+    return g.defined() ? w.owned(g) : at::zeros({B, width}, opts);
+  };
+
+  BackwardBuffers buf;
+  buf.grad_output = rows_or_zeros(grad_output, N, P);
+  buf.gates = w(gates).reshape({N, 4 * H}).contiguous();
+  buf.cells = w(cells).reshape({N, H}).contiguous();
+  buf.c_prev = gather_previous(buf.cells, w(c0).contiguous(), sched, reverse);
+  buf.dgates = at::empty({N, 4 * H}, opts);
+  buf.dh_state = state_or_zeros(grad_h_n, P);
+  buf.dc_state = state_or_zeros(grad_c_n, H);
+  buf.dm = at::empty({B, H}, opts);
+  if (d.has_proj) buf.grad_h_all = at::empty({N, P}, opts);
+  const at::Tensor w_hh_c = w(w_hh);
+  const at::Tensor w_hr_c = d.has_proj ? w(*w_hr) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {
+    run_steps_backward<scalar_t>(sched, d, reverse, w_hh_c, w_hr_c, buf);
+  });
+
+  const at::Tensor x = w(input).reshape({N, I});
+  const at::Tensor h_prev = gather_previous(
+      w(output).reshape({N, P}).contiguous(), w(h0).contiguous(), sched,
+      reverse);
+  const at::Tensor dgates_t = buf.dgates.t();
+  at::Tensor grad_input = at::mm(buf.dgates, w(w_ih)).view(input.sizes());
+  at::Tensor grad_w_ih = at::mm(dgates_t, x);
+  at::Tensor grad_w_hh = at::mm(dgates_t, h_prev);
+  at::Tensor grad_bias =
+      d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
+  at::Tensor grad_w_hr = at::empty({0}, opts);
+  if (d.has_proj) {
+    const at::Tensor hidden =
+        buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());
+    grad_w_hr = at::mm(buf.grad_h_all.t(), hidden);
+  }
+  return {grad_input.to(dtype),       buf.dh_state.to(dtype),
+          buf.dc_state.to(dtype),     grad_w_ih.to(dtype),
+          grad_w_hh.to(dtype),        grad_bias.to(dtype),
+          grad_w_hr.to(dtype)};
+}
+
+}  // namespace fusedlstm::cpu

@@ -1,0 +1,114 @@
+// Forward pass of one LSTM layer-direction on the CPU.
+//
+// The input projection of every step is one GEMM into the gates buffer; each
+// step then adds h_{t-1} W_hh^T in place and runs the fused cell over the
+// active rows. The activated gates overwrite their preactivations, so the
+// buffer that held the projection is what backward keeps.
+//
+// bfloat16 and half run in float: the widened weights are small next to the
+// activations, and it keeps every step's rounding at float's level, as
+// cuDNN and oneDNN do for reduced types.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <cstring>
+
+#include "common/layer_args.h"
+#include "cpu/cell_kernels.h"
+#include "cpu/lstm_cpu.h"
+#include "cpu/widen.h"
+
+namespace fusedlstm::cpu {
+
+namespace {
+
+struct ForwardBuffers {
+  at::Tensor gates;    // [N, 4H] projection in, activated gates out
+  at::Tensor output;   // [N, P]
+  at::Tensor cells;    // [N, H]
+  at::Tensor h_state;  // [B, P] h of each sequence's latest step
+  at::Tensor c_state;  // [B, H] c of each sequence's latest step
+  at::Tensor hidden;   // [B, H] o * tanh(c) ahead of the projection
+};
+
+template <typename scalar_t>
+void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
+               const at::Tensor& w_hh_t, const at::Tensor& w_hr_t,
+               ForwardBuffers& buf) {
+  const int64_t H = d.hidden_size, P = d.state_size;
+  for (int64_t s = 0; s < sched.steps(); ++s) {
+    const int64_t t = sched.step_at(s, reverse);
+    const int64_t bs = sched.batch_sizes[t];
+    const int64_t row = sched.offsets[t];
+    if (bs == 0) continue;
+    at::Tensor pre = buf.gates.narrow(0, row, bs);
+    pre.addmm_(buf.h_state.narrow(0, 0, bs), w_hh_t);
+    scalar_t* g = pre.data_ptr<scalar_t>();
+    scalar_t* cells = buf.cells.data_ptr<scalar_t>() + row * H;
+    scalar_t* c_state = buf.c_state.data_ptr<scalar_t>();
+    if (d.has_proj) {
+      cell_forward<scalar_t>(bs, H, g, g, c_state, cells,
+                             buf.hidden.data_ptr<scalar_t>(), nullptr);
+      at::Tensor h_rows = buf.output.narrow(0, row, bs);
+      at::mm_out(h_rows, buf.hidden.narrow(0, 0, bs), w_hr_t);
+      buf.h_state.narrow(0, 0, bs).copy_(h_rows);
+    } else {
+      cell_forward<scalar_t>(bs, H, g, g, c_state, cells,
+                             buf.h_state.data_ptr<scalar_t>(),
+                             buf.output.data_ptr<scalar_t>() + row * P);
+    }
+  }
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                   const c10::optional<at::Tensor>& b_hh,
+                   const c10::optional<at::Tensor>& w_hr,
+                   const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  const LayerDims d = check_layer_args("fusedlstm::lstm_layer_forward", input,
+                                       h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                       batch_sizes);
+  const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
+  const int64_t N = sched.rows;
+  const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;
+  const at::ScalarType dtype = input.scalar_type();
+  const Widen w(dtype);
+  const auto opts = input.options().dtype(w.compute);
+
+  ForwardBuffers buf;
+  buf.gates = at::empty({N, 4 * H}, opts);
+  const at::Tensor x = w(input).reshape({N, I});
+  if (d.has_bias) {
+    at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)), x, w(w_ih).t());
+  } else {
+    at::mm_out(buf.gates, x, w(w_ih).t());
+  }
+  buf.output = at::empty({N, P}, opts);
+  buf.cells = at::empty({N, H}, opts);
+  buf.h_state = w.owned(h0);
+  buf.c_state = w.owned(c0);
+  at::Tensor w_hr_t;
+  if (d.has_proj) {
+    buf.hidden = at::empty({h0.size(0), H}, opts);
+    w_hr_t = w(*w_hr).t();
+  }
+  const at::Tensor w_hh_t = w(w_hh).t();
+
+  AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_forward_cpu", [&] {
+    run_steps<scalar_t>(sched, d, reverse, w_hh_t, w_hr_t, buf);
+  });
+
+  auto shaped = [&](const at::Tensor& t, int64_t width) {
+    std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
+    sizes.push_back(width);
+    return t.to(dtype).view(sizes);
+  };
+  return {shaped(buf.output, P), buf.h_state.to(dtype), buf.c_state.to(dtype),
+          shaped(buf.gates, 4 * H), shaped(buf.cells, H)};
+}
+
+}  // namespace fusedlstm::cpu

@@ -1,0 +1,25 @@
+// Widening of reduced floating types (bfloat16, half) to float for the CPU
+// kernels, which compute in float or double only.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace fusedlstm::cpu {
+
+struct Widen {
+  at::ScalarType compute;
+
+  explicit Widen(at::ScalarType dtype)
+      : compute(dtype == at::kDouble ? at::kDouble : at::kFloat) {}
+
+  // t in the compute type (a view or t itself where no conversion is needed).
+  at::Tensor operator()(const at::Tensor& t) const { return t.to(compute); }
+
+  // A contiguous copy in the compute type that the caller may overwrite.
+  at::Tensor owned(const at::Tensor& t) const {
+    return t.to(compute, /*non_blocking=*/false, /*copy=*/true,
+                at::MemoryFormat::Contiguous);
+  }
+};
+
+}  // namespace fusedlstm::cpu

@@ -1,0 +1,39 @@
+// Path selection and the device-side copy of the schedule.
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/lstm_cuda.h"
+#include "cuda/persistent/persistent.h"
+
+namespace fusedlstm::cuda {
+
+PathMode requested_path() {
+  // Read on every call, never cached: tests flip it between calls.
+  const char* v = std::getenv("FUSEDLSTM_CUDA_PATH");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) {
+    return PathMode::kAuto;
+  }
+  if (std::strcmp(v, "stepwise") == 0) return PathMode::kStepwise;
+  if (std::strcmp(v, "persistent") == 0) return PathMode::kPersistent;
+  TORCH_CHECK(false, "fusedlstm: FUSEDLSTM_CUDA_PATH must be auto, stepwise "
+              "or persistent, got '", v, "'");
+}
+
+bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
+  table->runs = 0;
+  table->steps = static_cast<int>(sched.steps());
+  for (int64_t t = 0; t < sched.steps(); ++t) {
+    const int n = table->runs;
+    if (n > 0 && table->batch[n - 1] == sched.batch_sizes[t]) continue;
+    if (n == ScheduleTable::kMaxRuns) return false;
+    table->t_start[n] = static_cast<int>(t);
+    table->batch[n] = static_cast<int>(sched.batch_sizes[t]);
+    table->offset[n] = sched.offsets[t];
+    table->runs = n + 1;
+  }
+  return true;
+}
+
+}  // namespace fusedlstm::cuda

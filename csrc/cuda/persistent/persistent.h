@@ -1,0 +1,97 @@
+// The persistent forward kernel of one layer-direction: host-side interface.
+//
+// One cooperative launch runs the whole recurrence. CTA k owns hidden units
+// [k*U, k*U + U) with all four gates of each, so the cell update is local;
+// its rows of W_hh ([4U, P]) stay in shared memory for the whole sequence.
+// Each step it reads h_{t-1} (all of it, from global/L2), adds the
+// precomputed x W_ih^T + b row, updates c, writes h_t, and the grid syncs
+// once. With a projection, h_t = W_hr m_t needs all of m_t, so a step has two
+// phases and two grid syncs: cell (writes m), sync, projection (CTA k owns
+// rows [k*PU, k*PU + PU) of W_hr, on chip too, and writes h), sync.
+//
+// Gates are computed with mma.sync m16n8k16 (fp32 accumulate) for float16 and
+// bfloat16, and with exact fp32 FFMA for float32 (exact is always allowed;
+// the TF32 variant is left to the performance issue).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/layer_args.h"
+
+#if defined(__CUDACC__)
+#define FUSEDLSTM_HD __host__ __device__
+#else
+#define FUSEDLSTM_HD
+#endif
+
+namespace fusedlstm::cuda {
+
+// The step schedule as runs of equal batch size, small enough to travel as a
+// kernel argument: the schedule stays on the host, nothing is copied to the
+// device, and a CUDA graph captures it by value.
+struct ScheduleTable {
+  static constexpr int kMaxRuns = 96;
+  int runs = 0;              // number of runs used
+  int steps = 0;             // T
+  int t_start[kMaxRuns];     // first step of each run (ascending)
+  int batch[kMaxRuns];       // batch size of each run
+  int64_t offset[kMaxRuns];  // first row of the run's first step
+
+  // Batch size and first row of step t (0 <= t < steps).
+  FUSEDLSTM_HD void lookup(int t, int* bs, int64_t* row) const {
+    int lo = 0, hi = runs - 1;
+    while (lo < hi) {  // last run with t_start <= t
+      const int mid = (lo + hi + 1) >> 1;
+      if (t_start[mid] <= t) lo = mid; else hi = mid - 1;
+    }
+    *bs = batch[lo];
+    *row = offset[lo] + int64_t(t - t_start[lo]) * batch[lo];
+  }
+};
+
+// Fills `table` from the host schedule; false if it has too many runs.
+bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
+
+// Arguments of the persistent forward kernel (element type T of the layer).
+struct PersistentForwardParams {
+  int B = 0, H = 0, P = 0;     // batch, hidden, state (proj or H)
+  bool reverse = false;
+  ScheduleTable sched;
+  const void* w_hh = nullptr;  // W_hh: [4H, P]
+  const void* w_hr = nullptr;  // W_hr: [P, H], projection only
+  void* gates = nullptr;       // [N, 4H]: in x W_ih^T + b, out activated gates
+  void* output = nullptr;      // [N, P]: h_t
+  void* cells = nullptr;       // [N, H]: c_t
+  void* h_buf = nullptr;       // [2, B, P]: h ping-pong, both halves = h0 in
+  void* m_buf = nullptr;       // [B, H]: o * tanh(c_t), projection only
+  float* c_state = nullptr;    // [B, H] fp32: c0 in, c_n out
+  void* h_n = nullptr;         // [B, P]: h0 in; each row's last h_t out
+};
+
+// Launch geometry, or why the layer does not fit.
+struct PersistentPlan {
+  bool fits = false;
+  std::string reason;          // set when !fits
+  int grid = 0, block = 0;
+  int units = 0;               // U: hidden units per CTA
+  int proj_units = 0;          // PU: projection rows per CTA
+  size_t smem = 0;             // dynamic shared memory per CTA, bytes
+};
+
+// Picks U and the grid for the current device: the smallest U (a multiple of
+// 4) whose CTAs all fit co-resident (occupancy API) within the opt-in
+// shared-memory limit. Host-only; no device sync. T is float, c10::Half or
+// c10::BFloat16; instantiated in instantiations/persistent_fwd_*.cu.
+template <typename T, bool kProj>
+PersistentPlan plan_persistent_forward(int H, int P, int device);
+
+// Cooperative launch on `stream`; raises on a launch error.
+template <typename T, bool kProj>
+void launch_persistent_forward(const PersistentPlan& plan,
+                               const PersistentForwardParams& params,
+                               cudaStream_t stream);
+
+}  // namespace fusedlstm::cuda

@@ -1,0 +1,44 @@
+// Turns runtime flags into template constants, so each kernel variant is
+// compiled once ahead of time (in its own small .cu under instantiations/)
+// and picked at run time. Modelled on flash-attention's static_switch.h.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
+#include <c10/util/Half.h>
+#include <c10/util/BFloat16.h>
+
+// BOOL_SWITCH(cond, kName, [&] { ... kName is constexpr here ... });
+#define FUSEDLSTM_BOOL_SWITCH(COND, CONST_NAME, ...) \
+  [&] {                                              \
+    if (COND) {                                      \
+      constexpr static bool CONST_NAME = true;       \
+      return __VA_ARGS__();                          \
+    } else {                                         \
+      constexpr static bool CONST_NAME = false;      \
+      return __VA_ARGS__();                          \
+    }                                                \
+  }()
+
+// The dtypes the persistent kernels are built for. float64 has no tensor-core
+// path worth having and always runs the stepwise path.
+#define FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...)              \
+  [&] {                                                                      \
+    switch (DTYPE) {                                                         \
+      case at::kFloat: {                                                     \
+        using TYPE_NAME = float;                                             \
+        return __VA_ARGS__();                                                \
+      }                                                                      \
+      case at::kHalf: {                                                      \
+        using TYPE_NAME = c10::Half;                                         \
+        return __VA_ARGS__();                                                \
+      }                                                                      \
+      case at::kBFloat16: {                                                  \
+        using TYPE_NAME = c10::BFloat16;                                     \
+        return __VA_ARGS__();                                                \
+      }                                                                      \
+      default:                                                               \
+        TORCH_CHECK(false, "fusedlstm: no persistent kernel for dtype ",     \
+                    DTYPE);                                                  \
+    }                                                                        \
+  }()

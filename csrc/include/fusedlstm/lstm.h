@@ -1,0 +1,83 @@
+// Public C++ API of fusedlstm: one LSTM layer in one direction.
+//
+// Notation used in every shape below:
+//   T  time steps,  B  batch,  I  input features,  H  hidden size,
+//   P  size of the emitted hidden state (proj_size if > 0, else H),
+//   N  rows of the time-major input: T*B for a padded sequence, or
+//      sum(batch_sizes) for a packed one.
+// Gate order along the 4H axis is PyTorch's: input, forget, cell (g), output.
+//
+// A padded sequence is the special case of a packed one in which every step
+// has the full batch, so both layouts share one code path: rows of step t are
+// [offset_t, offset_t + batch_sizes[t]) and, as in PackedSequence, the batch
+// per step never grows (sequences are sorted by decreasing length).
+//
+// These functions are plain ATen: they can be called from C++ without Python
+// (see CMakeLists.txt). The Python package reaches them through the
+// TORCH_LIBRARY operators declared in csrc/ops.cpp.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Optional.h>
+
+#include <tuple>
+
+namespace fusedlstm {
+
+// Result of a forward pass over one layer and direction.
+struct LayerForwardResult {
+  at::Tensor output;  // [T, B, P] or [N, P]: h_t for every step
+  at::Tensor h_n;     // [B, P]: h at each sequence's last processed step
+  at::Tensor c_n;     // [B, H]: c at each sequence's last processed step
+  at::Tensor gates;   // [T, B, 4H] or [N, 4H]: activated gates (i, f, g, o),
+                      //   kept for backward
+  at::Tensor cells;   // [T, B, H] or [N, H]: c_t for every step, kept for backward
+};
+
+// Forward pass of one LSTM layer in one direction.
+//   input:       [T, B, I] (batch_sizes undefined) or packed [N, I]
+//   h0:          [B, P]
+//   c0:          [B, H]
+//   w_ih:        [4H, I]
+//   w_hh:        [4H, P]
+//   b_ih, b_hh:  [4H] each, or both undefined (bias=False)
+//   w_hr:        [P, H], or undefined (no projection)
+//   batch_sizes: int64 CPU tensor [T], non-increasing, or undefined (padded)
+//   reverse:     process the sequence from its last step to its first
+// All floating tensors share input's dtype and device.
+LayerForwardResult lstm_layer_forward(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+
+// Gradients of one layer and direction.
+struct LayerBackwardResult {
+  at::Tensor grad_input;  // like input
+  at::Tensor grad_h0;     // [B, P]
+  at::Tensor grad_c0;     // [B, H]
+  at::Tensor grad_w_ih;   // [4H, I]
+  at::Tensor grad_w_hh;   // [4H, P]
+  at::Tensor grad_bias;   // [4H]: the gradient of b_ih and of b_hh alike, since
+                          //   they enter the gates as a sum; empty without bias
+  at::Tensor grad_w_hr;   // [P, H]; empty when there is no projection
+};
+
+// Backward pass of one LSTM layer in one direction. Takes the tensors that
+// lstm_layer_forward returned and saved; nothing is recomputed but tanh(c_t).
+//   grad_output: like output       grad_h_n: [B, P]     grad_c_n: [B, H]
+//   input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse: as in
+//                forward (the biases are read only for whether they exist; they
+//                are arguments so that autograd can reach them at second order)
+//   output, gates, cells: as returned by forward
+LayerBackwardResult lstm_layer_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr, const at::Tensor& output,
+    const at::Tensor& gates, const at::Tensor& cells,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+
+}  // namespace fusedlstm

@@ -1,0 +1,82 @@
+// The operator registry: schemas of the fusedlstm operators, and the public
+// C++ entry points of lstm.h, which call through the dispatcher so that C++
+// callers reach the same CPU or CUDA kernel as Python does.
+//
+// Backend kernels are registered beside their code (cpu/register_cpu.cpp,
+// cuda/register_cuda.cu); fake kernels and autograd live in fusedlstm/ops.py.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include "fusedlstm/lstm.h"
+
+
+TORCH_LIBRARY(fusedlstm, m) {
+  // One layer, one direction. See lstm.h for every argument's shape.
+  // Returns (output, h_n, c_n, gates, cells).
+  m.def(
+      "lstm_layer_forward(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor? batch_sizes, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
+  // grad_w_hr); grad_bias and grad_w_hr are empty when absent.
+  // b_ih and b_hh are taken so that double backward can differentiate
+  // through them; the kernel reads only whether they are present.
+  m.def(
+      "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, "
+      "Tensor grad_c_n, Tensor input, Tensor h0, Tensor c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor output, "
+      "Tensor gates, Tensor cells, Tensor? batch_sizes, bool reverse) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+namespace fusedlstm {
+
+LayerForwardResult lstm_layer_forward(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("fusedlstm::lstm_layer_forward", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor,
+                                         at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const c10::optional<at::Tensor>&,
+                           const c10::optional<at::Tensor>&,
+                           const c10::optional<at::Tensor>&,
+                           const c10::optional<at::Tensor>&, bool)>();
+  auto [output, h_n, c_n, gates, cells] = op.call(
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
+  return {output, h_n, c_n, gates, cells};
+}
+
+LayerBackwardResult lstm_layer_backward(
+    const at::Tensor& grad_output, const at::Tensor& grad_h_n,
+    const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr, const at::Tensor& output,
+    const at::Tensor& gates, const at::Tensor& cells,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedlstm::lstm_layer_backward", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+              const c10::optional<at::Tensor>&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&,
+              const c10::optional<at::Tensor>&, bool)>();
+  auto [gi, gh0, gc0, gwih, gwhh, gb, gwhr] =
+      op.call(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
+              b_ih, b_hh, w_hr, output, gates, cells, batch_sizes, reverse);
+  return {gi, gh0, gc0, gwih, gwhh, gb, gwhr};
+}
+
+}  // namespace fusedlstm

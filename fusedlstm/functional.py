@@ -1,0 +1,91 @@
+"""The multi-layer, bidirectional LSTM as a function of its weights.
+
+``lstm`` stacks the one-layer, one-direction operator: each layer's
+directions run on the same input and are concatenated, and dropout falls
+between layers exactly where ``torch.nn.LSTM`` puts it, drawing from the RNG in
+the same order, so that a fixed seed gives the same masks.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import ops
+
+
+def lstm(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor],
+    weights: Sequence[Tensor],
+    *,
+    num_layers: int,
+    bias: bool,
+    bidirectional: bool,
+    proj_size: int = 0,
+    dropout: float = 0.0,
+    training: bool = False,
+    batch_first: bool = False,
+    batch_sizes: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Runs a stacked LSTM; returns (output, h_n, c_n).
+
+    Args:
+        input: [T, B, I] ([B, T, I] with ``batch_first``), or the packed data
+            [N, I] of a ``PackedSequence`` together with its ``batch_sizes``.
+        hx: (h0 [L*D, B, P], c0 [L*D, B, H]), D = 2 if bidirectional else 1,
+            P = proj_size or H.
+        weights: ``nn.LSTM._flat_weights`` order: per layer and direction
+            w_ih [4H, I_l], w_hh [4H, P], then b_ih, b_hh [4H] if ``bias``,
+            then w_hr [P, H] if ``proj_size``.
+    """
+    directions = 2 if bidirectional else 1
+    per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)
+    if len(weights) != num_layers * directions * per_direction:
+        raise ValueError(
+            f"lstm: expected {num_layers * directions * per_direction} weight "
+            f"tensors, got {len(weights)}"
+        )
+    h0, c0 = hx
+    layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input
+    h_n, c_n = [], []
+    for layer in range(num_layers):
+        outputs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            w = weights[index * per_direction : (index + 1) * per_direction]
+            out, h, c = ops.lstm_layer(
+                layer_input,
+                h0[index],
+                c0[index],
+                w[0],
+                w[1],
+                w[2] if bias else None,
+                w[3] if bias else None,
+                w[-1] if proj_size > 0 else None,
+                batch_sizes,
+                direction == 1,
+            )
+            outputs.append(out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_input = torch.cat(outputs, -1) if directions == 2 else outputs[0]
+        if dropout > 0 and training and layer < num_layers - 1:
+            layer_input = F.dropout(layer_input, dropout, training=True)
+    output = layer_input.transpose(0, 1) if batch_first and batch_sizes is None else layer_input
+    return output, torch.stack(h_n), torch.stack(c_n)
+
+
+def lstm_cell(
+    input: Tensor,
+    hx: tuple[Tensor, Tensor],
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor]:
+    """One LSTM step: input [B, I], hx = (h [B, H], c [B, H]); returns (h', c')."""
+    _, h, c = ops.lstm_layer(input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
+    return h, c

@@ -1,0 +1,171 @@
+"""``fusedlstm.LSTM`` and ``fusedlstm.LSTMCell``: drop-ins for torch.nn's.
+
+``LSTM`` derives from ``nn.RNNBase`` rather than ``nn.LSTM``. That keeps
+``nn.LSTM``'s constructor, validation, parameters, initialisation,
+``state_dict``, ``repr`` and ``flatten_parameters`` (they all live in
+``RNNBase``), while ``isinstance(m, nn.LSTM)`` is False: TorchDynamo refuses
+to trace any ``nn.LSTM`` instance, so a subclass of it could never compile
+without a graph break. ``isinstance(m, nn.RNNBase)`` is True.
+
+``LSTMCell`` derives from ``nn.LSTMCell`` (Dynamo traces cells), so
+``isinstance(m, nn.LSTMCell)`` is True.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+
+
+class LSTM(nn.RNNBase):
+    __doc__ = (
+        "Drop-in for :class:`torch.nn.LSTM`, on fusedlstm's fused kernels.\n\n"
+        "Takes the same arguments, inputs and state_dict and returns the same "
+        "outputs; see torch.nn.LSTM for their meaning.\n"
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__("LSTM", *args, **kwargs)
+
+    # nn.LSTM's own shape checks, so that errors read exactly the same.
+    get_expected_cell_size = nn.LSTM.get_expected_cell_size
+    check_forward_args = nn.LSTM.check_forward_args
+    permute_hidden = nn.LSTM.permute_hidden
+
+    def _zero_state(self, input: Tensor, batch: int) -> tuple[Tensor, Tensor]:
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        state = self.proj_size if self.proj_size > 0 else self.hidden_size
+        kwargs = dict(dtype=input.dtype, device=input.device)
+        return (
+            torch.zeros(layers, batch, state, **kwargs),
+            torch.zeros(layers, batch, self.hidden_size, **kwargs),
+        )
+
+    def forward(self, input, hx=None):
+        packed = isinstance(input, PackedSequence)
+        batch_sizes = sorted_indices = unsorted_indices = None
+        is_batched = True
+        if packed:
+            input, batch_sizes, sorted_indices, unsorted_indices = input
+            if hx is None:
+                hx = self._zero_state(input, int(batch_sizes[0]))
+            else:
+                hx = self.permute_hidden(hx, sorted_indices)
+        else:
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead"
+                )
+            is_batched = input.dim() == 3
+            if not is_batched:
+                input = input.unsqueeze(0 if self.batch_first else 1)
+            if hx is None:
+                hx = self._zero_state(input, input.size(0 if self.batch_first else 1))
+            else:
+                want = 3 if is_batched else 2
+                if hx[0].dim() != want or hx[1].dim() != want:
+                    kind = "batched 3-D" if is_batched else "unbatched 2-D"
+                    raise RuntimeError(
+                        f"For {kind} input, hx and cx should also be {want}-D but "
+                        f"got ({hx[0].dim()}-D, {hx[1].dim()}-D) tensors"
+                    )
+                if not is_batched:
+                    hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        self.check_forward_args(input, hx, batch_sizes)
+        _check_state_dtypes(input, hx)
+
+        output, h_n, c_n = functional.lstm(
+            input,
+            hx,
+            [getattr(self, name) for name in self._flat_weights_names],
+            num_layers=self.num_layers,
+            bias=self.bias,
+            bidirectional=self.bidirectional,
+            proj_size=self.proj_size,
+            dropout=self.dropout,
+            training=self.training,
+            batch_first=self.batch_first,
+            batch_sizes=batch_sizes,
+        )
+        if packed:
+            output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
+            return output, self.permute_hidden((h_n, c_n), unsorted_indices)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+
+class LSTMCell(nn.LSTMCell):
+    __doc__ = (
+        "Drop-in for :class:`torch.nn.LSTMCell`, on fusedlstm's fused kernels.\n\n"
+        "Takes the same arguments, inputs and state_dict and returns the same "
+        "outputs; see torch.nn.LSTMCell for their meaning.\n"
+    )
+
+    def forward(self, input: Tensor, hx=None):
+        if input.dim() not in (1, 2):
+            raise ValueError(
+                f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
+            )
+        if hx is not None:
+            for index, value in enumerate(hx):
+                if value.dim() not in (1, 2):
+                    raise ValueError(
+                        f"LSTMCell: Expected hx[{index}] to be 1D or 2D, got "
+                        f"{value.dim()}D instead"
+                    )
+        is_batched = input.dim() == 2
+        if not is_batched:
+            input = input.unsqueeze(0)
+        if hx is None:
+            zeros = input.new_zeros(input.size(0), self.hidden_size)
+            hx = (zeros, zeros)
+        elif not is_batched:
+            hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        _check_cell_args(input, hx, self.input_size, self.hidden_size)
+        _check_state_dtypes(input, hx)
+        h, c = functional.lstm_cell(
+            input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
+        )
+        if not is_batched:
+            h, c = h.squeeze(0), c.squeeze(0)
+        return h, c
+
+
+def _check_cell_args(input: Tensor, hx, input_size: int, hidden_size: int) -> None:
+    # The checks that torch.nn.LSTMCell's kernel makes, with its messages.
+    if input.size(1) != input_size:
+        raise RuntimeError(
+            f"input has inconsistent input_size: got {input.size(1)} expected {input_size}"
+        )
+    for index, value in enumerate(hx):
+        if input.size(0) != value.size(0):
+            raise RuntimeError(
+                f"Input batch size {input.size(0)} doesn't match hidden{index} "
+                f"batch size {value.size(0)}"
+            )
+        if value.size(1) != hidden_size:
+            raise RuntimeError(
+                f"hidden{index} has inconsistent hidden_size: got {value.size(1)}, "
+                f"expected {hidden_size}"
+            )
+
+
+def _check_state_dtypes(input: Tensor, hx) -> None:
+    for value in hx:
+        if value.dtype != input.dtype:
+            raise RuntimeError(
+                f"expected scalar type {_c_name(input.dtype)} but found "
+                f"{_c_name(value.dtype)}"
+            )
+
+
+def _c_name(dtype: torch.dtype) -> str:
+    # ATen's name for a dtype in its messages: torch.float32 -> Float.
+    return {
+        torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
+        torch.bfloat16: "BFloat16",
+    }.get(dtype, str(dtype).replace("torch.", ""))

@@ -1,0 +1,182 @@
+"""The fusedlstm operators: loading, fake (meta) kernels and autograd.
+
+The operators are declared in C++ (csrc/ops.cpp) and implemented per device
+in csrc/cpu and csrc/cuda. This module adds what PyTorch needs around them:
+fake kernels for tracing (torch.compile, export) and the autograd formulas.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _C  # noqa: F401  (loads the library, registering the operators)
+from . import reference
+
+_forward_op = torch.ops.fusedlstm.lstm_layer_forward
+_backward_op = torch.ops.fusedlstm.lstm_layer_backward
+
+
+def lstm_layer(
+    input: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Optional[Tensor] = None,
+    b_hh: Optional[Tensor] = None,
+    w_hr: Optional[Tensor] = None,
+    batch_sizes: Optional[Tensor] = None,
+    reverse: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One LSTM layer in one direction; returns (output, h_n, c_n).
+
+    input is [T, B, I], or packed [N, I] with ``batch_sizes`` as in
+    ``PackedSequence``; h0 is [B, P], c0 is [B, H], the weights are shaped as
+    in ``nn.LSTM``. Differentiable to second order.
+    """
+    output, h_n, c_n, _, _ = _forward_op(
+        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse
+    )
+    return output, h_n, c_n
+
+
+# ---------------------------------------------------------------- fake kernels
+
+
+def _with_width(like: Tensor, width) -> Tensor:
+    return like.new_empty((*like.shape[:-1], width))
+
+
+@torch.library.register_fake("fusedlstm::lstm_layer_forward")
+def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    hidden = w_ih.shape[0] // 4
+    return (
+        _with_width(input, h0.shape[-1]),
+        torch.empty_like(h0, memory_format=torch.contiguous_format),
+        torch.empty_like(c0, memory_format=torch.contiguous_format),
+        _with_width(input, 4 * hidden),
+        _with_width(input, hidden),
+    )
+
+
+@torch.library.register_fake("fusedlstm::lstm_layer_backward")
+def _backward_fake(
+    grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+    output, gates, cells, batch_sizes, reverse,
+):
+    def like(t):
+        return torch.empty_like(t, memory_format=torch.contiguous_format)
+
+    return (
+        like(input), like(h0), like(c0), like(w_ih), like(w_hh),
+        like(b_ih) if b_ih is not None else input.new_empty(0),
+        like(w_hr) if w_hr is not None else input.new_empty(0),
+    )
+
+
+# -------------------------------------------------------- first-order autograd
+
+
+def _forward_setup_context(ctx, inputs, output):
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = inputs
+    out, _, _, gates, cells = output
+    ctx.reverse = reverse
+    ctx.save_for_backward(
+        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells, batch_sizes
+    )
+    ctx.mark_non_differentiable(gates, cells)
+
+
+def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+    (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells,
+     batch_sizes) = ctx.saved_tensors
+    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = _backward_op(
+        grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+        w_hr, out, gates, cells, batch_sizes, ctx.reverse,
+    )
+    has_bias = b_ih is not None
+    return (
+        g_input, g_h0, g_c0, g_w_ih, g_w_hh,
+        g_bias if has_bias else None,
+        # b_ih and b_hh get equal gradients; give each its own tensor so that
+        # in-place updates of one .grad never reach the other.
+        g_bias.clone() if has_bias else None,
+        g_w_hr if w_hr is not None else None,
+        None, None,
+    )
+
+
+torch.library.register_autograd(
+    "fusedlstm::lstm_layer_forward", _forward_backward,
+    setup_context=_forward_setup_context,
+)
+
+
+# ------------------------------------------------------- second-order autograd
+#
+# The backward operator is differentiated through the composite reference:
+# first-order gradients are re-derived from reference.lstm_layer with
+# create_graph=True and their vector-Jacobian product is taken. The saved
+# forward results (output, gates, cells) get no gradient of their own because
+# the recomputation already accounts for how they depend on the inputs.
+
+_PRIMALS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+
+
+def _backward_setup_context(ctx, inputs, output):
+    (grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+     _out, _gates, _cells, batch_sizes, reverse) = inputs
+    ctx.reverse = reverse
+    ctx.save_for_backward(
+        grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+        w_hr, batch_sizes,
+    )
+
+
+def _backward_backward(ctx, *grads_of_grads):
+    if torch.is_grad_enabled():
+        raise NotImplementedError(
+            "fusedlstm supports gradients up to second order; a third-order "
+            "gradient (create_graph=True through a double backward) is not "
+            "implemented"
+        )
+    (grad_output, grad_h_n, grad_c_n, *primals, batch_sizes) = ctx.saved_tensors
+    cotangents = [grad_output, grad_h_n, grad_c_n]
+    with torch.enable_grad():
+        leaves = [
+            t.detach().requires_grad_() if t is not None else None
+            for t in (*cotangents, *primals)
+        ]
+        cot, prim = leaves[:3], leaves[3:]
+        outs = reference.lstm_layer(*prim, batch_sizes, ctx.reverse)
+        # Differentiate w.r.t. b_ih only: b_hh's gradient is the same tensor.
+        wrt = [p for p in prim if p is not None]
+        first = torch.autograd.grad(outs, wrt, cot, create_graph=True)
+        first_by_name = dict(zip([n for n, p in zip(_PRIMALS, prim) if p is not None], first))
+        order = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "w_hr")
+        pairs = [
+            (first_by_name[name], gg)
+            for name, gg in zip(order, grads_of_grads)
+            if name in first_by_name and gg is not None and gg.numel() > 0
+        ]
+        live = [l for l in leaves if l is not None]
+        second = torch.autograd.grad(
+            [p[0] for p in pairs], live, [p[1] for p in pairs], allow_unused=True
+        ) if pairs else [None] * len(live)
+    it = iter(second)
+    by_leaf = [next(it) if l is not None else None for l in leaves]
+    g = [
+        s if s is not None or l is None else torch.zeros_like(l)
+        for s, l in zip(by_leaf, leaves)
+    ]
+    # Inputs: grad_output, grad_h_n, grad_c_n, 8 primals, out, gates, cells,
+    # batch_sizes, reverse.
+    return (*g, None, None, None, None, None)
+
+
+torch.library.register_autograd(
+    "fusedlstm::lstm_layer_backward", _backward_backward,
+    setup_context=_backward_setup_context,
+)

@@ -1,0 +1,55 @@
+"""Builds fusedlstm._C: the C++ CPU kernels always, the CUDA kernels when a
+CUDA toolkit and a CUDA-enabled torch are both present.
+
+Environment:
+  FUSEDLSTM_FORCE_CPU=1   build without CUDA even where it is available.
+  TORCH_CUDA_ARCH_LIST    GPU targets (default: 8.0 8.6 8.9 9.0+PTX).
+  MAX_JOBS                parallel compile jobs (ninja).
+"""
+import glob
+import os
+
+from setuptools import setup
+from torch.utils import cpp_extension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join(ROOT, "csrc")
+
+
+def _sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(CSRC, pattern)))
+
+
+def _want_cuda():
+    if os.environ.get("FUSEDLSTM_FORCE_CPU", "0") == "1":
+        return False
+    import torch
+
+    return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def _extension():
+    sources = _sources("*.cpp") + _sources("common/*.cpp") + _sources("cpu/*.cpp")
+    cxx = ["-O3"]
+    include_dirs = [os.path.join(CSRC), os.path.join(CSRC, "include")]
+    if not _want_cuda():
+        return cpp_extension.CppExtension(
+            "fusedlstm._C", sources, include_dirs=include_dirs,
+            extra_compile_args={"cxx": cxx}, py_limited_api=True,
+        )
+    os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0 8.6 8.9 9.0+PTX")
+    sources += _sources("cuda/*.cpp") + _sources("cuda/*.cu") + _sources("cuda/**/*.cu")
+    nvcc = ["-O3", "-lineinfo",
+            "-DFUSEDLSTM_WITH_CUDA", "--expt-relaxed-constexpr"]
+    return cpp_extension.CUDAExtension(
+        "fusedlstm._C", sorted(set(sources)), include_dirs=include_dirs,
+        extra_compile_args={"cxx": cxx + ["-DFUSEDLSTM_WITH_CUDA"], "nvcc": nvcc},
+        py_limited_api=True,
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+)

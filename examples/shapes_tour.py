@@ -70,7 +70,7 @@ def tour(lstm_cls, device):
 
 
 def main(argv=None):
-    args = parse_args(argv, __doc__.splitlines()[0], epochs=5)
+    args = parse_args(argv, __doc__.splitlines()[0], epochs=6)
     lstm_cls, _ = lstm_classes(args.impl)
     seed_everything(args.seed)
     shapes = tour(lstm_cls, args.device)
@@ -81,7 +81,7 @@ def main(argv=None):
     tokens = torch.randint(VOCAB, (n, STEPS), device=args.device)
     labels = tokens[:, 0] % CLASSES
     model = LastStepClassifier(lstm_cls).to(args.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.Generator().manual_seed(args.seed)
 

@@ -38,7 +38,7 @@ done
 [ -n "$CUDA_INC" ] || { echo "compile_check_cuda: cuda_runtime.h not found (set CUDA_HOME)" >&2; exit 1; }
 # The shim goes last: a real cuda_cmake_macros.h (CUDA wheels) wins.
 COMMON="-std=c++17 -DFUSEDLSTM_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI=$ABI -I csrc -I csrc/include $TORCH_INC -I$CUDA_INC -I$WORK/shim"
-NVCC_FLAGS="-arch=$ARCH -O3 --use_fast_math -lineinfo --expt-relaxed-constexpr -diag-suppress 3306 -Xcompiler -Wno-c++20-extensions"
+NVCC_FLAGS="-arch=$ARCH -O3 -lineinfo --expt-relaxed-constexpr -diag-suppress 3306 -Xcompiler -Wno-c++20-extensions"
 [ "${PTXAS_VERBOSE:-0}" = "1" ] && NVCC_FLAGS="$NVCC_FLAGS -Xptxas -v"
 CXX_FLAGS="-O1 -fPIC -fsyntax-only -Wall -Wno-c++20-extensions -Wno-unused-function"
 

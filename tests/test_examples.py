@@ -29,8 +29,9 @@ REDUCED = {
 # Loss curves after training are not bit-identical between implementations: the
 # kernels sum in a different order, so each step differs by float32 rounding
 # (~1e-7 relative), and training compounds that through every Adam step. 1e-4
-# relative bounds that drift over these few epochs with a wide margin; a wrong
-# gate, bias or gradient moves the curve by 1e-2 or more already in epoch 1.
+# relative bounds that drift with a wide margin: measured on CPU it is at most
+# 1.5e-6 even over the examples' full default runs. A wrong gate, bias or
+# gradient moves the curve by 1e-2 or more already in epoch 1.
 TRAINING_DRIFT = dict(rtol=1e-4, atol=1e-6)
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -11,7 +11,7 @@
 #include <cstring>
 
 #include "common/layer_args.h"
-#include "cpu/cell_kernels.h"
+#include "cpu/cell_dispatch.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/widen.h"
 
@@ -81,7 +81,7 @@ void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
       at::add_out(dm, dh_active, grad_out);
     }
     scalar_t* dgates = buf.dgates.data_ptr<scalar_t>() + row * G;
-    cell_backward<scalar_t>(bs, H, buf.gates.const_data_ptr<scalar_t>() + row * G,
+    cell_kernels<scalar_t>().backward(bs, H, buf.gates.const_data_ptr<scalar_t>() + row * G,
                             buf.cells.const_data_ptr<scalar_t>() + row * H,
                             buf.c_prev.const_data_ptr<scalar_t>() + row * H,
                             buf.dm.const_data_ptr<scalar_t>(),
@@ -135,8 +135,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   buf.dc_state = state_or_zeros(grad_c_n, H);
   buf.dm = at::empty({B, H}, opts);
   if (d.has_proj) buf.grad_h_all = at::empty({N, P}, opts);
-  const at::Tensor w_hh_c = w(w_hh);
-  const at::Tensor w_hr_c = d.has_proj ? w(*w_hr) : at::Tensor();
+  const at::Tensor w_hh_c = w(w_hh).contiguous();
+  const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {
     run_steps_backward<scalar_t>(sched, d, reverse, w_hh_c, w_hr_c, buf);

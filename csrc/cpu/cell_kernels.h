@@ -1,6 +1,11 @@
 // The per-step elementwise LSTM cell, forward and backward, on a block of
 // rows, in float or double (reduced types are widened before they get here),
 // vectorised with at::vec; rows are spread over threads with at::parallel_for.
+//
+// Included only by the cell_*.cpp files, each compiling it for one CPU
+// capability: like ATen, the code lives in an inline namespace named after the
+// capability, so the copies never collide at link time. Call the kernels
+// through cell_dispatch.h.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -11,6 +16,7 @@
 #include <cstdint>
 
 namespace fusedlstm::cpu {
+inline namespace CPU_CAPABILITY {
 
 template <typename T>
 using Vec = at::vec::Vectorized<T>;
@@ -102,4 +108,5 @@ void cell_backward(int64_t rows, int64_t H, const scalar_t* gates,
   });
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace fusedlstm::cpu

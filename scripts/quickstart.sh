@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Sets up fusedlstm on a fresh machine and runs one of its two jobs:
+#   bash scripts/quickstart.sh report   side-by-side parity and speed vs torch.nn.LSTM
+#   bash scripts/quickstart.sh test     the test suite
+# Installs torch 2.13.0 only where no torch is installed (an installed torch is
+# never replaced), builds the extension for the torch that is there (with CUDA
+# where torch and a CUDA toolkit both have it), then runs the job.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+job="${1:-}"
+PY="${PYTHON:-python3}"
+
+case "$job" in
+  report|test) ;;
+  *) echo "usage: bash scripts/quickstart.sh report|test" >&2; exit 2 ;;
+esac
+
+pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "== installing torch 2.13.0"
+  pip_install "torch==2.13.0"
+fi
+# The build needs these beside torch (no build isolation: it builds against
+# the torch that is installed).
+"$PY" -c "import setuptools, wheel, ninja" 2>/dev/null || pip_install setuptools wheel ninja
+if [ "$job" = test ]; then
+  missing=$("$PY" - <<'PY'
+import importlib.util
+wanted = {"pytest": "pytest", "hypothesis": "hypothesis",
+          "pytest_benchmark": "pytest-benchmark", "sklearn": "scikit-learn",
+          "matplotlib": "matplotlib"}
+print(" ".join(pip for mod, pip in wanted.items() if importlib.util.find_spec(mod) is None))
+PY
+)
+  [ -z "$missing" ] || { echo "== installing $missing"; pip_install $missing; }
+fi
+
+echo "== building fusedlstm ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation -e .
+
+if [ "$job" = report ]; then
+  exec "$PY" -m fusedlstm.report
+fi
+set +e
+"$PY" -m pytest tests -q
+status=$?
+# pytest exits 5 when it collected no test: that is a failure here.
+[ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
+exit "$status"

@@ -73,7 +73,15 @@ class LSTM(nn.RNNBase):
                     )
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        if packed:
+            # nn.LSTM leaves packed input to its kernel, whose input
+            # projection is the first to see a dtype mismatch.
+            _check_matmul_dtypes(input, self._flat_weights[0])
         self.check_forward_args(input, hx, batch_sizes)
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
+        if not packed and input.size(1 if self.batch_first else 0) == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         _check_state_dtypes(input, hx)
 
         output, h_n, c_n = functional.lstm(
@@ -120,6 +128,13 @@ class LSTMCell(nn.LSTMCell):
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)
+        if hx is not None and not isinstance(hx, (tuple, list)):
+            raise TypeError(
+                "lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, "
+                f"not {type(hx).__name__}"
+            )
+        if hx is not None and len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)
             hx = (zeros, zeros)
@@ -163,9 +178,21 @@ def _check_state_dtypes(input: Tensor, hx) -> None:
             )
 
 
+def _check_matmul_dtypes(input: Tensor, weight: Tensor) -> None:
+    # The message of torch's input projection (a matmul) on mismatched dtypes.
+    if input.dtype != weight.dtype:
+        raise RuntimeError(
+            "mat1 and mat2 must have the same dtype, but got "
+            f"{_c_name(input.dtype)} and {_c_name(weight.dtype)}"
+        )
+
+
 def _c_name(dtype: torch.dtype) -> str:
     # ATen's name for a dtype in its messages: torch.float32 -> Float.
     return {
         torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-        torch.bfloat16: "BFloat16",
+        torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int",
+        torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
+        torch.bool: "Bool", torch.complex64: "ComplexFloat",
+        torch.complex128: "ComplexDouble",
     }.get(dtype, str(dtype).replace("torch.", ""))

@@ -1,0 +1,213 @@
+"""Shared helpers of the CPU parity suite.
+
+A "pair" is an ``nn.LSTM`` (or ``nn.LSTMCell``) and a fusedlstm twin holding
+the same weights. ``run_lstm`` runs one module on leaf tensors and returns
+everything the suite compares: the outputs, h_n, c_n, and the gradients of
+the input, h0, c0 and every parameter under one fixed set of cotangents.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import fusedlstm
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+# ----------------------------------------------------------------- building
+
+
+def make_lstm_pair(input_size, hidden_size, *, dtype=torch.float32, seed=0, **kwargs):
+    """(nn.LSTM, fusedlstm.LSTM) with identical weights, in ``dtype``."""
+    torch.manual_seed(seed)
+    ref = nn.LSTM(input_size, hidden_size, **kwargs)
+    ours = fusedlstm.LSTM(input_size, hidden_size, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    return ref.to(dtype), ours.to(dtype)
+
+
+def make_cell_pair(input_size, hidden_size, *, dtype=torch.float32, seed=0, **kwargs):
+    """(nn.LSTMCell, fusedlstm.LSTMCell) with identical weights, in ``dtype``."""
+    torch.manual_seed(seed)
+    ref = nn.LSTMCell(input_size, hidden_size, **kwargs)
+    ours = fusedlstm.LSTMCell(input_size, hidden_size, **kwargs)
+    ours.load_state_dict(ref.state_dict())
+    return ref.to(dtype), ours.to(dtype)
+
+
+def state_shapes(module: nn.Module, batch: Optional[int]):
+    """Shapes of (h0, c0) for ``module`` at ``batch`` (None: unbatched)."""
+    if isinstance(module, nn.LSTMCell):
+        h = c = (module.hidden_size,)
+        lead = ()
+    else:
+        layers = module.num_layers * (2 if module.bidirectional else 1)
+        h = (module.proj_size or module.hidden_size,)
+        c = (module.hidden_size,)
+        lead = (layers,)
+    mid = () if batch is None else (batch,)
+    return lead + mid + h, lead + mid + c
+
+
+def to_reference(module: nn.Module) -> nn.Module:
+    """A float64 torch.nn copy of ``module`` (same weight values), for bf16."""
+    if isinstance(module, nn.LSTMCell):
+        ref = nn.LSTMCell(module.input_size, module.hidden_size, bias=module.bias)
+    else:
+        ref = nn.LSTM(
+            module.input_size, module.hidden_size, num_layers=module.num_layers,
+            bias=module.bias, batch_first=module.batch_first, dropout=module.dropout,
+            bidirectional=module.bidirectional, proj_size=module.proj_size,
+        )
+    ref = ref.double()
+    ref.load_state_dict({k: v.double() for k, v in module.state_dict().items()})
+    ref.train(module.training)
+    return ref
+
+
+# ------------------------------------------------------------------ running
+
+
+def run_lstm(
+    module: nn.Module,
+    x: torch.Tensor,
+    hx=None,
+    *,
+    lengths=None,
+    enforce_sorted: bool = True,
+    seed: int = 1234,
+    backward: bool = True,
+):
+    """Runs ``module`` and backpropagates fixed random cotangents.
+
+    ``x`` and ``hx`` are cloned into fresh leaves (in ``x``'s own layout, so
+    a non-contiguous ``x`` stays non-contiguous). With ``lengths``, ``x`` is
+    padded and is packed before the call. Returns a dict: ``output`` (the
+    padded output's packed data for packed input), ``h_n``, ``c_n`` and, with
+    ``backward``, ``grad_input``, ``grad_h0``, ``grad_c0`` and ``grad_<name>``
+    for every parameter.
+    """
+    module.zero_grad(set_to_none=True)
+    x = _leaf(x)
+    hx = None if hx is None else tuple(_leaf(t) for t in hx)
+    inp = x
+    if lengths is not None:
+        inp = pack_padded_sequence(
+            x, lengths, batch_first=getattr(module, "batch_first", False),
+            enforce_sorted=enforce_sorted,
+        )
+    # A fixed seed right before the call: dropout draws the same masks.
+    torch.manual_seed(seed)
+    out = module(inp) if hx is None else module(inp, hx)
+    if isinstance(module, nn.LSTMCell):
+        output, (h_n, c_n) = out[0], out
+    else:
+        output, (h_n, c_n) = out
+    if isinstance(output, PackedSequence):
+        output = output.data
+    result = {"output": output, "h_n": h_n, "c_n": c_n}
+    if not backward:
+        return {k: v.detach() for k, v in result.items()}
+    # Cotangents come from their own generator, so both modules see the same,
+    # and are rounded to bf16 so that every dtype (the float64 reference of
+    # the bf16 rule included) gets exactly the same values.
+    gen = torch.Generator().manual_seed(seed + 1)
+    roots = [output, h_n, c_n] if not isinstance(module, nn.LSTMCell) else [h_n, c_n]
+    cotangents = [
+        torch.randn(r.shape, generator=gen, dtype=torch.float64)
+        .to(torch.bfloat16).to(r.dtype)
+        for r in roots
+    ]
+    torch.autograd.backward(roots, cotangents)
+    result = {k: v.detach() for k, v in result.items()}
+    result["grad_input"] = x.grad
+    if hx is not None:
+        result["grad_h0"], result["grad_c0"] = hx[0].grad, hx[1].grad
+    for name, p in module.named_parameters():
+        result[f"grad_{name}"] = p.grad
+    return result
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    # Keep t's strides (non-contiguous stays so) but own the storage.
+    out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype)
+    out.copy_(t.detach())
+    return out.requires_grad_(t.dtype.is_floating_point)
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def assert_results_close(actual: dict, expected: dict, **kwargs):
+    """Every entry equal under torch.testing.assert_close (defaults)."""
+    assert actual.keys() == expected.keys(), (sorted(actual), sorted(expected))
+    for key in expected:
+        a, e = actual[key], expected[key]
+        if e is None:
+            assert a is None, f"{key}: expected no gradient, got one"
+            continue
+        assert a is not None, f"{key}: expected a gradient, got None"
+        torch.testing.assert_close(a, e, msg=lambda m, key=key: f"{key}: {m}", **kwargs)
+
+
+def max_abs_error(t: Optional[torch.Tensor], ref: Optional[torch.Tensor]) -> float:
+    if ref is None or ref.numel() == 0:
+        return 0.0
+    return (t.double() - ref.double()).abs().max().item()
+
+
+def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict):
+    """The half-precision rule, per compared tensor.
+
+    Our error against the float64 reference (nn.LSTM in float64 on the very
+    same weight and input values) must be at most twice nn.LSTM's own error
+    at the low precision, plus a floor of one unit of the dtype's precision
+    (eps: 2**-7 for bf16, 2**-10 for fp16) relative to the largest reference
+    magnitude of that tensor, i.e. one to two ulps at that magnitude.
+
+    Why a floor: every result is rounded to bf16 on the way out, and so is
+    every tensor passed between stacked layers and directions (in nn.LSTM
+    too), so a correctly computed result can be an ulp off the float64
+    reference. Where nn.LSTM happens to land on the nearest value (its error
+    near 0, typical for tensors of a few elements), "2x torch's error" alone
+    would demand the impossible. The floor is the size of one rounding step,
+    far below the errors a wrong computation produces (O(1) relative).
+    """
+    assert ours.keys() == reference.keys() == torch_low.keys()
+    failures = []
+    for key, ref in reference.items():
+        if ref is None:
+            assert ours[key] is None and torch_low[key] is None, key
+            continue
+        assert ours[key].dtype == torch_low[key].dtype, (key, ours[key].dtype)
+        assert ours[key].shape == ref.shape, (key, ours[key].shape, ref.shape)
+        err_ours = max_abs_error(ours[key], ref)
+        err_torch = max_abs_error(torch_low[key], ref)
+        eps = torch.finfo(ours[key].dtype).eps
+        floor = eps * (ref.abs().max().item() if ref.numel() else 0.0)
+        if not err_ours <= 2 * err_torch + floor:
+            failures.append(
+                f"{key}: ours {err_ours:.3g} > 2 x torch {err_torch:.3g} + {floor:.3g}"
+            )
+    assert not failures, "; ".join(failures)
+
+
+def parity_check(ref_module, our_module, x, hx=None, **run_kwargs):
+    """Runs both modules and checks parity at the modules' dtype."""
+    dtype = next(our_module.parameters()).dtype
+    ours = run_lstm(our_module, x, hx, **run_kwargs)
+    theirs = run_lstm(ref_module, x, hx, **run_kwargs)
+    if dtype in LOW_PRECISION:
+        ref64 = to_reference(our_module)
+        x64 = x.double()
+        hx64 = None if hx is None else tuple(t.double() for t in hx)
+        reference = run_lstm(ref64, x64, hx64, **run_kwargs)
+        assert_low_precision_parity(ours, theirs, reference)
+    else:
+        assert_results_close(ours, theirs)
+    return ours, theirs
+

@@ -62,6 +62,7 @@ def plot_csv(csv_path, png_path=None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     csv_path = Path(csv_path)
     rows = common.read_csv(csv_path)
@@ -75,19 +76,28 @@ def plot_csv(csv_path, png_path=None) -> Path:
         cells = sorted(data.get(mode, {}), key=_order)
         baselines = [b for b in PAIRS if any(b in data[mode][c] for c in cells)]
         width = 0.8 / max(1, len(baselines))
+        all_y = []
         for k, b in enumerate(baselines):
             xs, ys = [], []
             for i, c in enumerate(cells):
                 if b in data[mode][c]:
                     xs.append(i - 0.4 + width * (k + 0.5))
                     ys.append(data[mode][c][b])
-            bars = ax.bar(xs, ys, width, label=LABELS.get(b, b))
+            # bars grow from 1x: up when fusedlstm is faster, down when slower
+            ax.bar(xs, [y - 1 for y in ys], width, bottom=1, label=LABELS.get(b, b))
             for x, y in zip(xs, ys):
                 ax.text(x, y, f"{y:.2g}", ha="center", va="bottom" if y >= 1 else "top",
-                        fontsize=6, rotation=90)
-            del bars
+                        fontsize=7)
+            all_y.extend(ys)
         ax.axhline(1.0, color="k", lw=0.8)
         ax.set_yscale("log")
+        if all_y:
+            lo, hi = min(all_y + [1.0]), max(all_y + [1.0])
+            ax.set_ylim(lo / 1.6, hi * 1.6)
+        fmt = ticker.FuncFormatter(lambda v, _: f"{v:g}x")
+        ax.yaxis.set_major_formatter(fmt)
+        ax.yaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda v, _: f"{v:g}x" if f"{v:g}"[0] in "25" else ""))
         ax.set_xticks(range(len(cells)))
         ax.set_xticklabels([f"{s}\n{_short(d)}" for s, d in cells], fontsize=8)
         ax.set_ylabel("speed-up of fusedlstm (x)")

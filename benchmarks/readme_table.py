@@ -26,19 +26,26 @@ NAMES = {"fusedlstm": "fusedlstm", "fusedlstm_graph": "fusedlstm graph", "cudnn"
          "nn_lstm": "nn.LSTM"}
 
 
+def _ms(v: float) -> str:
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
 def table(rows) -> str:
     shapes = {s.id: s for s in common.GPU_GRID + common.CPU_GRID}
     impls = [i for i in IMPL_ORDER if any(r["impl"] == i for r in rows)]
     med = {}
     for r in rows:
-        v = "err" if r.get("error") else (f"{float(r['median_ms']):.3g}" if r.get("median_ms") else "")
+        v = "err" if r.get("error") else (_ms(float(r["median_ms"])) if r.get("median_ms") else "")
         med[(r["shape_id"], r["dtype"], r["mode"], r["impl"])] = v
     sp = speedups(rows)
     baselines = [b for b in PAIRS if b in impls]
+    # issue 2 states the CPU target as a time ratio fusedlstm / nn.LSTM (<= 1.0)
+    cpu_ratio = "nn_lstm" in impls
     head = (["shape", "dtype", "mode"] + [f"{NAMES[i]} ms" for i in impls]
-            + [f"x {NAMES[b]}" for b in baselines])
+            + [f"x {NAMES[b]}" for b in baselines]
+            + (["time ratio fusedlstm / nn.LSTM"] if cpu_ratio else []))
     lines = ["| " + " | ".join(head) + " |",
-             "|" + "---|" * 3 + "---:|" * (len(impls) + len(baselines))]
+             "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
     keys = sorted({(r["shape_id"], r["dtype"], r["mode"]) for r in rows},
                   key=lambda k: (_order((k[0], k[1])), k[2]))
     for sid, dt, mode in keys:
@@ -46,6 +53,8 @@ def table(rows) -> str:
         cells = [desc, dt, mode] + [med.get((sid, dt, mode, i), "") for i in impls]
         s = sp.get(mode, {}).get((sid, dt), {})
         cells += [f"{s[b]:.2f}" if b in s else "" for b in baselines]
+        if cpu_ratio:
+            cells.append(f"{1 / s['nn_lstm']:.2f}" if "nn_lstm" in s else "")
         lines.append("| " + " | ".join(cells) + " |")
     meta = rows[0] if rows else {}
     lines.append("")

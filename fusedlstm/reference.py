@@ -4,6 +4,10 @@ It computes exactly what ``torch.ops.fusedlstm.lstm_layer_forward`` computes,
 one step at a time, so that autograd can differentiate it twice. fusedlstm
 uses it only for the second derivative (double backward); first-order
 gradients always come from the fused kernels.
+
+Packed input is handled with static shapes only (a gather to [T, B], and a
+mask per step), never by reading batch_sizes' values on the host, so that
+AOTAutograd can trace it with batch_sizes unknown.
 """
 from __future__ import annotations
 
@@ -11,6 +15,24 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+
+
+def _packed_layout(batch_sizes: Tensor, batch: int, rows: int):
+    """For packed data: index [T, B] of each (step, sequence) row (clamped
+    where the sequence is not active), the activity mask [T, B], and for each
+    packed row its position in the flattened [T * B] padded layout."""
+    steps = batch_sizes.shape[0]
+    sizes = batch_sizes.to(torch.long)
+    offsets = torch.cumsum(sizes, 0) - sizes
+    lane = torch.arange(batch, device=sizes.device)
+    active = lane.unsqueeze(0) < sizes.unsqueeze(1)
+    row = (offsets.unsqueeze(1) + lane.unsqueeze(0)).clamp(max=max(rows - 1, 0))
+    # Inactive slots scatter into a spare last entry that is dropped.
+    target = torch.where(active, row, torch.full_like(row, rows))
+    flat = torch.arange(steps * batch, device=sizes.device)
+    position = torch.zeros(rows + 1, dtype=torch.long, device=sizes.device)
+    position = position.scatter(0, target.reshape(-1), flat)[:rows]
+    return row, active, position
 
 
 def lstm_layer(
@@ -26,37 +48,42 @@ def lstm_layer(
     reverse: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (output, h_n, c_n) with the shapes of the fused operator."""
+    batch = h0.shape[0]
     if batch_sizes is None:
-        steps = [input.size(1)] * input.size(0)
-        rows = input.reshape(-1, input.size(-1))
+        padded = input
+        active = None
     else:
-        steps = [int(b) for b in batch_sizes]
-        rows = input
-    offsets = [0]
-    for b in steps[:-1]:
-        offsets.append(offsets[-1] + b)
+        row, active, position = _packed_layout(
+            batch_sizes.to(input.device), batch, input.shape[0]
+        )
+        padded = input[row]  # [T, B, I]; inactive slots hold stand-in rows
 
-    projected = rows @ w_ih.t()
+    projected = padded @ w_ih.t()
     if b_ih is not None:
         projected = projected + (b_ih + b_hh)
     h, c = h0, c0
-    outputs: list[Optional[Tensor]] = [None] * len(steps)
-    order = range(len(steps) - 1, -1, -1) if reverse else range(len(steps))
+    steps = padded.shape[0]
+    outputs: list[Optional[Tensor]] = [None] * steps
+    order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        bs = steps[t]
-        h_active, c_active = h[:bs], c[:bs]
-        gates = projected[offsets[t] : offsets[t] + bs] + h_active @ w_hh.t()
+        gates = projected[t] + h @ w_hh.t()
         i, f, g, o = gates.chunk(4, dim=1)
-        c_new = torch.sigmoid(f) * c_active + torch.sigmoid(i) * torch.tanh(g)
+        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
+        if active is not None:
+            # Sequences that are not active keep their state: those that have
+            # ended (forward) or not yet begun (reverse).
+            keep = active[t].unsqueeze(1)
+            h_new = torch.where(keep, h_new, h)
+            c_new = torch.where(keep, c_new, c)
         outputs[t] = h_new
-        # Sequences outside the active rows keep their state: those that have
-        # ended (forward) or not yet begun (reverse).
-        h = torch.cat([h_new, h[bs:]])
-        c = torch.cat([c_new, c[bs:]])
-    output = torch.cat(outputs) if outputs else rows.new_zeros(0, h0.size(-1))
-    if batch_sizes is None:
-        output = output.view(input.size(0), input.size(1), h0.size(-1))
+        h, c = h_new, c_new
+    if steps:
+        output = torch.stack(outputs)  # type: ignore[arg-type]
+    else:
+        output = padded.new_zeros(0, batch, h0.shape[-1])
+    if batch_sizes is not None:
+        output = output.reshape(-1, h0.shape[-1])[position]
     return output, h, c

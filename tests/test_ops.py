@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
-from torch.testing._internal.optests import OpCheckError
 
 import fusedlstm
 from fusedlstm import ops, reference
@@ -66,7 +65,10 @@ def test_opcheck_forward(sample, requires_grad):
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
-def test_opcheck_backward(sample):
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_backward(sample, requires_grad):
+    """opcheck of the backward op; with grad-requiring inputs it also
+    exercises the op's own (double backward) autograd formula."""
     args = make_args(sample, torch.float32, requires_grad=False)
     output, h_n, c_n, gates, cells = FWD(*args)
     gen = torch.Generator().manual_seed(5)
@@ -76,38 +78,14 @@ def test_opcheck_backward(sample):
         *grads, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output, gates, cells,
         batch_sizes, reverse,
     ]
-    torch.library.opcheck(BWD, bwd_args)
-
-
-def _packed(sample):
-    return sample[7] is not None
-
-
-@pytest.mark.parametrize("sample", [
-    s if not _packed(s) else pytest.param(s, marks=pytest.mark.xfail(
-        strict=True, raises=OpCheckError,
-        reason="known limitation: double backward of a packed layer under "
-               "AOT tracing reads batch_sizes' values (reference.lstm_layer "
-               "loops over int(batch_sizes[t])), a data-dependent guard"))
-    for s in SAMPLES
-], ids=IDS)
-def test_opcheck_backward_requires_grad(sample):
-    """opcheck of the backward op with grad-requiring inputs, which exercises
-    its (double backward) autograd formula."""
-    args = make_args(sample, torch.float32, requires_grad=False)
-    output, h_n, c_n, gates, cells = FWD(*args)
-    gen = torch.Generator().manual_seed(5)
-    grads = [torch.randn(t.shape, generator=gen) for t in (output, h_n, c_n)]
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
-    bwd_args = [
-        *grads, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output, gates, cells,
-        batch_sizes, reverse,
-    ]
-    bwd_args = [
-        t.clone().requires_grad_() if isinstance(t, torch.Tensor) and t.is_floating_point()
-        and i < 11 else t
-        for i, t in enumerate(bwd_args)
-    ]
+    if requires_grad:
+        # The cotangents and primals (the first 11 arguments) are what the
+        # double backward differentiates with respect to.
+        bwd_args = [
+            t.clone().requires_grad_()
+            if i < 11 and isinstance(t, torch.Tensor) and t.is_floating_point() else t
+            for i, t in enumerate(bwd_args)
+        ]
     torch.library.opcheck(BWD, bwd_args)
 
 

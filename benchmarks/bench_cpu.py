@@ -69,15 +69,8 @@ def main(argv=None):
     print(f"writing {path}")
 
     cells = [(s, d, m) for s in shapes for d in dtypes for m in modes]
-    try:
-        from tqdm import tqdm
-        bar = tqdm(cells, unit="cell", dynamic_ncols=True)
-    except ImportError:
-        bar = cells
     t_all = time.time()
-    for shape, dtype_name, mode in bar:
-        if hasattr(bar, "set_description"):
-            bar.set_description(f"{shape.id} {dtype_name} {mode}")
+    for shape, dtype_name, mode in common.sweep(cells):
         dtype = common.DTYPES[dtype_name]
         base = dict(meta, shape_id=shape.id, dtype=dtype_name, mode=mode,
                     gflop=shape.flops(mode) / 1e9, input_sets=args.input_sets,

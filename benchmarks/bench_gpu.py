@@ -208,18 +208,8 @@ def main(argv=None):
     print(f"writing {path}")
 
     cells = [(s, d, m) for s in shapes for d in dtypes for m in modes]
-    try:
-        from tqdm import tqdm
-        bar = tqdm(cells, unit="cell", dynamic_ncols=True)
-    except ImportError:
-        bar = None
     t0 = time.time()
-    for k, (shape, dtype_name, mode) in enumerate(bar if bar is not None else cells):
-        label = f"{shape.id} {dtype_name} {mode}"
-        if bar is not None:
-            bar.set_description(label)
-        else:
-            print(f"[{k + 1}/{len(cells)}] {label}", flush=True)
+    for shape, dtype_name, mode in common.sweep(cells):
         run_cell(shape, dtype_name, mode, impls, args, meta, writer, flash_info)
     writer.close()
     print(f"{len(writer.rows)} rows in {time.time() - t0:.0f} s -> {path}")

@@ -552,6 +552,24 @@ def peak_cuda_mib(run: Callable[[], object]) -> float:
     return peak / 2**20
 
 
+def sweep(cells: list[tuple]):
+    """Yields each (shape, dtype name, mode) cell of a sweep, showing progress:
+    a tqdm bar where tqdm is installed, else one line per cell."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = tqdm(cells, unit="cell", dynamic_ncols=True) if tqdm else cells
+    for k, cell in enumerate(bar):
+        shape, dtype_name, mode = cell
+        label = f"{shape.id} {dtype_name} {mode}"
+        if tqdm:
+            bar.set_description(label)
+        else:
+            print(f"[{k + 1}/{len(cells)}] {label}", flush=True)
+        yield cell
+
+
 def max_abs_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.shape != b.shape:
         return float("nan")

@@ -73,10 +73,13 @@ class LSTM(nn.RNNBase):
                     )
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        # By name, not from _flat_weights, so torch.func.functional_call's
+        # substituted parameters are the ones used.
+        weights = [getattr(self, name) for name in self._flat_weights_names]
         if packed:
             # nn.LSTM leaves packed input to its kernel, whose input
             # projection is the first to see a dtype mismatch.
-            _check_matmul_dtypes(input, self._flat_weights[0])
+            _check_matmul_dtypes(input, weights[0])
         self.check_forward_args(input, hx, batch_sizes)
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
@@ -87,7 +90,7 @@ class LSTM(nn.RNNBase):
         output, h_n, c_n = functional.lstm(
             input,
             hx,
-            [getattr(self, name) for name in self._flat_weights_names],
+            weights,
             num_layers=self.num_layers,
             bias=self.bias,
             bidirectional=self.bidirectional,

@@ -21,22 +21,22 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 # ----------------------------------------------------------------- building
 
 
-def make_lstm_pair(input_size, hidden_size, *, dtype=torch.float32, seed=0, **kwargs):
-    """(nn.LSTM, fusedlstm.LSTM) with identical weights, in ``dtype``."""
+def _make_pair(ref_cls, ours_cls, input_size, hidden_size, dtype, seed, kwargs):
     torch.manual_seed(seed)
-    ref = nn.LSTM(input_size, hidden_size, **kwargs)
-    ours = fusedlstm.LSTM(input_size, hidden_size, **kwargs)
+    ref = ref_cls(input_size, hidden_size, **kwargs)
+    ours = ours_cls(input_size, hidden_size, **kwargs)
     ours.load_state_dict(ref.state_dict())
     return ref.to(dtype), ours.to(dtype)
+
+
+def make_lstm_pair(input_size, hidden_size, *, dtype=torch.float32, seed=0, **kwargs):
+    """(nn.LSTM, fusedlstm.LSTM) with identical weights, in ``dtype``."""
+    return _make_pair(nn.LSTM, fusedlstm.LSTM, input_size, hidden_size, dtype, seed, kwargs)
 
 
 def make_cell_pair(input_size, hidden_size, *, dtype=torch.float32, seed=0, **kwargs):
     """(nn.LSTMCell, fusedlstm.LSTMCell) with identical weights, in ``dtype``."""
-    torch.manual_seed(seed)
-    ref = nn.LSTMCell(input_size, hidden_size, **kwargs)
-    ours = fusedlstm.LSTMCell(input_size, hidden_size, **kwargs)
-    ours.load_state_dict(ref.state_dict())
-    return ref.to(dtype), ours.to(dtype)
+    return _make_pair(nn.LSTMCell, fusedlstm.LSTMCell, input_size, hidden_size, dtype, seed, kwargs)
 
 
 def state_shapes(module: nn.Module, batch: Optional[int]):

@@ -30,12 +30,15 @@ def _want_cuda():
 
 def _extension():
     sources = _sources("*.cpp") + _sources("common/*.cpp") + _sources("cpu/*.cpp")
-    cxx = ["-O3"]
+    # OpenMP: at::parallel_for is inline, and without -fopenmp it runs on one
+    # thread. The runtime is the libgomp that torch has already loaded.
+    cxx = ["-O3", "-fopenmp"]
     include_dirs = [os.path.join(CSRC), os.path.join(CSRC, "include")]
     if not _want_cuda():
         return cpp_extension.CppExtension(
             "fusedlstm._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx}, py_limited_api=True,
+            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+            py_limited_api=True,
         )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0 8.6 8.9 9.0+PTX")
     sources += _sources("cuda/*.cpp") + _sources("cuda/*.cu") + _sources("cuda/**/*.cu")
@@ -44,7 +47,7 @@ def _extension():
     return cpp_extension.CUDAExtension(
         "fusedlstm._C", sorted(set(sources)), include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx + ["-DFUSEDLSTM_WITH_CUDA"], "nvcc": nvcc},
-        py_limited_api=True,
+        extra_link_args=["-fopenmp"], py_limited_api=True,
     )
 
 

@@ -13,6 +13,7 @@
 #include "common/layer_args.h"
 #include "cpu/cell_dispatch.h"
 #include "cpu/lstm_cpu.h"
+#include "cpu/recurrence.h"
 #include "cpu/widen.h"
 
 namespace fusedlstm::cpu {
@@ -138,9 +139,18 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const at::Tensor w_hh_c = w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {
-    run_steps_backward<scalar_t>(sched, d, reverse, w_hh_c, w_hr_c, buf);
-  });
+  if (use_fused_recurrence(w.compute, d.has_proj) && B > 0) {
+    recurrent_backward_avx2(
+        {&sched, reverse, H, w_hh_c.const_data_ptr<float>(),
+         buf.grad_output.const_data_ptr<float>(),
+         buf.gates.const_data_ptr<float>(), buf.cells.const_data_ptr<float>(),
+         buf.c_prev.const_data_ptr<float>(), buf.dgates.data_ptr<float>(),
+         buf.dh_state.data_ptr<float>(), buf.dc_state.data_ptr<float>()});
+  } else {
+    AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {
+      run_steps_backward<scalar_t>(sched, d, reverse, w_hh_c, w_hr_c, buf);
+    });
+  }
 
   const at::Tensor x = w(input).reshape({N, I});
   const at::Tensor h_prev = gather_previous(

@@ -5,6 +5,10 @@
 // active rows. The activated gates overwrite their preactivations, so the
 // buffer that held the projection is what backward keeps.
 //
+// Float layers without a projection run the fused recurrence of
+// recurrence.h where the CPU has AVX2 and FMA; the rest (double, proj_size,
+// other CPUs) run the loop below, a BLAS call and the cell kernel per step.
+//
 // bfloat16 and half run in float: the widened weights are small next to the
 // activations, and it keeps every step's rounding at float's level, as
 // cuDNN and oneDNN do for reduced types.
@@ -16,6 +20,7 @@
 #include "common/layer_args.h"
 #include "cpu/cell_dispatch.h"
 #include "cpu/lstm_cpu.h"
+#include "cpu/recurrence.h"
 #include "cpu/widen.h"
 
 namespace fusedlstm::cpu {
@@ -60,6 +65,19 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
   }
 }
 
+// The op's outputs, in the input's dtype and layout.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
+    const at::Tensor& input, const ForwardBuffers& buf, int64_t P, int64_t H) {
+  const at::ScalarType dtype = input.scalar_type();
+  auto shaped = [&](const at::Tensor& t, int64_t width) {
+    std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
+    sizes.push_back(width);
+    return t.to(dtype).view(sizes);
+  };
+  return {shaped(buf.output, P), buf.h_state.to(dtype), buf.c_state.to(dtype),
+          shaped(buf.gates, 4 * H), shaped(buf.cells, H)};
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
@@ -96,6 +114,16 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
     buf.hidden = at::empty({h0.size(0), H}, opts);
     w_hr_t = w(*w_hr).t().contiguous();
   }
+  if (use_fused_recurrence(w.compute, d.has_proj)) {
+    const at::Tensor w_hh_c = w(w_hh).contiguous();
+    recurrent_forward_avx2({&sched, reverse, H, w_hh_c.const_data_ptr<float>(),
+                            buf.gates.data_ptr<float>(),
+                            buf.cells.data_ptr<float>(),
+                            buf.output.data_ptr<float>(),
+                            buf.h_state.data_ptr<float>(),
+                            buf.c_state.data_ptr<float>()});
+    return finish(input, buf, P, H);
+  }
   // Materialised once: BLAS runs the per-step product several times faster
   // on a row-major W_hh^T than on a transposed view of W_hh.
   const at::Tensor w_hh_t = w(w_hh).t().contiguous();
@@ -103,14 +131,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_forward_cpu", [&] {
     run_steps<scalar_t>(sched, d, reverse, w_hh_t, w_hr_t, buf);
   });
-
-  auto shaped = [&](const at::Tensor& t, int64_t width) {
-    std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
-    sizes.push_back(width);
-    return t.to(dtype).view(sizes);
-  };
-  return {shaped(buf.output, P), buf.h_state.to(dtype), buf.c_state.to(dtype),
-          shaped(buf.gates, 4 * H), shaped(buf.cells, H)};
+  return finish(input, buf, P, H);
 }
 
 }  // namespace fusedlstm::cpu

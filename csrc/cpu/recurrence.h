@@ -1,0 +1,63 @@
+// The fused float32 recurrence of one layer-direction without projection, for
+// x86-64 CPUs with AVX2 and FMA (recurrence_avx2.cpp).
+//
+// Per step, each worker owns a slice of hidden units with all four gates of
+// each, computes h_{t-1} W_hh^T for that slice from a W_hh it packed itself
+// (so its slice stays in its own cache for the whole sequence), and applies
+// the cell in registers before anything is stored. The workers then meet once
+// (step_sync.h). Backward meets twice per step: the cell backward owns hidden
+// units, the product with W_hh owns columns of dh_{t-1}.
+//
+// Every output element is computed by one worker in a fixed order, so results
+// do not depend on the number of threads or on scheduling.
+#pragma once
+
+#include <ATen/core/ScalarType.h>
+
+#include <cstdint>
+
+#include "common/layer_args.h"
+
+namespace fusedlstm::cpu {
+
+// Shapes: N rows (the schedule's), B sequences, H hidden units; every buffer
+// row-major and contiguous.
+struct RecurrentForward {
+  const StepSchedule* schedule;
+  bool reverse;
+  int64_t hidden;        // H
+  const float* w_hh;     // [4H, H]
+  float* gates;          // [N, 4H] in: x W_ih^T + b; out: activated i, f, g, o
+  float* cells;          // [N, H]  out: c_t
+  float* output;         // [N, H]  out: h_t
+  float* h_state;        // [B, H]  in: h0, out: h_n
+  float* c_state;        // [B, H]  in: c0, out: c_n
+};
+
+struct RecurrentBackward {
+  const StepSchedule* schedule;
+  bool reverse;            // the layer's direction (backward runs it the other way)
+  int64_t hidden;          // H
+  const float* w_hh;       // [4H, H]
+  const float* grad_output;  // [N, H]
+  const float* gates;      // [N, 4H] activated gates saved by forward
+  const float* cells;      // [N, H]  c_t
+  const float* c_prev;     // [N, H]  c_{t-1} of each row
+  float* dgates;           // [N, 4H] out: gradient of the preactivations
+  float* dh_state;         // [B, H]  in: grad of h_n, out: grad of h0
+  float* dc_state;         // [B, H]  in: grad of c_n, out: grad of c0
+};
+
+// True when this CPU runs the AVX2+FMA recurrence (x86-64 builds only).
+bool fused_recurrence_supported();
+
+// Whether a layer computing in `compute` runs the fused recurrence: float, no
+// projection, a supported CPU, and not switched off with the environment
+// variable FUSEDLSTM_CPU_RECURRENCE=blas (read once; for comparisons, as
+// both paths compute the same function to float rounding).
+bool use_fused_recurrence(at::ScalarType compute, bool has_proj);
+
+void recurrent_forward_avx2(const RecurrentForward& args);
+void recurrent_backward_avx2(const RecurrentBackward& args);
+
+}  // namespace fusedlstm::cpu

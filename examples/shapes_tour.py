@@ -28,20 +28,25 @@ class LastStepClassifier(nn.Module):
         return self.head(output[:, -1]), output, h_n, c_n
 
 
-def show(name, tensor):
-    print(f"  {name:<32} {tuple(tensor.shape)}")
+def show(shapes, name, tensor):
+    shapes[name] = tuple(tensor.shape)
+    print(f"  {name:<32} {shapes[name]}")
 
 
 def tour(lstm_cls, device):
+    """Print every shape on the way; return them by name."""
+    shapes = {}
     model = LastStepClassifier(lstm_cls).to(device)
     tokens = torch.randint(VOCAB, (BATCH, STEPS), device=device)
     logits, output, h_n, c_n = model(tokens)
     print(f"single layer, batch_first=True, batch {BATCH}, {STEPS} steps, hidden {HIDDEN}:")
-    show("tokens (batch, steps)", tokens)
-    show("output (batch, steps, hidden)", output)
-    show("h_n (layers, batch, hidden)", h_n)
-    show("c_n (layers, batch, hidden)", c_n)
-    show("logits (batch, classes)", logits)
+    show(shapes, "tokens (batch, steps)", tokens)
+    show(shapes, "embedded (batch, steps, embed)", model.embed(tokens))
+    show(shapes, "output (batch, steps, hidden)", output)
+    show(shapes, "h_n (layers, batch, hidden)", h_n)
+    show(shapes, "c_n (layers, batch, hidden)", c_n)
+    show(shapes, "output[:, -1] (batch, hidden)", output[:, -1])
+    show(shapes, "logits (batch, classes)", logits)
     # batch_first changes the input and output layout only; h_n/c_n stay layer-first.
     torch.testing.assert_close(h_n[-1], output[:, -1])
     print("  h_n[-1] == output[:, -1]: yes")
@@ -58,15 +63,15 @@ def tour(lstm_cls, device):
                        batch_first=True).to(device)
     output, (h_n, c_n) = stacked(model.embed(tokens))
     print(f"stacked bidirectional, {layers} layers:")
-    show("output (batch, steps, 2*hidden)", output)
-    show("h_n (2*layers, batch, hidden)", h_n)
-    show("c_n (2*layers, batch, hidden)", c_n)
+    show(shapes, "output (batch, steps, 2*hidden)", output)
+    show(shapes, "h_n (2*layers, batch, hidden)", h_n)
+    show(shapes, "c_n (2*layers, batch, hidden)", c_n)
     # h_n is ordered (layer 0 fwd, layer 0 bwd, layer 1 fwd, layer 1 bwd). The top
     # backward direction finishes at step 0, so its final state sits at output[:, 0].
     torch.testing.assert_close(h_n[-2], output[:, -1, :HIDDEN])
     torch.testing.assert_close(h_n[-1], output[:, 0, HIDDEN:])
     print("  h_n[-2] == output[:, -1, :hidden] and h_n[-1] == output[:, 0, hidden:]: yes")
-    return {"output_shape": tuple(output.shape), "h_n_shape": tuple(h_n.shape)}
+    return shapes
 
 
 def main(argv=None):
@@ -102,7 +107,7 @@ def main(argv=None):
     with torch.no_grad():
         accuracy = (model(tokens)[0].argmax(1) == labels).float().mean().item()
     print(f"train accuracy {accuracy:.4f}")
-    return {"losses": losses, "times": times, "accuracy": accuracy, **shapes}
+    return {"losses": losses, "times": times, "accuracy": accuracy, "shapes": shapes}
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The examples at reduced size, under both impls: swapping in fusedlstm changes nothing
 but the speed (issue 7)."""
+import contextlib
 import functools
+import io
 import os
 import pathlib
 import subprocess
@@ -51,16 +53,46 @@ def full_float32_single_thread():
 
 
 @functools.lru_cache(maxsize=None)
+def run_with_output(example, impl, device):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = example.main(REDUCED[example] + ["--impl", impl, "--device", device])
+    return result, printed.getvalue()
+
+
 def run(example, impl, device):
-    return example.main(REDUCED[example] + ["--impl", impl, "--device", device])
+    return run_with_output(example, impl, device)[0]
+
+
+@pytest.mark.parametrize("impl", ["torch", "fused"])
+@pytest.mark.parametrize("example", list(REDUCED), ids=lambda m: m.__name__)
+def test_prints_time_per_epoch(example, impl):
+    result, printed = run_with_output(example, impl, "cpu")
+    epochs = len(result["times"])
+    assert epochs > 0
+    assert printed.count(" time ") >= epochs  # one line per epoch
+    assert "time per epoch: first" in printed
 
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_shapes_tour_agrees(device):
     torch_run, fused_run = run(shapes_tour, "torch", device), run(shapes_tour, "fused", device)
-    assert fused_run["output_shape"] == torch_run["output_shape"] == (4, 7, 64)
-    assert fused_run["h_n_shape"] == torch_run["h_n_shape"] == (4, 4, 32)
+    assert fused_run["shapes"] == torch_run["shapes"]
+    batch, steps, hidden = shapes_tour.BATCH, shapes_tour.STEPS, shapes_tour.HIDDEN
+    shapes = fused_run["shapes"]
+    assert shapes["output (batch, steps, hidden)"] == (batch, steps, hidden)
+    assert shapes["h_n (layers, batch, hidden)"] == (1, batch, hidden)
+    assert shapes["output (batch, steps, 2*hidden)"] == (batch, steps, 2 * hidden)
+    assert shapes["h_n (2*layers, batch, hidden)"] == (4, batch, hidden)
     torch.testing.assert_close(fused_run["losses"], torch_run["losses"], **TRAINING_DRIFT)
+    assert fused_run["accuracy"] == torch_run["accuracy"]
+
+
+def test_shapes_tour_checks_h_n_is_last_step():
+    # The script itself asserts it (assert_close); the printed line says it passed.
+    printed = run_with_output(shapes_tour, "fused", "cpu")[1]
+    assert "h_n[-1] == output[:, -1]: yes" in printed
+    assert "explicit zero (h0, c0) gives the same output, h_n, c_n: yes" in printed
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -22,8 +22,10 @@ from helpers import make_lstm_pair, parity_check, run_lstm
 
 import fusedlstm
 
-# (hidden, batch): at two threads, 8*B*H*H >= 2*65536 gives two workers.
-SHAPES = [(72, 5), (100, 7), (130, 4), (40, 13)]
+# (hidden, batch): at two threads, a step of 8*B*H*H >= 2 * 2**19 FLOPs gets two
+# workers. 136 and 200 are multiples of 8 but not of 16, 130 of neither; 26
+# rows leave partial row tiles in forward (3 rows) and backward (6 rows).
+SHAPES = [(136, 8), (130, 8), (200, 4), (72, 26)]
 
 
 @pytest.mark.parametrize("hidden,batch", SHAPES)
@@ -53,8 +55,8 @@ def test_two_workers_packed_matches_nn_lstm(two_threads, hidden, batch):
 
 def test_two_workers_bfloat16_within_twice_torch_error(two_threads):
     # bfloat16 computes in float32 and so takes the same recurrence.
-    ref, ours = make_lstm_pair(8, 100, dtype=torch.bfloat16, seed=3)
-    parity_check(ref, ours, torch.randn(10, 7, 8).bfloat16())
+    ref, ours = make_lstm_pair(8, 130, dtype=torch.bfloat16, seed=3)
+    parity_check(ref, ours, torch.randn(10, 8, 8).bfloat16())
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -62,8 +64,8 @@ def test_run_to_run_bitwise_identical(threads):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _, ours = make_lstm_pair(12, 100, num_layers=2, bidirectional=True, seed=5)
-        x = torch.randn(15, 6, 12)
+        _, ours = make_lstm_pair(12, 136, num_layers=2, bidirectional=True, seed=5)
+        x = torch.randn(15, 8, 12)
         first = run_lstm(ours, x)
         for _ in range(3):
             again = run_lstm(ours, x)
@@ -82,10 +84,10 @@ def _run_with_environment(value: str, code: str) -> subprocess.CompletedProcess:
 _COMPARE_WITH_NN_LSTM = """
 import torch, fusedlstm
 torch.manual_seed(0)
-ref = torch.nn.LSTM(5, 72, bidirectional=True)
-ours = fusedlstm.LSTM(5, 72, bidirectional=True)
+ref = torch.nn.LSTM(5, 136, bidirectional=True)
+ours = fusedlstm.LSTM(5, 136, bidirectional=True)
 ours.load_state_dict(ref.state_dict())
-x = torch.randn(7, 6, 5, requires_grad=True)
+x = torch.randn(7, 8, 5, requires_grad=True)
 y_ref, _ = ref(x)
 (g_ref,) = torch.autograd.grad(y_ref.sum(), x)
 y, _ = ours(x)

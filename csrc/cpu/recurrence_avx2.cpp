@@ -64,10 +64,12 @@ inline V sigmoid(const V& x) {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Workers for a step of `flops`: one per ~64k FLOPs (below that, meeting
-// costs more than it saves), at most one per thread and per block.
+// Workers for a step of `flops`: each gets at least ~0.5 MFLOP (several
+// microseconds), or the meeting at the end of the step costs more than the
+// split saves; at most one per thread and per block.
+constexpr int64_t kMinFlopsPerWorker = int64_t{1} << 19;
 int64_t choose_workers(int64_t flops, int64_t blocks) {
-  const int64_t by_work = std::max<int64_t>(1, flops / 65536);
+  const int64_t by_work = std::max<int64_t>(1, flops / kMinFlopsPerWorker);
   return std::max<int64_t>(
       1, std::min({by_work, blocks, static_cast<int64_t>(at::get_num_threads())}));
 }

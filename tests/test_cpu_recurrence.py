@@ -1,6 +1,7 @@
 """The fused float32 CPU recurrence (csrc/cpu/recurrence_avx2.cpp).
 
-float32 layers without a projection run it on AVX2+FMA CPUs. The suite's other
+float32 layers run it on AVX2+FMA CPUs (forward always; backward without
+proj_size). The suite's other
 shapes are small enough that the recurrence runs on one worker; these are
 sized so that it splits its hidden units (and, in backward, the columns of
 dh) over two workers that meet once (twice) per step, with the edge cases of
@@ -50,6 +51,24 @@ def test_two_workers_packed_matches_nn_lstm(two_threads, hidden, batch):
     x = torch.randn(T, batch, 6, generator=gen)
     hx = (torch.randn(2, batch, hidden, generator=gen),
           torch.randn(2, batch, hidden, generator=gen))
+    parity_check(ref, ours, x, hx, lengths=lengths, enforce_sorted=False)
+
+
+# (hidden, proj_size, batch): a step of 10*B*H*P >= 2 * 2**19 FLOPs, and P of at
+# least two 16-column blocks, gives two workers to both phases of a step.
+PROJ_SHAPES = [(136, 40, 20), (100, 70, 16)]
+
+
+@pytest.mark.parametrize("hidden,proj,batch", PROJ_SHAPES)
+def test_two_workers_projection_matches_nn_lstm(two_threads, hidden, proj, batch):
+    ref, ours = make_lstm_pair(7, hidden, proj_size=proj, num_layers=2,
+                               bidirectional=True, seed=proj)
+    x = torch.randn(8, batch, 7)
+    hx = (torch.randn(4, batch, proj), torch.randn(4, batch, hidden))
+    parity_check(ref, ours, x, hx)
+    gen = torch.Generator().manual_seed(proj)
+    lengths = torch.randint(1, 9, (batch,), generator=gen)
+    lengths[0] = 8
     parity_check(ref, ours, x, hx, lengths=lengths, enforce_sorted=False)
 
 

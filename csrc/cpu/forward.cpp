@@ -5,9 +5,9 @@
 // active rows. The activated gates overwrite their preactivations, so the
 // buffer that held the projection is what backward keeps.
 //
-// Float layers without a projection run the fused recurrence of
-// recurrence.h where the CPU has AVX2 and FMA; the rest (double, proj_size,
-// other CPUs) run the loop below, a BLAS call and the cell kernel per step.
+// Float layers run the fused recurrence of recurrence.h where the CPU has
+// AVX2 and FMA; the rest (double, other CPUs) run the loop below, a BLAS call
+// and the cell kernel per step.
 //
 // bfloat16 and half run in float: the widened weights are small next to the
 // activations, and it keeps every step's rounding at float's level, as
@@ -114,9 +114,12 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
     buf.hidden = at::empty({h0.size(0), H}, opts);
     w_hr_t = w(*w_hr).t().contiguous();
   }
-  if (use_fused_recurrence(w.compute, d.has_proj)) {
+  if (use_fused_recurrence(w.compute, d.has_proj, /*backward=*/false)) {
     const at::Tensor w_hh_c = w(w_hh).contiguous();
-    recurrent_forward_avx2({&sched, reverse, H, w_hh_c.const_data_ptr<float>(),
+    const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
+    recurrent_forward_avx2({&sched, reverse, H, P,
+                            w_hh_c.const_data_ptr<float>(),
+                            d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
                             buf.gates.data_ptr<float>(),
                             buf.cells.data_ptr<float>(),
                             buf.output.data_ptr<float>(),

@@ -1,12 +1,13 @@
-// The fused float32 recurrence of one layer-direction without projection, for
-// x86-64 CPUs with AVX2 and FMA (recurrence_avx2.cpp).
+// The fused float32 recurrence of one layer-direction, for x86-64 CPUs with
+// AVX2 and FMA (recurrence_avx2.cpp; its register tiles: recurrence_tiles.h).
 //
 // Per step, each worker owns a slice of hidden units with all four gates of
 // each, computes h_{t-1} W_hh^T for that slice from a W_hh it packed itself
 // (so its slice stays in its own cache for the whole sequence), and applies
 // the cell in registers before anything is stored. The workers then meet once
-// (step_sync.h). Backward meets twice per step: the cell backward owns hidden
-// units, the product with W_hh owns columns of dh_{t-1}.
+// (step_sync.h); with a projection, they then split h_t = W_hr m_t by columns
+// and meet again. Backward (no projection) meets twice per step: the cell
+// backward owns hidden units, the product with W_hh owns columns of dh_{t-1}.
 //
 // Every output element is computed by one worker in a fixed order, so results
 // do not depend on the number of threads or on scheduling.
@@ -20,17 +21,19 @@
 
 namespace fusedlstm::cpu {
 
-// Shapes: N rows (the schedule's), B sequences, H hidden units; every buffer
-// row-major and contiguous.
+// Shapes: N rows (the schedule's), B sequences, H hidden units, P the state
+// size (proj_size, or H); every buffer row-major and contiguous.
 struct RecurrentForward {
   const StepSchedule* schedule;
   bool reverse;
   int64_t hidden;        // H
-  const float* w_hh;     // [4H, H]
+  int64_t state;         // P
+  const float* w_hh;     // [4H, P]
+  const float* w_hr;     // [P, H], or nullptr without a projection
   float* gates;          // [N, 4H] in: x W_ih^T + b; out: activated i, f, g, o
   float* cells;          // [N, H]  out: c_t
-  float* output;         // [N, H]  out: h_t
-  float* h_state;        // [B, H]  in: h0, out: h_n
+  float* output;         // [N, P]  out: h_t
+  float* h_state;        // [B, P]  in: h0, out: h_n
   float* c_state;        // [B, H]  in: c0, out: c_n
 };
 
@@ -51,11 +54,11 @@ struct RecurrentBackward {
 // True when this CPU runs the AVX2+FMA recurrence (x86-64 builds only).
 bool fused_recurrence_supported();
 
-// Whether a layer computing in `compute` runs the fused recurrence: float, no
-// projection, a supported CPU, and not switched off with the environment
-// variable FUSEDLSTM_CPU_RECURRENCE=blas (read once; for comparisons, as
-// both paths compute the same function to float rounding).
-bool use_fused_recurrence(at::ScalarType compute, bool has_proj);
+// Whether a layer computing in `compute` runs the fused recurrence: float, a
+// supported CPU, no projection in backward, and not switched off with the
+// environment variable FUSEDLSTM_CPU_RECURRENCE=blas (read once; for
+// comparisons, as both paths compute the same function to float rounding).
+bool use_fused_recurrence(at::ScalarType compute, bool has_proj, bool backward);
 
 void recurrent_forward_avx2(const RecurrentForward& args);
 void recurrent_backward_avx2(const RecurrentBackward& args);

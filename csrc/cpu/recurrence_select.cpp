@@ -23,9 +23,10 @@ bool fused_allowed_by_environment() {
 
 }  // namespace
 
-bool use_fused_recurrence(at::ScalarType compute, bool has_proj) {
+bool use_fused_recurrence(at::ScalarType compute, bool has_proj,
+                          bool backward) {
   static const bool allowed = fused_allowed_by_environment();
-  return allowed && compute == at::kFloat && !has_proj &&
+  return allowed && compute == at::kFloat && !(has_proj && backward) &&
          fused_recurrence_supported();
 }
 

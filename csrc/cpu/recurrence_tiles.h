@@ -1,0 +1,195 @@
+// Register tiles of the AVX2 recurrence; included by recurrence_avx2.cpp
+// alone, after its target pragma and feature macros.
+//
+// Two shapes of tile serve every per-step product:
+//  * the unit tile: R rows x (4 gates x 8 hidden units), so the cell of those
+//    units can run on the tile while it is still in registers;
+//  * the panel tile: R rows x 16 columns of a product whose result is not
+//    consumed in place (dh_{t-1}, and h_t = W_hr m_t with a projection).
+// Both walk the contraction in chunks of kChunk, so a block's slice of the
+// packed weights stays in L1 while every row tile of the step passes over it;
+// between chunks the sums wait in a per-worker `partial` buffer.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+namespace fusedlstm::cpu::avx2 {
+
+using V = at::vec::Vectorized<float>;
+constexpr int64_t kLanes = 8;               // hidden units per block: one ymm
+constexpr int64_t kUnitCols = 4 * kLanes;   // packed columns of a unit block
+constexpr int64_t kPanelCols = 2 * kLanes;  // columns of a panel block
+// Contraction per chunk: a unit block's chunk of W_hh (8 KiB) and the rows'
+// chunk of h (16 KiB at 64 rows) fit in L1 together.
+constexpr int64_t kChunk = 64;
+
+inline V load(const float* p, int64_t n) {
+  return n == kLanes ? V::loadu(p) : V::loadu(p, n);
+}
+inline void store(const V& v, float* p, int64_t n) {
+  if (n == kLanes) v.store(p); else v.store(p, n);
+}
+inline V sigmoid(const V& x) {
+  const V one(1.f);
+  return one / (one + x.neg().exp());
+}
+
+// Loads R x C accumulators from `partial` (row stride C*8), or zeros for the
+// first chunk.
+template <int R, int C>
+inline void start_tile(bool first_chunk, const float* partial,
+                       __m256 (&acc)[R][C]) {
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q)
+      acc[r][q] = first_chunk
+          ? _mm256_setzero_ps()
+          : _mm256_loadu_ps(partial + (r * C + q) * kLanes);
+}
+
+template <int R, int C>
+inline void park_tile(const __m256 (&acc)[R][C], float* partial) {
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q)
+      _mm256_storeu_ps(partial + (r * C + q) * kLanes, acc[r][q]);
+}
+
+// acc[r][q] += sum_{k in [k0, k1)} a[r][k] * packed[k][q*8 .. q*8+8) for R
+// rows of `a` (row stride lda) and C column vectors.
+template <int R, int C>
+inline void tile_product(const float* a, int64_t lda, const float* packed,
+                         int64_t k0, int64_t k1, __m256 (&acc)[R][C]) {
+  // A local copy: `acc` escapes to the caller afterwards, and GCC keeps an
+  // escaping array in memory, storing all of it on every k.
+  __m256 c[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q) c[r][q] = acc[r][q];
+  for (int64_t k = k0; k < k1; ++k) {
+    __m256 b[C];
+    for (int q = 0; q < C; ++q) {
+      b[q] = _mm256_loadu_ps(packed + (k * C + q) * kLanes);
+    }
+    for (int r = 0; r < R; ++r) {
+      const __m256 x = _mm256_broadcast_ss(a + r * lda + k);
+      for (int q = 0; q < C; ++q) c[r][q] = _mm256_fmadd_ps(x, b[q], c[r][q]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int q = 0; q < C; ++q) acc[r][q] = c[r][q];
+}
+
+// Where one row's cell writes, each pointer at the block's first unit. With a
+// projection, `hidden` receives o * tanh(c_t) and h_next/output are unused.
+struct CellRow {
+  float* gates;    // [4H] preactivation in (minus the recurrent part), gates out
+  float* cells;    // [H] c_t
+  float* c_state;  // [H] c of the sequence: c_{t-1} in, c_t out
+  float* h_next;   // [P] h_t for the next step
+  float* output;   // [P] h_t in the output
+  float* hidden;   // [H] o * tanh(c_t) ahead of the projection, or nullptr
+};
+
+// The cell of one row and unit block from its recurrent product in
+// registers; the same arithmetic as cell_kernels.h.
+inline void cell_from_tile(const __m256 (&acc)[4], int64_t H, int64_t n,
+                           const CellRow& row) {
+  const V i = sigmoid(V(acc[0]) + load(row.gates, n));
+  const V f = sigmoid(V(acc[1]) + load(row.gates + H, n));
+  const V g = (V(acc[2]) + load(row.gates + 2 * H, n)).tanh();
+  const V o = sigmoid(V(acc[3]) + load(row.gates + 3 * H, n));
+  const V c_new = f * load(row.c_state, n) + i * g;
+  const V h = o * c_new.tanh();
+  store(i, row.gates, n);
+  store(f, row.gates + H, n);
+  store(g, row.gates + 2 * H, n);
+  store(o, row.gates + 3 * H, n);
+  store(c_new, row.c_state, n);
+  store(c_new, row.cells, n);
+  if (row.hidden != nullptr) {
+    store(h, row.hidden, n);
+  } else {
+    store(h, row.h_next, n);
+    store(h, row.output, n);
+  }
+}
+
+// The cell backward of one row and unit block; the arithmetic of
+// cell_kernels.h. Pointers at the block's first unit.
+inline void cell_backward(int64_t H, int64_t n, const float* gates,
+                          const float* cells, const float* c_prev,
+                          const float* dh, const float* grad_output,
+                          float* dc, float* dgates) {
+  const V one(1.f);
+  const V i = load(gates, n), f = load(gates + H, n);
+  const V g = load(gates + 2 * H, n), o = load(gates + 3 * H, n);
+  const V tc = load(cells, n).tanh();
+  const V dm = load(dh, n) + load(grad_output, n);
+  const V dcv = load(dc, n) + dm * o * (one - tc * tc);
+  const V cp = load(c_prev, n);
+  store(dcv * g * i * (one - i), dgates, n);
+  store(dcv * cp * f * (one - f), dgates + H, n);
+  store(dcv * i * (one - g * g), dgates + 2 * H, n);
+  store(dm * tc * o * (one - o), dgates + 3 * H, n);
+  store(dcv * f, dc, n);
+}
+
+// One chunk of a panel product over rows [r0, r0 + R): out[r][0..n) =
+// sum_j a[r][j] * packed[j][0..16), stored (to out and, if set, out2) after
+// the last chunk.
+struct PanelStep {
+  const float* a;       // the step's first row of the left operand
+  int64_t lda;
+  const float* packed;  // this block's [J][16] panel
+  int64_t depth;        // J
+  float* partial;       // [B][16]
+  float* out;           // at the block's first column
+  int64_t ldo;
+  float* out2;          // a second destination, or nullptr
+  int64_t ldo2;
+  int64_t n;            // valid columns of the block
+  int64_t j0, j1;       // the chunk
+};
+
+template <int R>
+inline void panel_rows(const PanelStep& st, int64_t r0) {
+  __m256 acc[R][2];
+  float* partial = st.partial + r0 * kPanelCols;
+  start_tile<R, 2>(st.j0 == 0, partial, acc);
+  tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc);
+  if (st.j1 < st.depth) {
+    park_tile<R, 2>(acc, partial);
+    return;
+  }
+  const int64_t n0 = std::min(kLanes, st.n), n1 = st.n - n0;
+  for (int r = 0; r < R; ++r) {
+    float* outs[2] = {st.out + (r0 + r) * st.ldo,
+                      st.out2 ? st.out2 + (r0 + r) * st.ldo2 : nullptr};
+    for (float* out : outs) {
+      if (out == nullptr) continue;
+      store(V(acc[r][0]), out, n0);
+      if (n1 > 0) store(V(acc[r][1]), out + kLanes, n1);
+    }
+  }
+}
+
+// The whole product for `rows` rows, tiles of 6 rows (12 accumulators).
+inline void panel_product(PanelStep st, int64_t rows) {
+  for (st.j0 = 0; st.j0 < st.depth; st.j0 = st.j1) {
+    st.j1 = std::min(st.depth, st.j0 + kChunk);
+    int64_t r = 0;
+    for (; r + 6 <= rows; r += 6) panel_rows<6>(st, r);
+    switch (rows - r) {
+      case 5: panel_rows<5>(st, r); break;
+      case 4: panel_rows<4>(st, r); break;
+      case 3: panel_rows<3>(st, r); break;
+      case 2: panel_rows<2>(st, r); break;
+      case 1: panel_rows<1>(st, r); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace fusedlstm::cpu::avx2

@@ -29,9 +29,12 @@ that list too.
 
 fusedlstm runs its kernels in the GEMM dtype above (the CPU kernels compute
 reduced types in float) and casts the results to the dtypes above. Like
-autocast, it leaves float64 (and non-floating) tensors alone; where those
-reach a GEMM, torch's GEMM refuses them, and so does fusedlstm, with its
-message.
+autocast, it leaves float64 (and non-floating) tensors alone: a float64
+model with float64 input runs in float64; where a float64 tensor meets a
+cast one in a GEMM, torch's GEMM refuses it, and so does fusedlstm, with its
+message. One case torch computes and fusedlstm does not: a float64 c0 in a
+single step of a single layer, where torch returns float64 results
+(NotImplementedError).
 """
 from __future__ import annotations
 

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import functional
+from . import _autocast, functional
+from ._dtype_names import aten_name
 
 
 class LSTM(nn.RNNBase):
@@ -34,6 +35,25 @@ class LSTM(nn.RNNBase):
     check_forward_args = nn.LSTM.check_forward_args
     permute_hidden = nn.LSTM.permute_hidden
 
+    def _check_forward_args(self, input, hx, batch_sizes, batch) -> None:
+        # nn.LSTM.check_forward_args, with the batch size passed in rather
+        # than read again from batch_sizes (see forward).
+        self.check_input(input, batch_sizes)
+        if batch_sizes is not None and torch.compiler.is_compiling():
+            # Tell the tracer how the given state's batch relates to the
+            # data-dependent batch; the checks below then trace statically.
+            for value in hx[:2]:
+                if isinstance(value, Tensor) and value.dim() == 3:
+                    torch._check(value.size(1) == batch)
+        layers = self.num_layers * (2 if self.bidirectional else 1)
+        state = self.proj_size if self.proj_size > 0 else self.hidden_size
+        self.check_hidden_size(
+            hx[0], (layers, batch, state), "Expected hidden[0] size {}, got {}"
+        )
+        self.check_hidden_size(
+            hx[1], (layers, batch, self.hidden_size), "Expected hidden[1] size {}, got {}"
+        )
+
     def _zero_state(self, input: Tensor, batch: int) -> tuple[Tensor, Tensor]:
         layers = self.num_layers * (2 if self.bidirectional else 1)
         state = self.proj_size if self.proj_size > 0 else self.hidden_size
@@ -49,8 +69,11 @@ class LSTM(nn.RNNBase):
         is_batched = True
         if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = input
+            # Read once: under torch.compile it is data-dependent, and every
+            # read would be a new, unrelated symbol.
+            batch = batch_sizes[0].item()
             if hx is None:
-                hx = self._zero_state(input, int(batch_sizes[0]))
+                hx = self._zero_state(input, batch)
             else:
                 hx = self.permute_hidden(hx, sorted_indices)
         else:
@@ -61,8 +84,9 @@ class LSTM(nn.RNNBase):
             is_batched = input.dim() == 3
             if not is_batched:
                 input = input.unsqueeze(0 if self.batch_first else 1)
+            batch = input.size(0 if self.batch_first else 1)
             if hx is None:
-                hx = self._zero_state(input, input.size(0 if self.batch_first else 1))
+                hx = self._zero_state(input, batch)
             else:
                 want = 3 if is_batched else 2
                 if hx[0].dim() != want or hx[1].dim() != want:
@@ -76,16 +100,31 @@ class LSTM(nn.RNNBase):
         # By name, not from _flat_weights, so torch.func.functional_call's
         # substituted parameters are the ones used.
         weights = [getattr(self, name) for name in self._flat_weights_names]
+        lower = _autocast.lower_dtype(input, cell=False)
         if packed:
             # nn.LSTM leaves packed input to its kernel, whose input
             # projection is the first to see a dtype mismatch.
-            _check_matmul_dtypes(input, weights[0])
-        self.check_forward_args(input, hx, batch_sizes)
+            if lower is None:
+                _check_matmul_dtypes(input, weights[0])
+            else:
+                _autocast.check_input(input, weights[0], lower)
+        self._check_forward_args(input, hx, batch_sizes, batch)
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
         if not packed and input.size(1 if self.batch_first else 0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        _check_state_dtypes(input, hx)
+        plan = None
+        if lower is None:
+            _check_state_dtypes(input, hx)
+        else:
+            steps = batch_sizes.size(0) if packed else input.size(1 if self.batch_first else 0)
+            plan = _autocast.lstm_plan(
+                lower, input, hx, weights[0], weights[1], proj=self.proj_size > 0,
+                single_step=self.num_layers == 1 and steps == 1,
+            )
+            input = input.to(plan.compute)
+            hx = (hx[0].to(plan.compute), hx[1].to(plan.compute))
+            weights = [w.to(plan.compute) for w in weights]
 
         output, h_n, c_n = functional.lstm(
             input,
@@ -100,6 +139,8 @@ class LSTM(nn.RNNBase):
             batch_first=self.batch_first,
             batch_sizes=batch_sizes,
         )
+        if plan is not None:
+            output, h_n, c_n = output.to(plan.output), h_n.to(plan.output), c_n.to(plan.state)
         if packed:
             output = PackedSequence(output, batch_sizes, sorted_indices, unsorted_indices)
             return output, self.permute_hidden((h_n, c_n), unsorted_indices)
@@ -144,10 +185,19 @@ class LSTMCell(nn.LSTMCell):
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
         _check_cell_args(input, hx, self.input_size, self.hidden_size)
-        _check_state_dtypes(input, hx)
-        h, c = functional.lstm_cell(
-            input, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh
-        )
+        weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        lower = _autocast.lower_dtype(input, cell=True)
+        plan = None
+        if lower is None:
+            _check_state_dtypes(input, hx)
+        else:
+            plan = _autocast.cell_plan(lower, input, hx, self.weight_ih, self.weight_hh)
+            input = input.to(plan.compute)
+            hx = (hx[0].to(plan.compute), hx[1].to(plan.compute))
+            weights = tuple(None if w is None else w.to(plan.compute) for w in weights)
+        h, c = functional.lstm_cell(input, hx, *weights)
+        if plan is not None:
+            h, c = h.to(plan.output), c.to(plan.state)
         if not is_batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
@@ -176,8 +226,8 @@ def _check_state_dtypes(input: Tensor, hx) -> None:
     for value in hx:
         if value.dtype != input.dtype:
             raise RuntimeError(
-                f"expected scalar type {_c_name(input.dtype)} but found "
-                f"{_c_name(value.dtype)}"
+                f"expected scalar type {aten_name(input.dtype)} but found "
+                f"{aten_name(value.dtype)}"
             )
 
 
@@ -186,16 +236,5 @@ def _check_matmul_dtypes(input: Tensor, weight: Tensor) -> None:
     if input.dtype != weight.dtype:
         raise RuntimeError(
             "mat1 and mat2 must have the same dtype, but got "
-            f"{_c_name(input.dtype)} and {_c_name(weight.dtype)}"
+            f"{aten_name(input.dtype)} and {aten_name(weight.dtype)}"
         )
-
-
-def _c_name(dtype: torch.dtype) -> str:
-    # ATen's name for a dtype in its messages: torch.float32 -> Float.
-    return {
-        torch.float32: "Float", torch.float64: "Double", torch.float16: "Half",
-        torch.bfloat16: "BFloat16", torch.int64: "Long", torch.int32: "Int",
-        torch.int16: "Short", torch.int8: "Char", torch.uint8: "Byte",
-        torch.bool: "Bool", torch.complex64: "ComplexFloat",
-        torch.complex128: "ComplexDouble",
-    }.get(dtype, str(dtype).replace("torch.", ""))

@@ -7,10 +7,13 @@ backward equal eager, and isinstance reports what the README says.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch._dynamo
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedlstm
 from helpers import assert_results_close
@@ -149,3 +152,117 @@ def test_isinstance_facts():
     assert lstm.mode == "LSTM"
     assert isinstance(cell, nn.LSTMCell)
     assert isinstance(cell, nn.RNNCellBase)
+
+
+# ------------------------------------------------- dynamic shapes (T and B)
+#
+# With dynamic=True one graph serves every T and B >= 2. Dynamo specializes
+# sizes 0 and 1 by design (for every model, not only fusedlstm's), so T = 1
+# and B = 1 add at most one graph each, and one for both.
+
+
+def _twin_with_nn_lstm(model):
+    """A copy of ``model`` with nn.LSTM in place of its fusedlstm.LSTM."""
+    twin = copy.deepcopy(model)
+    lstm = model.lstm
+    ref = nn.LSTM(lstm.input_size, lstm.hidden_size, num_layers=lstm.num_layers,
+                  bias=lstm.bias, batch_first=lstm.batch_first,
+                  bidirectional=lstm.bidirectional, proj_size=lstm.proj_size)
+    ref.load_state_dict(lstm.state_dict())
+    twin.lstm = ref
+    return twin
+
+
+def _graphs(model_cls):
+    return len(torch._dynamo.eval_frame._debug_get_cache_entry_list(model_cls.forward.__code__))
+
+
+SHAPES = [(3, 2), (5, 4), (7, 3), (2, 6)]
+
+
+@pytest.mark.parametrize("config", [CONFIGS[1], CONFIGS[2]], ids=str)
+def test_dynamic_shapes_compile_once(config):
+    torch._dynamo.reset()
+    model = Tagger(**config)
+    twin = _twin_with_nn_lstm(model)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    for index, (T, B) in enumerate(SHAPES):
+        x = torch.randn((B, T, 5) if config.get("batch_first") else (T, B, 5))
+        # After the first shape, any recompilation is an error.
+        with torch._dynamo.config.patch(error_on_recompile=index > 0):
+            got = _run(compiled, [x])
+        assert_results_close(got, _run(twin, [x]))
+    assert _graphs(Tagger) == 1
+
+
+def test_dynamic_shapes_size_one_bounded():
+    torch._dynamo.reset()
+    model = Tagger()
+    twin = _twin_with_nn_lstm(model)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend="aot_eager")
+    for T, B in SHAPES[:2] + [(1, 3), (4, 1), (1, 1), (6, 1), (1, 5)]:
+        x = torch.randn(T, B, 5)
+        assert_results_close(_run(compiled, [x]), _run(twin, [x]))
+    assert _graphs(Tagger) <= 4
+
+
+def test_dynamic_shapes_inductor():
+    torch._dynamo.reset()
+    model = Tagger(num_layers=2, proj_size=4)
+    twin = _twin_with_nn_lstm(model)
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    for index, (T, B) in enumerate(SHAPES[:3]):
+        x = torch.randn(T, B, 5)
+        with torch._dynamo.config.patch(error_on_recompile=index > 0):
+            got = _run(compiled, [x])
+        assert_results_close(got, _run(twin, [x]))
+    assert _graphs(Tagger) == 1
+
+
+# ------------------------------------------------------------ packed input
+#
+# batch_sizes[0] (the batch) is data-dependent under tracing; the module
+# reads it once and relates a given state's batch to it with torch._check.
+
+
+class PackedTagger(nn.Module):
+    def __init__(self, lstm_cls=fusedlstm.LSTM, **lstm_kwargs):
+        super().__init__()
+        self.lstm = lstm_cls(5, 8, **lstm_kwargs)
+
+    def forward(self, packed, hx=None):
+        out, (h, c) = self.lstm(packed, hx)
+        return out.data, h, c
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_compile_packed(dynamic, with_hx):
+    torch._dynamo.reset()
+    # The first call's T (6) and batch (3) differ from every fixed size:
+    # dynamo gives equal sizes one symbol ("duck sizing"), so that a batch
+    # equal to proj_size, say, would be specialized by the state's shape
+    # check, in any model.
+    config = dict(bidirectional=True, proj_size=4)
+    model = PackedTagger(**config)
+    twin = PackedTagger(nn.LSTM, **config)
+    twin.load_state_dict(model.state_dict())
+    compiled = torch.compile(model, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+    for T, lengths in [(6, [2, 6, 3]), (4, [4, 1, 3, 2]), (5, [5, 5, 3])]:
+        x = torch.randn(T, len(lengths), 5)
+        hx = [torch.randn(2, len(lengths), 4), torch.randn(2, len(lengths), 8)] if with_hx else []
+
+        def run(m):
+            m.zero_grad(set_to_none=True)
+            leaves = [t.clone().requires_grad_() for t in [x, *hx]]
+            packed = pack_padded_sequence(leaves[0], lengths, enforce_sorted=False)
+            outs = m(packed, tuple(leaves[1:]) if hx else None)
+            sum((o * (i + 1)).sin().sum() for i, o in enumerate(outs)).backward()
+            result = {f"out{i}": o.detach() for i, o in enumerate(outs)}
+            result.update({f"grad_in{i}": t.grad for i, t in enumerate(leaves)})
+            result.update({f"grad_{n}": p.grad for n, p in getattr(m, "_orig_mod", m).named_parameters()})
+            return result
+
+        assert_results_close(run(compiled), run(twin))
+    if dynamic:
+        assert _graphs(PackedTagger) == 1

@@ -177,3 +177,38 @@ def test_train_eval_and_module_api():
     assert ours.all_weights.__len__() == ref.all_weights.__len__()
     for a, b in zip(ours.all_weights, ref.all_weights):
         assert [t.shape for t in a] == [t.shape for t in b]
+
+
+MAP_LOCATIONS = {
+    "str": "cpu",
+    "device": torch.device("cpu"),
+    "dict": {"cpu": "cpu"},
+    "callable": lambda storage, location: storage,
+}
+
+
+@pytest.mark.parametrize("where", list(MAP_LOCATIONS), ids=list(MAP_LOCATIONS))
+def test_save_load_map_location(where):
+    """Whole modules and state_dicts load through every form of map_location
+    and keep working as nn.LSTM's twin (values, gradients)."""
+    map_location = MAP_LOCATIONS[where]
+    ref, ours = make_lstm_pair(4, 6, **LSTM_CONFIGS[2])
+    cell_ref, cell = make_cell_pair(4, 6)
+    x = torch.randn(5, 3, 4)
+
+    def round_trip(obj, weights_only):
+        buf = io.BytesIO()
+        torch.save(obj, buf)
+        buf.seek(0)
+        return torch.load(buf, map_location=map_location, weights_only=weights_only)
+
+    loaded = round_trip(ours, False)
+    fresh = fusedlstm.LSTM(4, 6, **LSTM_CONFIGS[2])
+    fresh.load_state_dict(round_trip(ours.state_dict(), True))
+    for other in (loaded, fresh):
+        assert all(p.device.type == "cpu" for p in other.parameters())
+        _same_state(other, ours)
+        parity_check(ref, other, x)
+    loaded_cell = round_trip(cell, False)
+    assert type(loaded_cell) is fusedlstm.LSTMCell
+    parity_check(cell_ref, loaded_cell, x[0])

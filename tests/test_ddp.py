@@ -1,0 +1,114 @@
+"""DistributedDataParallel over fusedlstm.LSTM: 2 CPU processes (gloo).
+
+Each process takes half of one batch; DDP averages their gradients, which
+must equal the gradients of one process on the whole batch (the loss is a
+mean over the batch), computed with fusedlstm and with nn.LSTM; so must the
+parameters after one SGD step. The processes rendezvous through a file under
+tmp_path (no port to collide on) and everything runs under deadlines, so a
+stuck collective fails the test instead of hanging CI.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+
+import fusedlstm
+from helpers import assert_results_close
+
+WORLD = 2
+BATCH = 6
+DEADLINE_S = 120
+LR = 0.1
+CONFIG = dict(num_layers=2, bidirectional=True, proj_size=3)
+
+
+class Model(nn.Module):
+    def __init__(self, lstm_cls=fusedlstm.LSTM):
+        super().__init__()
+        self.embed = nn.Linear(4, 5)
+        self.lstm = lstm_cls(5, 6, **CONFIG)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x):
+        out, (h, c) = self.lstm(torch.tanh(self.embed(x)))
+        # Means over the batch (and the rest), so that averaging the halves'
+        # gradients gives the whole batch's.
+        return self.head(out).pow(2).mean() + h.pow(2).mean() + c.sin().mean()
+
+
+def _data():
+    gen = torch.Generator().manual_seed(7)
+    return torch.randn(5, BATCH, 4, generator=gen)
+
+
+def _model(lstm_cls=fusedlstm.LSTM):
+    torch.manual_seed(3)
+    model = Model()
+    if lstm_cls is not fusedlstm.LSTM:
+        twin = Model(lstm_cls)
+        twin.load_state_dict(model.state_dict())
+        model = twin
+    return model
+
+
+def _step(model, x):
+    """One SGD step; returns the gradients and the updated parameters."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    optimizer.zero_grad()
+    model(x).backward()
+    module = getattr(model, "module", model)
+    grads = {f"grad_{n}": p.grad.detach().clone() for n, p in module.named_parameters()}
+    optimizer.step()
+    grads.update({f"param_{n}": p.detach().clone() for n, p in module.named_parameters()})
+    return grads
+
+
+def _worker(rank, store_path, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD,
+        timeout=datetime.timedelta(seconds=DEADLINE_S // 2),
+    )
+    try:
+        model = nn.parallel.DistributedDataParallel(_model())
+        half = BATCH // WORLD
+        x = _data()[:, rank * half:(rank + 1) * half]
+        torch.save(_step(model, x), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def _spawn(tmp_path):
+    context = mp.start_processes(
+        _worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD,
+        join=False, start_method="spawn",
+    )
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while not context.join(timeout=1):
+            if time.monotonic() > deadline:
+                pytest.fail(f"DDP workers did not finish within {DEADLINE_S} s")
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                    reason="torch.distributed with gloo is not available in this build")
+def test_ddp_two_processes_equal_whole_batch(tmp_path):
+    ranks = _spawn(tmp_path)
+    # Both ranks hold the same averaged gradients and parameters.
+    assert_results_close(ranks[1], ranks[0])
+    whole = _step(_model(), _data())
+    assert_results_close(ranks[0], whole)
+    assert_results_close(ranks[0], _step(_model(nn.LSTM), _data()))

@@ -1,0 +1,145 @@
+"""torch.export of models containing fusedlstm.LSTM.
+
+The exported program holds fusedlstm's operators (their fake kernels give the
+shapes); it runs, differentiates, survives torch.export.save/load (the loader
+needs the operators registered, which importing fusedlstm does) and
+run_decompositions, and matches the same model on nn.LSTM, with static and
+dynamic T and B, padded and packed.
+"""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+from torch import nn
+from torch.export import Dim
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import fusedlstm
+from helpers import assert_results_close
+
+
+class Tagger(nn.Module):
+    """Linear -> LSTM -> Linear head, with the state optional."""
+
+    def __init__(self, lstm_cls=fusedlstm.LSTM, **lstm_kwargs):
+        super().__init__()
+        self.embed = nn.Linear(5, 6)
+        self.lstm = lstm_cls(6, 8, **lstm_kwargs)
+        width = (lstm_kwargs.get("proj_size") or 8) * (2 if lstm_kwargs.get("bidirectional") else 1)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x, h0=None, c0=None):
+        hx = None if h0 is None else (h0, c0)
+        out, (h, c) = self.lstm(torch.tanh(self.embed(x)), hx)
+        return self.head(out), h, c
+
+
+class PackedModel(nn.Module):
+    """Takes a PackedSequence's four tensors (export's inputs are tensors)."""
+
+    def __init__(self, lstm_cls=fusedlstm.LSTM, **lstm_kwargs):
+        super().__init__()
+        self.lstm = lstm_cls(5, 8, **lstm_kwargs)
+
+    def forward(self, data, batch_sizes, sorted_indices, unsorted_indices, h0=None, c0=None):
+        packed = PackedSequence(data, batch_sizes, sorted_indices, unsorted_indices)
+        out, (h, c) = self.lstm(packed, None if h0 is None else (h0, c0))
+        return out.data, h, c
+
+
+def _pair(cls, **config):
+    ours = cls(**config)
+    ref = cls(nn.LSTM, **config)
+    ref.load_state_dict(ours.state_dict())
+    return ref, ours
+
+
+def _run(fn, params, args):
+    """Outputs and the gradients of the floating inputs and ``params``."""
+    leaves = [a.clone().requires_grad_() if a.is_floating_point() else a for a in args]
+    for p in params.values():
+        p.grad = None
+    outs = fn(*leaves)
+    sum((o * (i + 1)).sin().sum() for i, o in enumerate(outs)).backward()
+    result = {f"out{i}": o.detach() for i, o in enumerate(outs)}
+    result.update({f"grad_in{i}": t.grad for i, t in enumerate(leaves) if t.is_floating_point()})
+    result.update({f"grad_{n}": p.grad for n, p in params.items()})
+    return result
+
+
+def _check(ep, ref, args_list):
+    """Each args against nn.LSTM's model, before and after save/load."""
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    buf.seek(0)
+    loaded = torch.export.load(buf)
+    for program in (ep, loaded):
+        module = program.module()
+        params = dict(module.named_parameters())
+        for args in args_list:
+            got = _run(module, params, args)
+            want = _run(ref, dict(ref.named_parameters()), args)
+            assert_results_close(got, want)
+
+
+def _states(config, B):
+    layers = config.get("num_layers", 1) * (2 if config.get("bidirectional") else 1)
+    return (torch.randn(layers, B, config.get("proj_size") or 8), torch.randn(layers, B, 8))
+
+
+CONFIGS = [dict(), dict(num_layers=2, bidirectional=True, proj_size=4)]
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_export_static(config, with_hx):
+    ref, ours = _pair(Tagger, **config)
+    args = (torch.randn(4, 3, 5), *(_states(config, 3) if with_hx else ()))
+    ep = torch.export.export(ours, args)
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "fusedlstm.lstm_layer_forward.default" in ops
+    _check(ep, ref, [args])
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_export_dynamic_t_and_b(with_hx):
+    config = CONFIGS[1]
+    ref, ours = _pair(Tagger, **config)
+    T, B = Dim("T", min=2), Dim("B", min=2)
+    shapes = {"x": {0: T, 1: B}}
+    if with_hx:
+        shapes.update(h0={1: B}, c0={1: B})
+
+    def args(t, b):
+        return (torch.randn(t, b, 5), *(_states(config, b) if with_hx else ()))
+
+    ep = torch.export.export(ours, args(4, 3), dynamic_shapes=shapes)
+    _check(ep, ref, [args(4, 3), args(7, 5), args(2, 9)])
+
+
+@pytest.mark.parametrize("with_hx", [False, True])
+def test_export_packed_dynamic(with_hx):
+    config = dict(bidirectional=True)
+    ref, ours = _pair(PackedModel, **config)
+
+    def args(T, lengths):
+        packed = pack_padded_sequence(torch.randn(T, len(lengths), 5), lengths, enforce_sorted=False)
+        return (*packed, *(_states(config, len(lengths)) if with_hx else ()))
+
+    N, T, B = Dim("N"), Dim("T"), Dim("B")
+    shapes = [{0: N}, {0: T}, {0: B}, {0: B}] + ([{1: B}, {1: B}] if with_hx else [])
+    ep = torch.export.export(ours, args(6, [2, 6, 3]), dynamic_shapes=shapes)
+    _check(ep, ref, [args(6, [2, 6, 3]), args(4, [4, 1, 3, 2, 4])])
+
+
+def test_export_run_decompositions_keeps_the_operator():
+    ref, ours = _pair(Tagger, **CONFIGS[1])
+    x = torch.randn(4, 3, 5)
+    ep = torch.export.export(ours.eval(), (x,)).run_decompositions()
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "fusedlstm.lstm_layer_forward.default" in ops
+    with torch.no_grad():
+        assert_results_close(
+            dict(enumerate(ep.module()(x))), dict(enumerate(ref.eval()(x))))

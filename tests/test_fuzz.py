@@ -13,7 +13,10 @@ dtype, hx of the wrong structure). Every example must satisfy
 tests/fuzz_harness.py's rule: the same results (outputs, states, gradients
 of inputs and parameters; float32/float64 at torch.testing's defaults,
 bfloat16/float16 within 2x torch.nn's own error against a float64
-torch.nn) or the same exception type and message.
+torch.nn, plus a floor: fuzz_harness.LOW_PRECISION_RULE) or the same
+exception type and message. Calls on which torch.nn itself crashes or
+corrupts memory (torch 2.13; see LSTM_MISTAKES and test_fuzz_lstm_cell)
+are left out.
 
 CI runs the sweep derandomised (the same examples every run):
 ``CI_EXAMPLES`` examples in all (2,100). A longer run with fresh random
@@ -81,11 +84,10 @@ def tensor_spec(draw, shape, dtype, *, requires_grad=True):
 @st.composite
 def lstm_config(draw):
     hidden = draw(st.integers(1, 5))
-    num_layers = draw(st.integers(1, 3))
     return dict(
         input_size=draw(st.integers(1, 4)),
         hidden_size=hidden,
-        num_layers=num_layers,
+        num_layers=draw(st.integers(1, 3)),
         bias=draw(st.booleans()),
         batch_first=draw(st.booleans()),
         bidirectional=draw(st.booleans()),
@@ -102,8 +104,8 @@ def state_shape(config, batch, width_key):
 
 
 @st.composite
-def lstm_call(draw, config, dtype, *, kinds=("padded", "unbatched", "packed")):
-    kind = draw(st.sampled_from(kinds))
+def lstm_call(draw, config, dtype):
+    kind = draw(st.sampled_from(["padded", "unbatched", "packed"]))
     T = draw(st.integers(1, 4))
     B = draw(st.integers(1 if kind == "packed" else 0, 4))
     I = config["input_size"]
@@ -167,8 +169,9 @@ LSTM_MISTAKES = {
     "seq_len_zero": (("padded", "unbatched"), False),
     "input_size": (("padded", "unbatched", "packed"), False),
     "input_dtype": (("padded", "unbatched", "packed"), False),
-    # nn.LSTM aborts the process on a packed call whose h0 and c0 disagree
-    # in their number of layers (torch 2.13), so packed calls never get it.
+    # nn.LSTM aborts the process (heap corruption or segfault, torch 2.13)
+    # on a packed call whose h0 and c0 disagree in their number of layers:
+    # packed calls never get it.
     "hx_layers": (("padded", "unbatched"), False),
     "hx_batch": (("padded", "packed"), False),
     "hx_width": (("padded", "unbatched", "packed"), False),
@@ -187,7 +190,7 @@ UNCHECKED_ON_ONEDNN = {"input_size", "hx_rank", "hx_batch", "hx_width"}
 # On packed input nn.LSTM checks no state shape itself: its kernel meets them.
 # (A dtype mismatch included: oneDNN takes bfloat16 input with float32
 # weights, and fails with its own message.)
-PACKED_BACKEND = {"input_size", "input_dtype", "hx_rank", "hx_batch", "hx_width"}
+PACKED_BACKEND = {"input_size", "input_dtype", "hx_batch", "hx_width"}
 
 
 def _which_states(draw):
@@ -253,7 +256,11 @@ def apply_lstm_mistake(draw, call: Call, config, mistake: str) -> Call:
             spec = getattr(call, which)
             shape = list(spec.shape)
             if mistake == "hx_rank":
-                ranks = (0, 1, 3) if call.kind == "unbatched" else (0, 1, 2, 4)
+                # A 4-D state with packed input reaches nn.LSTM's kernel,
+                # which splits it by its first size, a number of layers, as
+                # in the hx_layers case (and segfaults): packed calls get
+                # fewer dimensions only.
+                ranks = {"unbatched": (0, 1, 3), "packed": (0, 1, 2)}.get(call.kind, (0, 1, 2, 4))
                 shape = _with_rank(shape, draw(st.sampled_from(ranks)))
             elif mistake == "hx_layers":
                 shape[0] = _delta(draw, shape[0])
@@ -308,8 +315,8 @@ CELL_MISTAKES = ("input_size", "input_dtype", "hx_batch", "hx_width", "hx_dtype"
 @fuzz_settings("cell")
 @given(st.data())
 def test_fuzz_lstm_cell(data):
-    """LSTMCell, well-formed (about half the examples) or with up to two
-    mistakes; input_size and hidden_size from 0 (nn.LSTMCell accepts 0)."""
+    """LSTMCell, well-formed or with up to two mistakes; input_size and
+    hidden_size from 0 (nn.LSTMCell accepts 0)."""
     draw = data.draw
     I, H = draw(st.integers(0, 4)), draw(st.integers(0, 5))
     dtype = draw(st.sampled_from(DTYPES))

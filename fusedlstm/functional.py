@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ops
+from . import ops, reference
 
 
 def lstm(
@@ -87,5 +87,13 @@ def lstm_cell(
     b_hh: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """One LSTM step: input [B, I], hx = (h [B, H], c [B, H]); returns (h', c')."""
+    if w_ih.shape[0] == 0:
+        # hidden_size 0, which nn.LSTMCell accepts: the fused kernels need at
+        # least one unit, and the composite gives the same empty states (and
+        # zero gradients for input and hx).
+        _, h, c = reference.lstm_layer(
+            input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh, None, None, False
+        )
+        return h, c
     _, h, c = ops.lstm_layer(input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
     return h, c

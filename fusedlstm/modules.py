@@ -13,7 +13,7 @@ without a graph break. ``isinstance(m, nn.RNNBase)`` is True.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional
@@ -53,6 +53,22 @@ class LSTM(nn.RNNBase):
         self.check_hidden_size(
             hx[1], (layers, batch, self.hidden_size), "Expected hidden[1] size {}, got {}"
         )
+
+    def _check_hx_like_kernel(self, input, hx, weights, batch_sizes) -> None:
+        """What torch.lstm makes of hx before it computes: its argument
+        parser takes only a tuple or list of tensors, then it wants two."""
+        if not (isinstance(hx, (tuple, list)) and all(isinstance(t, Tensor) for t in hx)):
+            # torch's own parser words the TypeError (it lists the overloads
+            # and the argument types received); it raises before computing.
+            args = (hx, weights, self.bias, self.num_layers, float(self.dropout),
+                    self.training, self.bidirectional)
+            if batch_sizes is not None:
+                _VF.lstm(input, batch_sizes, *args)
+            else:
+                _VF.lstm(input, *args, self.batch_first)
+            raise TypeError(f"lstm(): hx must be a tuple of Tensors, not {type(hx).__name__}")
+        if len(hx) != 2:
+            raise RuntimeError("lstm expects two hidden states")
 
     def _zero_state(self, input: Tensor, batch: int) -> tuple[Tensor, Tensor]:
         layers = self.num_layers * (2 if self.bidirectional else 1)
@@ -102,15 +118,18 @@ class LSTM(nn.RNNBase):
         weights = [getattr(self, name) for name in self._flat_weights_names]
         lower = _autocast.lower_dtype(input, cell=False)
         if packed:
-            # nn.LSTM leaves packed input to its kernel, whose input
-            # projection is the first to see a dtype mismatch.
+            # nn.LSTM checks nothing of packed input itself: what its kernel
+            # meets first, in order, is hx's structure, the third size of
+            # each state, then (in the input projection) a dtype mismatch.
+            self._check_hx_like_kernel(input, hx, weights, batch_sizes)
+            hx[0].size(2), hx[1].size(2)  # raise the IndexError torch raises
             if lower is None:
                 _check_matmul_dtypes(input, weights[0])
             else:
                 _autocast.check_input(input, weights[0], lower)
         self._check_forward_args(input, hx, batch_sizes, batch)
-        if len(hx) != 2:
-            raise RuntimeError("lstm expects two hidden states")
+        if not packed:
+            self._check_hx_like_kernel(input, hx, weights, batch_sizes)
         if not packed and input.size(1 if self.batch_first else 0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         plan = None
@@ -158,6 +177,8 @@ class LSTMCell(nn.LSTMCell):
     )
 
     def forward(self, input: Tensor, hx=None):
+        # nn.LSTMCell.forward's own steps, in its order, so that odd hx
+        # (a bare tensor, a 3-tuple) meets the same checks and errors.
         if input.dim() not in (1, 2):
             raise ValueError(
                 f"LSTMCell: Expected input to be 1D or 2D, got {input.dim()}D instead"
@@ -172,18 +193,19 @@ class LSTMCell(nn.LSTMCell):
         is_batched = input.dim() == 2
         if not is_batched:
             input = input.unsqueeze(0)
-        if hx is not None and not isinstance(hx, (tuple, list)):
-            raise TypeError(
-                "lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, "
-                f"not {type(hx).__name__}"
-            )
-        if hx is not None and len(hx) != 2:
-            raise RuntimeError("lstm_cell expects two hidden states")
         if hx is None:
             zeros = input.new_zeros(input.size(0), self.hidden_size)
             hx = (zeros, zeros)
         elif not is_batched:
             hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
+        # Then what torch.lstm_cell's argument parser and kernel check.
+        if not isinstance(hx, (tuple, list)):
+            raise TypeError(
+                "lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, "
+                f"not {type(hx).__name__}"
+            )
+        if len(hx) != 2:
+            raise RuntimeError("lstm_cell expects two hidden states")
         _check_cell_args(input, hx, self.input_size, self.hidden_size)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         lower = _autocast.lower_dtype(input, cell=True)

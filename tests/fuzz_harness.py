@@ -1,0 +1,394 @@
+"""The machinery of the fuzz tests (tests/test_fuzz.py): inputs described as
+data, run through both modules, and the outcomes compared.
+
+An input is a ``Call``: a list of ``TensorSpec`` (shape, dtype, memory
+layout, values from a seed) and how they are assembled into the module's
+arguments (padded, unbatched or packed input; hx given, omitted or
+malformed). ``Call.materialise`` builds fresh leaves every time, so the
+torch.nn module, fusedlstm and the float64 reference see the same values,
+each through its own autograd graph.
+
+``compare_outcomes`` holds the rule of the sweep: both modules return and
+everything they return (outputs, states, their ``requires_grad``, gradients
+of every input and parameter) matches, or both raise the same exception type
+with the same message. Two documented exceptions to "the same message", and
+one to "both raise", are spelled out at ``BACKEND_MESSAGES`` and
+``KNOWN_DIVERGENCES``.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+from helpers import LOW_PRECISION, assert_low_precision_parity, to_reference
+
+LAYOUTS = ("contiguous", "transposed", "strided", "expanded", "offset")
+
+
+# ------------------------------------------------------------------ tensors
+
+
+@dataclass
+class TensorSpec:
+    """One tensor argument: its values come from ``seed``; ``layout`` picks
+    how it sits in memory (the leaf that owns the values may have another
+    shape; the module sees a view of it with ``shape``)."""
+
+    shape: tuple
+    dtype: torch.dtype
+    layout: str = "contiguous"
+    expand_dim: int = 0
+    requires_grad: bool = True
+    seed: int = 0
+
+    def base_shape(self) -> tuple:
+        shape, n = tuple(self.shape), len(self.shape)
+        if self.layout == "transposed" and n >= 2:
+            return shape[::-1]
+        if self.layout == "strided" and n >= 1:
+            return shape[:-1] + (2 * shape[-1],)
+        if self.layout == "expanded" and n >= 1:
+            d = self.expand_dim % n
+            return shape[:d] + (1,) + shape[d + 1:]
+        if self.layout == "offset":
+            return (_numel(shape) + 3,)
+        return shape
+
+    def view(self, base: torch.Tensor) -> torch.Tensor:
+        n = len(self.shape)
+        if self.layout == "transposed" and n >= 2:
+            return base.permute(*range(n - 1, -1, -1))
+        if self.layout == "strided" and n >= 1:
+            return base[..., ::2]
+        if self.layout == "expanded" and n >= 1:
+            return base.expand(self.shape)
+        if self.layout == "offset":
+            return base[3:].view(self.shape)
+        return base
+
+    def leaf(self, as_double: bool) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        shape = self.base_shape()
+        if self.dtype.is_floating_point:
+            # Drawn in float64 and rounded to the dtype: the float64
+            # reference then starts from exactly the values the low-precision
+            # modules see.
+            t = torch.randn(shape, generator=gen, dtype=torch.float64).to(self.dtype)
+            if as_double:
+                t = t.double()
+        else:
+            t = torch.randint(-2, 3, shape, generator=gen).to(self.dtype)
+        return t.requires_grad_(self.requires_grad and t.dtype.is_floating_point)
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+# -------------------------------------------------------------------- calls
+
+
+@dataclass
+class Call:
+    """The arguments of one module call.
+
+    kind: "padded" (3-D), "unbatched" (2-D), "packed", "cell" (LSTMCell,
+    1-D or 2-D input), or "raw" (the input spec passed as it is, any rank).
+    hx: "none", "tuple", "list", "single" (h alone, not in a tuple), "one"
+    (a 1-tuple), "three" (a 3-tuple), "nones" ((None, None)).
+    """
+
+    kind: str
+    x: TensorSpec
+    h: Optional[TensorSpec] = None
+    c: Optional[TensorSpec] = None
+    hx: str = "none"
+    lengths: Optional[list] = None
+    batch_first: bool = False
+    enforce_sorted: bool = True
+    packed_data_layout: str = "contiguous"  # "transposed": a strided PackedSequence.data
+
+    def materialise(self, as_double: bool = False):
+        """Returns (args, leaves): the module's positional arguments and the
+        leaf tensors that own their values, by name."""
+        leaves = {"x": self.x.leaf(as_double)}
+        inp: Any = self.x.view(leaves["x"])
+        if self.kind == "packed":
+            inp = pack_padded_sequence(
+                inp, torch.tensor(self.lengths), batch_first=self.batch_first,
+                enforce_sorted=self.enforce_sorted,
+            )
+            if self.packed_data_layout == "transposed":
+                data = inp.data.t().contiguous().t()
+                inp = PackedSequence(data, inp.batch_sizes, inp.sorted_indices,
+                                     inp.unsorted_indices)
+        if self.hx == "none":
+            return (inp,), leaves
+        states = []
+        for name, spec in (("h0", self.h), ("c0", self.c)):
+            leaves[name] = spec.leaf(as_double)
+            states.append(spec.view(leaves[name]))
+        hx = {
+            "tuple": lambda: tuple(states),
+            "list": lambda: list(states),
+            "single": lambda: states[0],
+            "one": lambda: (states[0],),
+            "three": lambda: (states[0], states[1], states[1]),
+            "nones": lambda: (None, None),
+        }[self.hx]()
+        return (inp, hx), leaves
+
+    def specs(self):
+        return [s for s in (self.x, self.h, self.c) if s is not None]
+
+
+# ------------------------------------------------------------------ running
+
+
+@dataclass
+class Outcome:
+    error: Optional[BaseException] = None
+    stage: str = ""                      # "forward" or "backward" for an error
+    results: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # exact-match parts: structure, indices
+
+
+MODES = {
+    "grad": contextlib.nullcontext,
+    "no_grad": torch.no_grad,
+    "inference_mode": torch.inference_mode,
+}
+
+
+def run(module: nn.Module, call: Call, *, mode: str = "grad", seed: int = 0,
+        as_double: bool = False) -> Outcome:
+    """Calls ``module`` on ``call``; in grad mode, also the gradients of
+    every leaf and parameter under fixed random cotangents."""
+    args, leaves = call.materialise(as_double)
+    # Dropout draws from the global generator: the same seed, the same masks.
+    torch.manual_seed(seed)
+    try:
+        with MODES[mode]():
+            out = module(*args)
+    except Exception as e:  # noqa: BLE001 - the exception is what we compare
+        return Outcome(error=e, stage="forward")
+    if isinstance(module, nn.LSTMCell):
+        roots = {"h": out[0], "c": out[1]}
+        extras = {"structure": _structure(out)}
+    else:
+        output, (h_n, c_n) = out
+        extras = {"structure": _structure(out)}
+        if isinstance(output, PackedSequence):
+            for name in ("batch_sizes", "sorted_indices", "unsorted_indices"):
+                extras[name] = getattr(output, name)
+            output = output.data
+        roots = {"output": output, "h_n": h_n, "c_n": c_n}
+    extras["requires_grad"] = {k: v.requires_grad for k, v in roots.items()}
+    results = {k: v.detach() for k, v in roots.items()}
+    if mode != "grad":
+        return Outcome(results=results, extras=extras)
+    wrt = dict(leaves)
+    wrt.update(dict(module.named_parameters()))
+    wrt = {k: v for k, v in wrt.items() if v.requires_grad}
+    live = {k: v for k, v in roots.items() if v.requires_grad}
+    for name in wrt:
+        results[f"grad_{name}"] = None
+    if live and wrt:
+        gen = torch.Generator().manual_seed(seed + 1)
+        # Rounded to bf16 so every dtype, float64 included, gets the same.
+        cotangents = [
+            torch.randn(r.shape, generator=gen, dtype=torch.float64)
+            .to(torch.bfloat16).to(r.dtype)
+            for r in live.values()
+        ]
+        try:
+            grads = torch.autograd.grad(
+                list(live.values()), list(wrt.values()), cotangents, allow_unused=True
+            )
+        except Exception as e:  # noqa: BLE001
+            return Outcome(error=e, stage="backward")
+        for name, g in zip(wrt, grads):
+            results[f"grad_{name}"] = g
+    return Outcome(results=results, extras=extras)
+
+
+def _structure(out) -> str:
+    """The nesting of container types, e.g. "tuple(PackedSequence, tuple(Tensor, Tensor))"."""
+    if isinstance(out, PackedSequence):
+        return "PackedSequence"
+    if isinstance(out, (tuple, list)):
+        return f"{type(out).__name__}({', '.join(_structure(o) for o in out)})"
+    return type(out).__name__
+
+
+# ---------------------------------------------------------------- comparing
+
+# Mistakes nn.LSTM does not check itself, whose message comes from whichever
+# backend kernel happens to run into them (oneDNN or ATen's native path,
+# chosen per call): there is no single message to match. For calls that
+# contain such a mistake (``Call`` marked ``backend_message`` by the
+# generator), torch's message must be one of these, the exception type must
+# be the same, and fusedlstm's message must name the problem. Any other
+# message, even in such a call, must match exactly. tests/test_errors.py
+# pins the individual cases.
+BACKEND_MESSAGES = re.compile("|".join([
+    r"get_mkldnn_dtype: unsupported data type",
+    r"could not create a primitive descriptor",
+    r"could not execute a primitive",
+    r"mat1 and mat2 must have the same dtype",
+    r"expected m1 and m2 to have the same dtype",
+    r"mat1 and mat2 shapes cannot be multiplied",
+    r"got an incorrect number of RNN parameters",
+    r"Expected more (weights|hidden states) in stacked_rnn",
+    r"Odd number of params or hiddens given to a bidirectional RNN",
+    r"The size of tensor a \(\d+\) must match the size of tensor b",
+    r"output with shape \[.*\] doesn't match the broadcast shape",
+    r"start \(\d+\) \+ length \(\d+\) exceeds dimension size",
+]))
+OUR_BACKEND_MESSAGES = re.compile(
+    r"expected scalar type \w+ but found \w+"
+    r"|(must|to) have the same dtype"
+    r"|has dtype \w+ but input has \w+"
+    r"|input must be a floating-point tensor, got \w+"
+    r"|Expected hidden\[\d\] size \(.*\), got \[.*\]"
+    r"|input\.size\(-1\) must be equal to input_size"
+)
+
+
+def dtype_only_on_c(call: Call) -> bool:
+    """c0 alone has a dtype other than the input's."""
+    return (call.hx in ("tuple", "list", "three") and call.c.dtype != call.x.dtype
+            and call.h.dtype == call.x.dtype)
+
+
+# Where torch.nn accepts a call that fusedlstm refuses, on purpose. Each:
+# (when it applies, what fusedlstm must raise: a RuntimeError with a message
+# matching the pattern).
+# * c0_dtype_promoted: a c0 in another dtype than the input (h0 in the
+#   input's) is taken by torch's native cell, which computes f * c0 + i * g
+#   with type promotion: a lower-precision or integer c0 with packed input,
+#   a float64 c0 in nn.LSTMCell (whose results then are float64).
+#   fusedlstm requires the states in the input's dtype and says so (strict
+#   xfails in tests/test_errors.py and tests/test_edge_cases.py).
+KNOWN_DIVERGENCES = {
+    "c0_dtype_promoted": (dtype_only_on_c, r"expected scalar type \w+ but found \w+"),
+}
+
+
+# The low-precision rule (helpers.assert_low_precision_parity) for the sweep:
+# 2x nn.LSTM's own error plus a floor, which for gradients is 2 units of eps
+# times the largest magnitude among all the call's reference gradients.
+# Every gradient is built from the same gate gradients (the input's, the
+# states', the weights' and the biases' alike), from activations that both
+# nn.LSTM and fusedlstm save for backward in bfloat16/float16; that scale,
+# not the gradient's own size, sets the size of its rounding errors. A
+# gradient entry can be much smaller than the terms it sums (they cancel:
+# tiny tensors, which hypothesis favours, often have such an entry as their
+# largest), and then the error relative to the tensor's own size has no
+# bound, for either implementation. In two samples of 12,000 random
+# examples (bfloat16 and float16, about 35,000 gradient tensors each): with
+# the tensor's own size as the unit, fusedlstm exceeded 2x nn.LSTM's error
+# + 1 unit on 0.1% of the tensors, by up to 9 units (nn.LSTM's own errors
+# reached 18 units); with the call's gradient scale, once, by 1.06 units.
+# fusedlstm's errors are the smaller on average; test_fuzz.py checks that
+# on a fixed sample (test_low_precision_errors_no_larger_than_nn_lstm_on_average).
+LOW_PRECISION_RULE = dict(grad_floor_ulps=2.0, gradient_unit="backward")
+
+
+def _known_divergence(call: Call, error: BaseException) -> str:
+    for name, (applies, message) in KNOWN_DIVERGENCES.items():
+        if applies(call) and isinstance(error, RuntimeError) and \
+                re.fullmatch(message, str(error)):
+            return f"known divergence: {name}"
+    return ""
+
+
+def compare_outcomes(ours: Outcome, theirs: Outcome, call: Call, *,
+                     backend_message: bool = False,
+                     reference: Optional[Outcome] = None,
+                     low_precision: bool = False) -> str:
+    """Asserts the sweep's rule; returns a label of what happened."""
+    if theirs.error is not None:
+        assert ours.error is not None, (
+            f"torch.nn raised {type(theirs.error).__name__} in {theirs.stage}: "
+            f"{theirs.error}; fusedlstm did not"
+        )
+        assert ours.stage == theirs.stage, (ours.stage, theirs.stage, ours.error)
+        assert type(ours.error) is type(theirs.error), (
+            f"fusedlstm raised {type(ours.error).__name__}: {ours.error}; "
+            f"torch.nn raised {type(theirs.error).__name__}: {theirs.error}"
+        )
+        if str(ours.error) == str(theirs.error):
+            return f"same error: {type(theirs.error).__name__}"
+        divergence = _known_divergence(call, ours.error)
+        if divergence:
+            return divergence
+        assert backend_message and BACKEND_MESSAGES.search(str(theirs.error)), (
+            f"messages differ:\n  fusedlstm: {ours.error}\n  torch.nn:  {theirs.error}"
+        )
+        assert OUR_BACKEND_MESSAGES.search(str(ours.error)), (
+            f"fusedlstm's message does not name the problem: {ours.error} "
+            f"(torch.nn: {theirs.error})"
+        )
+        return f"same error type, backend message: {type(theirs.error).__name__}"
+    if ours.error is not None:
+        divergence = _known_divergence(call, ours.error)
+        if divergence:
+            return divergence
+        raise AssertionError(
+            f"fusedlstm raised {type(ours.error).__name__} in {ours.stage}: "
+            f"{ours.error}; torch.nn returned"
+        )
+    assert ours.extras.keys() == theirs.extras.keys()
+    for key, value in theirs.extras.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(ours.extras[key], value), (key, ours.extras[key], value)
+        else:
+            assert ours.extras[key] == value, (key, ours.extras[key], value)
+    assert ours.results.keys() == theirs.results.keys(), (
+        sorted(ours.results), sorted(theirs.results))
+    if low_precision:
+        assert reference is not None and reference.error is None, reference
+        assert_low_precision_parity(ours.results, theirs.results, reference.results,
+                                    **LOW_PRECISION_RULE)
+        return "same results (low-precision rule)"
+    for key, expected in theirs.results.items():
+        actual = ours.results[key]
+        if expected is None or actual is None:
+            assert actual is None and expected is None, (
+                f"{key}: gradient present in one only (ours {actual is not None})")
+            continue
+        torch.testing.assert_close(actual, expected, msg=lambda m, key=key: f"{key}: {m}")
+    return "same results"
+
+
+def check_call(pair, call: Call, *, mode: str = "grad", seed: int = 0,
+               backend_message: bool = False) -> str:
+    """Runs ``call`` through both modules of ``pair`` (torch.nn first) and
+    compares. Low-precision results are judged against a float64 torch.nn
+    copy (the helpers' 2x rule)."""
+    ref, ours = pair
+    theirs = run(ref, call, mode=mode, seed=seed)
+    mine = run(ours, call, mode=mode, seed=seed)
+    dtype = next(iter(ours.parameters()), torch.empty(0)).dtype
+    low = (theirs.error is None and mine.error is None
+           and (dtype in LOW_PRECISION or call.x.dtype in LOW_PRECISION))
+    reference = None
+    if low:
+        if not (dtype == call.x.dtype and all(s.dtype == dtype for s in call.specs())):
+            # torch.nn and fusedlstm both took a mixed-dtype call: compare at
+            # the dtype they returned, value by value (exact structure first).
+            low = False
+        else:
+            reference = run(to_reference(ours), call, mode=mode, seed=seed, as_double=True)
+    return compare_outcomes(mine, theirs, call, backend_message=backend_message,
+                            reference=reference, low_precision=low)

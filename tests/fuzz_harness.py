@@ -270,6 +270,15 @@ def dtype_only_on_c(call: Call) -> bool:
             and call.h.dtype == call.x.dtype)
 
 
+def packed_c0_of_one_row(call: Call) -> bool:
+    """Packed input of several sequences, h0 well-formed, c0 with one row."""
+    if call.kind != "packed" or call.hx not in ("tuple", "list", "three"):
+        return False
+    B = len(call.lengths)
+    return (B > 1 and len(call.h.shape) == 3 and call.h.shape[1] == B
+            and len(call.c.shape) == 3 and call.c.shape[1] == 1)
+
+
 # Where torch.nn accepts a call that fusedlstm refuses, on purpose. Each:
 # (when it applies, what fusedlstm must raise: a RuntimeError with a message
 # matching the pattern).
@@ -279,29 +288,45 @@ def dtype_only_on_c(call: Call) -> bool:
 #   a float64 c0 in nn.LSTMCell (whose results then are float64).
 #   fusedlstm requires the states in the input's dtype and says so (strict
 #   xfails in tests/test_errors.py and tests/test_edge_cases.py).
+# * packed_c0_broadcast: nn.LSTM checks no state shape for packed input, and
+#   ATen's native cell broadcasts a c0 of one row over all the sequences
+#   (f * c0); fusedlstm raises nn.LSTM's message for the same mistake with
+#   padded input.
 KNOWN_DIVERGENCES = {
     "c0_dtype_promoted": (dtype_only_on_c, r"expected scalar type \w+ but found \w+"),
+    "packed_c0_broadcast": (packed_c0_of_one_row,
+                            r"Expected hidden\[1\] size \(.*\), got \[.*\]"),
 }
 
 
 # The low-precision rule (helpers.assert_low_precision_parity) for the sweep:
-# 2x nn.LSTM's own error plus a floor, which for gradients is 2 units of eps
-# times the largest magnitude among all the call's reference gradients.
-# Every gradient is built from the same gate gradients (the input's, the
-# states', the weights' and the biases' alike), from activations that both
-# nn.LSTM and fusedlstm save for backward in bfloat16/float16; that scale,
-# not the gradient's own size, sets the size of its rounding errors. A
-# gradient entry can be much smaller than the terms it sums (they cancel:
-# tiny tensors, which hypothesis favours, often have such an entry as their
-# largest), and then the error relative to the tensor's own size has no
-# bound, for either implementation. In two samples of 12,000 random
+# 2x nn.LSTM's own error plus a floor, which for gradients is counted in
+# units of eps times the largest magnitude among all the call's reference
+# gradients, one unit per rounding on a gradient's way: the activations
+# saved for backward (kept in bfloat16/float16 by nn.LSTM and fusedlstm
+# alike), the gradient handed down each of the num_layers - 1 boundaries
+# between stacked layers (a bfloat16/float16 tensor in both), and the
+# result: num_layers + 1 units.
+#
+# Why the call's gradient scale: every gradient is built from the same gate
+# gradients (the input's, the states', the weights' and the biases' alike),
+# and that scale, not the gradient's own size, sets the size of its rounding
+# errors. A gradient entry can be much smaller than the terms it sums (they
+# cancel: tiny tensors, which hypothesis favours, often have such an entry
+# as their largest), and then the error relative to the tensor's own size
+# has no bound, for either implementation. In two samples of 12,000 random
 # examples (bfloat16 and float16, about 35,000 gradient tensors each): with
 # the tensor's own size as the unit, fusedlstm exceeded 2x nn.LSTM's error
 # + 1 unit on 0.1% of the tensors, by up to 9 units (nn.LSTM's own errors
-# reached 18 units); with the call's gradient scale, once, by 1.06 units.
-# fusedlstm's errors are the smaller on average; test_fuzz.py checks that
-# on a fixed sample (test_low_precision_errors_no_larger_than_nn_lstm_on_average).
-LOW_PRECISION_RULE = dict(grad_floor_ulps=2.0, gradient_unit="backward")
+# reached 18 units); with the call's gradient scale, once, by 1.06 units
+# (a later run of 20,000 examples per test met one excess of 3.3 units,
+# in three stacked layers, whose floor is 4). fusedlstm's errors are the
+# smaller on average; test_fuzz.py checks that on a fixed sample
+# (test_low_precision_errors_no_larger_than_nn_lstm_on_average).
+def low_precision_rule(module) -> dict:
+    """Keyword arguments of assert_low_precision_parity for ``module``."""
+    return dict(grad_floor_ulps=1.0 + getattr(module, "num_layers", 1),
+                gradient_unit="backward")
 
 
 def _known_divergence(call: Call, error: BaseException) -> str:
@@ -315,7 +340,7 @@ def _known_divergence(call: Call, error: BaseException) -> str:
 def compare_outcomes(ours: Outcome, theirs: Outcome, call: Call, *,
                      backend_message: bool = False,
                      reference: Optional[Outcome] = None,
-                     low_precision: bool = False) -> str:
+                     low_precision_rule: Optional[dict] = None) -> str:
     """Asserts the sweep's rule; returns a label of what happened."""
     if theirs.error is not None:
         assert ours.error is not None, (
@@ -356,10 +381,10 @@ def compare_outcomes(ours: Outcome, theirs: Outcome, call: Call, *,
             assert ours.extras[key] == value, (key, ours.extras[key], value)
     assert ours.results.keys() == theirs.results.keys(), (
         sorted(ours.results), sorted(theirs.results))
-    if low_precision:
+    if low_precision_rule is not None:
         assert reference is not None and reference.error is None, reference
         assert_low_precision_parity(ours.results, theirs.results, reference.results,
-                                    **LOW_PRECISION_RULE)
+                                    **low_precision_rule)
         return "same results (low-precision rule)"
     for key, expected in theirs.results.items():
         actual = ours.results[key]
@@ -391,4 +416,5 @@ def check_call(pair, call: Call, *, mode: str = "grad", seed: int = 0,
         else:
             reference = run(to_reference(ours), call, mode=mode, seed=seed, as_double=True)
     return compare_outcomes(mine, theirs, call, backend_message=backend_message,
-                            reference=reference, low_precision=low)
+                            reference=reference,
+                            low_precision_rule=low_precision_rule(ours) if low else None)

@@ -189,7 +189,7 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
     reference magnitude of the tensor ("tensor"), or of all the reference
     gradients of the call ("backward"). The fuzz sweep, whose thousands of
     tiny examples reach gradient entries that cancel, uses the latter (see
-    tests/fuzz_harness.py, LOW_PRECISION_RULE).
+    tests/fuzz_harness.py, low_precision_rule).
     """
     assert ours.keys() == reference.keys() == torch_low.keys()
     assert gradient_unit in ("tensor", "backward"), gradient_unit

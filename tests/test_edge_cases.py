@@ -17,7 +17,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedlstm
-from fuzz_harness import LOW_PRECISION_RULE
+from fuzz_harness import low_precision_rule
 from helpers import (assert_low_precision_parity, make_cell_pair, make_lstm_pair, parity_check,
                      run_lstm, state_shapes, to_reference)
 
@@ -162,7 +162,7 @@ LSTM_SITES = ("input", "h0", "c0", "weight_ih_l0", "weight_hh_l0_reverse", "bias
               "bias_hh_l0", "weight_hr_l1_reverse")
 
 
-def assert_same_nonfinite(actual: dict, expected: dict, reference=None):
+def assert_same_nonfinite(actual: dict, expected: dict, reference=None, rule=None):
     """Same keys; per tensor NaN, +Inf and -Inf at the same positions, and
     the rest equal: under assert_close (its defaults for the dtype), or for
     bfloat16 under the low-precision rule against ``reference`` (float64)."""
@@ -182,7 +182,7 @@ def assert_same_nonfinite(actual: dict, expected: dict, reference=None):
             finite[key] = (a[keep], e[keep], reference[key][keep])
     if reference is not None:
         assert_low_precision_parity(*({k: v[i] for k, v in finite.items()} for i in range(3)),
-                                    **LOW_PRECISION_RULE)
+                                    **rule)
 
 
 def _poison(module, site, value, x, hx):
@@ -217,7 +217,7 @@ def test_nonfinite_values_propagate_like_nn_lstm(site, value, dtype, backward):
     if dtype == torch.bfloat16:
         reference = run_lstm(to_reference(ours), x.double(), tuple(t.double() for t in hx),
                              backward=backward)
-    assert_same_nonfinite(mine, theirs, reference)
+    assert_same_nonfinite(mine, theirs, reference, low_precision_rule(ours))
 
 
 @pytest.mark.parametrize("value", list(NONFINITE))

@@ -13,7 +13,7 @@ dtype, hx of the wrong structure). Every example must satisfy
 tests/fuzz_harness.py's rule: the same results (outputs, states, gradients
 of inputs and parameters; float32/float64 at torch.testing's defaults,
 bfloat16/float16 within 2x torch.nn's own error against a float64
-torch.nn, plus a floor: fuzz_harness.LOW_PRECISION_RULE) or the same
+torch.nn, plus a floor: fuzz_harness.low_precision_rule) or the same
 exception type and message. Calls on which torch.nn itself crashes or
 corrupts memory (torch 2.13; see LSTM_MISTAKES and test_fuzz_lstm_cell)
 are left out.
@@ -414,7 +414,7 @@ def test_low_precision_errors_no_larger_than_nn_lstm_on_average(dtype):
     float64 torch.nn is no larger than nn.LSTM's own at the same dtype, for
     the forward results and for the gradients separately (the per-example
     rule of the sweep allows a floor for gradient entries that cancel; see
-    fuzz_harness.LOW_PRECISION_RULE)."""
+    fuzz_harness.low_precision_rule)."""
     rng = random.Random(0)
     rows = []
     for index in range(150):

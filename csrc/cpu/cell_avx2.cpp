@@ -1,25 +1,9 @@
 // The cell kernels compiled for AVX2 with FMA (x86-64 only); cell_dispatch
-// calls them only on CPUs that have both. This file alone needs the flags, and
-// setuptools has no per-file flags, so the pragma and the feature macros that
-// -mavx2 -mfma would set come first, before every include: at::vec then uses
-// its 256-bit specialisations and Sleef's vector exp and tanh (exported by
-// libtorch), which sleef.h declares only under __AVX2__.
+// calls them only on CPUs that have both. avx2_target.h comes before every
+// include, so at::vec uses its 256-bit specialisations and Sleef's vector exp
+// and tanh (exported by libtorch).
 #if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC target("avx,avx2,fma,f16c")
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
-#define CPU_CAPABILITY AVX2
-#define CPU_CAPABILITY_AVX2
+#include "cpu/avx2_target.h"  // first: see there
 #include "cpu/cell_kernels.h"
 #include "cpu/cell_dispatch.h"
 

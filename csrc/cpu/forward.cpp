@@ -109,11 +109,6 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   buf.cells = at::empty({N, H}, opts);
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
-  at::Tensor w_hr_t;
-  if (d.has_proj) {
-    buf.hidden = at::empty({h0.size(0), H}, opts);
-    w_hr_t = w(*w_hr).t().contiguous();
-  }
   if (use_fused_recurrence(w.compute, d.has_proj, /*backward=*/false)) {
     const at::Tensor w_hh_c = w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
@@ -126,6 +121,12 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                             buf.h_state.data_ptr<float>(),
                             buf.c_state.data_ptr<float>()});
     return finish(input, buf, P, H);
+  }
+  // The BLAS loop from here on.
+  at::Tensor w_hr_t;
+  if (d.has_proj) {
+    buf.hidden = at::empty({h0.size(0), H}, opts);
+    w_hr_t = w(*w_hr).t().contiguous();
   }
   // Materialised once: BLAS runs the per-step product several times faster
   // on a row-major W_hh^T than on a transposed view of W_hh.

@@ -6,25 +6,10 @@
 // W_hh once per sequence, and the product's tile stays in registers through
 // the cell update, so the preactivations are never written to memory.
 //
-// Like cell_avx2.cpp, this file alone is compiled for AVX2: the pragma and the
-// feature macros come before every include, and at::vec then uses its 256-bit
-// specialisations with Sleef's vector exp and tanh.
+// Like cell_avx2.cpp, this file alone is compiled for AVX2 (avx2_target.h,
+// included before every other header).
 #if defined(__x86_64__) && defined(__GNUC__)
-#pragma GCC target("avx,avx2,fma,f16c")
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
-#define CPU_CAPABILITY AVX2
-#define CPU_CAPABILITY_AVX2
+#include "cpu/avx2_target.h"  // first: see there
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 

@@ -22,15 +22,6 @@ from helpers import assert_low_precision_parity  # noqa: E402
 CONFIGS = [dict(), dict(num_layers=2, bidirectional=True, proj_size=3)]
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 def _run(module, x, hx, device, autocast_dtype):
     """Outputs and gradients; the forward (only) under autocast."""
     module = module.to(device)

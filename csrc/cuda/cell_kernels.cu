@@ -74,7 +74,6 @@ __global__ void cell_backward_kernel(CellBackwardArgs a) {
   const scalar_t* dm_in = static_cast<const scalar_t*>(a.dm);
   op_t* dc_state = static_cast<op_t*>(a.dc_state);
   scalar_t* dgates = static_cast<scalar_t*>(a.dgates);
-  const op_t one(1);
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = idx / H, j = idx - r * H;
@@ -89,17 +88,17 @@ __global__ void cell_backward_kernel(CellBackwardArgs a) {
     const op_t f = op_t(gates[g0 + H]);
     const op_t g = op_t(gates[g0 + 2 * H]);
     const op_t o = op_t(gates[g0 + 3 * H]);
-    const op_t tc = tanh_op(op_t(cells[idx]));
     const op_t cp = op_t(carried ? c_prev[idx] : c0[idx]);
     const op_t dm = dm_in != nullptr
                         ? op_t(dm_in[idx])
                         : op_t(dh_state[idx]) + op_t(gout[idx]);  // P == H here
-    const op_t dc = dc_state[idx] + dm * o * (one - tc * tc);
-    dgates[g0] = scalar_t(dc * g * i * (one - i));
-    dgates[g0 + H] = scalar_t(dc * cp * f * (one - f));
-    dgates[g0 + 2 * H] = scalar_t(dc * i * (one - g * g));
-    dgates[g0 + 3 * H] = scalar_t(dm * tc * o * (one - o));
-    dc_state[idx] = dc * f;
+    const CellGrad<op_t> d = cell_backward_math<op_t>(
+        i, f, g, o, op_t(cells[idx]), cp, dm, dc_state[idx]);
+    dgates[g0] = scalar_t(d.d_i);
+    dgates[g0 + H] = scalar_t(d.d_f);
+    dgates[g0 + 2 * H] = scalar_t(d.d_g);
+    dgates[g0 + 3 * H] = scalar_t(d.d_o);
+    dc_state[idx] = d.dc_prev;
   }
 }
 

@@ -35,4 +35,29 @@ __device__ __forceinline__ CellOut<T> cell_forward_math(T pi, T pf, T pg,
   return r;
 }
 
+// Gradients of one cell, given the activated gates, c_t and c_{t-1} saved by
+// forward, the gradient dm reaching m = o * tanh(c_t) and dc_next reaching
+// c_t from the later step.
+template <typename T>
+struct CellGrad {
+  T d_i, d_f, d_g, d_o;  // gradients of the four preactivations
+  T dc_prev;             // gradient reaching c_{t-1}
+};
+
+template <typename T>
+__device__ __forceinline__ CellGrad<T> cell_backward_math(T i, T f, T g, T o,
+                                                          T c, T c_prev, T dm,
+                                                          T dc_next) {
+  const T one(1);
+  const T tc = tanh_op(c);
+  const T dc = dc_next + dm * o * (one - tc * tc);
+  CellGrad<T> r;
+  r.d_i = dc * g * i * (one - i);
+  r.d_f = dc * c_prev * f * (one - f);
+  r.d_g = dc * i * (one - g * g);
+  r.d_o = dm * tc * o * (one - o);
+  r.dc_prev = dc * f;
+  return r;
+}
+
 }  // namespace fusedlstm::cuda

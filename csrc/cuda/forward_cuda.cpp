@@ -162,15 +162,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   PersistentPlan plan;
   ScheduleTable table;
   if (mode != PathMode::kStepwise) {
-    if (dtype == at::kDouble) {
-      why_not = "float64 has no persistent kernel";
-    } else if (!make_schedule_table(sched, &table)) {
-      why_not = "batch_sizes has more than " +
-                std::to_string(ScheduleTable::kMaxRuns) +
-                " distinct values";
-    } else if (H > (int64_t(1) << 24) || B > (int64_t(1) << 24)) {
-      why_not = "sizes too large";
-    } else {
+    why_not = persistent_precondition(dtype, sched, B, H, &table);
+    if (why_not.empty()) {
       plan = FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
         return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
           return plan_persistent_forward<T, kProj>(
@@ -179,11 +172,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
       });
       if (!plan.fits) why_not = plan.reason;
     }
-    TORCH_CHECK(mode != PathMode::kPersistent || why_not.empty(),
-                "fusedlstm: FUSEDLSTM_CUDA_PATH=persistent, but this layer "
-                "cannot run on the persistent kernel: ", why_not,
-                " (hidden_size=", H, ", state size=", P, ", dtype=", dtype,
-                "). Use FUSEDLSTM_CUDA_PATH=auto or stepwise.");
+    check_persistent_request(mode, why_not, "forward", H, P, dtype);
   }
   if (mode != PathMode::kStepwise && why_not.empty()) {
     run_persistent(plan, table, d, B, reverse, h0, c0, w_hh_c, w_hr_c, stream,

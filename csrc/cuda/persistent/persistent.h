@@ -9,11 +9,24 @@
 // phases and two grid syncs: cell (writes m), sync, projection (CTA k owns
 // rows [k*PU, k*PU + PU) of W_hr, on chip too, and writes h), sync.
 //
+// The backward kernel runs the steps in the opposite order with the same
+// ownership, on transposed slices of the weights. Without a projection, CTA
+// k owns units [k*U, k*U + U) as columns of dh and as cells: each step it
+// computes its columns of dh = dG_{t+1} W_hh from all of the gate gradients
+// of the step processed before (W_hh[:, units] on chip, [U, 4H]), runs the
+// cell backward of its units, writes their gate gradients, and the grid
+// syncs once. With a projection, dm = dh W_hr (its units' columns of W_hr
+// on chip) feeds the cell backward, sync, then its PU columns of
+// dh = dG W_hh (W_hh[:, columns] on chip, [PU, 4H]), sync. The gate
+// gradients of every step are kept, so the weight gradients are whole-
+// sequence GEMMs afterwards, as on the stepwise path.
+//
 // Gates are computed with mma.sync m16n8k16 (fp32 accumulate) for float16 and
 // bfloat16, and with exact fp32 FFMA for float32 (exact is always allowed;
 // the TF32 variant is left to the performance issue).
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
@@ -55,6 +68,12 @@ struct ScheduleTable {
 // Fills `table` from the host schedule; false if it has too many runs.
 bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
 
+// What stops a layer from taking a persistent kernel before any plan is made
+// (dtype, schedule, sizes), or "" if nothing does; fills `table`.
+std::string persistent_precondition(at::ScalarType dtype,
+                                    const StepSchedule& sched, int64_t batch,
+                                    int64_t hidden, ScheduleTable* table);
+
 // Arguments of the persistent forward kernel (element type T of the layer).
 struct PersistentForwardParams {
   int B = 0, H = 0, P = 0;     // batch, hidden, state (proj or H)
@@ -69,6 +88,27 @@ struct PersistentForwardParams {
   void* m_buf = nullptr;       // [B, H]: o * tanh(c_t), projection only
   float* c_state = nullptr;    // [B, H] fp32: c0 in, c_n out
   void* h_n = nullptr;         // [B, P]: h0 in; each row's last h_t out
+};
+
+// Arguments of the persistent backward kernel (element type T of the layer).
+// Rows follow the forward's schedule; the kernel visits steps in reverse.
+struct PersistentBackwardParams {
+  int B = 0, H = 0, P = 0;      // batch, hidden, state (proj or H)
+  bool reverse = false;         // the layer's direction
+  ScheduleTable sched;
+  const void* w_hh = nullptr;   // W_hh: [4H, P]
+  const void* w_hr = nullptr;   // W_hr: [P, H], projection only
+  const void* gates = nullptr;  // [N, 4H] activated gates saved by forward
+  const void* cells = nullptr;  // [N, H]  c_t saved by forward
+  const void* output = nullptr; // [N, P]  h_t saved by forward
+  const void* h0 = nullptr;     // [B, P]
+  const void* c0 = nullptr;     // [B, H]
+  const void* grad_out = nullptr;  // [N, P] gradient of output
+  void* dgates = nullptr;       // [N, 4H] out: gradients of the preactivations
+  void* h_prev = nullptr;       // [N, P]  out: h_{t-1} of every row (for dW_hh)
+  void* grad_h_all = nullptr;   // [N, P]  out, projection only: gradient of h_t
+  float* dh_state = nullptr;    // [B, P] fp32: grad of h_n in, grad of h0 out
+  float* dc_state = nullptr;    // [B, H] fp32: grad of c_n in, grad of c0 out
 };
 
 // Launch geometry, or why the layer does not fit.
@@ -93,5 +133,16 @@ template <typename T, bool kProj>
 void launch_persistent_forward(const PersistentPlan& plan,
                                const PersistentForwardParams& params,
                                cudaStream_t stream);
+
+// The same for the backward kernel (instantiations/persistent_bwd_*.cu). Its
+// plan differs from the forward's: the slices are transposed and, with a
+// projection, W_hh is split by the P columns rather than by units.
+template <typename T, bool kProj>
+PersistentPlan plan_persistent_backward(int H, int P, int device);
+
+template <typename T, bool kProj>
+void launch_persistent_backward(const PersistentPlan& plan,
+                                const PersistentBackwardParams& params,
+                                cudaStream_t stream);
 
 }  // namespace fusedlstm::cuda

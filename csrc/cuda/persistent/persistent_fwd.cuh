@@ -3,239 +3,18 @@
 // and projection flag, so that they compile in parallel.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
 #include <cooperative_groups.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <cstdint>
-#include <map>
-#include <mutex>
-#include <tuple>
-#include <type_traits>
 
 #include "cuda/cell_math.cuh"
-#include "cuda/persistent/persistent.h"
+#include "cuda/persistent/persistent_common.cuh"
 
 namespace fusedlstm::cuda::persistent {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
-// Batch rows per pass over the weights: four n-tiles of an m16n8k16 MMA.
-// Larger batches loop over chunks, so B is unbounded.
-constexpr int kChunk = 32;
-// fp32 path: h is staged through shared memory in blocks of this many k.
-constexpr int kKBlock = 128;
-// fp32 path: each warp holds the sums of this many weight rows in registers.
-constexpr int kRowsPerWarp = 8;
-
-// Element storage: raw 16-bit patterns for the half types (converted with
-// cuda_fp16/cuda_bf16 intrinsics), float for float.
-template <typename T>
-using storage_t = std::conditional_t<std::is_same_v<T, float>, float, unsigned short>;
-template <typename T>
-constexpr bool kTensorCore = !std::is_same_v<T, float>;
-
-template <typename T>
-__device__ __forceinline__ float to_float(storage_t<T> v) {
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, c10::Half>) return __half2float(__ushort_as_half(v));
-  else return __bfloat162float(__ushort_as_bfloat16(v));
-}
-template <typename T>
-__device__ __forceinline__ storage_t<T> from_float(float v) {
-  // Round to nearest even, as c10::Half/BFloat16 do in the stepwise path.
-  if constexpr (std::is_same_v<T, float>) return v;
-  else if constexpr (std::is_same_v<T, c10::Half>) return __half_as_ushort(__float2half_rn(v));
-  else return __bfloat16_as_ushort(__float2bfloat16_rn(v));
-}
-
-// Shared-memory geometry of one CTA's weight slice ([rows, k] of W_hh or
-// W_hr), as both host (plan) and device (kernel) compute it.
-struct SliceGeom {
-  int rows = 0, rows_pad = 0, k = 0, k_pad = 0;
-  int stride = 0;  // elements between rows in shared memory
-  int ksplit = 1;  // warps sharing one m-tile, each over a slice of k
-};
-
-template <typename T>
-__host__ __device__ inline SliceGeom slice_geom(int rows, int k) {
-  SliceGeom g;
-  g.rows = rows;
-  g.k = k;
-  if constexpr (kTensorCore<T>) {
-    g.rows_pad = (rows + 15) / 16 * 16;
-    g.k_pad = (k + 15) / 16 * 16;
-    // k_pad/2 + 4 words: an odd multiple of 4 mod 32, so the eight rows of
-    // an A-fragment load hit eight different 4-bank groups.
-    g.stride = g.k_pad + 8;
-    const int mt = g.rows_pad / 16, kt = g.k_pad / 16;
-    int ks = mt >= kWarps ? 1 : kWarps / mt;
-    g.ksplit = ks < kt ? ks : (kt > 0 ? kt : 1);
-  } else {
-    g.rows_pad = (rows + kWarps - 1) / kWarps * kWarps;
-    g.k_pad = k;
-    g.stride = k;  // every lane reads the same weight: broadcast, no conflict
-    g.ksplit = 1;
-  }
-  return g;
-}
-
-struct SmemLayout {
-  SliceGeom w1, w2;      // W_hh slice; W_hr slice (projection only)
-  size_t off_w2 = 0, off_part = 0, off_xs = 0, total = 0;
-};
-
-__host__ __device__ inline size_t align16(size_t x) { return (x + 15) / 16 * 16; }
-
+// Slices: 4U rows of W_hh (the four gates of U units) and PU rows of W_hr.
 template <typename T, bool kProj>
-__host__ __device__ inline SmemLayout smem_layout(int U, int PU, int H, int P) {
-  SmemLayout L;
-  L.w1 = slice_geom<T>(4 * U, P);
-  if (kProj) L.w2 = slice_geom<T>(PU, H);
-  const size_t es = sizeof(storage_t<T>);
-  L.off_w2 = align16(size_t(L.w1.rows_pad) * L.w1.stride * es);
-  L.off_part = L.off_w2 + align16(size_t(L.w2.rows_pad) * L.w2.stride * es);
-  const int part1 = L.w1.ksplit * L.w1.rows_pad;
-  const int part2 = L.w2.ksplit * L.w2.rows_pad;
-  // Partial sums [ksplit][rows_pad][kChunk]; after the k-split reduction the
-  // first slice holds the result.
-  L.off_xs = L.off_part + align16(size_t(part1 > part2 ? part1 : part2) * kChunk * 4);
-  L.total = L.off_xs + (kTensorCore<T> ? 0 : size_t(kChunk) * (kKBlock + 1) * 4);
-  return L;
-}
-
-// x: [rows >= nbn, K] row-major in global memory, written by other CTAs
-// since the last grid sync: read through L2 (ld.cg), never a stale L1 line.
-__device__ __forceinline__ uint32_t load_pair(const unsigned short* xr, int k,
-                                              int K, bool valid) {
-  const uint32_t lo = (valid && k < K) ? __ldcg(xr + k) : 0u;
-  const uint32_t hi = (valid && k + 1 < K) ? __ldcg(xr + k + 1) : 0u;
-  return lo | (hi << 16);
-}
-
-template <typename T>
-__device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
-                                         const uint32_t b[2]) {
-  if constexpr (std::is_same_v<T, c10::Half>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-        "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-  }
-}
-
-// part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed
-// by the whole CTA in a fixed order (deterministic). W in shared memory, x in
-// global. Ends with __syncthreads; the result is part[0 .. rows_pad*kChunk).
-template <typename T>
-__device__ void block_matmul(const storage_t<T>* __restrict__ w,
-                             const SliceGeom& g,
-                             const storage_t<T>* __restrict__ x, int64_t ldx,
-                             int nbn, float* __restrict__ part,
-                             float* __restrict__ xs) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  if constexpr (kTensorCore<T>) {
-    const int gq = lane >> 2, tq = lane & 3;
-    const int MT = g.rows_pad / 16, KT = g.k_pad / 16, KS = g.ksplit;
-    for (int unit = warp; unit < MT * KS; unit += kWarps) {
-      const int mt = unit % MT, ks = unit / MT;
-      const int kt0 = ks * KT / KS, kt1 = (ks + 1) * KT / KS;
-      float acc[4][4] = {};
-      const unsigned short* wa = w + (mt * 16 + gq) * g.stride + 2 * tq;
-      for (int kt = kt0; kt < kt1; ++kt) {
-        const int k0 = kt * 16;
-        uint32_t a[4];
-        a[0] = *reinterpret_cast<const uint32_t*>(wa + k0);
-        a[1] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0);
-        a[2] = *reinterpret_cast<const uint32_t*>(wa + k0 + 8);
-        a[3] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0 + 8);
-#pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          if (nt * 8 >= nbn) break;  // warp-uniform
-          const int n = nt * 8 + gq;
-          const bool valid = n < nbn;
-          const unsigned short* xr = x + (valid ? n : 0) * ldx;
-          uint32_t b[2];
-          b[0] = load_pair(xr, k0 + 2 * tq, g.k, valid);
-          b[1] = load_pair(xr, k0 + 2 * tq + 8, g.k, valid);
-          mma16816<T>(acc[nt], a, b);
-        }
-      }
-      float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kChunk + 2 * tq;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        pp[nt * 8] = acc[nt][0];
-        pp[nt * 8 + 1] = acc[nt][1];
-        pp[8 * kChunk + nt * 8] = acc[nt][2];
-        pp[8 * kChunk + nt * 8 + 1] = acc[nt][3];
-      }
-    }
-    __syncthreads();
-    if (KS > 1) {
-      const int n = g.rows_pad * kChunk;
-      for (int e = threadIdx.x; e < n; e += kThreads) {
-        float s = part[e];
-        for (int ks = 1; ks < KS; ++ks) s += part[size_t(ks) * n + e];
-        part[e] = s;
-      }
-      __syncthreads();
-    }
-  } else {
-    // Exact fp32: lane = batch row, warp = every kWarps-th weight row. x is
-    // staged so each value read from L2 feeds nr FMAs.
-    const int nr = g.rows_pad / kWarps;  // <= kRowsPerWarp (plan checks)
-    float acc[kRowsPerWarp] = {};
-    for (int k0 = 0; k0 < g.k; k0 += kKBlock) {
-      const int kn = min(kKBlock, g.k - k0);
-      __syncthreads();  // the previous block's readers are done with xs
-      for (int e = threadIdx.x; e < kChunk * kKBlock; e += kThreads) {
-        const int b = e / kKBlock, kk = e - b * kKBlock;
-        xs[b * (kKBlock + 1) + kk] =
-            (b < nbn && kk < kn) ? __ldcg(x + b * ldx + k0 + kk) : 0.f;
-      }
-      __syncthreads();
-      const float* xr = xs + lane * (kKBlock + 1);  // conflict-free: stride 129
-      for (int kk = 0; kk < kn; ++kk) {
-        const float xv = xr[kk];
-#pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) {
-          if (j < nr) {
-            acc[j] = fmaf(w[(warp + j * kWarps) * g.stride + k0 + kk], xv, acc[j]);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kRowsPerWarp; ++j) {
-      if (j < nr) part[(warp + j * kWarps) * kChunk + lane] = acc[j];
-    }
-    __syncthreads();
-  }
-}
-
-// Copies rows of a global weight matrix into a zero-padded shared slice.
-// row_of(r) gives the global row of slice row r, or -1 for padding.
-template <typename T, typename RowOf>
-__device__ void load_slice(storage_t<T>* dst, const SliceGeom& g,
-                           const storage_t<T>* __restrict__ src, int src_cols,
-                           RowOf row_of) {
-  const int n = g.rows_pad * g.stride;
-  for (int e = threadIdx.x; e < n; e += kThreads) {
-    const int r = e / g.stride, k = e - r * g.stride;
-    const int gr = r < g.rows ? row_of(r) : -1;
-    dst[e] = (gr >= 0 && k < src_cols) ? src[int64_t(gr) * src_cols + k]
-                                       : storage_t<T>(0);
-  }
+__host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P) {
+  return smem_layout_of<T>(slice_geom<T>(4 * U, P),
+                           kProj ? slice_geom<T>(PU, H) : SliceGeom());
 }
 
 // One CTA: hidden units [u0, u0 + U) with their four gates; with projection
@@ -248,7 +27,7 @@ __global__ void __launch_bounds__(kThreads)
   cg::grid_group grid = cg::this_grid();
   extern __shared__ __align__(16) unsigned char smem[];
   const int H = p.H, P = p.P, B = p.B, T_ = p.sched.steps;
-  const SmemLayout L = smem_layout<T, kProj>(U, PU, H, P);
+  const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P);
   S* w1 = reinterpret_cast<S*>(smem);
   S* w2 = reinterpret_cast<S*>(smem + L.off_w2);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
@@ -348,69 +127,11 @@ namespace fusedlstm::cuda {
 
 template <typename T, bool kProj>
 PersistentPlan plan_persistent_forward(int H, int P, int device) {
-  using namespace persistent;
-  // Plans depend only on the shape and device; caching them keeps the
-  // occupancy queries off the per-call path.
-  static std::mutex mu;
-  static std::map<std::tuple<int, int, int>, PersistentPlan> cache;
-  const auto key = std::make_tuple(H, P, device);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  PersistentPlan plan;
-  plan.block = kThreads;
-  int sms = 0, coop = 0, smem_optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  auto kernel = lstm_persistent_fwd<T, kProj>;
-  if (!coop) {
-    plan.reason = "the device does not support cooperative launches";
-  } else {
-    // Always the device maximum, so concurrent callers never race on it.
-    C10_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-    // Smaller U means more CTAs and less shared memory each; take the
-    // smallest U whose grid is co-resident. smem grows with U, so the first
-    // U over the limit ends the search.
-    for (int U = 4;; U += 4) {
-      const int grid = (H + U - 1) / U;
-      const int PU = kProj ? (P + grid - 1) / grid : 0;
-      const SmemLayout L = smem_layout<T, kProj>(U, PU, H, P);
-      if (!kTensorCore<T> &&
-          (L.w1.rows_pad > kWarps * kRowsPerWarp || L.w2.rows_pad > kWarps * kRowsPerWarp)) {
-        plan.reason = "the float32 weight slices need more rows per CTA than "
-                      "the kernel holds (hidden_size too large for the SMs)";
-        break;
-      }
-      if (L.total > size_t(smem_optin)) {
-        plan.reason = "the W_hh slice per CTA needs " + std::to_string(L.total) +
-                      " bytes of shared memory, over the device's " +
-                      std::to_string(smem_optin);
-        break;
-      }
-      int per_sm = 0;
-      C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, kernel, kThreads, L.total));
-      if (per_sm >= 1 && grid <= per_sm * sms) {
-        plan.fits = true;
-        plan.grid = grid;
-        plan.units = U;
-        plan.proj_units = PU;
-        plan.smem = L.total;
-        break;
-      }
-      if (U >= H) {
-        plan.reason = "no grid of co-resident CTAs holds the weights";
-        break;
-      }
-    }
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  cache[key] = plan;
-  return plan;
+  return persistent::plan_cooperative<T>(
+      reinterpret_cast<const void*>(persistent::lstm_persistent_fwd<T, kProj>),
+      H, P, device, [](int U, int PU, int H_, int P_) {
+        return persistent::forward_layout<T, kProj>(U, PU, H_, P_);
+      });
 }
 
 template <typename T, bool kProj>

@@ -1,0 +1,255 @@
+// The persistent backward kernel (see persistent.h for the design). Included
+// only by the small instantiation files under instantiations/, one per dtype
+// and projection flag, so that they compile in parallel.
+//
+// Precision: the recurrent gradients dh and dc stay in fp32 from step to step
+// (the stepwise path rounds dh to the dtype once per step); the gate
+// gradients are stored in the dtype, as the weight-gradient GEMMs read them.
+#pragma once
+
+#include <cooperative_groups.h>
+
+#include "cuda/cell_math.cuh"
+#include "cuda/persistent/persistent_common.cuh"
+
+namespace fusedlstm::cuda::persistent {
+
+// Both slices are transposed views of the weights: without a projection, the
+// U columns of W_hh that produce this CTA's units of dh ([U, 4H]); with one,
+// the PU columns of W_hh that produce its columns of dh ([PU, 4H]), and the U
+// columns of W_hr that produce its units of dm ([U, P]).
+template <typename T, bool kProj>
+__host__ __device__ inline SmemLayout backward_layout(int U, int PU, int H, int P) {
+  return kProj ? smem_layout_of<T>(slice_geom<T>(PU, 4 * H), slice_geom<T>(U, P))
+               : smem_layout_of<T>(slice_geom<T>(U, 4 * H), SliceGeom());
+}
+
+// dst row r = column col_of(r) of src ([g.k, src_cols] row-major), zero
+// padded; col_of returns -1 for padding rows. r runs fastest, so neighbouring
+// threads read neighbouring columns of one row of src.
+template <typename T, typename ColOf>
+__device__ void load_slice_transposed(storage_t<T>* dst, const SliceGeom& g,
+                                      const storage_t<T>* __restrict__ src,
+                                      int src_cols, ColOf col_of) {
+  const int n = g.rows_pad * g.stride;
+  for (int e = threadIdx.x; e < n; e += kThreads) {
+    const int k = e / g.rows_pad, r = e - k * g.rows_pad;
+    const int c = r < g.rows ? col_of(r) : -1;
+    dst[r * g.stride + k] = (c >= 0 && k < g.k)
+                                ? src[int64_t(k) * src_cols + c]
+                                : storage_t<T>(0);
+  }
+}
+
+// Batch size and first row of step t; {0, 0} for a step outside [0, T).
+struct StepRows {
+  int bs = 0;
+  int64_t row0 = 0;
+};
+__device__ __forceinline__ StepRows step_rows(const ScheduleTable& sched, int t) {
+  StepRows r;
+  if (t >= 0 && t < sched.steps) sched.lookup(t, &r.bs, &r.row0);
+  return r;
+}
+
+// The cell backward of row b (of step rows `cur`) and unit uu, given dm: the
+// gradient reaching o * tanh(c_t). prev are the rows of the step that came
+// before in forward order; rows b < carried continue from it, the others
+// start from h0/c0. Also gathers h_{t-1} for dW_hh when kGatherH (without a
+// projection, where units and state columns coincide).
+template <typename T, bool kGatherH>
+__device__ __forceinline__ void cell_backward_at(const PersistentBackwardParams& p,
+                                                 StepRows cur, StepRows prev,
+                                                 int carried, int b, int uu,
+                                                 float dm) {
+  using S = storage_t<T>;
+  const int H = p.H, P = p.P;
+  const S* gates = static_cast<const S*>(p.gates);
+  const S* cells = static_cast<const S*>(p.cells);
+  const int64_t row = cur.row0 + b;
+  const bool cont = b < carried;
+  const S* gp = gates + row * 4 * H + uu;
+  const float c_prev = cont ? to_float<T>(cells[(prev.row0 + b) * H + uu])
+                            : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
+  const int64_t ci = int64_t(b) * H + uu;
+  const CellGrad<float> d = cell_backward_math<float>(
+      to_float<T>(gp[0]), to_float<T>(gp[H]), to_float<T>(gp[2 * H]),
+      to_float<T>(gp[3 * H]), to_float<T>(cells[row * H + uu]), c_prev, dm,
+      p.dc_state[ci]);
+  S* dg = static_cast<S*>(p.dgates) + row * 4 * H + uu;
+  dg[0] = from_float<T>(d.d_i);
+  dg[H] = from_float<T>(d.d_f);
+  dg[2 * H] = from_float<T>(d.d_g);
+  dg[3 * H] = from_float<T>(d.d_o);
+  p.dc_state[ci] = d.dc_prev;  // only this CTA ever touches unit uu's state
+  if constexpr (kGatherH) {
+    const S* out = static_cast<const S*>(p.output);
+    const S* h0 = static_cast<const S*>(p.h0);
+    static_cast<S*>(p.h_prev)[row * P + uu] =
+        cont ? out[(prev.row0 + b) * P + uu] : h0[int64_t(b) * P + uu];
+  }
+}
+
+// One CTA: units [u0, u0 + U) (cells, and without a projection also columns
+// of dh); with a projection also state columns [p0, p0 + PU) of dh. Arguments
+// and shapes: PersistentBackwardParams.
+template <typename T, bool kProj>
+__global__ void __launch_bounds__(kThreads)
+    lstm_persistent_bwd(const PersistentBackwardParams p, int U, int PU) {
+  namespace cg = cooperative_groups;
+  using S = storage_t<T>;
+  cg::grid_group grid = cg::this_grid();
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int H = p.H, P = p.P, T_ = p.sched.steps;
+  const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P);
+  S* w1 = reinterpret_cast<S*>(smem);
+  float* part = reinterpret_cast<float*>(smem + L.off_part);
+  float* xs = reinterpret_cast<float*>(smem + L.off_xs);
+  const int u0 = blockIdx.x * U, p0 = blockIdx.x * PU;
+  const S* w_hh = static_cast<const S*>(p.w_hh);
+  S* dgates = static_cast<S*>(p.dgates);
+  const S* grad_out = static_cast<const S*>(p.grad_out);
+  float* dh_state = p.dh_state;
+
+  // Backward visits forward's steps in the opposite order. At visit s:
+  // step t, the step visited before (forward's next, whose gate gradients
+  // give dh_t), and forward's previous step (where c_{t-1}, h_{t-1} live).
+  auto step_of = [&](int s) { return p.reverse ? s : T_ - 1 - s; };
+  auto forward_prev = [&](int t) { return p.reverse ? t + 1 : t - 1; };
+
+  if constexpr (!kProj) {
+    load_slice_transposed<T>(w1, L.w1, w_hh, P,
+                             [&](int r) { return u0 + r < H ? u0 + r : -1; });
+    __syncthreads();
+    for (int s = 0; s <= T_; ++s) {
+      // dh of the rows of the step visited last: dG W_hh, this CTA's
+      // columns. Rows beyond it keep their dh: grad of h_n for sequences not
+      // reached yet, grad of h0 for finished ones.
+      if (s > 0) {
+        const StepRows last = step_rows(p.sched, step_of(s - 1));
+        for (int nb0 = 0; nb0 < last.bs; nb0 += kChunk) {
+          const int nbn = min(kChunk, last.bs - nb0);
+          block_matmul<T>(w1, L.w1, dgates + (last.row0 + nb0) * 4 * H, 4 * H,
+                          nbn, part, xs);
+          for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
+            const int b = e / U, u = e - b * U, uu = u0 + u;
+            if (uu < H) dh_state[int64_t(nb0 + b) * H + uu] = part[u * kChunk + b];
+          }
+          __syncthreads();  // part is rewritten next; dh_state read below
+        }
+      }
+      if (s == T_) break;
+      const int t = step_of(s);
+      const StepRows cur = step_rows(p.sched, t);
+      const StepRows prev = step_rows(p.sched, forward_prev(t));
+      const int carried = min(cur.bs, prev.bs);
+      for (int e = threadIdx.x; e < cur.bs * U; e += kThreads) {
+        const int b = e / U, u = e - b * U, uu = u0 + u;
+        if (uu >= H) continue;
+        const float dm = dh_state[int64_t(b) * H + uu] +
+                         to_float<T>(grad_out[(cur.row0 + b) * P + uu]);
+        cell_backward_at<T, true>(p, cur, prev, carried, b, uu, dm);
+      }
+      grid.sync();  // every unit's gate gradients of step t are written
+    }
+  } else {
+    S* w2 = reinterpret_cast<S*>(smem + L.off_w2);
+    const S* w_hr = static_cast<const S*>(p.w_hr);
+    S* grad_h_all = static_cast<S*>(p.grad_h_all);
+    const S* out = static_cast<const S*>(p.output);
+    const S* h0 = static_cast<const S*>(p.h0);
+    S* h_prev = static_cast<S*>(p.h_prev);
+    load_slice_transposed<T>(w1, L.w1, w_hh, P,
+                             [&](int r) { return p0 + r < P ? p0 + r : -1; });
+    load_slice_transposed<T>(w2, L.w2, w_hr, H,
+                             [&](int r) { return u0 + r < H ? u0 + r : -1; });
+    // The gradient reaching h_t of the rows of a step, rounded to the dtype
+    // (the dm product and dW_hr read it), for this CTA's columns.
+    auto write_grad_h = [&](StepRows rows) {
+      for (int e = threadIdx.x; e < rows.bs * PU; e += kThreads) {
+        const int b = e / PU, pp = p0 + (e - b * PU);
+        if (pp >= P) continue;
+        const int64_t at = (rows.row0 + b) * P + pp;
+        grad_h_all[at] = from_float<T>(dh_state[int64_t(b) * P + pp] +
+                                       to_float<T>(grad_out[at]));
+      }
+    };
+    if (T_ > 0) write_grad_h(step_rows(p.sched, step_of(0)));
+    __syncthreads();
+    grid.sync();
+    for (int s = 0; s < T_; ++s) {
+      const int t = step_of(s);
+      const StepRows cur = step_rows(p.sched, t);
+      const StepRows prev = step_rows(p.sched, forward_prev(t));
+      const int carried = min(cur.bs, prev.bs);
+      // Phase 1: dm = dh_t W_hr for this CTA's units needs every column of
+      // dh_t; the cell backward follows in place.
+      for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
+        const int nbn = min(kChunk, cur.bs - nb0);
+        block_matmul<T>(w2, L.w2, grad_h_all + (cur.row0 + nb0) * P, P, nbn,
+                        part, xs);
+        for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
+          const int b = e / U, u = e - b * U, uu = u0 + u;
+          if (uu >= H) continue;
+          cell_backward_at<T, false>(p, cur, prev, carried, nb0 + b, uu,
+                                     part[u * kChunk + b]);
+        }
+        __syncthreads();
+      }
+      grid.sync();  // all gate gradients of step t are written
+      // Phase 2: this CTA's columns of dh_{t-1} = dG_t W_hh, h_{t-1} for
+      // dW_hh, and the gradient reaching h of the next step's rows.
+      if (p0 < P) {
+        for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
+          const int nbn = min(kChunk, cur.bs - nb0);
+          block_matmul<T>(w1, L.w1, dgates + (cur.row0 + nb0) * 4 * H, 4 * H,
+                          nbn, part, xs);
+          for (int e = threadIdx.x; e < nbn * PU; e += kThreads) {
+            const int b = e / PU, r = e - b * PU, pp = p0 + r;
+            if (pp < P) dh_state[int64_t(nb0 + b) * P + pp] = part[r * kChunk + b];
+          }
+          __syncthreads();  // part is rewritten next; dh_state read below
+        }
+        for (int e = threadIdx.x; e < cur.bs * PU; e += kThreads) {
+          const int b = e / PU, pp = p0 + (e - b * PU);
+          if (pp >= P) continue;
+          h_prev[(cur.row0 + b) * P + pp] =
+              b < carried ? out[(prev.row0 + b) * P + pp] : h0[int64_t(b) * P + pp];
+        }
+        if (s + 1 < T_) write_grad_h(step_rows(p.sched, step_of(s + 1)));
+      }
+      if (s + 1 < T_) grid.sync();  // the next phase 1 reads all of grad_h_all
+    }
+  }
+}
+
+}  // namespace fusedlstm::cuda::persistent
+
+namespace fusedlstm::cuda {
+
+template <typename T, bool kProj>
+PersistentPlan plan_persistent_backward(int H, int P, int device) {
+  return persistent::plan_cooperative<T>(
+      reinterpret_cast<const void*>(persistent::lstm_persistent_bwd<T, kProj>),
+      H, P, device, [](int U, int PU, int H_, int P_) {
+        return persistent::backward_layout<T, kProj>(U, PU, H_, P_);
+      });
+}
+
+template <typename T, bool kProj>
+void launch_persistent_backward(const PersistentPlan& plan,
+                                const PersistentBackwardParams& params,
+                                cudaStream_t stream) {
+  TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
+  auto kernel = persistent::lstm_persistent_bwd<T, kProj>;
+  PersistentBackwardParams p = params;
+  int U = plan.units, PU = plan.proj_units;
+  void* args[] = {&p, &U, &PU};
+  // Co-residency is checked by the plan and enforced by the launch itself,
+  // so grid.sync cannot deadlock (see launch_persistent_forward).
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
+      reinterpret_cast<const void*>(kernel), dim3(plan.grid), dim3(plan.block),
+      args, plan.smem, stream));
+}
+
+}  // namespace fusedlstm::cuda

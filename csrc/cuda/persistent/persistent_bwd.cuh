@@ -99,7 +99,7 @@ __global__ void __launch_bounds__(kThreads)
   namespace cg = cooperative_groups;
   using S = storage_t<T>;
   cg::grid_group grid = cg::this_grid();
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, T_ = p.sched.steps;
   const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P);
   S* w1 = reinterpret_cast<S*>(smem);

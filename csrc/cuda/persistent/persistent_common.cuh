@@ -120,9 +120,21 @@ __device__ __forceinline__ uint32_t load_pair(const unsigned short* xr, int k,
   return lo | (hi << 16);
 }
 
+#ifndef FUSEDLSTM_CUDA_EMULATION
+// The CTA's dynamic shared memory (the launch's smem bytes). A function, so
+// that cpp_tests/cuda_emulation can run the kernels on the host.
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char smem_bytes[];
+  return smem_bytes;
+}
+#endif
+
 template <typename T>
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
                                          const uint32_t b[2]) {
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  emulated_mma16816<T>(c, a, b);  // cpp_tests/cuda_emulation/prelude.h
+#else
   if constexpr (std::is_same_v<T, c10::Half>) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
@@ -136,6 +148,7 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
+#endif
 }
 
 // part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed

@@ -25,7 +25,7 @@ __global__ void __launch_bounds__(kThreads)
   namespace cg = cooperative_groups;
   using S = storage_t<T>;
   cg::grid_group grid = cg::this_grid();
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, B = p.B, T_ = p.sched.steps;
   const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P);
   S* w1 = reinterpret_cast<S*>(smem);

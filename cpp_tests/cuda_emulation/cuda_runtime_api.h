@@ -1,0 +1,60 @@
+// Host stand-in for the CUDA runtime API (see prelude.h): the few types and
+// calls the persistent kernels' host code uses, answering for an emulated
+// device with emu::kSms SMs and an H100's shared memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace emu {
+inline int kSms = 4;                       // SMs of the emulated device
+inline int kMaxBlocksPerSm = 8;            // a cap the tests lower to force larger U
+constexpr int kSmemOptin = 227 * 1024;     // per block, opt-in
+constexpr int kSmemPerSm = 228 * 1024;
+constexpr int kThreadsPerSm = 2048;
+}  // namespace emu
+
+typedef int cudaError_t;
+constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorNotSupported = 801;
+typedef struct CUstream_st* cudaStream_t;
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount,
+  cudaDevAttrCooperativeLaunch,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin,
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+
+inline const char* cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
+
+inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) {
+  switch (attr) {
+    case cudaDevAttrMultiProcessorCount: *value = emu::kSms; break;
+    case cudaDevAttrCooperativeLaunch: *value = 1; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kSmemOptin; break;
+  }
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaFuncSetAttribute(const void*, cudaFuncAttribute, int) {
+  return cudaSuccess;
+}
+
+// Blocks per SM, limited by threads and by shared memory (1 KiB reserved per
+// block, as on sm_90).
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+    int* blocks, const void*, int block_size, size_t smem) {
+  int n = emu::kThreadsPerSm / block_size;
+  const size_t per_block = smem + 1024;
+  if (per_block * n > size_t(emu::kSmemPerSm)) n = int(emu::kSmemPerSm / per_block);
+  if (n > emu::kMaxBlocksPerSm) n = emu::kMaxBlocksPerSm;
+  *blocks = n;
+  return cudaSuccess;
+}
+
+// The tests launch through emu::launch with the kernel's types; a launch by
+// address cannot be emulated.
+inline cudaError_t cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**,
+                                               size_t, cudaStream_t) {
+  return cudaErrorNotSupported;
+}

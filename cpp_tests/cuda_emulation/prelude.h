@@ -1,0 +1,179 @@
+// Runs fusedlstm's persistent CUDA kernels on the host, for tests on machines
+// without a GPU (cpp_tests/test_persistent_emulated.cpp). Force-included
+// (-include) before every other header, with this directory first on the
+// include path so that its stand-ins for the CUDA headers win.
+//
+// Every CUDA thread of a launch becomes an OS thread. __syncthreads is a
+// barrier over the CTA's threads, grid.sync() one over all of them; shared
+// memory is one buffer per CTA; mma.sync m16n8k16 is computed from the
+// fragments of all 32 lanes of the warp, laid out as the PTX ISA specifies.
+// Barriers are mutex-based, so every write before one is visible after it:
+// the emulation checks indexing, ownership, step order and the placement of
+// the barriers (a missing one shows up as a wrong result often enough), not
+// the memory model or the timing of a real GPU.
+#pragma once
+
+#define FUSEDLSTM_CUDA_EMULATION 1
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) alignas(n)
+
+using std::max;
+using std::min;
+
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace emu {
+
+class Barrier {
+ public:
+  explicit Barrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const long gen = gen_;
+    if (++waiting_ == n_) {
+      waiting_ = 0;
+      ++gen_;
+      cv_.notify_all();
+    } else {
+      cv_.wait(lock, [&] { return gen_ != gen; });
+    }
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_, waiting_ = 0;
+  long gen_ = 0;
+};
+
+struct Warp {
+  Warp() : bar(32) {}
+  Barrier bar;
+  uint32_t a[32][4], b[32][2];
+};
+
+struct Cta {
+  Cta(int threads, size_t smem_bytes)
+      : bar(threads), smem(smem_bytes + 16), warps(threads / 32) {}
+  Barrier bar;
+  std::vector<unsigned char> smem;
+  std::vector<Warp> warps;
+};
+
+inline thread_local Cta* cta = nullptr;
+inline Barrier* grid_barrier = nullptr;
+
+// Runs body() as every thread of a grid x block launch with `smem` bytes of
+// dynamic shared memory per CTA; returns when all threads have finished.
+inline void launch(dim3 grid, dim3 block, size_t smem,
+                   const std::function<void()>& body) {
+  const int per_cta = static_cast<int>(block.x);
+  Barrier all(static_cast<int>(grid.x) * per_cta);
+  grid_barrier = &all;
+  std::vector<std::unique_ptr<Cta>> ctas;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    ctas.push_back(std::make_unique<Cta>(per_cta, smem));
+    // Uninitialised shared memory on a GPU: garbage, not zeros.
+    std::memset(ctas.back()->smem.data(), 0x7f, ctas.back()->smem.size());
+  }
+  std::vector<std::thread> threads;
+  for (unsigned b = 0; b < grid.x; ++b) {
+    for (int t = 0; t < per_cta; ++t) {
+      threads.emplace_back([&, b, t] {
+        threadIdx = dim3(t);
+        blockIdx = dim3(b);
+        blockDim = block;
+        gridDim = grid;
+        cta = ctas[b].get();
+        body();
+      });
+    }
+  }
+  for (auto& th : threads) th.join();
+  grid_barrier = nullptr;
+}
+
+}  // namespace emu
+
+inline void __syncthreads() { emu::cta->bar.wait(); }
+
+inline unsigned char* dynamic_smem() {
+  // 16-byte aligned, like the kernels' extern __shared__ declaration.
+  auto p = reinterpret_cast<uintptr_t>(emu::cta->smem.data());
+  return reinterpret_cast<unsigned char*>((p + 15) / 16 * 16);
+}
+
+template <typename T>
+inline T __ldcg(const T* p) { return *p; }
+
+// 16-bit element of a fragment register: the lower half holds the element
+// with the lower index.
+inline uint16_t emu_half_of(uint32_t reg, int which) {
+  return static_cast<uint16_t>(which ? reg >> 16 : reg & 0xffffu);
+}
+
+inline float emu_bits_to_float_f16(uint16_t bits) {
+  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+}
+inline float emu_bits_to_float_bf16(uint16_t bits) {
+  return static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits()));
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: D = A (16x16) B (16x8)
+// + C. groupID = lane / 4, tig = lane % 4. A: a0 (row g, k 2tig..+1), a1
+// (row g+8), a2 (k + 8), a3 (row g+8, k + 8). B: b0 (k 2tig..+1, col g), b1
+// (k + 8). C: c0, c1 (row g, col 2tig..+1), c2, c3 (row g+8).
+template <typename T>
+void emulated_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  emu::Warp& w = emu::cta->warps[warp];
+  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
+  w.bar.wait();
+  auto cvt = [](uint16_t bits) {
+    return std::is_same_v<T, c10::Half> ? emu_bits_to_float_f16(bits)
+                                        : emu_bits_to_float_bf16(bits);
+  };
+  auto A = [&](int row, int k) {
+    const int src = (row % 8) * 4 + (k % 8) / 2;
+    const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+    return cvt(emu_half_of(w.a[src][reg], k % 2));
+  };
+  auto B = [&](int k, int col) {
+    const int src = col * 4 + (k % 8) / 2;
+    return cvt(emu_half_of(w.b[src][k >= 8 ? 1 : 0], k % 2));
+  };
+  const int g = lane / 4, tig = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * tig + (i % 2);
+    float s = 0.f;
+    for (int k = 0; k < 16; ++k) s += A(row, k) * B(k, col);
+    c[i] += s;
+  }
+  w.bar.wait();  // the fragments are overwritten by the next call
+}

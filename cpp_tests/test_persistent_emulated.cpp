@@ -1,0 +1,288 @@
+// Runs the persistent CUDA kernels (csrc/cuda/persistent) on the host through
+// cpp_tests/cuda_emulation, so that their indexing, step order, ownership and
+// barrier placement are checked on machines without a GPU (CI has none).
+// Every dtype (float32 on FMA, float16/bfloat16 on emulated mma.sync), with
+// and without projection, padded and packed, both directions, forward and
+// backward, against fusedlstm's CPU implementation in float64 on the same
+// rounded inputs. The launch plans come from the real planner, answering for
+// an emulated device whose SM count the cases vary.
+//
+// The host code around the launches mirrors run_persistent in
+// csrc/cuda/forward_cuda.cpp and backward_cuda.cpp (those files need the
+// CUDA runtime and are not built here). Exits non-zero on any mismatch.
+#include <torch/torch.h>
+
+#include <fusedlstm/lstm.h>
+
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "common/layer_args.h"
+#include "cuda/persistent/persistent_bwd.cuh"
+#include "cuda/persistent/persistent_fwd.cuh"
+
+namespace {
+
+using fusedlstm::StepSchedule;
+using namespace fusedlstm::cuda;
+
+int failures = 0, checks = 0;
+
+struct Case {
+  std::string name;
+  int64_t I, H, P, B, T;  // P = 0: no projection
+  bool packed, bias;
+  int sms, max_blocks_per_sm;  // the emulated device
+  bool float32_fits = true;    // false: the planner must refuse float32
+};
+
+struct Inputs {
+  at::Tensor x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes;
+  at::Tensor grad_out, grad_h_n, grad_c_n;
+};
+
+c10::optional<at::Tensor> opt(const at::Tensor& t) {
+  return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt;
+}
+
+Inputs make_inputs(const Case& c, at::ScalarType dtype) {
+  torch::manual_seed(0);
+  const int64_t S = c.P ? c.P : c.H;
+  const double k = 1.0 / std::sqrt(double(c.H));
+  auto u = [&](at::IntArrayRef shape) {
+    return ((torch::rand(shape, torch::kDouble) * 2 - 1) * k).to(dtype);
+  };
+  Inputs in;
+  in.w_ih = u({4 * c.H, c.I});
+  in.w_hh = u({4 * c.H, S});
+  if (c.bias) {
+    in.b_ih = u({4 * c.H});
+    in.b_hh = u({4 * c.H});
+  }
+  if (c.P) in.w_hr = u({c.P, c.H});
+  in.h0 = u({c.B, S}) * 4;
+  in.c0 = u({c.B, c.H}) * 4;
+  int64_t N = c.T * c.B;
+  if (c.packed) {
+    // Lengths T, then falling to 1: several runs of equal batch size.
+    std::vector<int64_t> lengths(c.B);
+    for (int64_t b = 0; b < c.B; ++b) lengths[b] = std::max<int64_t>(1, c.T - (b * c.T) / c.B);
+    std::vector<int64_t> bs(c.T);
+    N = 0;
+    for (int64_t t = 0; t < c.T; ++t) {
+      bs[t] = 0;
+      for (auto n : lengths) bs[t] += n > t;
+      N += bs[t];
+    }
+    in.batch_sizes = torch::tensor(bs, torch::kLong);
+    in.x = u({N, c.I}) * 4;
+  } else {
+    in.x = u({c.T, c.B, c.I}) * 4;
+  }
+  const int64_t rows_out = c.packed ? N : c.T * c.B;
+  in.grad_out = torch::randn({rows_out, S}, torch::kDouble).to(dtype);
+  if (!c.packed) in.grad_out = in.grad_out.view({c.T, c.B, S});
+  in.grad_h_n = torch::randn({c.B, S}, torch::kDouble).to(dtype);
+  in.grad_c_n = torch::randn({c.B, c.H}, torch::kDouble).to(dtype);
+  return in;
+}
+
+Inputs as_double(const Inputs& in) {
+  auto d = [](const at::Tensor& t) {
+    return t.defined() && t.is_floating_point() ? t.to(torch::kDouble) : t;
+  };
+  return {d(in.x), d(in.h0), d(in.c0), d(in.w_ih), d(in.w_hh), d(in.b_ih),
+          d(in.b_hh), d(in.w_hr), in.batch_sizes, d(in.grad_out),
+          d(in.grad_h_n), d(in.grad_c_n)};
+}
+
+void expect_close(const std::string& what, const at::Tensor& ours,
+                  const at::Tensor& ref, double tol) {
+  ++checks;
+  const at::Tensor a = ours.to(torch::kDouble).reshape(ref.sizes());
+  const double scale = std::max(1.0, ref.numel() ? ref.abs().max().item<double>() : 1.0);
+  const double err = ref.numel() ? (a - ref).abs().max().item<double>() : 0.0;
+  const bool ok = ours.numel() == ref.numel() && std::isfinite(err) &&
+                  err <= tol * scale;
+  if (!ok) {
+    ++failures;
+    std::printf("  MISMATCH %-32s max abs err %.3g > %.3g\n", what.c_str(), err,
+                tol * scale);
+  }
+}
+
+template <typename T>
+constexpr at::ScalarType scalar_type_of() {
+  if constexpr (std::is_same_v<T, float>) return at::kFloat;
+  else if constexpr (std::is_same_v<T, c10::Half>) return at::kHalf;
+  else return at::kBFloat16;
+}
+
+// Tolerances relative to the largest reference magnitude: values, gradients
+// (those of tests/cuda/test_cuda_parity.py).
+template <typename T>
+std::pair<double, double> tolerances() {
+  if constexpr (std::is_same_v<T, float>) return {2e-5, 1e-4};
+  else if constexpr (std::is_same_v<T, c10::Half>) return {4e-3, 1e-2};
+  else return {3e-2, 6e-2};
+}
+
+// Returns false (and prints why) when the planner says the layer does not fit.
+template <typename T, bool kProj>
+bool run_case(const Case& c, bool reverse) {
+  const at::ScalarType dtype = scalar_type_of<T>();
+  const Inputs in = make_inputs(c, dtype);
+  const Inputs ref_in = as_double(in);
+  const int64_t H = c.H, P = c.P ? c.P : c.H, B = c.B;
+  const StepSchedule sched = fusedlstm::make_schedule(in.x, B, opt(in.batch_sizes));
+  const int64_t N = sched.rows;
+  ScheduleTable table;
+  TORCH_CHECK(make_schedule_table(sched, &table), "schedule table");
+  emu::kSms = c.sms;
+  emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
+  const std::string tag = c.name + (reverse ? " rev " : " fwd ") +
+                          std::string(c10::toString(dtype));
+
+  // Forward (run_persistent of forward_cuda.cpp).
+  const PersistentPlan fplan = plan_persistent_forward<T, kProj>(int(H), int(P), 0);
+  const PersistentPlan bplan = plan_persistent_backward<T, kProj>(int(H), int(P), 0);
+  if (!fplan.fits || !bplan.fits) {
+    std::printf("%-44s does not fit: %s\n", tag.c_str(),
+                (fplan.fits ? bplan.reason : fplan.reason).c_str());
+    return false;
+  }
+  const auto nan = std::numeric_limits<double>::quiet_NaN();
+  const at::Tensor x = in.x.reshape({N, c.I});
+  at::Tensor gates = c.bias ? at::addmm(in.b_ih + in.b_hh, x, in.w_ih.t())
+                            : at::mm(x, in.w_ih.t());
+  at::Tensor output = at::full({N, P}, nan, in.x.options());  // unwritten: NaN
+  at::Tensor cells = at::full({N, H}, nan, in.x.options());
+  at::Tensor h_buf = at::stack({in.h0, in.h0}).contiguous();
+  at::Tensor c_state = in.c0.to(at::kFloat).contiguous().clone();
+  at::Tensor m_buf = at::full({B, H}, nan, in.x.options());
+  at::Tensor h_n = in.h0.clone();
+  PersistentForwardParams fp;
+  fp.B = int(B);
+  fp.H = int(H);
+  fp.P = int(P);
+  fp.reverse = reverse;
+  fp.sched = table;
+  fp.w_hh = in.w_hh.data_ptr();
+  fp.w_hr = kProj ? in.w_hr.data_ptr() : nullptr;
+  fp.gates = gates.data_ptr();
+  fp.output = output.data_ptr();
+  fp.cells = cells.data_ptr();
+  fp.h_buf = h_buf.data_ptr();
+  fp.m_buf = kProj ? m_buf.data_ptr() : nullptr;
+  fp.c_state = c_state.data_ptr<float>();
+  fp.h_n = h_n.data_ptr();
+  emu::launch(dim3(fplan.grid), dim3(fplan.block), fplan.smem, [&] {
+    persistent::lstm_persistent_fwd<T, kProj>(fp, fplan.units, fplan.proj_units);
+  });
+  const at::Tensor c_n = c_state.to(dtype);
+
+  const auto ref = fusedlstm::lstm_layer_forward(
+      ref_in.x, ref_in.h0, ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih),
+      opt(ref_in.b_hh), opt(ref_in.w_hr), opt(in.batch_sizes), reverse);
+  const auto [vtol, gtol] = tolerances<T>();
+  expect_close(tag + " output", output, ref.output, vtol);
+  expect_close(tag + " h_n", h_n, ref.h_n, vtol);
+  expect_close(tag + " c_n", c_n, ref.c_n, vtol);
+  expect_close(tag + " gates", gates, ref.gates, vtol);
+  expect_close(tag + " cells", cells, ref.cells, vtol);
+
+  // Backward (run_persistent of backward_cuda.cpp) on our forward's tensors.
+  at::Tensor dgates = at::full({N, 4 * H}, nan, in.x.options());
+  at::Tensor h_prev = at::full({N, P}, nan, in.x.options());
+  at::Tensor grad_h_all = at::full({N, P}, nan, in.x.options());
+  at::Tensor dh_state = in.grad_h_n.to(at::kFloat).contiguous().clone();
+  at::Tensor dc_state = in.grad_c_n.to(at::kFloat).contiguous().clone();
+  const at::Tensor gout = in.grad_out.reshape({N, P}).contiguous();
+  PersistentBackwardParams bp;
+  bp.B = int(B);
+  bp.H = int(H);
+  bp.P = int(P);
+  bp.reverse = reverse;
+  bp.sched = table;
+  bp.w_hh = in.w_hh.data_ptr();
+  bp.w_hr = kProj ? in.w_hr.data_ptr() : nullptr;
+  bp.gates = gates.data_ptr();
+  bp.cells = cells.data_ptr();
+  bp.output = output.data_ptr();
+  bp.h0 = in.h0.data_ptr();
+  bp.c0 = in.c0.data_ptr();
+  bp.grad_out = gout.data_ptr();
+  bp.dgates = dgates.data_ptr();
+  bp.h_prev = h_prev.data_ptr();
+  bp.grad_h_all = kProj ? grad_h_all.data_ptr() : nullptr;
+  bp.dh_state = dh_state.data_ptr<float>();
+  bp.dc_state = dc_state.data_ptr<float>();
+  emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
+    persistent::lstm_persistent_bwd<T, kProj>(bp, bplan.units, bplan.proj_units);
+  });
+  // The whole-sequence gradients, in float64 so that only the kernel's
+  // rounding is judged.
+  const at::Tensor dg = dgates.to(at::kDouble);
+  const auto rg = fusedlstm::lstm_layer_backward(
+      ref_in.grad_out, ref_in.grad_h_n, ref_in.grad_c_n, ref_in.x, ref_in.h0,
+      ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih), opt(ref_in.b_hh),
+      opt(ref_in.w_hr), ref.output, ref.gates, ref.cells, opt(in.batch_sizes),
+      reverse);
+  expect_close(tag + " grad_input", dg.mm(ref_in.w_ih), rg.grad_input, gtol);
+  expect_close(tag + " grad_h0", dh_state, rg.grad_h0, gtol);
+  expect_close(tag + " grad_c0", dc_state, rg.grad_c0, gtol);
+  expect_close(tag + " grad_w_ih", dg.t().mm(x.to(at::kDouble)), rg.grad_w_ih, gtol);
+  expect_close(tag + " grad_w_hh", dg.t().mm(h_prev.to(at::kDouble)), rg.grad_w_hh, gtol);
+  if (c.bias) expect_close(tag + " grad_bias", dg.sum(0), rg.grad_bias, gtol);
+  if (kProj) {
+    const at::Tensor g = gates.to(at::kDouble).narrow(1, 3 * H, H);
+    const at::Tensor hidden = g * cells.to(at::kDouble).tanh();
+    expect_close(tag + " grad_w_hr", grad_h_all.to(at::kDouble).t().mm(hidden),
+                 rg.grad_w_hr, gtol);
+  }
+  std::printf("%-44s grid %d/%d  U %d  PU %d  checked\n", tag.c_str(), fplan.grid,
+              bplan.grid, bplan.units, bplan.proj_units);
+  return true;
+}
+
+template <typename T>
+void run_all(const std::vector<Case>& cases) {
+  for (const Case& c : cases) {
+    for (bool reverse : {false, true}) {
+      const bool ran = c.P ? run_case<T, true>(c, reverse)
+                           : run_case<T, false>(c, reverse);
+      const bool expected = std::is_same_v<T, float> ? c.float32_fits : true;
+      if (ran != expected) {
+        ++failures;
+        std::printf("  UNEXPECTED: the planner %s this case\n",
+                    ran ? "accepted" : "refused");
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main() {
+  // Small shapes: every CUDA thread is an OS thread here.
+  const std::vector<Case> cases = {
+      {"padded H24", 10, 24, 0, 5, 7, false, true, 4, 8},
+      {"packed H37 (last CTA partial)", 3, 37, 0, 5, 6, true, true, 4, 8},
+      {"B40 (two 32-row chunks)", 4, 20, 0, 40, 3, false, true, 4, 8},
+      {"proj P8", 10, 24, 8, 5, 5, false, true, 4, 8},
+      {"packed proj P5 no bias", 6, 20, 5, 6, 5, true, false, 4, 8},
+      // H differs from the cases above: plans are cached per (H, P, device).
+      {"one SM: U8", 5, 36, 0, 3, 4, true, true, 1, 8},
+      // float32 would need 80 rows of W_hh per CTA, over the 64 it holds.
+      {"two SMs, 1 block each: U20", 5, 37, 6, 3, 3, true, true, 2, 1, false},
+  };
+  std::printf("-- float32 (FMA path)\n");
+  run_all<float>(cases);
+  std::printf("-- float16 (emulated mma.sync)\n");
+  run_all<c10::Half>(cases);
+  std::printf("-- bfloat16 (emulated mma.sync)\n");
+  run_all<c10::BFloat16>(cases);
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  return failures == 0 && checks > 0 ? 0 : 1;
+}

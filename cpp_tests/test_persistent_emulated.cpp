@@ -1,7 +1,8 @@
 // Runs the persistent CUDA kernels (csrc/cuda/persistent) on the host through
 // cpp_tests/cuda_emulation, so that their indexing, step order, ownership and
 // barrier placement are checked on machines without a GPU (CI has none).
-// Every dtype (float32 on FMA, float16/bfloat16 on emulated mma.sync), with
+// Every element type (float32 on FMA and on TF32 tensor cores, float16 and
+// bfloat16; tensor cores through an emulated mma.sync), with
 // and without projection, padded and packed, both directions, forward and
 // backward, against fusedlstm's CPU implementation in float64 on the same
 // rounded inputs. The launch plans come from the real planner, answering for
@@ -112,9 +113,11 @@ void expect_close(const std::string& what, const at::Tensor& ours,
   }
 }
 
+using persistent::Tf32;
+
 template <typename T>
 constexpr at::ScalarType scalar_type_of() {
-  if constexpr (std::is_same_v<T, float>) return at::kFloat;
+  if constexpr (std::is_same_v<T, float> || std::is_same_v<T, Tf32>) return at::kFloat;
   else if constexpr (std::is_same_v<T, c10::Half>) return at::kHalf;
   else return at::kBFloat16;
 }
@@ -124,7 +127,8 @@ constexpr at::ScalarType scalar_type_of() {
 template <typename T>
 std::pair<double, double> tolerances() {
   if constexpr (std::is_same_v<T, float>) return {2e-5, 1e-4};
-  else if constexpr (std::is_same_v<T, c10::Half>) return {4e-3, 1e-2};
+  // TF32 keeps 10 mantissa bits, as float16 does, in the products only.
+  else if constexpr (std::is_same_v<T, c10::Half> || std::is_same_v<T, Tf32>) return {4e-3, 1e-2};
   else return {3e-2, 6e-2};
 }
 
@@ -142,7 +146,8 @@ bool run_case(const Case& c, bool reverse) {
   emu::kSms = c.sms;
   emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
   const std::string tag = c.name + (reverse ? " rev " : " fwd ") +
-                          std::string(c10::toString(dtype));
+                          (std::is_same_v<T, Tf32> ? std::string("TF32")
+                                                   : std::string(c10::toString(dtype)));
 
   // Forward (run_persistent of forward_cuda.cpp).
   const PersistentPlan fplan = plan_persistent_forward<T, kProj>(int(H), int(P), 0);
@@ -279,6 +284,8 @@ int main() {
   };
   std::printf("-- float32 (FMA path)\n");
   run_all<float>(cases);
+  std::printf("-- float32 on TF32 tensor cores (emulated mma.sync m16n8k8)\n");
+  run_all<Tf32>(cases);
   std::printf("-- float16 (emulated mma.sync)\n");
   run_all<c10::Half>(cases);
   std::printf("-- bfloat16 (emulated mma.sync)\n");

@@ -131,6 +131,25 @@ inline unsigned char* dynamic_smem() {
 template <typename T>
 inline T __ldcg(const T* p) { return *p; }
 
+inline uint32_t __float_as_uint(float v) {
+  uint32_t u;
+  std::memcpy(&u, &v, 4);
+  return u;
+}
+inline float __uint_as_float(uint32_t u) {
+  float v;
+  std::memcpy(&v, &u, 4);
+  return v;
+}
+
+// cvt.rna.tf32.f32: keep 10 mantissa bits, round to nearest, ties away from
+// zero (on the magnitude); Inf and NaN pass through.
+inline float emulated_to_tf32(float v) {
+  if (!std::isfinite(v)) return v;
+  const uint32_t u = (__float_as_uint(v) + 0x1000u) & 0xffffe000u;
+  return __uint_as_float(u);
+}
+
 // 16-bit element of a fragment register: the lower half holds the element
 // with the lower index.
 inline uint16_t emu_half_of(uint32_t reg, int which) {
@@ -176,4 +195,31 @@ void emulated_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
     c[i] += s;
   }
   w.bar.wait();  // the fragments are overwritten by the next call
+}
+
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: one 32-bit element
+// per register. A: a0 (row g, k tig), a1 (row g+8), a2 (k tig+4), a3 (row
+// g+8, k tig+4). B: b0 (k tig, col g), b1 (k tig+4). C as in m16n8k16.
+inline void emulated_mma1688_tf32(float c[4], const uint32_t a[4],
+                                  const uint32_t b[2]) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  emu::Warp& w = emu::cta->warps[warp];
+  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
+  w.bar.wait();
+  auto A = [&](int row, int k) {
+    const int src = (row % 8) * 4 + k % 4;
+    return __uint_as_float(w.a[src][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
+  };
+  auto B = [&](int k, int col) {
+    return __uint_as_float(w.b[col * 4 + k % 4][k >= 4 ? 1 : 0]);
+  };
+  const int g = lane / 4, tig = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * tig + (i % 2);
+    float s = 0.f;
+    for (int k = 0; k < 8; ++k) s += A(row, k) * B(k, col);
+    c[i] += s;
+  }
+  w.bar.wait();
 }

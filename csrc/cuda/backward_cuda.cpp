@@ -128,7 +128,7 @@ RecurrentGrads run_stepwise(const RecurrentInputs& in, cudaStream_t stream) {
 
 RecurrentGrads run_persistent(const RecurrentInputs& in,
                               const PersistentPlan& plan,
-                              const ScheduleTable& table,
+                              const ScheduleTable& table, bool tf32,
                               cudaStream_t stream) {
   const StepSchedule& sched = *in.sched;
   const LayerDims& d = *in.dims;
@@ -163,7 +163,7 @@ RecurrentGrads run_persistent(const RecurrentInputs& in,
   p.dh_state = dh_state.data_ptr<float>();
   p.dc_state = dc_state.data_ptr<float>();
   if (table.steps > 0 && B > 0) {
-    FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
+    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
         launch_persistent_backward<T, kProj>(plan, p, stream);
       });
@@ -223,13 +223,14 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // Path choice, as in forward: an explicit `persistent` that cannot run is
   // an error, never a silent fallback.
   const PathMode mode = requested_path();
+  const bool tf32 = recurrent_tf32(dtype);
   std::string why_not;
   PersistentPlan plan;
   ScheduleTable table;
   if (mode != PathMode::kStepwise) {
     why_not = persistent_precondition(dtype, sched, B, H, &table);
     if (why_not.empty()) {
-      plan = FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
+      plan = FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
         return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
           return plan_persistent_backward<T, kProj>(
               static_cast<int>(H), static_cast<int>(P), input.get_device());
@@ -240,7 +241,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     check_persistent_request(mode, why_not, "backward", H, P, dtype);
   }
   const RecurrentGrads rg = mode != PathMode::kStepwise && why_not.empty()
-                                ? run_persistent(in, plan, table, stream)
+                                ? run_persistent(in, plan, table, tf32, stream)
                                 : run_stepwise(in, stream);
 
   const at::Tensor x = input.reshape({N, I});

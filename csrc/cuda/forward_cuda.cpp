@@ -79,7 +79,7 @@ void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
 }
 
 void run_persistent(const PersistentPlan& plan, const ScheduleTable& table,
-                    const LayerDims& d, int64_t B, bool reverse,
+                    bool tf32, const LayerDims& d, int64_t B, bool reverse,
                     const at::Tensor& h0, const at::Tensor& c0,
                     const at::Tensor& w_hh, const at::Tensor& w_hr,
                     cudaStream_t stream, ForwardState& st) {
@@ -110,7 +110,7 @@ void run_persistent(const PersistentPlan& plan, const ScheduleTable& table,
   p.c_state = c_state.data_ptr<float>();
   p.h_n = h_n.data_ptr();
   if (table.steps > 0 && B > 0) {
-    FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(opts.dtype().toScalarType(), T, [&] {
+    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(opts.dtype().toScalarType(), tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
         launch_persistent_forward<T, kProj>(plan, p, stream);
       });
@@ -158,13 +158,14 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   // Path choice. An explicit `persistent` that cannot run is an error, never
   // a silent fallback, so that benchmarks and tests measure what they ask.
   const PathMode mode = requested_path();
+  const bool tf32 = recurrent_tf32(dtype);
   std::string why_not;
   PersistentPlan plan;
   ScheduleTable table;
   if (mode != PathMode::kStepwise) {
     why_not = persistent_precondition(dtype, sched, B, H, &table);
     if (why_not.empty()) {
-      plan = FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(dtype, T, [&] {
+      plan = FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
         return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
           return plan_persistent_forward<T, kProj>(
               static_cast<int>(H), static_cast<int>(P), input.get_device());
@@ -175,8 +176,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
     check_persistent_request(mode, why_not, "forward", H, P, dtype);
   }
   if (mode != PathMode::kStepwise && why_not.empty()) {
-    run_persistent(plan, table, d, B, reverse, h0, c0, w_hh_c, w_hr_c, stream,
-                   st);
+    run_persistent(plan, table, tf32, d, B, reverse, h0, c0, w_hh_c, w_hr_c,
+                   stream, st);
   } else {
     run_stepwise(sched, d, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
   }

@@ -25,6 +25,11 @@ enum class PathMode { kAuto, kStepwise, kPersistent };
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();
 
+// Whether the persistent kernels compute the recurrent products of a layer
+// in `dtype` on TF32 tensor cores: float32 where torch.backends.cudnn.
+// allow_tf32 lets PyTorch's own (cuDNN) LSTM do so, read on every call.
+bool recurrent_tf32(at::ScalarType dtype);
+
 // Raises when FUSEDLSTM_CUDA_PATH=persistent and the layer cannot take the
 // persistent kernel of `pass` ("forward"/"backward"): an explicit request is
 // never served by the other path, so benchmarks and tests measure what they

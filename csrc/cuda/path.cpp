@@ -1,4 +1,5 @@
 // Path selection and the device-side copy of the schedule.
+#include <ATen/Context.h>
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -35,6 +36,10 @@ bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
     table->runs = n + 1;
   }
   return true;
+}
+
+bool recurrent_tf32(at::ScalarType dtype) {
+  return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
 }
 
 std::string persistent_precondition(at::ScalarType dtype,

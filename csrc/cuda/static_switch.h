@@ -20,14 +20,20 @@
     }                                                \
   }()
 
-// The dtypes the persistent kernels are built for. float64 has no tensor-core
-// path worth having and always runs the stepwise path.
-#define FUSEDLSTM_PERSISTENT_DTYPE_SWITCH(DTYPE, TYPE_NAME, ...)              \
+// The element types the persistent kernels are built for. float64 has no
+// tensor-core path worth having and always runs the stepwise path; float32
+// runs as Tf32 (TF32 tensor cores) when USE_TF32, else as float (exact FMA).
+#define FUSEDLSTM_PERSISTENT_TYPE_SWITCH(DTYPE, USE_TF32, TYPE_NAME, ...)     \
   [&] {                                                                      \
     switch (DTYPE) {                                                         \
       case at::kFloat: {                                                     \
-        using TYPE_NAME = float;                                             \
-        return __VA_ARGS__();                                                \
+        if (USE_TF32) {                                                      \
+          using TYPE_NAME = ::fusedlstm::cuda::persistent::Tf32;             \
+          return __VA_ARGS__();                                              \
+        } else {                                                             \
+          using TYPE_NAME = float;                                           \
+          return __VA_ARGS__();                                              \
+        }                                                                    \
       }                                                                      \
       case at::kHalf: {                                                      \
         using TYPE_NAME = c10::Half;                                         \

@@ -42,6 +42,13 @@
 
 namespace fusedlstm::cuda {
 
+namespace persistent {
+// float32 tensors whose recurrent products run on TF32 tensor cores; the
+// kernels' element type where PyTorch's cuDNN LSTM would use TF32
+// (torch.backends.cudnn.allow_tf32). Plain float means exact FMA products.
+struct Tf32 {};
+}  // namespace persistent
+
 // The step schedule as runs of equal batch size, small enough to travel as a
 // kernel argument: the schedule stays on the host, nothing is copied to the
 // device, and a CUDA graph captures it by value.
@@ -123,8 +130,9 @@ struct PersistentPlan {
 
 // Picks U and the grid for the current device: the smallest U (a multiple of
 // 4) whose CTAs all fit co-resident (occupancy API) within the opt-in
-// shared-memory limit. Host-only; no device sync. T is float, c10::Half or
-// c10::BFloat16; instantiated in instantiations/persistent_fwd_*.cu.
+// shared-memory limit. Host-only; no device sync. T is float,
+// persistent::Tf32, c10::Half or c10::BFloat16; instantiated in
+// instantiations/persistent_fwd_*.cu.
 template <typename T, bool kProj>
 PersistentPlan plan_persistent_forward(int H, int P, int device);
 

@@ -36,7 +36,7 @@ __device__ void load_slice_transposed(storage_t<T>* dst, const SliceGeom& g,
     const int k = e / g.rows_pad, r = e - k * g.rows_pad;
     const int c = r < g.rows ? col_of(r) : -1;
     dst[r * g.stride + k] = (c >= 0 && k < g.k)
-                                ? src[int64_t(k) * src_cols + c]
+                                ? to_smem<T>(src[int64_t(k) * src_cols + c])
                                 : storage_t<T>(0);
   }
 }

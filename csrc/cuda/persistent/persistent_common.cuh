@@ -31,23 +31,31 @@ constexpr int kKBlock = 128;
 // fp32 path: each warp holds the sums of this many weight rows in registers.
 constexpr int kRowsPerWarp = 8;
 
+// The kernels' element types: float (exact FMA products), Tf32 (declared in
+// persistent.h), c10::Half and c10::BFloat16.
+
 // Element storage: raw 16-bit patterns for the half types (converted with
-// cuda_fp16/cuda_bf16 intrinsics), float for float.
+// cuda_fp16/cuda_bf16 intrinsics), float for float and Tf32.
 template <typename T>
-using storage_t = std::conditional_t<std::is_same_v<T, float>, float, unsigned short>;
+constexpr bool kFloatStorage = std::is_same_v<T, float> || std::is_same_v<T, Tf32>;
+template <typename T>
+using storage_t = std::conditional_t<kFloatStorage<T>, float, unsigned short>;
 template <typename T>
 constexpr bool kTensorCore = !std::is_same_v<T, float>;
+// Contraction depth of one MMA: m16n8k16 for the half types, m16n8k8 for TF32.
+template <typename T>
+constexpr int kMmaK = std::is_same_v<T, Tf32> ? 8 : 16;
 
 template <typename T>
 __device__ __forceinline__ float to_float(storage_t<T> v) {
-  if constexpr (std::is_same_v<T, float>) return v;
+  if constexpr (kFloatStorage<T>) return v;
   else if constexpr (std::is_same_v<T, c10::Half>) return __half2float(__ushort_as_half(v));
   else return __bfloat162float(__ushort_as_bfloat16(v));
 }
 template <typename T>
 __device__ __forceinline__ storage_t<T> from_float(float v) {
   // Round to nearest even, as c10::Half/BFloat16 do in the stepwise path.
-  if constexpr (std::is_same_v<T, float>) return v;
+  if constexpr (kFloatStorage<T>) return v;
   else if constexpr (std::is_same_v<T, c10::Half>) return __half_as_ushort(__float2half_rn(v));
   else return __bfloat16_as_ushort(__float2bfloat16_rn(v));
 }
@@ -66,12 +74,14 @@ __host__ __device__ inline SliceGeom slice_geom(int rows, int k) {
   g.rows = rows;
   g.k = k;
   if constexpr (kTensorCore<T>) {
+    constexpr int kk = kMmaK<T>;
     g.rows_pad = (rows + 15) / 16 * 16;
-    g.k_pad = (k + 15) / 16 * 16;
-    // k_pad/2 + 4 words: an odd multiple of 4 mod 32, so the eight rows of
-    // an A-fragment load hit eight different 4-bank groups.
-    g.stride = g.k_pad + 8;
-    const int mt = g.rows_pad / 16, kt = g.k_pad / 16;
+    g.k_pad = (k + kk - 1) / kk * kk;
+    // Half types: k_pad/2 + 4 words; TF32: k_pad + 4 words. Either way an
+    // odd multiple of 4 mod 32, so the eight rows of an A-fragment load hit
+    // eight different 4-bank groups.
+    g.stride = std::is_same_v<T, Tf32> ? g.k_pad + 4 : g.k_pad + 8;
+    const int mt = g.rows_pad / 16, kt = g.k_pad / kk;
     int ks = mt >= kWarps ? 1 : kWarps / mt;
     g.ksplit = ks < kt ? ks : (kt > 0 ? kt : 1);
   } else {
@@ -151,6 +161,47 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
 #endif
 }
 
+// Rounds to TF32 (10 mantissa bits, to nearest, ties away from zero), the
+// conversion cuDNN and cuBLAS apply to fp32 operands of TF32 tensor cores.
+__device__ __forceinline__ float to_tf32(float v) {
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  return emulated_to_tf32(v);  // cpp_tests/cuda_emulation/prelude.h
+#else
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
+  return __uint_as_float(r);
+#endif
+}
+
+// c += A (16x8, row) B (8x8, col), TF32 inputs, fp32 accumulation.
+__device__ __forceinline__ void mma1688_tf32(float c[4], const uint32_t a[4],
+                                             const uint32_t b[2]) {
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  emulated_mma1688_tf32(c, a, b);
+#else
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#endif
+}
+
+// Element of x as a TF32 B-fragment register (x in global memory, written by
+// other CTAs since the last grid sync: through L2).
+__device__ __forceinline__ uint32_t load_tf32(const float* xr, int k, int K,
+                                              bool valid) {
+  const float v = (valid && k < K) ? __ldcg(xr + k) : 0.f;
+  return __float_as_uint(to_tf32(v));
+}
+
+// Value a weight takes in shared memory: TF32 products read it pre-rounded.
+template <typename T>
+__device__ __forceinline__ storage_t<T> to_smem(storage_t<T> v) {
+  if constexpr (std::is_same_v<T, Tf32>) return to_tf32(v);
+  else return v;
+}
+
 // part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
 // global. Ends with __syncthreads; the result is part[0 .. rows_pad*kChunk).
@@ -163,29 +214,54 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if constexpr (kTensorCore<T>) {
     const int gq = lane >> 2, tq = lane & 3;
-    const int MT = g.rows_pad / 16, KT = g.k_pad / 16, KS = g.ksplit;
+    const int MT = g.rows_pad / 16, KT = g.k_pad / kMmaK<T>, KS = g.ksplit;
     for (int unit = warp; unit < MT * KS; unit += kWarps) {
       const int mt = unit % MT, ks = unit / MT;
       const int kt0 = ks * KT / KS, kt1 = (ks + 1) * KT / KS;
       float acc[4][4] = {};
-      const unsigned short* wa = w + (mt * 16 + gq) * g.stride + 2 * tq;
-      for (int kt = kt0; kt < kt1; ++kt) {
-        const int k0 = kt * 16;
-        uint32_t a[4];
-        a[0] = *reinterpret_cast<const uint32_t*>(wa + k0);
-        a[1] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0);
-        a[2] = *reinterpret_cast<const uint32_t*>(wa + k0 + 8);
-        a[3] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0 + 8);
+      if constexpr (std::is_same_v<T, Tf32>) {
+        // m16n8k8: a0 (row gq, k tq), a1 (row gq+8), a2 (k tq+4), a3 (both);
+        // b0 (k tq, col gq), b1 (k tq+4).
+        const float* wa = w + (mt * 16 + gq) * g.stride + tq;
+        for (int kt = kt0; kt < kt1; ++kt) {
+          const int k0 = kt * 8;
+          uint32_t a[4];
+          a[0] = __float_as_uint(wa[k0]);
+          a[1] = __float_as_uint(wa[8 * g.stride + k0]);
+          a[2] = __float_as_uint(wa[k0 + 4]);
+          a[3] = __float_as_uint(wa[8 * g.stride + k0 + 4]);
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          if (nt * 8 >= nbn) break;  // warp-uniform
-          const int n = nt * 8 + gq;
-          const bool valid = n < nbn;
-          const unsigned short* xr = x + (valid ? n : 0) * ldx;
-          uint32_t b[2];
-          b[0] = load_pair(xr, k0 + 2 * tq, g.k, valid);
-          b[1] = load_pair(xr, k0 + 2 * tq + 8, g.k, valid);
-          mma16816<T>(acc[nt], a, b);
+          for (int nt = 0; nt < 4; ++nt) {
+            if (nt * 8 >= nbn) break;  // warp-uniform
+            const int n = nt * 8 + gq;
+            const bool valid = n < nbn;
+            const float* xr = x + (valid ? n : 0) * ldx;
+            uint32_t b[2];
+            b[0] = load_tf32(xr, k0 + tq, g.k, valid);
+            b[1] = load_tf32(xr, k0 + tq + 4, g.k, valid);
+            mma1688_tf32(acc[nt], a, b);
+          }
+        }
+      } else {
+        const unsigned short* wa = w + (mt * 16 + gq) * g.stride + 2 * tq;
+        for (int kt = kt0; kt < kt1; ++kt) {
+          const int k0 = kt * 16;
+          uint32_t a[4];
+          a[0] = *reinterpret_cast<const uint32_t*>(wa + k0);
+          a[1] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0);
+          a[2] = *reinterpret_cast<const uint32_t*>(wa + k0 + 8);
+          a[3] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0 + 8);
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) {
+            if (nt * 8 >= nbn) break;  // warp-uniform
+            const int n = nt * 8 + gq;
+            const bool valid = n < nbn;
+            const unsigned short* xr = x + (valid ? n : 0) * ldx;
+            uint32_t b[2];
+            b[0] = load_pair(xr, k0 + 2 * tq, g.k, valid);
+            b[1] = load_pair(xr, k0 + 2 * tq + 8, g.k, valid);
+            mma16816<T>(acc[nt], a, b);
+          }
         }
       }
       float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kChunk + 2 * tq;
@@ -250,7 +326,7 @@ __device__ void load_slice(storage_t<T>* dst, const SliceGeom& g,
   for (int e = threadIdx.x; e < n; e += kThreads) {
     const int r = e / g.stride, k = e - r * g.stride;
     const int gr = r < g.rows ? row_of(r) : -1;
-    dst[e] = (gr >= 0 && k < src_cols) ? src[int64_t(gr) * src_cols + k]
+    dst[e] = (gr >= 0 && k < src_cols) ? to_smem<T>(src[int64_t(gr) * src_cols + k])
                                        : storage_t<T>(0);
   }
 }

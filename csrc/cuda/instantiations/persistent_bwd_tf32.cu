@@ -1,0 +1,9 @@
+// Persistent backward kernel for float32 on TF32 tensor cores, projection=false (see persistent/persistent.h).
+#include "cuda/persistent/persistent_bwd.cuh"
+
+namespace fusedlstm::cuda {
+template PersistentPlan plan_persistent_backward<persistent::Tf32, false>(int, int, int);
+template void launch_persistent_backward<persistent::Tf32, false>(const PersistentPlan&,
+                                                     const PersistentBackwardParams&,
+                                                     cudaStream_t);
+}  // namespace fusedlstm::cuda

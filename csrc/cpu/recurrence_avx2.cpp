@@ -249,6 +249,12 @@ void recurrent_forward_avx2(const RecurrentForward& a) {
 
 namespace {
 
+// The cache lines of 16 floats from p (two if p is not 64-byte aligned).
+inline void prefetch_span(const float* p) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + kPanelCols - 1), _MM_HINT_T0);
+}
+
 // One 16-unit block's phase A of a step.
 struct DmBlockStep {
   const RecurrentBackward* args;
@@ -263,6 +269,22 @@ template <int R>
 void dm_rows(const DmBlockStep& st, int64_t r0) {
   const RecurrentBackward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, G = 4 * H;
+  if (st.k0 == 0) {
+    // The cell backward's operands of these rows and units: one line of each
+    // gate, of c_t, of c_{t-1} and of each gate's gradient, in 10 x R streams
+    // that the hardware prefetcher does not follow (they come from memory:
+    // the saved gates of a long sequence do not fit in cache). Asked for
+    // now, they arrive while the tile runs.
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = st.first_row + r0 + r;
+      for (int q = 0; q < 4; ++q) {
+        prefetch_span(a.gates + row * G + q * H + st.unit);
+        prefetch_span(a.dgates + row * G + q * H + st.unit);
+      }
+      prefetch_span(a.cells + row * H + st.unit);
+      prefetch_span(a.c_prev + row * H + st.unit);
+    }
+  }
   __m256 acc[R][2];
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.k0 == 0, partial, acc);

@@ -1,7 +1,7 @@
 """The fused float32 CPU recurrence (csrc/cpu/recurrence_avx2.cpp).
 
-float32 layers run it on AVX2+FMA CPUs (forward always; backward without
-proj_size). The suite's other
+float32 layers run it on AVX2+FMA CPUs, forward and backward, with and
+without proj_size. The suite's other
 shapes are small enough that the recurrence runs on one worker; these are
 sized so that it splits its hidden units (and, in backward, the columns of
 dh) over two workers that meet once (twice) per step, with the edge cases of
@@ -55,21 +55,58 @@ def test_two_workers_packed_matches_nn_lstm(two_threads, hidden, batch):
 
 
 # (hidden, proj_size, batch): a step of 10*B*H*P >= 2 * 2**19 FLOPs, and P of at
-# least two 16-column blocks, gives two workers to both phases of a step.
-PROJ_SHAPES = [(136, 40, 20), (100, 70, 16)]
+# least two 16-column blocks, gives two workers to both phases of a step (at
+# two threads; one at one thread). The tile edges of the backward with a
+# projection: its unit blocks are 16 units (dm = dh W_hr as a panel tile), of
+# which the last holds 8 (H=136: one half empty), 4 (H=100) or 12 (H=140: the
+# second half partial); P=40 is one 64-wide K-chunk of dm, 70 and 90 two; the
+# last 16-column block of dh holds 8, 6 or 10 columns; batches of 20, 16 and
+# 13 rows leave 2, 4 and 1 rows past the 6-row tiles.
+PROJ_SHAPES = [(136, 40, 20), (100, 70, 16), (140, 90, 13)]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
 
 
 @pytest.mark.parametrize("hidden,proj,batch", PROJ_SHAPES)
-def test_two_workers_projection_matches_nn_lstm(two_threads, hidden, proj, batch):
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_projection_padded_matches_nn_lstm(threads, hidden, proj, batch, bidirectional):
+    ref, ours = make_lstm_pair(7, hidden, proj_size=proj, num_layers=2,
+                               bidirectional=bidirectional, seed=proj)
+    layers = 2 * (2 if bidirectional else 1)
+    x = torch.randn(8, batch, 7)
+    hx = (torch.randn(layers, batch, proj), torch.randn(layers, batch, hidden))
+    parity_check(ref, ours, x, hx)
+    parity_check(ref, ours, x)
+
+
+@pytest.mark.parametrize("hidden,proj,batch", PROJ_SHAPES)
+@pytest.mark.parametrize("enforce_sorted", [True, False])
+def test_projection_packed_matches_nn_lstm(threads, hidden, proj, batch, enforce_sorted):
     ref, ours = make_lstm_pair(7, hidden, proj_size=proj, num_layers=2,
                                bidirectional=True, seed=proj)
-    x = torch.randn(8, batch, 7)
-    hx = (torch.randn(4, batch, proj), torch.randn(4, batch, hidden))
-    parity_check(ref, ours, x, hx)
     gen = torch.Generator().manual_seed(proj)
-    lengths = torch.randint(1, 9, (batch,), generator=gen)
-    lengths[0] = 8
-    parity_check(ref, ours, x, hx, lengths=lengths, enforce_sorted=False)
+    T = 10
+    lengths = torch.randint(1, T + 1, (batch,), generator=gen)
+    lengths[batch // 3] = T
+    if enforce_sorted:
+        lengths = lengths.sort(descending=True).values
+    x = torch.randn(T, batch, 7, generator=gen)
+    hx = (torch.randn(4, batch, proj, generator=gen),
+          torch.randn(4, batch, hidden, generator=gen))
+    parity_check(ref, ours, x, hx, lengths=lengths, enforce_sorted=enforce_sorted)
+    parity_check(ref, ours, x, lengths=lengths, enforce_sorted=enforce_sorted)
+
+
+def test_two_workers_projection_bfloat16_within_twice_torch_error(two_threads):
+    ref, ours = make_lstm_pair(8, 140, proj_size=90, bidirectional=True,
+                               dtype=torch.bfloat16, seed=4)
+    parity_check(ref, ours, torch.randn(9, 13, 8).bfloat16())
 
 
 def test_two_workers_bfloat16_within_twice_torch_error(two_threads):
@@ -127,3 +164,117 @@ def test_bad_environment_value_is_an_error():
     done = _run_with_environment("fast", _COMPARE_WITH_NN_LSTM)
     assert done.returncode != 0
     assert "FUSEDLSTM_CPU_RECURRENCE must be 'auto' or 'blas', got 'fast'" in done.stderr
+
+
+# ------------------------------------------- the backward with a projection
+#
+# One layer-direction's backward op on fixed saved tensors, so that the two
+# recurrences (fused, and the BLAS loop under FUSEDLSTM_CPU_RECURRENCE=blas)
+# are compared on exactly the same input: forward differences do not enter.
+
+_BACKWARD_NAMES = ["grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh",
+                   "grad_bias", "grad_w_hr"]
+
+
+def _projected_layer_cases():
+    """(name, backward op arguments) for padded and packed, both directions."""
+    cases = []
+    for hidden, proj, batch in PROJ_SHAPES:
+        for packed in (False, True):
+            for reverse in (False, True):
+                gen = torch.Generator().manual_seed(hidden + proj + 2 * packed + reverse)
+                k = hidden ** -0.5
+
+                def weight(*shape):
+                    return (torch.rand(*shape, generator=gen) * 2 - 1) * k
+
+                T, I = 10, 7
+                if packed:
+                    lengths = torch.randint(1, T + 1, (batch,), generator=gen)
+                    lengths[0] = T
+                    lengths = lengths.sort(descending=True).values
+                    batch_sizes = torch.stack([(lengths > t).sum() for t in range(T)])
+                    x = torch.randn(int(lengths.sum()), I, generator=gen)
+                else:
+                    batch_sizes = None
+                    x = torch.randn(T, batch, I, generator=gen)
+                h0 = torch.randn(batch, proj, generator=gen)
+                c0 = torch.randn(batch, hidden, generator=gen)
+                w_ih, w_hh = weight(4 * hidden, I), weight(4 * hidden, proj)
+                b_ih, b_hh = weight(4 * hidden), weight(4 * hidden)
+                w_hr = weight(proj, hidden)
+                output, h_n, c_n, gates, cells = torch.ops.fusedlstm.lstm_layer_forward(
+                    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+                grads = [torch.randn(t.shape, generator=gen) for t in (output, h_n, c_n)]
+                cases.append((f"H{hidden}-P{proj}-B{batch}-packed{packed}-reverse{reverse}",
+                              grads + [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                       output, gates, cells, batch_sizes, reverse]))
+    return cases
+
+
+_RUN_SAVED_BACKWARDS = """
+import sys, torch, fusedlstm
+torch.set_num_threads(int(sys.argv[3]))
+cases = torch.load(sys.argv[1])
+torch.save({name: list(torch.ops.fusedlstm.lstm_layer_backward(*args))
+            for name, args in cases}, sys.argv[2])
+print("done")
+"""
+
+
+def _backwards_in_subprocess(value, cases_file, out_file, threads=1):
+    env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE=value)
+    done = subprocess.run(
+        [sys.executable, "-c", _RUN_SAVED_BACKWARDS, str(cases_file), str(out_file),
+         str(threads)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "done"
+    return torch.load(out_file)
+
+
+def test_projection_backward_fused_matches_blas_loop(tmp_path):
+    cases = _projected_layer_cases()
+    torch.save(cases, tmp_path / "cases.pt")
+    fused = _backwards_in_subprocess("auto", tmp_path / "cases.pt", tmp_path / "fused.pt")
+    blas = _backwards_in_subprocess("blas", tmp_path / "cases.pt", tmp_path / "blas.pt")
+    differs = False
+    for name, _ in cases:
+        for label, a, b in zip(_BACKWARD_NAMES, fused[name], blas[name]):
+            torch.testing.assert_close(a, b, msg=lambda m: f"{name} {label}: {m}")
+            differs = differs or not torch.equal(a, b)
+    # The two paths sum in different orders: identical bits everywhere would
+    # mean that both ran the same recurrence, i.e. the fused one did not run.
+    assert differs
+
+
+def test_projection_backward_same_bits_at_one_and_two_threads(tmp_path):
+    # Every element of dh and dc is computed by one worker in a fixed order,
+    # however many workers split the step. (The whole-sequence GEMMs after the
+    # recurrence are MKL's, whose bits may depend on the thread count.)
+    cases = _projected_layer_cases()
+    torch.save(cases, tmp_path / "cases.pt")
+    one = _backwards_in_subprocess("auto", tmp_path / "cases.pt", tmp_path / "1.pt", 1)
+    two = _backwards_in_subprocess("auto", tmp_path / "cases.pt", tmp_path / "2.pt", 2)
+    for name, _ in cases:
+        for label in ("grad_h0", "grad_c0"):
+            i = _BACKWARD_NAMES.index(label)
+            assert torch.equal(one[name][i], two[name][i]), (name, label)
+
+
+@pytest.mark.parametrize("threads_", [1, 2])
+def test_projection_run_to_run_bitwise_identical(threads_):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads_)
+    try:
+        _, ours = make_lstm_pair(9, 140, proj_size=90, num_layers=2, bidirectional=True,
+                                 seed=6)
+        x = torch.randn(12, 13, 9)
+        lengths = torch.tensor([12, 3, 7, 12, 1, 9, 5, 12, 2, 8, 11, 4, 6])
+        for kwargs in ({}, {"lengths": lengths, "enforce_sorted": False}):
+            first = run_lstm(ours, x, **kwargs)
+            for _ in range(3):
+                again = run_lstm(ours, x, **kwargs)
+                for key, value in first.items():
+                    assert torch.equal(again[key], value), (key, kwargs)
+    finally:
+        torch.set_num_threads(old)

@@ -2,9 +2,15 @@
 //
 // The recurrence runs the steps in the opposite order to forward: per step,
 // the fused cell backward turns the gradient reaching h_t and c_t into the
-// gate gradients, and one GEMM carries them to h_{t-1}. Every weight and
-// input gradient is then a whole-sequence GEMM over the stored gate
-// gradients, which is where most of the backward FLOPs are.
+// gate gradients, and one GEMM carries them to h_{t-1} (with a projection,
+// dm = dh_t W_hr comes first, and dh_t is kept per row for dW_hr). Every
+// weight and input gradient is then a whole-sequence GEMM over the stored
+// gate gradients, which is where most of the backward FLOPs are.
+//
+// Float layers run the fused recurrence of recurrence.h where the CPU has
+// AVX2 and FMA, with or without a projection; the rest (double, other CPUs,
+// FUSEDLSTM_CPU_RECURRENCE=blas) run run_steps_backward below, a BLAS call
+// (two with a projection) and the cell kernel per step.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
@@ -141,10 +147,12 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   if (use_fused_recurrence(w.compute, d.has_proj, /*backward=*/true) && B > 0) {
     recurrent_backward_avx2(
-        {&sched, reverse, H, w_hh_c.const_data_ptr<float>(),
+        {&sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
+         d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
          buf.grad_output.const_data_ptr<float>(),
          buf.gates.const_data_ptr<float>(), buf.cells.const_data_ptr<float>(),
          buf.c_prev.const_data_ptr<float>(), buf.dgates.data_ptr<float>(),
+         d.has_proj ? buf.grad_h_all.data_ptr<float>() : nullptr,
          buf.dh_state.data_ptr<float>(), buf.dc_state.data_ptr<float>()});
   } else {
     AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {

@@ -6,8 +6,10 @@
 // (so its slice stays in its own cache for the whole sequence), and applies
 // the cell in registers before anything is stored. The workers then meet once
 // (step_sync.h); with a projection, they then split h_t = W_hr m_t by columns
-// and meet again. Backward (no projection) meets twice per step: the cell
-// backward owns hidden units, the product with W_hh owns columns of dh_{t-1}.
+// and meet again. Backward meets twice per step: the cell backward owns hidden
+// units (with a projection, it first computes dm = dh_t W_hr for its units in
+// registers), the product with W_hh owns columns of dh_{t-1} (with a
+// projection, it also adds grad_output to them for the next step's dh_t).
 //
 // Every output element is computed by one worker in a fixed order, so results
 // do not depend on the number of threads or on scheduling.
@@ -41,13 +43,17 @@ struct RecurrentBackward {
   const StepSchedule* schedule;
   bool reverse;            // the layer's direction (backward runs it the other way)
   int64_t hidden;          // H
-  const float* w_hh;       // [4H, H]
-  const float* grad_output;  // [N, H]
+  int64_t state;           // P
+  const float* w_hh;       // [4H, P]
+  const float* w_hr;       // [P, H], or nullptr without a projection
+  const float* grad_output;  // [N, P]
   const float* gates;      // [N, 4H] activated gates saved by forward
   const float* cells;      // [N, H]  c_t
   const float* c_prev;     // [N, H]  c_{t-1} of each row
   float* dgates;           // [N, 4H] out: gradient of the preactivations
-  float* dh_state;         // [B, H]  in: grad of h_n, out: grad of h0
+  float* grad_h_all;       // [N, P]  out: gradient reaching h_t, for dW_hr
+                           //         (with a projection; else nullptr)
+  float* dh_state;         // [B, P]  in: grad of h_n, out: grad of h0
   float* dc_state;         // [B, H]  in: grad of c_n, out: grad of c0
 };
 
@@ -55,9 +61,10 @@ struct RecurrentBackward {
 bool fused_recurrence_supported();
 
 // Whether a layer computing in `compute` runs the fused recurrence: float, a
-// supported CPU, no projection in backward, and not switched off with the
-// environment variable FUSEDLSTM_CPU_RECURRENCE=blas (read once; for
-// comparisons, as both paths compute the same function to float rounding).
+// supported CPU, and not switched off with the environment variable
+// FUSEDLSTM_CPU_RECURRENCE=blas (read once; for comparisons, as both paths
+// compute the same function to float rounding). Forward and backward, with
+// or without a projection, take the same answer.
 bool use_fused_recurrence(at::ScalarType compute, bool has_proj, bool backward);
 
 void recurrent_forward_avx2(const RecurrentForward& args);

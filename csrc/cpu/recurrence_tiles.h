@@ -4,8 +4,9 @@
 // Two shapes of tile serve every per-step product:
 //  * the unit tile: R rows x (4 gates x 8 hidden units), so the cell of those
 //    units can run on the tile while it is still in registers;
-//  * the panel tile: R rows x 16 columns of a product whose result is not
-//    consumed in place (dh_{t-1}, and h_t = W_hr m_t with a projection).
+//  * the panel tile: R rows x 16 columns, stored (dh_{t-1}, and h_t = W_hr m_t
+//    with a projection) or, for dm = dh_t W_hr in the backward with a
+//    projection, consumed in place by the cell backward of 2 x 8 units.
 // Both walk the contraction in chunks of kChunk, so a block's slice of the
 // packed weights stays in L1 while every row tile of the step passes over it;
 // between chunks the sums wait in a per-worker `partial` buffer.
@@ -116,17 +117,16 @@ inline void cell_from_tile(const __m256 (&acc)[4], int64_t H, int64_t n,
   }
 }
 
-// The cell backward of one row and unit block; the arithmetic of
-// cell_kernels.h. Pointers at the block's first unit.
-inline void cell_backward(int64_t H, int64_t n, const float* gates,
-                          const float* cells, const float* c_prev,
-                          const float* dh, const float* grad_output,
-                          float* dc, float* dgates) {
+// The cell backward of one row and unit block from dm, the gradient reaching
+// o * tanh(c_t) (dh_t + grad_output without a projection, dh_t W_hr with
+// one); the arithmetic of cell_kernels.h. Pointers at the block's first unit.
+inline void cell_backward_dm(int64_t H, int64_t n, const V& dm,
+                             const float* gates, const float* cells,
+                             const float* c_prev, float* dc, float* dgates) {
   const V one(1.f);
   const V i = load(gates, n), f = load(gates + H, n);
   const V g = load(gates + 2 * H, n), o = load(gates + 3 * H, n);
   const V tc = load(cells, n).tanh();
-  const V dm = load(dh, n) + load(grad_output, n);
   const V dcv = load(dc, n) + dm * o * (one - tc * tc);
   const V cp = load(c_prev, n);
   store(dcv * g * i * (one - i), dgates, n);
@@ -134,6 +134,15 @@ inline void cell_backward(int64_t H, int64_t n, const float* gates,
   store(dcv * i * (one - g * g), dgates + 2 * H, n);
   store(dm * tc * o * (one - o), dgates + 3 * H, n);
   store(dcv * f, dc, n);
+}
+
+// The same without a projection: dm = dh + grad_output.
+inline void cell_backward(int64_t H, int64_t n, const float* gates,
+                          const float* cells, const float* c_prev,
+                          const float* dh, const float* grad_output,
+                          float* dc, float* dgates) {
+  cell_backward_dm(H, n, load(dh, n) + load(grad_output, n), gates, cells,
+                   c_prev, dc, dgates);
 }
 
 // One chunk of a panel product over rows [r0, r0 + R): out[r][0..n) =
@@ -153,8 +162,13 @@ struct PanelStep {
   int64_t j0, j1;       // the chunk
 };
 
+// Always inlined into panel_product: compiled as a function of its own, GCC
+// 12 kept the tile's accumulators in memory as well as in registers, storing
+// all 12 on every k (half the FMA rate; seen in objdump), though the same
+// tile inlined into its caller (as the unit tile and dm_rows are) does not.
 template <int R>
-inline void panel_rows(const PanelStep& st, int64_t r0) {
+__attribute__((always_inline)) inline void panel_rows(const PanelStep& st,
+                                                      int64_t r0) {
   __m256 acc[R][2];
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.j0 == 0, partial, acc);

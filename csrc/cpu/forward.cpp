@@ -109,7 +109,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   buf.cells = at::empty({N, H}, opts);
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
-  if (use_fused_recurrence(w.compute, d.has_proj, /*backward=*/false)) {
+  if (use_fused_recurrence(w.compute)) {
     const at::Tensor w_hh_c = w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
     recurrent_forward_avx2({&sched, reverse, H, P,

@@ -63,9 +63,9 @@ bool fused_recurrence_supported();
 // Whether a layer computing in `compute` runs the fused recurrence: float, a
 // supported CPU, and not switched off with the environment variable
 // FUSEDLSTM_CPU_RECURRENCE=blas (read once; for comparisons, as both paths
-// compute the same function to float rounding). Forward and backward, with
-// or without a projection, take the same answer.
-bool use_fused_recurrence(at::ScalarType compute, bool has_proj, bool backward);
+// compute the same function to float rounding). Every layer shape has a
+// fused forward and backward, so nothing else enters.
+bool use_fused_recurrence(at::ScalarType compute);
 
 void recurrent_forward_avx2(const RecurrentForward& args);
 void recurrent_backward_avx2(const RecurrentBackward& args);

@@ -23,11 +23,7 @@ bool fused_allowed_by_environment() {
 
 }  // namespace
 
-// Every layer shape has a fused forward and backward (recurrence_avx2.cpp),
-// so only the dtype, the CPU and the environment decide; the projection and
-// the direction of the pass are kept in the signature for the callers' sake.
-bool use_fused_recurrence(at::ScalarType compute, bool /*has_proj*/,
-                          bool /*backward*/) {
+bool use_fused_recurrence(at::ScalarType compute) {
   static const bool allowed = fused_allowed_by_environment();
   return allowed && compute == at::kFloat && fused_recurrence_supported();
 }

@@ -26,8 +26,9 @@ enum class PathMode { kAuto, kStepwise, kPersistent };
 PathMode requested_path();
 
 // Whether the persistent kernels compute the recurrent products of a layer
-// in `dtype` on TF32 tensor cores: float32 where torch.backends.cudnn.
-// allow_tf32 lets PyTorch's own (cuDNN) LSTM do so, read on every call.
+// in `dtype` on TF32 tensor cores: float32 where PyTorch's own (cuDNN) LSTM
+// would (torch.backends.cudnn.allow_tf32, or cudnn.rnn.fp32_precision), read
+// on every call.
 bool recurrent_tf32(at::ScalarType dtype);
 
 // Raises when FUSEDLSTM_CUDA_PATH=persistent and the layer cannot take the

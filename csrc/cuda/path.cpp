@@ -1,5 +1,6 @@
 // Path selection and the device-side copy of the schedule.
 #include <ATen/Context.h>
+#include <torch/version.h>
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -39,7 +40,17 @@ bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
 }
 
 bool recurrent_tf32(at::ScalarType dtype) {
-  return dtype == at::kFloat && at::globalContext().allowTF32CuDNN();
+  if (dtype != at::kFloat) return false;
+  // The RNN flag itself where torch has per-operator flags: asking without
+  // an operator raises once a user has set the conv and RNN precisions apart
+  // (torch.backends.cudnn.{conv,rnn}.fp32_precision).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::RNN);
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 9
+  return at::globalContext().allowTF32CuDNN("rnn");
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
 }
 
 std::string persistent_precondition(at::ScalarType dtype,

@@ -1,7 +1,8 @@
 """float32 on TF32 tensor cores follows PyTorch's flag for its LSTM.
 
 cuDNN's LSTM computes float32 products in TF32 while
-``torch.backends.cudnn.allow_tf32`` is True (PyTorch's default); the
+``torch.backends.cudnn.allow_tf32`` is True (PyTorch's default; the RNN
+entry of the newer ``torch.backends.cudnn.rnn.fp32_precision`` too); the
 persistent kernels do the same and compute exactly (FMA) otherwise. With the
 flag on, our error against float64 must stay within 2x cuDNN's own error
 under the same flag, plus an atol; with it off, within the exact float32
@@ -51,16 +52,18 @@ def test_tf32_follows_cudnn_flag(cfg, monkeypatch):
     ref = _run(ref64, x.double(), tuple(h.double() for h in hx))
     dev = (x.cuda(), tuple(h.cuda() for h in hx))
 
-    with torch.backends.cudnn.flags(allow_tf32=False):
-        exact = _run(ours, *dev)
+    # Set directly: torch.backends.cudnn.flags() would also disable cuDNN.
+    # The autouse fixture in conftest.py restores the flag afterwards.
+    torch.backends.cudnn.allow_tf32 = False
+    exact = _run(ours, *dev)
     for i, (a, r) in enumerate(zip(exact, ref)):
         scale = max(1.0, r.abs().max().item())
         torch.testing.assert_close(a, r, rtol=0, atol=EXACT_TOL * scale,
                                    msg=lambda m: f"exact, tensor {i}: {m}")
     ours.zero_grad()
-    with torch.backends.cudnn.flags(allow_tf32=True):
-        tf32 = _run(ours, *dev)
-        theirs = _run(cudnn, *dev)
+    torch.backends.cudnn.allow_tf32 = True
+    tf32 = _run(ours, *dev)
+    theirs = _run(cudnn, *dev)
     assert any(not torch.equal(a, b) for a, b in zip(tf32, exact)), (
         "allow_tf32=True gave bitwise the exact results: the flag is not read")
     for i, (a, c, r) in enumerate(zip(tf32, theirs, ref)):

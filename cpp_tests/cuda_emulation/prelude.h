@@ -163,38 +163,49 @@ inline float emu_bits_to_float_bf16(uint16_t bits) {
   return static_cast<float>(c10::BFloat16(bits, c10::BFloat16::from_bits()));
 }
 
+// The warp-collective part of both emulated MMAs: every lane publishes its
+// fragments, then sums its four outputs (rows g, g+8; columns 2tig, 2tig+1)
+// over K from all 32 lanes' fragments, read through A(warp, row, k) and
+// B(warp, k, col).
+template <int K, typename AOf, typename BOf>
+void emulated_mma(float c[4], const uint32_t a[4], const uint32_t b[2], AOf A,
+                  BOf B) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  emu::Warp& w = emu::cta->warps[warp];
+  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
+  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
+  w.bar.wait();
+  const int g = lane / 4, tig = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + (i >= 2 ? 8 : 0), col = 2 * tig + (i % 2);
+    float s = 0.f;
+    for (int k = 0; k < K; ++k) s += A(w, row, k) * B(w, k, col);
+    c[i] += s;
+  }
+  w.bar.wait();  // the fragments are overwritten by the next call
+}
+
 // mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: D = A (16x16) B (16x8)
 // + C. groupID = lane / 4, tig = lane % 4. A: a0 (row g, k 2tig..+1), a1
 // (row g+8), a2 (k + 8), a3 (row g+8, k + 8). B: b0 (k 2tig..+1, col g), b1
 // (k + 8). C: c0, c1 (row g, col 2tig..+1), c2, c3 (row g+8).
 template <typename T>
 void emulated_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  emu::Warp& w = emu::cta->warps[warp];
-  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
-  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
-  w.bar.wait();
   auto cvt = [](uint16_t bits) {
     return std::is_same_v<T, c10::Half> ? emu_bits_to_float_f16(bits)
                                         : emu_bits_to_float_bf16(bits);
   };
-  auto A = [&](int row, int k) {
-    const int src = (row % 8) * 4 + (k % 8) / 2;
-    const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
-    return cvt(emu_half_of(w.a[src][reg], k % 2));
-  };
-  auto B = [&](int k, int col) {
-    const int src = col * 4 + (k % 8) / 2;
-    return cvt(emu_half_of(w.b[src][k >= 8 ? 1 : 0], k % 2));
-  };
-  const int g = lane / 4, tig = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * tig + (i % 2);
-    float s = 0.f;
-    for (int k = 0; k < 16; ++k) s += A(row, k) * B(k, col);
-    c[i] += s;
-  }
-  w.bar.wait();  // the fragments are overwritten by the next call
+  emulated_mma<16>(
+      c, a, b,
+      [&](const emu::Warp& w, int row, int k) {
+        const int src = (row % 8) * 4 + (k % 8) / 2;
+        const int reg = (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0);
+        return cvt(emu_half_of(w.a[src][reg], k % 2));
+      },
+      [&](const emu::Warp& w, int k, int col) {
+        const int src = col * 4 + (k % 8) / 2;
+        return cvt(emu_half_of(w.b[src][k >= 8 ? 1 : 0], k % 2));
+      });
 }
 
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: one 32-bit element
@@ -202,24 +213,13 @@ void emulated_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
 // g+8, k tig+4). B: b0 (k tig, col g), b1 (k tig+4). C as in m16n8k16.
 inline void emulated_mma1688_tf32(float c[4], const uint32_t a[4],
                                   const uint32_t b[2]) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  emu::Warp& w = emu::cta->warps[warp];
-  for (int i = 0; i < 4; ++i) w.a[lane][i] = a[i];
-  for (int i = 0; i < 2; ++i) w.b[lane][i] = b[i];
-  w.bar.wait();
-  auto A = [&](int row, int k) {
-    const int src = (row % 8) * 4 + k % 4;
-    return __uint_as_float(w.a[src][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
-  };
-  auto B = [&](int k, int col) {
-    return __uint_as_float(w.b[col * 4 + k % 4][k >= 4 ? 1 : 0]);
-  };
-  const int g = lane / 4, tig = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + (i >= 2 ? 8 : 0), col = 2 * tig + (i % 2);
-    float s = 0.f;
-    for (int k = 0; k < 8; ++k) s += A(row, k) * B(k, col);
-    c[i] += s;
-  }
-  w.bar.wait();
+  emulated_mma<8>(
+      c, a, b,
+      [](const emu::Warp& w, int row, int k) {
+        const int src = (row % 8) * 4 + k % 4;
+        return __uint_as_float(w.a[src][(row >= 8 ? 1 : 0) + (k >= 4 ? 2 : 0)]);
+      },
+      [](const emu::Warp& w, int k, int col) {
+        return __uint_as_float(w.b[col * 4 + k % 4][k >= 4 ? 1 : 0]);
+      });
 }

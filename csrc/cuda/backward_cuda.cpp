@@ -127,8 +127,7 @@ RecurrentGrads run_stepwise(const RecurrentInputs& in, cudaStream_t stream) {
 }
 
 RecurrentGrads run_persistent(const RecurrentInputs& in,
-                              const PersistentPlan& plan,
-                              const ScheduleTable& table, bool tf32,
+                              const PersistentChoice& choice,
                               cudaStream_t stream) {
   const StepSchedule& sched = *in.sched;
   const LayerDims& d = *in.dims;
@@ -148,7 +147,7 @@ RecurrentGrads run_persistent(const RecurrentInputs& in,
   p.H = static_cast<int>(H);
   p.P = static_cast<int>(P);
   p.reverse = in.reverse;
-  p.sched = table;
+  p.sched = choice.table;
   p.w_hh = in.w_hh.data_ptr();
   p.w_hr = d.has_proj ? in.w_hr.data_ptr() : nullptr;
   p.gates = in.gates.data_ptr();
@@ -162,10 +161,10 @@ RecurrentGrads run_persistent(const RecurrentInputs& in,
   p.grad_h_all = d.has_proj ? r.grad_h_all.data_ptr() : nullptr;
   p.dh_state = dh_state.data_ptr<float>();
   p.dc_state = dc_state.data_ptr<float>();
-  if (table.steps > 0 && B > 0) {
-    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
+  if (choice.table.steps > 0 && B > 0) {
+    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
-        launch_persistent_backward<T, kProj>(plan, p, stream);
+        launch_persistent_backward<T, kProj>(choice.plan, p, stream);
       });
     });
   }
@@ -220,29 +219,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   in.grad_h_n = or_zeros(grad_h_n, {B, P});
   in.grad_c_n = or_zeros(grad_c_n, {B, H});
 
-  // Path choice, as in forward: an explicit `persistent` that cannot run is
-  // an error, never a silent fallback.
-  const PathMode mode = requested_path();
-  const bool tf32 = recurrent_tf32(dtype);
-  std::string why_not;
-  PersistentPlan plan;
-  ScheduleTable table;
-  if (mode != PathMode::kStepwise) {
-    why_not = persistent_precondition(dtype, sched, B, H, &table);
-    if (why_not.empty()) {
-      plan = FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
-        return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
-          return plan_persistent_backward<T, kProj>(
-              static_cast<int>(H), static_cast<int>(P), input.get_device());
-        });
-      });
-      if (!plan.fits) why_not = plan.reason;
-    }
-    check_persistent_request(mode, why_not, "backward", H, P, dtype);
-  }
-  const RecurrentGrads rg = mode != PathMode::kStepwise && why_not.empty()
-                                ? run_persistent(in, plan, table, tf32, stream)
-                                : run_stepwise(in, stream);
+  const PersistentChoice choice = choose_persistent(
+      RecurrencePass::kBackward, dtype, sched, d, input.get_device());
+  const RecurrentGrads rg = choice.use ? run_persistent(in, choice, stream)
+                                       : run_stepwise(in, stream);
 
   const at::Tensor x = input.reshape({N, I});
   const at::Tensor& dgates = rg.dgates;

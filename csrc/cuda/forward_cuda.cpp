@@ -15,8 +15,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <string>
-
 #include "common/layer_args.h"
 #include "cuda/lstm_cuda.h"
 #include "cuda/persistent/persistent.h"
@@ -78,8 +76,8 @@ void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
   st.c_n = c_state.to(dtype);
 }
 
-void run_persistent(const PersistentPlan& plan, const ScheduleTable& table,
-                    bool tf32, const LayerDims& d, int64_t B, bool reverse,
+void run_persistent(const PersistentChoice& choice, const LayerDims& d,
+                    int64_t B, bool reverse,
                     const at::Tensor& h0, const at::Tensor& c0,
                     const at::Tensor& w_hh, const at::Tensor& w_hr,
                     cudaStream_t stream, ForwardState& st) {
@@ -99,7 +97,7 @@ void run_persistent(const PersistentPlan& plan, const ScheduleTable& table,
   p.H = static_cast<int>(H);
   p.P = static_cast<int>(P);
   p.reverse = reverse;
-  p.sched = table;
+  p.sched = choice.table;
   p.w_hh = w_hh.data_ptr();
   p.w_hr = d.has_proj ? w_hr.data_ptr() : nullptr;
   p.gates = st.gates.data_ptr();
@@ -109,10 +107,10 @@ void run_persistent(const PersistentPlan& plan, const ScheduleTable& table,
   p.m_buf = d.has_proj ? m_buf.data_ptr() : nullptr;
   p.c_state = c_state.data_ptr<float>();
   p.h_n = h_n.data_ptr();
-  if (table.steps > 0 && B > 0) {
-    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(opts.dtype().toScalarType(), tf32, T, [&] {
+  if (choice.table.steps > 0 && B > 0) {
+    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(opts.dtype().toScalarType(), choice.tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
-        launch_persistent_forward<T, kProj>(plan, p, stream);
+        launch_persistent_forward<T, kProj>(choice.plan, p, stream);
       });
     });
   }
@@ -155,29 +153,10 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   const at::Tensor w_hh_c = w_hh.contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w_hr->contiguous() : at::Tensor();
 
-  // Path choice. An explicit `persistent` that cannot run is an error, never
-  // a silent fallback, so that benchmarks and tests measure what they ask.
-  const PathMode mode = requested_path();
-  const bool tf32 = recurrent_tf32(dtype);
-  std::string why_not;
-  PersistentPlan plan;
-  ScheduleTable table;
-  if (mode != PathMode::kStepwise) {
-    why_not = persistent_precondition(dtype, sched, B, H, &table);
-    if (why_not.empty()) {
-      plan = FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, tf32, T, [&] {
-        return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
-          return plan_persistent_forward<T, kProj>(
-              static_cast<int>(H), static_cast<int>(P), input.get_device());
-        });
-      });
-      if (!plan.fits) why_not = plan.reason;
-    }
-    check_persistent_request(mode, why_not, "forward", H, P, dtype);
-  }
-  if (mode != PathMode::kStepwise && why_not.empty()) {
-    run_persistent(plan, table, tf32, d, B, reverse, h0, c0, w_hh_c, w_hr_c,
-                   stream, st);
+  const PersistentChoice choice = choose_persistent(
+      RecurrencePass::kForward, dtype, sched, d, input.get_device());
+  if (choice.use) {
+    run_persistent(choice, d, B, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
   } else {
     run_stepwise(sched, d, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
   }

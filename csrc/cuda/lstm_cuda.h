@@ -15,7 +15,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <string>
 #include <tuple>
 
 namespace fusedlstm::cuda {
@@ -24,20 +23,6 @@ enum class PathMode { kAuto, kStepwise, kPersistent };
 
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();
-
-// Whether the persistent kernels compute the recurrent products of a layer
-// in `dtype` on TF32 tensor cores: float32 where PyTorch's own (cuDNN) LSTM
-// would (torch.backends.cudnn.allow_tf32, or cudnn.rnn.fp32_precision), read
-// on every call.
-bool recurrent_tf32(at::ScalarType dtype);
-
-// Raises when FUSEDLSTM_CUDA_PATH=persistent and the layer cannot take the
-// persistent kernel of `pass` ("forward"/"backward"): an explicit request is
-// never served by the other path, so benchmarks and tests measure what they
-// ask. why_not is empty when the layer can.
-void check_persistent_request(PathMode mode, const std::string& why_not,
-                              const char* pass, int64_t H, int64_t P,
-                              at::ScalarType dtype);
 
 // Returns (output, h_n, c_n, gates, cells).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>

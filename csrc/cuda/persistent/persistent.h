@@ -75,12 +75,6 @@ struct ScheduleTable {
 // Fills `table` from the host schedule; false if it has too many runs.
 bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
 
-// What stops a layer from taking a persistent kernel before any plan is made
-// (dtype, schedule, sizes), or "" if nothing does; fills `table`.
-std::string persistent_precondition(at::ScalarType dtype,
-                                    const StepSchedule& sched, int64_t batch,
-                                    int64_t hidden, ScheduleTable* table);
-
 // Arguments of the persistent forward kernel (element type T of the layer).
 struct PersistentForwardParams {
   int B = 0, H = 0, P = 0;     // batch, hidden, state (proj or H)
@@ -152,5 +146,23 @@ template <typename T, bool kProj>
 void launch_persistent_backward(const PersistentPlan& plan,
                                 const PersistentBackwardParams& params,
                                 cudaStream_t stream);
+
+// Which recurrence a pass runs, and for the persistent kernel its plan.
+enum class RecurrencePass { kForward, kBackward };
+struct PersistentChoice {
+  bool use = false;     // the persistent kernel; otherwise the stepwise path
+  bool tf32 = false;    // float32 products on TF32 tensor cores (plan's type)
+  PersistentPlan plan;  // valid when use
+  ScheduleTable table;  // valid when use
+};
+
+// Reads FUSEDLSTM_CUDA_PATH (raising on an unknown value) and, for float32,
+// PyTorch's TF32 flag for its cuDNN LSTM (torch.backends.cudnn.allow_tf32, or
+// cudnn.rnn.fp32_precision), both now. `auto` takes the persistent kernel
+// when the layer fits it; `persistent` raises a RuntimeError saying why when
+// it does not, never falling back (persistent_choice.cpp).
+PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
+                                   const StepSchedule& sched,
+                                   const LayerDims& d, int device);
 
 }  // namespace fusedlstm::cuda

@@ -116,28 +116,29 @@ __global__ void __launch_bounds__(kThreads)
   // give dh_t), and forward's previous step (where c_{t-1}, h_{t-1} live).
   auto step_of = [&](int s) { return p.reverse ? s : T_ - 1 - s; };
   auto forward_prev = [&](int t) { return p.reverse ? t + 1 : t - 1; };
+  // Columns [c0, c0 + nc) of dh = dG W_hh (w1 holds them) for the rows of
+  // one step. Rows beyond the step keep their dh: grad of h_n for sequences
+  // not reached yet, grad of h0 for finished ones.
+  auto dh_from_gate_grads = [&](StepRows rows, int c0, int nc) {
+    for (int nb0 = 0; nb0 < rows.bs; nb0 += kChunk) {
+      const int nbn = min(kChunk, rows.bs - nb0);
+      block_matmul<T>(w1, L.w1, dgates + (rows.row0 + nb0) * 4 * H, 4 * H, nbn,
+                      part, xs);
+      for (int e = threadIdx.x; e < nbn * nc; e += kThreads) {
+        const int b = e / nc, r = e - b * nc, c = c0 + r;
+        if (c < P) dh_state[int64_t(nb0 + b) * P + c] = part[r * kChunk + b];
+      }
+      __syncthreads();  // part is rewritten next; dh_state read below
+    }
+  };
 
   if constexpr (!kProj) {
     load_slice_transposed<T>(w1, L.w1, w_hh, P,
                              [&](int r) { return u0 + r < H ? u0 + r : -1; });
     __syncthreads();
     for (int s = 0; s <= T_; ++s) {
-      // dh of the rows of the step visited last: dG W_hh, this CTA's
-      // columns. Rows beyond it keep their dh: grad of h_n for sequences not
-      // reached yet, grad of h0 for finished ones.
-      if (s > 0) {
-        const StepRows last = step_rows(p.sched, step_of(s - 1));
-        for (int nb0 = 0; nb0 < last.bs; nb0 += kChunk) {
-          const int nbn = min(kChunk, last.bs - nb0);
-          block_matmul<T>(w1, L.w1, dgates + (last.row0 + nb0) * 4 * H, 4 * H,
-                          nbn, part, xs);
-          for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
-            const int b = e / U, u = e - b * U, uu = u0 + u;
-            if (uu < H) dh_state[int64_t(nb0 + b) * H + uu] = part[u * kChunk + b];
-          }
-          __syncthreads();  // part is rewritten next; dh_state read below
-        }
-      }
+      // dh of the rows of the step visited last, this CTA's units (P == H).
+      if (s > 0) dh_from_gate_grads(step_rows(p.sched, step_of(s - 1)), u0, U);
       if (s == T_) break;
       const int t = step_of(s);
       const StepRows cur = step_rows(p.sched, t);
@@ -200,16 +201,7 @@ __global__ void __launch_bounds__(kThreads)
       // Phase 2: this CTA's columns of dh_{t-1} = dG_t W_hh, h_{t-1} for
       // dW_hh, and the gradient reaching h of the next step's rows.
       if (p0 < P) {
-        for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
-          const int nbn = min(kChunk, cur.bs - nb0);
-          block_matmul<T>(w1, L.w1, dgates + (cur.row0 + nb0) * 4 * H, 4 * H,
-                          nbn, part, xs);
-          for (int e = threadIdx.x; e < nbn * PU; e += kThreads) {
-            const int b = e / PU, r = e - b * PU, pp = p0 + r;
-            if (pp < P) dh_state[int64_t(nb0 + b) * P + pp] = part[r * kChunk + b];
-          }
-          __syncthreads();  // part is rewritten next; dh_state read below
-        }
+        dh_from_gate_grads(cur, p0, PU);
         for (int e = threadIdx.x; e < cur.bs * PU; e += kThreads) {
           const int b = e / PU, pp = p0 + (e - b * PU);
           if (pp >= P) continue;
@@ -238,18 +230,11 @@ PersistentPlan plan_persistent_backward(int H, int P, int device) {
 
 template <typename T, bool kProj>
 void launch_persistent_backward(const PersistentPlan& plan,
-                                const PersistentBackwardParams& params,
-                                cudaStream_t stream) {
-  TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
-  auto kernel = persistent::lstm_persistent_bwd<T, kProj>;
-  PersistentBackwardParams p = params;
-  int U = plan.units, PU = plan.proj_units;
-  void* args[] = {&p, &U, &PU};
-  // Co-residency is checked by the plan and enforced by the launch itself,
-  // so grid.sync cannot deadlock (see launch_persistent_forward).
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
-      reinterpret_cast<const void*>(kernel), dim3(plan.grid), dim3(plan.block),
-      args, plan.smem, stream));
+                               const PersistentBackwardParams& params,
+                               cudaStream_t stream) {
+  persistent::launch_cooperative(
+      reinterpret_cast<const void*>(persistent::lstm_persistent_bwd<T, kProj>), plan,
+      params, stream);
 }
 
 }  // namespace fusedlstm::cuda

@@ -400,4 +400,19 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
   return plan;
 }
 
+// Launches a persistent kernel(params, U, PU) on `stream` with its plan. A
+// cooperative launch either has every CTA resident at once or fails
+// (cudaErrorCooperativeLaunchTooLarge): grid.sync can never deadlock.
+template <typename Params>
+void launch_cooperative(const void* kernel, const PersistentPlan& plan,
+                        const Params& params, cudaStream_t stream) {
+  TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
+  Params p = params;
+  int U = plan.units, PU = plan.proj_units;
+  void* args[] = {&p, &U, &PU};
+  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(plan.grid),
+                                             dim3(plan.block), args, plan.smem,
+                                             stream));
+}
+
 }  // namespace fusedlstm::cuda::persistent

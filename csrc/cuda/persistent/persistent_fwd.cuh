@@ -138,16 +138,9 @@ template <typename T, bool kProj>
 void launch_persistent_forward(const PersistentPlan& plan,
                                const PersistentForwardParams& params,
                                cudaStream_t stream) {
-  TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
-  auto kernel = persistent::lstm_persistent_fwd<T, kProj>;
-  PersistentForwardParams p = params;
-  int U = plan.units, PU = plan.proj_units;
-  void* args[] = {&p, &U, &PU};
-  // A cooperative launch either has every CTA resident at once or fails
-  // (cudaErrorCooperativeLaunchTooLarge): grid.sync can never deadlock.
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(
-      reinterpret_cast<const void*>(kernel), dim3(plan.grid), dim3(plan.block),
-      args, plan.smem, stream));
+  persistent::launch_cooperative(
+      reinterpret_cast<const void*>(persistent::lstm_persistent_fwd<T, kProj>), plan,
+      params, stream);
 }
 
 }  // namespace fusedlstm::cuda

@@ -1,0 +1,89 @@
+// Which recurrence a pass of one layer-direction runs: the persistent kernel
+// (with its plan) or the stepwise path. Shared by forward and backward, which
+// differ only in their planner.
+#include <ATen/Context.h>
+#include <c10/util/Exception.h>
+#include <torch/version.h>
+
+#include <string>
+
+#include "cuda/lstm_cuda.h"
+#include "cuda/persistent/persistent.h"
+#include "cuda/static_switch.h"
+
+namespace fusedlstm::cuda {
+
+namespace {
+
+bool recurrent_tf32(at::ScalarType dtype) {
+  if (dtype != at::kFloat) return false;
+  // The RNN flag itself where torch has per-operator flags: asking without
+  // an operator raises once a user has set the conv and RNN precisions apart
+  // (torch.backends.cudnn.{conv,rnn}.fp32_precision).
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
+  return at::globalContext().allowTF32CuDNN(at::Float32Op::RNN);
+#elif TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR == 9
+  return at::globalContext().allowTF32CuDNN("rnn");
+#else
+  return at::globalContext().allowTF32CuDNN();
+#endif
+}
+
+// What stops a layer from taking a persistent kernel before any plan is made
+// (dtype, schedule, sizes), or "" if nothing does; fills `table`.
+std::string persistent_precondition(at::ScalarType dtype,
+                                    const StepSchedule& sched, int64_t batch,
+                                    int64_t hidden, ScheduleTable* table) {
+  if (dtype == at::kDouble) return "float64 has no persistent kernel";
+  if (!make_schedule_table(sched, table)) {
+    return "batch_sizes has more than " +
+           std::to_string(ScheduleTable::kMaxRuns) + " distinct values";
+  }
+  // The kernels index rows of one step and units with int.
+  if (hidden > (int64_t(1) << 24) || batch > (int64_t(1) << 24)) {
+    return "sizes too large";
+  }
+  return "";
+}
+
+// An explicit request is never served by the other path, so benchmarks and
+// tests measure what they ask.
+void check_persistent_request(PathMode mode, const std::string& why_not,
+                              const char* pass, int64_t H, int64_t P,
+                              at::ScalarType dtype) {
+  TORCH_CHECK(mode != PathMode::kPersistent || why_not.empty(),
+              "fusedlstm: FUSEDLSTM_CUDA_PATH=persistent, but this layer "
+              "cannot run on the persistent ", pass, " kernel: ", why_not,
+              " (hidden_size=", H, ", state size=", P, ", dtype=", dtype,
+              "). Use FUSEDLSTM_CUDA_PATH=auto or stepwise.");
+}
+
+}  // namespace
+
+PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
+                                   const StepSchedule& sched,
+                                   const LayerDims& d, int device) {
+  PersistentChoice c;
+  const PathMode mode = requested_path();
+  if (mode == PathMode::kStepwise) return c;
+  c.tf32 = recurrent_tf32(dtype);
+  const bool forward = pass == RecurrencePass::kForward;
+  const int64_t H = d.hidden_size, P = d.state_size;
+  std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
+  if (why_not.empty()) {
+    c.plan = FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, c.tf32, T, [&] {
+      return FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
+        const int h = static_cast<int>(H), s = static_cast<int>(P);
+        return forward ? plan_persistent_forward<T, kProj>(h, s, device)
+                       : plan_persistent_backward<T, kProj>(h, s, device);
+      });
+    });
+    if (!c.plan.fits) why_not = c.plan.reason;
+  }
+  check_persistent_request(mode, why_not, forward ? "forward" : "backward", H,
+                           P, dtype);
+  c.use = why_not.empty();
+  return c;
+}
+
+}  // namespace fusedlstm::cuda

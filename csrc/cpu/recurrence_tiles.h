@@ -58,28 +58,113 @@ inline void park_tile(const __m256 (&acc)[R][C], float* partial) {
       _mm256_storeu_ps(partial + (r * C + q) * kLanes, acc[r][q]);
 }
 
-// acc[r][q] += sum_{k in [k0, k1)} a[r][k] * packed[k][q*8 .. q*8+8) for R
-// rows of `a` (row stride lda) and C column vectors.
-template <int R, int C>
-inline void tile_product(const float* a, int64_t lda, const float* packed,
-                         int64_t k0, int64_t k1, __m256 (&acc)[R][C]) {
-  // A local copy: `acc` escapes to the caller afterwards, and GCC keeps an
-  // escaping array in memory, storing all of it on every k.
-  __m256 c[R][C];
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < C; ++q) c[r][q] = acc[r][q];
-  for (int64_t k = k0; k < k1; ++k) {
-    __m256 b[C];
-    for (int q = 0; q < C; ++q) {
-      b[q] = _mm256_loadu_ps(packed + (k * C + q) * kLanes);
-    }
-    for (int r = 0; r < R; ++r) {
-      const __m256 x = _mm256_broadcast_ss(a + r * lda + k);
-      for (int q = 0; q < C; ++q) c[r][q] = _mm256_fmadd_ps(x, b[q], c[r][q]);
-    }
+// r[k][l] = r[l][k] for an 8 x 8 block of floats held in eight registers.
+inline void transpose8x8(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
   }
-  for (int r = 0; r < R; ++r)
-    for (int q = 0; q < C; ++q) acc[r][q] = c[r][q];
+  for (int i = 0; i < 2; ++i) {
+    const int b = 4 * i;
+    u[b] = _mm256_shuffle_ps(t[b], t[b + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[b + 1] = _mm256_shuffle_ps(t[b], t[b + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[b + 2] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[b + 3] = _mm256_shuffle_ps(t[b + 1], t[b + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// The accumulators of a tile are named locals (c<row><column>), never an
+// array. GCC 12 replaces a local __m256 array by registers only when its
+// heuristics allow, and they did not hold across builds: the 3 x 4 unit tile
+// was kept in registers in one build and stored to the stack on every k in the
+// next (perf annotate: 12 stores per 12 FMAs, under half the FMA rate), and
+// the 2 x 4 tile of the same build reloaded one accumulator through memory.
+// Scalars always get registers. The macros below spell out the 6 x 4 names;
+// `if constexpr` keeps the R x C of them that a tile uses.
+#define FUSEDLSTM_TILE_ROW(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define FUSEDLSTM_TILE_DECLARE(r)                            \
+  [[maybe_unused]] __m256 c##r##0 = tile_start<R, C, r, 0>(acc), \
+      c##r##1 = tile_start<R, C, r, 1>(acc),                     \
+      c##r##2 = tile_start<R, C, r, 2>(acc),                     \
+      c##r##3 = tile_start<R, C, r, 3>(acc);
+#define FUSEDLSTM_TILE_FMA(r)                                            \
+  if constexpr (r < R) {                                                 \
+    const __m256 x = _mm256_broadcast_ss(a + r * lda + k);               \
+    c##r##0 = _mm256_fmadd_ps(x, b0, c##r##0);                           \
+    if constexpr (C > 1) c##r##1 = _mm256_fmadd_ps(x, b1, c##r##1);      \
+    if constexpr (C > 2) c##r##2 = _mm256_fmadd_ps(x, b2, c##r##2);      \
+    if constexpr (C > 3) c##r##3 = _mm256_fmadd_ps(x, b3, c##r##3);      \
+  }
+#define FUSEDLSTM_TILE_STORE(r)                                   \
+  if constexpr (r < R) {                                          \
+    acc[r][0] = c##r##0;                                          \
+    if constexpr (C > 1) acc[r][1 % C] = c##r##1;                 \
+    if constexpr (C > 2) acc[r][2 % C] = c##r##2;                 \
+    if constexpr (C > 3) acc[r][3 % C] = c##r##3;                 \
+  }
+
+// acc[r][q] of the tile, or zero for a name the R x C tile does not use.
+template <int R, int C, int r, int q>
+inline __m256 tile_start(const __m256 (&acc)[R][C]) {
+  if constexpr (r < R && q < C) {
+    return acc[r][q];
+  } else {
+    return _mm256_setzero_ps();
+  }
+}
+
+// acc[r][q] += sum_{k in [k0, k1)} a[r][k] * packed[k][q*8 .. q*8+8) for R
+// rows of `a` (row stride lda) and C column vectors. With `ahead` set, also
+// asks for the span of packed weights that starts there, as long as this
+// chunk's, one k-row per k (see prefetch_ahead).
+//
+// Never inlined, so each instance is a small leaf function whose tile the
+// register allocator sees alone (inlined into the recurrence's worker lambda,
+// it competed with everything live there); the call costs a few cycles per
+// chunk of kChunk steps of k. Hidden, so calls bind locally.
+template <int R, int C>
+__attribute__((noinline, visibility("hidden"))) void tile_product(
+    const float* a, int64_t lda, const float* packed, int64_t k0, int64_t k1,
+    __m256 (&acc)[R][C], const float* ahead) {
+  static_assert(R >= 1 && R <= 6 && C >= 1 && C <= 4, "tile shape");
+  FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DECLARE)
+  for (int64_t k = k0; k < k1; ++k) {
+    if (ahead != nullptr) {
+      // C * 8 floats per k: one cache line for C = 2, two for C = 4.
+      const char* line = reinterpret_cast<const char*>(ahead + (k - k0) * C * kLanes);
+      _mm_prefetch(line, _MM_HINT_T0);
+      if constexpr (C > 2) _mm_prefetch(line + 64, _MM_HINT_T0);
+    }
+    const float* row = packed + k * C * kLanes;
+    const __m256 b0 = _mm256_loadu_ps(row);
+    const __m256 b1 = C > 1 ? _mm256_loadu_ps(row + kLanes) : b0;
+    const __m256 b2 = C > 2 ? _mm256_loadu_ps(row + 2 * kLanes) : b0;
+    const __m256 b3 = C > 3 ? _mm256_loadu_ps(row + 3 * kLanes) : b0;
+    FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
+  }
+  FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
+}
+#undef FUSEDLSTM_TILE_ROW
+#undef FUSEDLSTM_TILE_DECLARE
+#undef FUSEDLSTM_TILE_FMA
+#undef FUSEDLSTM_TILE_STORE
+
+// Where the first row tile of a chunk prefetches: the next chunk of packed
+// weights, which starts at row k1 of this block's panel (past the block's last
+// chunk, the next block's panel follows in memory). The per-step weights of a
+// worker (up to its half of W_hh) outgrow L2, so they stream from L3 on every
+// step; the first tile of a chunk would wait for each line, and the hardware
+// prefetcher does not run far enough ahead at batch 8 (the chunk is reused by
+// 3 tiles only). One chunk ahead is ~1000 cycles. Later tiles of the chunk
+// find it in L1 and prefetch nothing.
+inline const float* prefetch_ahead(int64_t first_row, const float* packed,
+                                   int64_t k1, int64_t cols) {
+  return first_row == 0 ? packed + k1 * cols : nullptr;
 }
 
 // Where one row's cell writes, each pointer at the block's first unit. With a
@@ -162,17 +247,13 @@ struct PanelStep {
   int64_t j0, j1;       // the chunk
 };
 
-// Always inlined into panel_product: compiled as a function of its own, GCC
-// 12 kept the tile's accumulators in memory as well as in registers, storing
-// all 12 on every k (half the FMA rate; seen in objdump), though the same
-// tile inlined into its caller (as the unit tile and dm_rows are) does not.
 template <int R>
-__attribute__((always_inline)) inline void panel_rows(const PanelStep& st,
-                                                      int64_t r0) {
+void panel_rows(const PanelStep& st, int64_t r0) {
   __m256 acc[R][2];
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.j0 == 0, partial, acc);
-  tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc);
+  tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc,
+                     prefetch_ahead(r0, st.packed, st.j1, kPanelCols));
   if (st.j1 < st.depth) {
     park_tile<R, 2>(acc, partial);
     return;

@@ -112,6 +112,13 @@ void pack_panel(const float* src, int64_t depth, int64_t cols,
   }
 }
 
+// The cache lines of n floats from p (n <= 16: one line, or two where the
+// span crosses a line).
+inline void prefetch_floats(const float* p, int64_t n) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T0);
+}
+
 // Rows [from, B) are not in this step; they keep their state.
 void carry_rows(const float* src, float* dst, int64_t width, int64_t from,
                 int64_t B, int64_t col, int64_t n) {
@@ -142,11 +149,24 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
   const int64_t n = std::min(kLanes, H - j);
+  if (st.k0 == 0) {
+    // The preactivations that the cell of these rows reads when the product
+    // is done: written by the input GEMM for the whole sequence, they come
+    // from memory, and four gates x R rows are streams the hardware
+    // prefetcher does not follow. Asked for now, they arrive during the
+    // product (perf showed the cell stalled on these loads at batch 8).
+    for (int r = 0; r < R; ++r) {
+      for (int q = 0; q < 4; ++q) {
+        prefetch_floats(a.gates + (st.first_row + r0 + r) * G + q * H + j, n);
+      }
+    }
+  }
   __m256 acc[R][4];
   float* partial = st.partial + r0 * kUnitCols;
   start_tile<R, 4>(st.k0 == 0, partial, acc);
   tile_product<R, 4>(st.h_prev + r0 * P, P, st.packed, st.k0, st.k1, acc,
-                     prefetch_ahead(r0, st.packed, st.k1, kUnitCols));
+                     prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1,
+                                    kUnitCols));
   if (st.k1 < P) {
     park_tile<R, 4>(acc, partial);
     return;
@@ -268,12 +288,6 @@ void recurrent_forward_avx2(const RecurrentForward& a) {
 
 namespace {
 
-// The cache lines of 16 floats from p (two if p is not 64-byte aligned).
-inline void prefetch_span(const float* p) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
-  _mm_prefetch(reinterpret_cast<const char*>(p + kPanelCols - 1), _MM_HINT_T0);
-}
-
 // One 16-unit block's phase A of a step.
 struct DmBlockStep {
   const RecurrentBackward* args;
@@ -297,11 +311,11 @@ void dm_rows(const DmBlockStep& st, int64_t r0) {
     for (int r = 0; r < R; ++r) {
       const int64_t row = st.first_row + r0 + r;
       for (int q = 0; q < 4; ++q) {
-        prefetch_span(a.gates + row * G + q * H + st.unit);
-        prefetch_span(a.dgates + row * G + q * H + st.unit);
+        prefetch_floats(a.gates + row * G + q * H + st.unit, kPanelCols);
+        prefetch_floats(a.dgates + row * G + q * H + st.unit, kPanelCols);
       }
-      prefetch_span(a.cells + row * H + st.unit);
-      prefetch_span(a.c_prev + row * H + st.unit);
+      prefetch_floats(a.cells + row * H + st.unit, kPanelCols);
+      prefetch_floats(a.c_prev + row * H + st.unit, kPanelCols);
     }
   }
   __m256 acc[R][2];
@@ -309,7 +323,7 @@ void dm_rows(const DmBlockStep& st, int64_t r0) {
   start_tile<R, 2>(st.k0 == 0, partial, acc);
   tile_product<R, 2>(a.grad_h_all + (st.first_row + r0) * P, P, st.packed,
                      st.k0, st.k1, acc,
-                     prefetch_ahead(r0, st.packed, st.k1, kPanelCols));
+                     prefetch_ahead(r0 / 6, st.packed, st.k0, st.k1, kPanelCols));
   if (st.k1 < P) {
     park_tile<R, 2>(acc, partial);
     return;

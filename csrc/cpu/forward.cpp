@@ -100,7 +100,11 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   ForwardBuffers buf;
   buf.gates = at::empty({N, 4 * H}, opts);
   const at::Tensor x = w(input).reshape({N, I});
-  if (d.has_bias) {
+  const bool fused = use_fused_recurrence(w.compute);
+  // The fused cell adds the bias itself: addmm_out would first broadcast it
+  // into every row of the [N, 4H] buffer, a whole extra pass over the largest
+  // buffer of the forward.
+  if (d.has_bias && !fused) {
     at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)), x, w(w_ih).t());
   } else {
     at::mm_out(buf.gates, x, w(w_ih).t());
@@ -109,12 +113,15 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   buf.cells = at::empty({N, H}, opts);
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
-  if (use_fused_recurrence(w.compute)) {
+  if (fused) {
+    const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
+                                       : at::zeros({4 * H}, opts);
     const at::Tensor w_hh_c = w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
     recurrent_forward_avx2({&sched, reverse, H, P,
                             w_hh_c.const_data_ptr<float>(),
                             d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
+                            bias.const_data_ptr<float>(),
                             buf.gates.data_ptr<float>(),
                             buf.cells.data_ptr<float>(),
                             buf.output.data_ptr<float>(),

@@ -32,7 +32,8 @@ struct RecurrentForward {
   int64_t state;         // P
   const float* w_hh;     // [4H, P]
   const float* w_hr;     // [P, H], or nullptr without a projection
-  float* gates;          // [N, 4H] in: x W_ih^T + b; out: activated i, f, g, o
+  const float* bias;     // [4H]    b_ih + b_hh (zeros without bias)
+  float* gates;          // [N, 4H] in: x W_ih^T; out: activated i, f, g, o
   float* cells;          // [N, H]  out: c_t
   float* output;         // [N, P]  out: h_t
   float* h_state;        // [B, P]  in: h0, out: h_n

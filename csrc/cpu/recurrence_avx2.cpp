@@ -33,7 +33,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Workers for a step of `flops`: each gets at least ~0.5 MFLOP (several
 // microseconds), or the meeting at the end of the step costs more than the
 // split saves; at most one per thread and per block.
-constexpr int64_t kMinFlopsPerWorker = int64_t{1} << 19;
+constexpr int64_t kMinFlopsPerWorker = int64_t{1} << 17;
 int64_t choose_workers(int64_t flops, int64_t blocks) {
   const int64_t by_work = std::max<int64_t>(1, flops / kMinFlopsPerWorker);
   return std::max<int64_t>(
@@ -174,7 +174,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
   for (int r = 0; r < R; ++r) {
     const int64_t b = r0 + r, row = st.first_row + b;
     cell_from_tile(acc[r], H, n,
-                   {a.gates + row * G + j, a.cells + row * H + j,
+                   {a.bias + j, a.gates + row * G + j, a.cells + row * H + j,
                     a.c_state + b * H + j, st.h_next + b * P + j,
                     a.output + row * P + j,
                     st.hidden ? st.hidden + b * H + j : nullptr});

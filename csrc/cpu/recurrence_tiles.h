@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "cpu/cell_math_avx2.h"
+
 namespace fusedlstm::cpu::avx2 {
 
 using V = at::vec::Vectorized<float>;
@@ -34,32 +36,6 @@ inline V load(const float* p, int64_t n) {
 inline void store(const V& v, float* p, int64_t n) {
   if (n == kLanes) v.store(p); else v.store(p, n);
 }
-inline V sigmoid(const V& x) {
-  const V one(1.f);
-  return one / (one + x.neg().exp());
-}
-
-// tanh within 3 ulp (float64-checked: max relative error 2.7e-7), in half the
-// time of at::vec's (SLEEF's 1-ulp tanhf, which took two thirds of the cell:
-// perf). Two tanh per unit and row in the forward, one in the backward.
-//  * |x| >= 0.625: 1 - 2 / (1 + e^{2x}). Saturates to +-1 through inf and 0,
-//    and NaN stays NaN. No cancellation here: tanh >= 0.55.
-//  * |x| < 0.625: x + x^3 P(x^2), P of degree 4 fitted (minimax, relative
-//    error, float64) on this interval for this project; where the form above
-//    would cancel (1 - 2/(1 + e^{2x}) -> 0 as x -> 0).
-inline V tanh_cell(const V& x) {
-  const V one(1.f);
-  const V saturating = one - V(2.f) / (one + (x + x).exp());
-  const V z = x * x;
-  V p(-5.704987328e-03f);
-  p = at::vec::fmadd(p, z, V(2.063908800e-02f));
-  p = at::vec::fmadd(p, z, V(-5.373971537e-02f));
-  p = at::vec::fmadd(p, z, V(1.333144158e-01f));
-  p = at::vec::fmadd(p, z, V(-3.333328068e-01f));
-  const V near_zero = at::vec::fmadd(p * z, x, x);
-  return V::blendv(saturating, near_zero, x.abs() < V(0.625f));
-}
-
 // Loads R x C accumulators from `partial` (row stride C*8), or zeros for the
 // first chunk.
 template <int R, int C>
@@ -153,7 +129,40 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
     __m256 (&acc)[R][C], const float* ahead) {
   static_assert(R >= 1 && R <= 6 && C >= 1 && C <= 4, "tile shape");
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DECLARE)
-  for (int64_t k = k0; k < k1; ++k) {
+  int64_t k = k0;
+  if constexpr (R == 1) {
+    // One row has only C accumulators, each a chain of dependent FMAs: at 4
+    // cycles per FMA that is a quarter of the core's FMA rate (batch 1, and
+    // the last tile of a step). Even and odd k go to two sets of chains (the
+    // second set in the names of row 1), added at the end.
+    for (; k + 1 < k1; k += 2) {
+      if (ahead != nullptr) {
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + (k - k0) * 16),
+                     _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(ahead + (k - k0 + 1) * 16),
+                     _MM_HINT_T0);
+      }
+      const float* even = packed + k * C * kLanes;
+      const float* odd = even + C * kLanes;
+      const __m256 x0 = _mm256_broadcast_ss(a + k);
+      const __m256 x1 = _mm256_broadcast_ss(a + k + 1);
+      c00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even), c00);
+      c10 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd), c10);
+      if constexpr (C > 1) {
+        c01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + kLanes), c01);
+        c11 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + kLanes), c11);
+      }
+      if constexpr (C > 2) {
+        c02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + 2 * kLanes), c02);
+        c12 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + 2 * kLanes), c12);
+      }
+      if constexpr (C > 3) {
+        c03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + 3 * kLanes), c03);
+        c13 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + 3 * kLanes), c13);
+      }
+    }
+  }
+  for (; k < k1; ++k) {
     if (ahead != nullptr) {
       _mm_prefetch(reinterpret_cast<const char*>(ahead + (k - k0) * 16),
                    _MM_HINT_T0);
@@ -164,6 +173,12 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
     const __m256 b2 = C > 2 ? _mm256_loadu_ps(row + 2 * kLanes) : b0;
     const __m256 b3 = C > 3 ? _mm256_loadu_ps(row + 3 * kLanes) : b0;
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
+  }
+  if constexpr (R == 1) {
+    c00 = _mm256_add_ps(c00, c10);
+    c01 = _mm256_add_ps(c01, c11);
+    c02 = _mm256_add_ps(c02, c12);
+    c03 = _mm256_add_ps(c03, c13);
   }
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
 }
@@ -190,7 +205,8 @@ inline const float* prefetch_ahead(int64_t tile, const float* packed,
 // Where one row's cell writes, each pointer at the block's first unit. With a
 // projection, `hidden` receives o * tanh(c_t) and h_next/output are unused.
 struct CellRow {
-  float* gates;    // [4H] preactivation in (minus the recurrent part), gates out
+  const float* bias;  // [4H] b_ih + b_hh
+  float* gates;    // [4H] x W_ih^T in, gates out
   float* cells;    // [H] c_t
   float* c_state;  // [H] c of the sequence: c_{t-1} in, c_t out
   float* h_next;   // [P] h_t for the next step
@@ -202,10 +218,10 @@ struct CellRow {
 // registers; the same arithmetic as cell_kernels.h.
 inline void cell_from_tile(const __m256 (&acc)[4], int64_t H, int64_t n,
                            const CellRow& row) {
-  const V i = sigmoid(V(acc[0]) + load(row.gates, n));
-  const V f = sigmoid(V(acc[1]) + load(row.gates + H, n));
-  const V g = tanh_cell(V(acc[2]) + load(row.gates + 2 * H, n));
-  const V o = sigmoid(V(acc[3]) + load(row.gates + 3 * H, n));
+  const V i = sigmoid_cell(V(acc[0]) + (load(row.gates, n) + load(row.bias, n)));
+  const V f = sigmoid_cell(V(acc[1]) + (load(row.gates + H, n) + load(row.bias + H, n)));
+  const V g = tanh_cell(V(acc[2]) + (load(row.gates + 2 * H, n) + load(row.bias + 2 * H, n)));
+  const V o = sigmoid_cell(V(acc[3]) + (load(row.gates + 3 * H, n) + load(row.bias + 3 * H, n)));
   const V c_new = f * load(row.c_state, n) + i * g;
   const V h = o * tanh_cell(c_new);
   store(i, row.gates, n);

@@ -59,6 +59,12 @@ void check(bool reverse, bool with_proj) {
   expect_close(tag + " output", fwd.output, out_ref.detach());
   expect_close(tag + " h_n", fwd.h_n, hn_ref.squeeze(0).detach());
   expect_close(tag + " c_n", fwd.c_n, cn_ref.squeeze(0).detach());
+  auto inf = fusedlstm::lstm_layer_inference(
+      x.detach(), h0.detach(), c0.detach(), w_ih.detach(), w_hh.detach(),
+      b_ih.detach(), b_hh.detach(), proj, c10::nullopt, reverse);
+  expect_close(tag + " inference output", inf.output, out_ref.detach());
+  expect_close(tag + " inference h_n", inf.h_n, hn_ref.squeeze(0).detach());
+  expect_close(tag + " inference c_n", inf.c_n, cn_ref.squeeze(0).detach());
 
   auto g_out = torch::randn({T, B, P}, opts);
   auto g_hn = torch::randn({B, P}, opts);

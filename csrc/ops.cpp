@@ -18,6 +18,12 @@ TORCH_LIBRARY(fusedlstm, m) {
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
       "Tensor? batch_sizes, bool reverse) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // The same forward for when no gradient is needed: returns (output, h_n,
+  // c_n) and keeps no activations, so it needs no [N, 4H] buffer.
+  m.def(
+      "lstm_layer_inference(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, "
+      "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor? batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor)");
   // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
   // grad_w_hr); grad_bias and grad_w_hr are empty when absent.
   // b_ih and b_hh are taken so that double backward can differentiate
@@ -51,6 +57,26 @@ LayerForwardResult lstm_layer_forward(
   auto [output, h_n, c_n, gates, cells] = op.call(
       input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
   return {output, h_n, c_n, gates, cells};
+}
+
+LayerInferenceResult lstm_layer_inference(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedlstm::lstm_layer_inference", "")
+          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+              bool)>();
+  auto [output, h_n, c_n] = op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                    w_hr, batch_sizes, reverse);
+  return {output, h_n, c_n};
 }
 
 LayerBackwardResult lstm_layer_backward(

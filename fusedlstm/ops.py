@@ -15,6 +15,7 @@ from . import _C  # noqa: F401  (loads the library, registering the operators)
 from . import reference
 
 _forward_op = torch.ops.fusedlstm.lstm_layer_forward
+_inference_op = torch.ops.fusedlstm.lstm_layer_inference
 _backward_op = torch.ops.fusedlstm.lstm_layer_backward
 
 
@@ -35,11 +36,22 @@ def lstm_layer(
     input is [T, B, I], or packed [N, I] with ``batch_sizes`` as in
     ``PackedSequence``; h0 is [B, P], c0 is [B, H], the weights are shaped as
     in ``nn.LSTM``. Differentiable to second order.
+
+    Where no gradient can flow (grad mode off, or no argument requires grad),
+    the inference operator runs instead: the same numbers, with nothing kept
+    for backward.
     """
-    output, h_n, c_n, _, _ = _forward_op(
-        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse
-    )
+    args = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    if not _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
+        return _inference_op(*args)
+    output, h_n, c_n, _, _ = _forward_op(*args)
     return output, h_n, c_n
+
+
+def _needs_grad(*tensors: Optional[Tensor]) -> bool:
+    return torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors
+    )
 
 
 # ---------------------------------------------------------------- fake kernels
@@ -58,6 +70,15 @@ def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reve
         torch.empty_like(c0, memory_format=torch.contiguous_format),
         _with_width(input, 4 * hidden),
         _with_width(input, hidden),
+    )
+
+
+@torch.library.register_fake("fusedlstm::lstm_layer_inference")
+def _inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    return (
+        _with_width(input, h0.shape[-1]),
+        torch.empty_like(h0, memory_format=torch.contiguous_format),
+        torch.empty_like(c0, memory_format=torch.contiguous_format),
     )
 
 
@@ -111,6 +132,22 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
 torch.library.register_autograd(
     "fusedlstm::lstm_layer_forward", _forward_backward,
     setup_context=_forward_setup_context,
+)
+
+
+def _inference_backward(ctx, *grads):
+    raise RuntimeError(
+        "fusedlstm::lstm_layer_inference keeps no activations for backward; "
+        "fusedlstm.ops.lstm_layer runs lstm_layer_forward instead whenever a "
+        "gradient is needed, so call that (or the modules) to differentiate"
+    )
+
+
+# Registered so that a gradient through the inference operator fails loudly
+# instead of silently coming out as None.
+torch.library.register_autograd(
+    "fusedlstm::lstm_layer_inference", _inference_backward,
+    setup_context=lambda ctx, inputs, output: None,
 )
 
 

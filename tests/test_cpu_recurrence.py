@@ -1,4 +1,5 @@
-"""The fused float32 CPU recurrence (csrc/cpu/recurrence_avx2.cpp).
+"""The fused float32 CPU recurrence (csrc/cpu/recurrence_forward_avx2.cpp and
+recurrence_backward_avx2.cpp).
 
 float32 layers run it on AVX2+FMA CPUs, forward and backward, with and
 without proj_size. The suite's other

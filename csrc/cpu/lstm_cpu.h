@@ -17,6 +17,14 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                    const c10::optional<at::Tensor>& w_hr,
                    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
+// The forward without the activations kept for backward: (output, h_n, c_n).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+
 // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
 // grad_w_hr).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

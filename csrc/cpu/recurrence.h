@@ -1,5 +1,6 @@
 // The fused float32 recurrence of one layer-direction, for x86-64 CPUs with
-// AVX2 and FMA (recurrence_avx2.cpp; its register tiles: recurrence_tiles.h).
+// AVX2 and FMA (recurrence_forward_avx2.cpp, recurrence_backward_avx2.cpp;
+// their register tiles: recurrence_tiles.h).
 //
 // Per step, each worker owns a slice of hidden units with all four gates of
 // each, computes h_{t-1} W_hh^T for that slice from a W_hh it packed itself
@@ -18,6 +19,7 @@
 #include <ATen/core/ScalarType.h>
 
 #include <cstdint>
+#include <functional>
 
 #include "common/layer_args.h"
 
@@ -34,10 +36,17 @@ struct RecurrentForward {
   const float* w_hr;     // [P, H], or nullptr without a projection
   const float* bias;     // [4H]    b_ih + b_hh (zeros without bias)
   float* gates;          // [N, 4H] in: x W_ih^T; out: activated i, f, g, o
-  float* cells;          // [N, H]  out: c_t
+                         //   (with `project`: the chunk's rows, not N)
+  float* cells;          // [N, H]  out: c_t; nullptr: neither c_t nor the
+                         //   activated gates are kept (inference)
   float* output;         // [N, P]  out: h_t
   float* h_state;        // [B, P]  in: h0, out: h_n
   float* c_state;        // [B, H]  in: c0, out: c_n
+  // Inference: the recurrence runs in chunks of `chunk_steps` steps and,
+  // before each, calls project(first_row, rows) to write x W_ih^T of the
+  // chunk's rows [first_row, first_row + rows) into `gates` from its row 0.
+  const std::function<void(int64_t, int64_t)>* project = nullptr;
+  int64_t chunk_steps = 0;
 };
 
 struct RecurrentBackward {

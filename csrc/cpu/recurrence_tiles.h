@@ -1,5 +1,5 @@
-// Register tiles of the AVX2 recurrence; included by recurrence_avx2.cpp
-// alone, after its target pragma and feature macros.
+// Register tiles of the AVX2 recurrence (recurrence_forward_avx2.cpp,
+// recurrence_backward_avx2.cpp); included after avx2_target.h.
 //
 // Two shapes of tile serve every per-step product:
 //  * the unit tile: R rows x (4 gates x 8 hidden units), so the cell of those
@@ -206,30 +206,38 @@ inline const float* prefetch_ahead(int64_t tile, const float* packed,
 // projection, `hidden` receives o * tanh(c_t) and h_next/output are unused.
 struct CellRow {
   const float* bias;  // [4H] b_ih + b_hh
-  float* gates;    // [4H] x W_ih^T in, gates out
-  float* cells;    // [H] c_t
-  float* c_state;  // [H] c of the sequence: c_{t-1} in, c_t out
-  float* h_next;   // [P] h_t for the next step
-  float* output;   // [P] h_t in the output
-  float* hidden;   // [H] o * tanh(c_t) ahead of the projection, or nullptr
+  float* gates;       // [4H] x W_ih^T in; the activated gates out if kept
+  float* cells;       // [H] c_t, or nullptr: nothing is kept for backward
+  float* c_state;     // [H] c of the sequence: c_{t-1} in, c_t out
+  float* h_next;      // [P] h_t for the next step
+  float* output;      // [P] h_t in the output
+  float* hidden;      // [H] o * tanh(c_t) ahead of the projection, or nullptr
 };
+
+// The gate's preactivation: recurrent part + input part + bias.
+inline V preactivation(const __m256& acc, const CellRow& row, int64_t offset,
+                       int64_t n) {
+  return V(acc) + (load(row.gates + offset, n) + load(row.bias + offset, n));
+}
 
 // The cell of one row and unit block from its recurrent product in
 // registers; the same arithmetic as cell_kernels.h.
 inline void cell_from_tile(const __m256 (&acc)[4], int64_t H, int64_t n,
                            const CellRow& row) {
-  const V i = sigmoid_cell(V(acc[0]) + (load(row.gates, n) + load(row.bias, n)));
-  const V f = sigmoid_cell(V(acc[1]) + (load(row.gates + H, n) + load(row.bias + H, n)));
-  const V g = tanh_cell(V(acc[2]) + (load(row.gates + 2 * H, n) + load(row.bias + 2 * H, n)));
-  const V o = sigmoid_cell(V(acc[3]) + (load(row.gates + 3 * H, n) + load(row.bias + 3 * H, n)));
+  const V i = sigmoid_cell(preactivation(acc[0], row, 0, n));
+  const V f = sigmoid_cell(preactivation(acc[1], row, H, n));
+  const V g = tanh_cell(preactivation(acc[2], row, 2 * H, n));
+  const V o = sigmoid_cell(preactivation(acc[3], row, 3 * H, n));
   const V c_new = f * load(row.c_state, n) + i * g;
   const V h = o * tanh_cell(c_new);
-  store(i, row.gates, n);
-  store(f, row.gates + H, n);
-  store(g, row.gates + 2 * H, n);
-  store(o, row.gates + 3 * H, n);
+  if (row.cells != nullptr) {
+    store(i, row.gates, n);
+    store(f, row.gates + H, n);
+    store(g, row.gates + 2 * H, n);
+    store(o, row.gates + 3 * H, n);
+    store(c_new, row.cells, n);
+  }
   store(c_new, row.c_state, n);
-  store(c_new, row.cells, n);
   if (row.hidden != nullptr) {
     store(h, row.hidden, n);
   } else {

@@ -170,4 +170,15 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
           shaped(st.cells, H)};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  auto [output, h_n, c_n, gates, cells] = lstm_layer_forward(
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
+  return {output, h_n, c_n};
+}
+
 }  // namespace fusedlstm::cuda

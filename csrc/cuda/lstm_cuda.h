@@ -33,6 +33,16 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                    const c10::optional<at::Tensor>& w_hr,
                    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
+// The forward with nothing kept for backward: (output, h_n, c_n). On the GPU
+// the kernels still write the gates and cells (the persistent kernel's input
+// projection is one whole-sequence GEMM into that buffer); they are dropped.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+
 // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
 // grad_w_hr).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

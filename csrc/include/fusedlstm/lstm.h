@@ -52,6 +52,25 @@ LayerForwardResult lstm_layer_forward(
     const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
+// Result of a forward pass that keeps nothing for backward.
+struct LayerInferenceResult {
+  at::Tensor output;  // [T, B, P] or [N, P]: h_t for every step
+  at::Tensor h_n;     // [B, P]
+  at::Tensor c_n;     // [B, H]
+};
+
+// The forward pass when no gradient will be taken: the same arguments and the
+// same output, h_n and c_n as lstm_layer_forward, without the gates and cells
+// it keeps for backward. On the CPU's fused path the input projection then runs
+// in chunks of steps into one small reused buffer, so a call allocates the
+// output and the states only, not the [N, 4H] gates.
+LayerInferenceResult lstm_layer_inference(
+    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
+    const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr,
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+
 // Gradients of one layer and direction.
 struct LayerBackwardResult {
   at::Tensor grad_input;  // like input

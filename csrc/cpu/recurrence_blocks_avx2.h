@@ -1,0 +1,118 @@
+// Work split, weight packing and small helpers shared by the forward and
+// backward AVX2 recurrences (recurrence_forward_avx2.cpp,
+// recurrence_backward_avx2.cpp); included after avx2_target.h.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "cpu/recurrence_tiles.h"
+#include "cpu/step_sync.h"
+
+namespace fusedlstm::cpu::avx2 {
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Workers for a step of `flops`: each gets at least ~0.5 MFLOP (several
+// microseconds), or the meeting at the end of the step costs more than the
+// split saves; at most one per thread and per block.
+constexpr int64_t kMinFlopsPerWorker = int64_t{1} << 17;
+inline int64_t choose_workers(int64_t flops, int64_t blocks) {
+  const int64_t by_work = std::max<int64_t>(1, flops / kMinFlopsPerWorker);
+  return std::max<int64_t>(
+      1, std::min({by_work, blocks, static_cast<int64_t>(at::get_num_threads())}));
+}
+
+// The blocks of the workers in chunk [w0, w1): [begin, end).
+struct Share {
+  int64_t begin, end;
+  Share(int64_t blocks, int64_t workers, int64_t w0, int64_t w1) {
+    int64_t unused;
+    split_range(blocks, workers, w0, begin, unused);
+    split_range(blocks, workers, w1 - 1, unused, end);
+  }
+};
+
+// dst[k * dst_stride + l] = src[l * src_stride + k] for l < 8 and k < K, and
+// zero for l >= rows: eight rows of the source become eight lanes. The weights
+// are packed on every call, so this runs at memory speed: 8 x 8 blocks are
+// transposed in registers, where element-by-element gathers down the columns
+// of a row-major matrix took a tenth of a batch-8 forward (perf).
+inline void pack_transposed8(const float* src, int64_t src_stride, int64_t rows,
+                      int64_t K, float* dst, int64_t dst_stride) {
+  int64_t k = 0;
+  for (; k + kLanes <= K; k += kLanes) {
+    __m256 r[kLanes];
+    for (int l = 0; l < kLanes; ++l) {
+      r[l] = l < rows ? _mm256_loadu_ps(src + l * src_stride + k)
+                      : _mm256_setzero_ps();
+    }
+    transpose8x8(r);
+    for (int l = 0; l < kLanes; ++l) {
+      _mm256_storeu_ps(dst + (k + l) * dst_stride, r[l]);
+    }
+  }
+  for (; k < K; ++k) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      dst[k * dst_stride + l] = l < rows ? src[l * src_stride + k] : 0.f;
+    }
+  }
+}
+
+// dst[k][q*8 + l] = W_hh[q*H + 8u + l][k] for W_hh [4H, K], zero past the
+// last unit.
+inline void pack_unit_block(const float* w_hh, int64_t H, int64_t K, int64_t u,
+                     float* dst) {
+  const int64_t units = std::min(kLanes, H - u * kLanes);
+  for (int64_t q = 0; q < 4; ++q) {
+    pack_transposed8(w_hh + (q * H + u * kLanes) * K, K, units, K,
+                     dst + q * kLanes, kUnitCols);
+  }
+}
+
+// dst[j][l] = W_hr[16c + l][j] for W_hr [P, H], zero from row P on: the
+// panel of h_t = W_hr m_t.
+inline void pack_projection_panel(const float* w_hr, int64_t P, int64_t H, int64_t c,
+                           float* dst) {
+  for (int64_t g = 0; g < 2; ++g) {
+    const int64_t row = c * kPanelCols + g * kLanes;
+    pack_transposed8(w_hr + std::min(row, P - 1) * H, H,
+                     std::clamp<int64_t>(P - row, 0, kLanes), H,
+                     dst + g * kLanes, kPanelCols);
+  }
+}
+
+// dst[j][l] = src[j * row_stride + col * col_stride], col = 16c + l, for
+// j < depth, zero from col = cols on.
+inline void pack_panel(const float* src, int64_t depth, int64_t cols,
+                int64_t row_stride, int64_t col_stride, int64_t c, float* dst) {
+  for (int64_t j = 0; j < depth; ++j) {
+    for (int64_t l = 0; l < kPanelCols; ++l) {
+      const int64_t col = c * kPanelCols + l;
+      dst[j * kPanelCols + l] =
+          col < cols ? src[j * row_stride + col * col_stride] : 0.f;
+    }
+  }
+}
+
+// The cache lines of n floats from p (n <= 16: one line, or two where the
+// span crosses a line).
+inline void prefetch_floats(const float* p, int64_t n) {
+  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T0);
+}
+
+// Rows [from, B) are not in this step; they keep their state.
+inline void carry_rows(const float* src, float* dst, int64_t width, int64_t from,
+                int64_t B, int64_t col, int64_t n) {
+  for (int64_t b = from; b < B; ++b) {
+    std::memcpy(dst + b * width + col, src + b * width + col,
+                n * sizeof(float));
+  }
+}
+
+}  // namespace fusedlstm::cpu::avx2

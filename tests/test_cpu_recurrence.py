@@ -7,8 +7,8 @@ shapes are small enough that the recurrence runs on one worker; these are
 sized so that it splits its hidden units (and, in backward, the columns of
 dh) over two workers that meet once (twice) per step, with the edge cases of
 its tiling: H not a multiple of the 8-unit block or of the 16-column dh
-block, H and 4H longer than one 64-wide K-chunk, batch sizes that leave
-partial row tiles, and packed steps whose rows shrink (forward) or grow
+block, H (or P) and 4H longer than one 256-wide K-chunk, batch sizes that
+leave partial row tiles, and packed steps whose rows shrink (forward) or grow
 (reverse direction).
 """
 from __future__ import annotations
@@ -24,10 +24,12 @@ from helpers import make_lstm_pair, parity_check, run_lstm
 
 import fusedlstm
 
-# (hidden, batch): at two threads, a step of 8*B*H*H >= 2 * 2**19 FLOPs gets two
-# workers. 136 and 200 are multiples of 8 but not of 16, 130 of neither; 26
-# rows leave partial row tiles in forward (3 rows) and backward (6 rows).
-SHAPES = [(136, 8), (130, 8), (200, 4), (72, 26)]
+# (hidden, batch): at two threads, a step of 8*B*H*H >= 2 * 2**17 FLOPs gets two
+# workers. 136 and 200 are multiples of 8 but not of 16, 130 and 300 of
+# neither; 300 is two 256-wide K-chunks of the forward product. Batches of 8,
+# 26 and 5 rows leave partial row tiles in forward (3-row tiles) and backward
+# (6-row tiles, the last 7 or 8 rows as 4 + 3 or 4 + 4).
+SHAPES = [(136, 8), (130, 8), (200, 4), (72, 26), (300, 5)]
 
 
 @pytest.mark.parametrize("hidden,batch", SHAPES)
@@ -55,15 +57,16 @@ def test_two_workers_packed_matches_nn_lstm(two_threads, hidden, batch):
     parity_check(ref, ours, x, hx, lengths=lengths, enforce_sorted=False)
 
 
-# (hidden, proj_size, batch): a step of 10*B*H*P >= 2 * 2**19 FLOPs, and P of at
+# (hidden, proj_size, batch): a step of 10*B*H*P >= 2 * 2**17 FLOPs, and P of at
 # least two 16-column blocks, gives two workers to both phases of a step (at
 # two threads; one at one thread). The tile edges of the backward with a
 # projection: its unit blocks are 16 units (dm = dh W_hr as a panel tile), of
 # which the last holds 8 (H=136: one half empty), 4 (H=100) or 12 (H=140: the
-# second half partial); P=40 is one 64-wide K-chunk of dm, 70 and 90 two; the
-# last 16-column block of dh holds 8, 6 or 10 columns; batches of 20, 16 and
-# 13 rows leave 2, 4 and 1 rows past the 6-row tiles.
-PROJ_SHAPES = [(136, 40, 20), (100, 70, 16), (140, 90, 13)]
+# second half partial; H=300 likewise); P=264 is two 256-wide K-chunks of the forward product
+# and of dm; the last 16-column block of dh holds 8, 6, 10 or 8 columns;
+# batches of 20, 16, 13 and 7 rows end in row tiles of 4 + 4, 4, 4 + 3 and
+# 4 + 3 in the backward.
+PROJ_SHAPES = [(136, 40, 20), (100, 70, 16), (140, 90, 13), (300, 264, 7)]
 
 
 @pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])

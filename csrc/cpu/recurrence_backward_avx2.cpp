@@ -68,7 +68,7 @@ void dm_rows(const DmBlockStep& st, int64_t r0) {
   start_tile<R, 2>(st.k0 == 0, partial, acc);
   tile_product<R, 2>(a.grad_h_all + (st.first_row + r0) * P, P, st.packed,
                      st.k0, st.k1, acc,
-                     prefetch_ahead(r0 / 6, st.packed, st.k0, st.k1, kPanelCols));
+                     prefetch_ahead(r0 > 0, st.packed, st.k0, st.k1, kPanelCols));
   if (st.k1 < P) {
     park_tile<R, 2>(acc, partial);
     return;
@@ -86,21 +86,14 @@ void dm_rows(const DmBlockStep& st, int64_t r0) {
   }
 }
 
-// The block's phase A for `rows` rows, tiles of 6 rows (12 accumulators).
+// The block's phase A for `rows` rows, by the tiles of for_each_panel_tile.
 void dm_block_step(DmBlockStep st, int64_t rows) {
   const int64_t P = st.args->state;
   for (st.k0 = 0; st.k0 < P; st.k0 = st.k1) {
     st.k1 = std::min(P, st.k0 + kChunk);
-    int64_t r = 0;
-    for (; r + 6 <= rows; r += 6) dm_rows<6>(st, r);
-    switch (rows - r) {
-      case 5: dm_rows<5>(st, r); break;
-      case 4: dm_rows<4>(st, r); break;
-      case 3: dm_rows<3>(st, r); break;
-      case 2: dm_rows<2>(st, r); break;
-      case 1: dm_rows<1>(st, r); break;
-      default: break;
-    }
+    for_each_panel_tile(rows, [&](auto tile_rows, int64_t r) {
+      dm_rows<decltype(tile_rows)::value>(st, r);
+    });
   }
 }
 

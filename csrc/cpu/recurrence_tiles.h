@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "cpu/cell_math_avx2.h"
 
@@ -274,6 +275,34 @@ inline void cell_backward(int64_t H, int64_t n, const float* gates,
                    c_prev, dc, dgates);
 }
 
+// Calls run(std::integral_constant<int, R>{}, r0) for the row tiles of a
+// panel product over `rows` rows: 6-row tiles (12 accumulators), and where
+// that would leave a tile of 1 or 2 rows after at least one full tile, the
+// last 7 or 8 rows as 4 + 3 or 4 + 4 instead. A 2 x 2 tile has 4 chains of
+// dependent FMAs (latency 4 cycles): half the core's FMA rate, on the last
+// quarter of every batch-8 step.
+template <typename Run>
+inline void for_each_panel_tile(int64_t rows, Run&& run) {
+  using std::integral_constant;
+  int64_t full = rows / 6, rest = rows % 6;
+  if ((rest == 1 || rest == 2) && full > 0) {
+    --full;
+    rest += 6;
+  }
+  int64_t r = 0;
+  for (int64_t i = 0; i < full; ++i, r += 6) run(integral_constant<int, 6>{}, r);
+  switch (rest) {
+    case 8: run(integral_constant<int, 4>{}, r); run(integral_constant<int, 4>{}, r + 4); break;
+    case 7: run(integral_constant<int, 4>{}, r); run(integral_constant<int, 3>{}, r + 4); break;
+    case 5: run(integral_constant<int, 5>{}, r); break;
+    case 4: run(integral_constant<int, 4>{}, r); break;
+    case 3: run(integral_constant<int, 3>{}, r); break;
+    case 2: run(integral_constant<int, 2>{}, r); break;
+    case 1: run(integral_constant<int, 1>{}, r); break;
+    default: break;
+  }
+}
+
 // One chunk of a panel product over rows [r0, r0 + R): out[r][0..n) =
 // sum_j a[r][j] * packed[j][0..16), stored (to out and, if set, out2) after
 // the last chunk.
@@ -297,7 +326,7 @@ void panel_rows(const PanelStep& st, int64_t r0) {
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.j0 == 0, partial, acc);
   tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc,
-                     prefetch_ahead(r0 / 6, st.packed, st.j0, st.j1, kPanelCols));
+                     prefetch_ahead(r0 > 0, st.packed, st.j0, st.j1, kPanelCols));
   if (st.j1 < st.depth) {
     park_tile<R, 2>(acc, partial);
     return;
@@ -314,20 +343,13 @@ void panel_rows(const PanelStep& st, int64_t r0) {
   }
 }
 
-// The whole product for `rows` rows, tiles of 6 rows (12 accumulators).
+// The whole product for `rows` rows, by the tiles of for_each_panel_tile.
 inline void panel_product(PanelStep st, int64_t rows) {
   for (st.j0 = 0; st.j0 < st.depth; st.j0 = st.j1) {
     st.j1 = std::min(st.depth, st.j0 + kChunk);
-    int64_t r = 0;
-    for (; r + 6 <= rows; r += 6) panel_rows<6>(st, r);
-    switch (rows - r) {
-      case 5: panel_rows<5>(st, r); break;
-      case 4: panel_rows<4>(st, r); break;
-      case 3: panel_rows<3>(st, r); break;
-      case 2: panel_rows<2>(st, r); break;
-      case 1: panel_rows<1>(st, r); break;
-      default: break;
-    }
+    for_each_panel_tile(rows, [&](auto tile_rows, int64_t r) {
+      panel_rows<decltype(tile_rows)::value>(st, r);
+    });
   }
 }
 

@@ -18,6 +18,7 @@
 
 #include "common/layer_args.h"
 #include "cpu/cell_dispatch.h"
+#include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/recurrence.h"
 #include "cpu/widen.h"
@@ -31,7 +32,7 @@ namespace {
 // sequence starts at this step. seq: [N, D], initial: [B, D], both contiguous.
 at::Tensor gather_previous(const at::Tensor& seq, const at::Tensor& initial,
                            const StepSchedule& sched, bool reverse) {
-  at::Tensor out = at::empty_like(seq);
+  at::Tensor out = empty_fresh(seq.sizes(), seq.options());
   const size_t row_bytes = seq.size(1) * seq.element_size();
   const char* src = static_cast<const char*>(seq.const_data_ptr());
   const char* init = static_cast<const char*>(initial.const_data_ptr());
@@ -137,11 +138,11 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   buf.gates = w(gates).reshape({N, 4 * H}).contiguous();
   buf.cells = w(cells).reshape({N, H}).contiguous();
   buf.c_prev = gather_previous(buf.cells, w(c0).contiguous(), sched, reverse);
-  buf.dgates = at::empty({N, 4 * H}, opts);
+  buf.dgates = empty_fresh({N, 4 * H}, opts);
   buf.dh_state = state_or_zeros(grad_h_n, P);
   buf.dc_state = state_or_zeros(grad_c_n, H);
   buf.dm = at::empty({B, H}, opts);
-  if (d.has_proj) buf.grad_h_all = at::empty({N, P}, opts);
+  if (d.has_proj) buf.grad_h_all = empty_fresh({N, P}, opts);
   const at::Tensor w_hh_c = w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
@@ -165,7 +166,9 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       w(output).reshape({N, P}).contiguous(), w(h0).contiguous(), sched,
       reverse);
   const at::Tensor dgates_t = buf.dgates.t();
-  at::Tensor grad_input = at::mm(buf.dgates, w(w_ih)).view(input.sizes());
+  at::Tensor grad_input = empty_fresh({N, I}, opts);
+  at::mm_out(grad_input, buf.dgates, w(w_ih));
+  grad_input = grad_input.view(input.sizes());
   at::Tensor grad_w_ih = at::mm(dgates_t, x);
   at::Tensor grad_w_hh = at::mm(dgates_t, h_prev);
   at::Tensor grad_bias =

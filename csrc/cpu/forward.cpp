@@ -21,6 +21,7 @@
 
 #include "common/layer_args.h"
 #include "cpu/cell_dispatch.h"
+#include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/recurrence.h"
 #include "cpu/widen.h"
@@ -100,7 +101,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   const auto opts = input.options().dtype(w.compute);
 
   ForwardBuffers buf;
-  buf.gates = at::empty({N, 4 * H}, opts);
+  buf.gates = empty_fresh({N, 4 * H}, opts);
   const at::Tensor x = w(input).reshape({N, I});
   const bool fused = use_fused_recurrence(w.compute);
   // The fused cell adds the bias itself: addmm_out would first broadcast it
@@ -111,8 +112,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   } else {
     at::mm_out(buf.gates, x, w(w_ih).t());
   }
-  buf.output = at::empty({N, P}, opts);
-  buf.cells = at::empty({N, H}, opts);
+  buf.output = empty_fresh({N, P}, opts);
+  buf.cells = empty_fresh({N, H}, opts);
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
   if (fused) {
@@ -194,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                                      : at::zeros({4 * H}, opts);
   const at::Tensor w_hh_c = w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
-  at::Tensor output = at::empty({N, P}, opts);
+  at::Tensor output = empty_fresh({N, P}, opts);
   at::Tensor h_state = w.owned(h0);
   at::Tensor c_state = w.owned(c0);
   RecurrentForward args{&sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),

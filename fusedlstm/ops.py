@@ -61,15 +61,27 @@ def _with_width(like: Tensor, width) -> Tensor:
     return like.new_empty((*like.shape[:-1], width))
 
 
+def saved_activation_dtype(input: Tensor) -> torch.dtype:
+    """The dtype of the gates and cells that lstm_layer_forward keeps for
+    backward: float for bfloat16 and half input on the CPU, whose kernels
+    compute those in float (a second rounding of every gate would cost the
+    weight gradients several ulps), else the input's dtype. Mirrors
+    saved_activation_dtype in csrc/common/layer_args.h."""
+    if input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return input.dtype
+
+
 @torch.library.register_fake("fusedlstm::lstm_layer_forward")
 def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
     hidden = w_ih.shape[0] // 4
+    saved = saved_activation_dtype(input)
     return (
         _with_width(input, h0.shape[-1]),
         torch.empty_like(h0, memory_format=torch.contiguous_format),
         torch.empty_like(c0, memory_format=torch.contiguous_format),
-        _with_width(input, 4 * hidden),
-        _with_width(input, hidden),
+        _with_width(input, 4 * hidden).to(saved),
+        _with_width(input, hidden).to(saved),
     )
 
 

@@ -79,6 +79,33 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   return d;
 }
 
+at::ScalarType saved_activation_dtype(const at::Tensor& input) {
+  const at::ScalarType dtype = input.scalar_type();
+  const bool reduced = dtype == at::kBFloat16 || dtype == at::kHalf;
+  return reduced && input.device().is_cpu() ? at::kFloat : dtype;
+}
+
+void check_saved_activations(const char* op, const at::Tensor& input,
+                             const LayerDims& d, const at::Tensor& output,
+                             const at::Tensor& gates, const at::Tensor& cells) {
+  auto check = [&](const char* name, const at::Tensor& t, int64_t width,
+                   at::ScalarType dtype) {
+    std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end() - 1);
+    expected.push_back(width);
+    check_shape(op, name, t, expected);
+    TORCH_CHECK(t.scalar_type() == dtype, op, ": ", name, " has dtype ",
+                t.scalar_type(), " but forward returns it as ", dtype,
+                " for ", input.scalar_type(), " input on ", input.device(),
+                "; pass the tensors that lstm_layer_forward returned");
+    TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ",
+                t.device(), " but input is on ", input.device());
+  };
+  const at::ScalarType saved = saved_activation_dtype(input);
+  check("output", output, d.state_size, input.scalar_type());
+  check("gates", gates, 4 * d.hidden_size, saved);
+  check("cells", cells, d.hidden_size, saved);
+}
+
 StepSchedule make_schedule(const at::Tensor& input, int64_t batch,
                            const c10::optional<at::Tensor>& batch_sizes) {
   StepSchedule s;

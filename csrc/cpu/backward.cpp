@@ -118,6 +118,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
+  check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
+                          gates, cells);
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;
@@ -162,9 +164,23 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
 
   const at::Tensor x = w(input).reshape({N, I});
-  const at::Tensor h_prev = gather_previous(
-      w(output).reshape({N, P}).contiguous(), w(h0).contiguous(), sched,
-      reverse);
+  // o * tanh(c): the projection's input, and h itself without a projection.
+  at::Tensor hidden;
+  if (d.has_proj || w.compute != dtype) {
+    hidden = buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());
+  }
+  // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
+  // is a rounding of it, so there h is rebuilt in float from the float gates
+  // and cells, and dW_hh sees what forward used (the output's rounding would
+  // otherwise cost dW_hh several ulps where columns cancel).
+  at::Tensor h_all;
+  if (w.compute == dtype) {
+    h_all = output.reshape({N, P}).contiguous();
+  } else {
+    h_all = d.has_proj ? at::mm(hidden, w(*w_hr).t()) : hidden;
+  }
+  const at::Tensor h_prev =
+      gather_previous(h_all, w(h0).contiguous(), sched, reverse);
   const at::Tensor dgates_t = buf.dgates.t();
   at::Tensor grad_input = empty_fresh({N, I}, opts);
   at::mm_out(grad_input, buf.dgates, w(w_ih));
@@ -174,11 +190,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_bias =
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
-  if (d.has_proj) {
-    const at::Tensor hidden =
-        buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());
-    grad_w_hr = at::mm(buf.grad_h_all.t(), hidden);
-  }
+  if (d.has_proj) grad_w_hr = at::mm(buf.grad_h_all.t(), hidden);
   return {grad_input.to(dtype),       buf.dh_state.to(dtype),
           buf.dc_state.to(dtype),     grad_w_ih.to(dtype),
           grad_w_hh.to(dtype),        grad_bias.to(dtype),

@@ -11,7 +11,8 @@
 //
 // bfloat16 and half run in float: the widened weights are small next to the
 // activations, and it keeps every step's rounding at float's level, as
-// cuDNN and oneDNN do for reduced types.
+// cuDNN and oneDNN do for reduced types. The gates and cells kept for backward
+// stay in float too (see saved_activation_dtype).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
@@ -68,17 +69,21 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
   }
 }
 
-// The op's outputs, in the input's dtype and layout.
+// The op's outputs in the input's layout: output and states in its dtype, the
+// gates and cells kept for backward in saved_activation_dtype (the compute
+// type, so no conversion).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
     const at::Tensor& input, const ForwardBuffers& buf, int64_t P, int64_t H) {
   const at::ScalarType dtype = input.scalar_type();
-  auto shaped = [&](const at::Tensor& t, int64_t width) {
+  const at::ScalarType saved = saved_activation_dtype(input);
+  auto shaped = [&](const at::Tensor& t, int64_t width, at::ScalarType as) {
     std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
     sizes.push_back(width);
-    return t.to(dtype).view(sizes);
+    return t.to(as).view(sizes);
   };
-  return {shaped(buf.output, P), buf.h_state.to(dtype), buf.c_state.to(dtype),
-          shaped(buf.gates, 4 * H), shaped(buf.cells, H)};
+  return {shaped(buf.output, P, dtype), buf.h_state.to(dtype),
+          buf.c_state.to(dtype), shaped(buf.gates, 4 * H, saved),
+          shaped(buf.cells, H, saved)};
 }
 
 }  // namespace

@@ -32,6 +32,9 @@ struct LayerForwardResult {
   at::Tensor gates;   // [T, B, 4H] or [N, 4H]: activated gates (i, f, g, o),
                       //   kept for backward
   at::Tensor cells;   // [T, B, H] or [N, H]: c_t for every step, kept for backward
+  // gates and cells are float for bfloat16 and half input on the CPU (whose
+  // kernels compute in float), else in input's dtype; see
+  // saved_activation_dtype in common/layer_args.h.
 };
 
 // Forward pass of one LSTM layer in one direction.
@@ -89,7 +92,8 @@ struct LayerBackwardResult {
 //   input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse: as in
 //                forward (the biases are read only for whether they exist; they
 //                are arguments so that autograd can reach them at second order)
-//   output, gates, cells: as returned by forward
+//   output, gates, cells: as returned by forward (shapes and dtypes are
+//                checked; anything else raises)
 LayerBackwardResult lstm_layer_backward(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& h0,

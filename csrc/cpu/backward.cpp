@@ -21,6 +21,7 @@
 #include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/recurrence.h"
+#include "cpu/sequence_gemm.h"
 #include "cpu/widen.h"
 
 namespace fusedlstm::cpu {
@@ -177,20 +178,20 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   if (w.compute == dtype) {
     h_all = output.reshape({N, P}).contiguous();
   } else {
-    h_all = d.has_proj ? at::mm(hidden, w(*w_hr).t()) : hidden;
+    h_all = d.has_proj ? gemm(hidden, w(*w_hr).t()) : hidden;
   }
   const at::Tensor h_prev =
       gather_previous(h_all, w(h0).contiguous(), sched, reverse);
   const at::Tensor dgates_t = buf.dgates.t();
   at::Tensor grad_input = empty_fresh({N, I}, opts);
-  at::mm_out(grad_input, buf.dgates, w(w_ih));
+  gemm_out(grad_input, buf.dgates, w(w_ih));
   grad_input = grad_input.view(input.sizes());
-  at::Tensor grad_w_ih = at::mm(dgates_t, x);
-  at::Tensor grad_w_hh = at::mm(dgates_t, h_prev);
+  at::Tensor grad_w_ih = gemm(dgates_t, x);
+  at::Tensor grad_w_hh = gemm(dgates_t, h_prev);
   at::Tensor grad_bias =
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
-  if (d.has_proj) grad_w_hr = at::mm(buf.grad_h_all.t(), hidden);
+  if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
   return {grad_input.to(dtype),       buf.dh_state.to(dtype),
           buf.dc_state.to(dtype),     grad_w_ih.to(dtype),
           grad_w_hh.to(dtype),        grad_bias.to(dtype),

@@ -25,6 +25,7 @@
 #include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/recurrence.h"
+#include "cpu/sequence_gemm.h"
 #include "cpu/widen.h"
 
 namespace fusedlstm::cpu {
@@ -115,7 +116,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   if (d.has_bias && !fused) {
     at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)), x, w(w_ih).t());
   } else {
-    at::mm_out(buf.gates, x, w(w_ih).t());
+    gemm_out(buf.gates, x, w(w_ih).t());
   }
   buf.output = empty_fresh({N, P}, opts);
   buf.cells = empty_fresh({N, H}, opts);
@@ -194,7 +195,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   const std::function<void(int64_t, int64_t)> project =
       [&](int64_t first_row, int64_t rows) {
         at::Tensor out = gates.narrow(0, 0, rows);
-        at::mm_out(out, x.narrow(0, first_row, rows), w_ih_t);
+        gemm_out(out, x.narrow(0, first_row, rows), w_ih_t);
       };
   const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
                                      : at::zeros({4 * H}, opts);

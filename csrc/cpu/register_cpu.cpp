@@ -1,9 +1,30 @@
 #include <torch/library.h>
 
+#include <string>
+
 #include "cpu/lstm_cpu.h"
+#include "cpu/sequence_gemm.h"
 
 TORCH_LIBRARY_IMPL(fusedlstm, CPU, m) {
   m.impl("lstm_layer_forward", &fusedlstm::cpu::lstm_layer_forward);
   m.impl("lstm_layer_inference", &fusedlstm::cpu::lstm_layer_inference);
   m.impl("lstm_layer_backward", &fusedlstm::cpu::lstm_layer_backward);
+}
+
+namespace {
+
+// "onednn" or "blas": which library runs the float32 whole-sequence GEMMs of
+// the CPU layers in this process (see cpu/sequence_gemm.h), for reports and
+// tests. Reading it resolves FUSEDLSTM_CPU_GEMM, so a bad value raises here.
+std::string cpu_gemm_backend() {
+  return fusedlstm::cpu::float_gemm_backend() ==
+                 fusedlstm::cpu::GemmBackend::kOneDnn
+             ? "onednn"
+             : "blas";
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
+  m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
 }

@@ -1,0 +1,36 @@
+// The whole-sequence GEMMs of the CPU layers: the input projection and the
+// backward's dX, dW_ih, dW_hh and dW_hr.
+//
+// Why not always at::mm: PyTorch's CPU wheels run float32 at::mm in MKL, which
+// takes its AVX2 path on AMD CPUs, while the same wheel's oneDNN (the library
+// behind nn.LSTM on the CPU) runs AVX-512 there. On a Zen 5 core that is half
+// the float32 rate: 6400 x 512 by 512 x 2048 on 2 threads took 78 ms in MKL and
+// 42 ms in oneDNN, and the transposed products of the weight gradients 65 ms
+// against 33 ms. Both compute the float32 product exactly in float32 (only the
+// summation order differs), so the choice changes rounding, not the function.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+namespace fusedlstm::cpu {
+
+enum class GemmBackend { kBlas, kOneDnn };
+
+// The backend for float32 products of at least kOneDnnMinMacs multiply-adds
+// (below that oneDNN's ~10 us per call costs more than it saves):
+// FUSEDLSTM_CPU_GEMM=auto (default: oneDNN where the CPU has AVX-512F and
+// PyTorch's oneDNN matmul can be found, else BLAS), blas, or onednn (raises
+// where it is unavailable; with it every float32 product, however small,
+// takes oneDNN, which is how the tests reach it on small shapes).
+GemmBackend float_gemm_backend();
+bool onednn_gemm_forced();
+constexpr int64_t kOneDnnMinMacs = int64_t{1} << 18;
+
+// out = a . b. a: [M, K], b: [K, N], any strides (transposed views included);
+// out: [M, N], contiguous, float or double like a and b. Overwrites out.
+void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+
+// a . b into a new contiguous tensor (large ones advised for huge pages).
+at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
+
+}  // namespace fusedlstm::cpu

@@ -113,3 +113,27 @@ def test_onednn_and_blas_differ_only_in_rounding_and_repeat_bitwise(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(runs["onednn"], runs["blas"]))
     for a, b in zip(runs["onednn"], runs["onednn2"]):
         assert torch.equal(a, b)
+
+
+def test_onednn_products_stay_float32_under_reduced_matmul_precision():
+    """torch.backends.mkldnn.matmul.fp32_precision = "bf16" lets PyTorch's own
+    oneDNN matmuls round their inputs to bfloat16; the layer's products (large
+    enough to take oneDNN on an AVX-512 CPU) keep their float32 bits."""
+    torch.manual_seed(0)
+    lstm = fusedlstm.LSTM(128, 128)
+    x = torch.randn(8, 16, 128, requires_grad=True)
+
+    def run():
+        y, _ = lstm(x)
+        grads = torch.autograd.grad(y.square().sum(), [x, *lstm.parameters()])
+        return [y.detach(), *grads]
+
+    before = run()
+    old = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        after = run()
+    finally:
+        torch.backends.mkldnn.matmul.fp32_precision = old
+    for a, b in zip(after, before):
+        assert torch.equal(a, b)

@@ -167,7 +167,7 @@ def test_blas_path_selected_by_environment_matches_nn_lstm():
 def test_bad_environment_value_is_an_error():
     done = _run_with_environment("fast", _COMPARE_WITH_NN_LSTM)
     assert done.returncode != 0
-    assert "FUSEDLSTM_CPU_RECURRENCE must be 'auto' or 'blas', got 'fast'" in done.stderr
+    assert "FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx2' or 'blas', got 'fast'" in done.stderr
 
 
 # ------------------------------------------- the backward with a projection
@@ -282,3 +282,49 @@ def test_projection_run_to_run_bitwise_identical(threads_):
                     assert torch.equal(again[key], value), (key, kwargs)
     finally:
         torch.set_num_threads(old)
+
+
+# ------------------------------------------------------------ per ISA
+#
+# A CPU with AVX-512F runs the recurrence in 16-lane registers, others with
+# AVX2 in 8-lane ones: the same source compiled twice (recurrence.h). The
+# suite above runs whichever this CPU picks; on an AVX-512 CPU the AVX2 build
+# is held to the same suite (and to the parity grid) in a subprocess under
+# FUSEDLSTM_CPU_RECURRENCE=avx2, so both builds are tested on every CI run
+# that has AVX-512.
+
+
+def _cpu_flags() -> set:
+    with open("/proc/cpuinfo") as f:
+        return set(f.read().split())
+
+
+def test_auto_picks_the_widest_isa_of_this_cpu():
+    if os.environ.get("FUSEDLSTM_CPU_RECURRENCE", "auto") not in ("", "auto"):
+        pytest.skip("FUSEDLSTM_CPU_RECURRENCE is set for this run")
+    flags = _cpu_flags()
+    expected = ("avx512" if "avx512f" in flags
+                else "avx2" if {"avx2", "fma"} <= flags else "blas")
+    assert torch.ops.fusedlstm.cpu_recurrence() == expected
+
+
+def test_avx2_build_passes_the_recurrence_suite_and_parity_grid():
+    if "avx512f" not in _cpu_flags():
+        pytest.skip("no AVX-512 here: the suite above already ran the AVX2 build")
+    if os.environ.get("FUSEDLSTM_CPU_RECURRENCE"):
+        pytest.skip("already inside a run with FUSEDLSTM_CPU_RECURRENCE set")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE="avx2")
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_recurrence())"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert check.stdout.strip() == "avx2", check.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         os.path.join(here, "test_cpu_recurrence.py"),
+         os.path.join(here, "test_modules_parity.py"),
+         os.path.join(here, "test_reduced_precision.py"),
+         os.path.join(here, "test_inference_op.py")],
+        env=env, cwd=here, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout

@@ -21,3 +21,5 @@
 #endif
 #define CPU_CAPABILITY AVX2
 #define CPU_CAPABILITY_AVX2
+// The namespace of the ISA-generic recurrence headers (simd_ops.h).
+#define FUSEDLSTM_ISA avx2

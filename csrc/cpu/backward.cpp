@@ -150,7 +150,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
   if (use_fused_recurrence(w.compute) && B > 0) {
-    recurrent_backward_avx2(
+    recurrent_backward_fused(
         {&sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
          d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
          buf.grad_output.const_data_ptr<float>(),

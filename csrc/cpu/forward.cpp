@@ -127,7 +127,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                                        : at::zeros({4 * H}, opts);
     const at::Tensor w_hh_c = w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
-    recurrent_forward_avx2({&sched, reverse, H, P,
+    recurrent_forward_fused({&sched, reverse, H, P,
                             w_hh_c.const_data_ptr<float>(),
                             d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
                             bias.const_data_ptr<float>(),
@@ -212,7 +212,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         c_state.data_ptr<float>()};
   args.project = &project;
   args.chunk_steps = chunk_steps;
-  recurrent_forward_avx2(args);
+  recurrent_forward_fused(args);
 
   const at::ScalarType dtype = input.scalar_type();
   std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);

@@ -1,6 +1,8 @@
 // The fused float32 recurrence of one layer-direction, for x86-64 CPUs with
-// AVX2 and FMA (recurrence_forward_avx2.cpp, recurrence_backward_avx2.cpp;
-// their register tiles: recurrence_tiles.h).
+// AVX2 and FMA, in 8-lane registers, or AVX-512F, in 16-lane ones: written
+// once (recurrence_forward_impl.h, recurrence_backward_impl.h; register tiles
+// in recurrence_tiles.h) and compiled per ISA (recurrence_*_avx2.cpp,
+// recurrence_*_avx512.cpp). A CPU with AVX-512F runs the latter.
 //
 // Per step, each worker owns a slice of hidden units with all four gates of
 // each, computes h_{t-1} W_hh^T for that slice from a W_hh it packed itself
@@ -67,17 +69,34 @@ struct RecurrentBackward {
   float* dc_state;         // [B, H]  in: grad of c_n, out: grad of c0
 };
 
-// True when this CPU runs the AVX2+FMA recurrence (x86-64 builds only).
+// The instruction set the fused recurrence uses on this CPU: "avx512",
+// "avx2", or "" where it cannot run (not x86-64, or no AVX2+FMA), and only
+// AVX2 when FUSEDLSTM_CPU_RECURRENCE=avx2.
+const char* fused_recurrence_isa();
+
+// True when this CPU runs a fused recurrence (x86-64 builds only).
 bool fused_recurrence_supported();
 
 // Whether a layer computing in `compute` runs the fused recurrence: float, a
 // supported CPU, and not switched off with the environment variable
-// FUSEDLSTM_CPU_RECURRENCE=blas (read once; for comparisons, as both paths
-// compute the same function to float rounding). Every layer shape has a
-// fused forward and backward, so nothing else enters.
+// FUSEDLSTM_CPU_RECURRENCE=blas (read once; `auto` is the default, `avx2`
+// keeps AVX2 on an AVX-512 CPU; for comparisons, as every path computes the
+// same function to float rounding). Every layer shape has a fused forward and
+// backward, so nothing else enters.
 bool use_fused_recurrence(at::ScalarType compute);
 
-void recurrent_forward_avx2(const RecurrentForward& args);
-void recurrent_backward_avx2(const RecurrentBackward& args);
+// The fused recurrence in fused_recurrence_isa()'s instruction set.
+void recurrent_forward_fused(const RecurrentForward& args);
+void recurrent_backward_fused(const RecurrentBackward& args);
+
+// Per ISA (defined only in x86-64 builds).
+namespace avx2 {
+void recurrent_forward(const RecurrentForward& args);
+void recurrent_backward(const RecurrentBackward& args);
+}  // namespace avx2
+namespace avx512 {
+void recurrent_forward(const RecurrentForward& args);
+void recurrent_backward(const RecurrentBackward& args);
+}  // namespace avx512
 
 }  // namespace fusedlstm::cpu

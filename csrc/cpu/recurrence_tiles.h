@@ -1,35 +1,30 @@
-// Register tiles of the AVX2 recurrence (recurrence_forward_avx2.cpp,
-// recurrence_backward_avx2.cpp); included after avx2_target.h.
+// Register tiles of the fused CPU recurrence (recurrence_forward_impl.h,
+// recurrence_backward_impl.h), for the ISA of the including file: L is the
+// register's lanes (kLanes: 8 for AVX2, 16 for AVX-512).
 //
 // Two shapes of tile serve every per-step product:
-//  * the unit tile: R rows x (4 gates x 8 hidden units), so the cell of those
+//  * the unit tile: R rows x (4 gates x L hidden units), so the cell of those
 //    units can run on the tile while it is still in registers;
-//  * the panel tile: R rows x 16 columns, stored (dh_{t-1}, and h_t = W_hr m_t
+//  * the panel tile: R rows x 2L columns, stored (dh_{t-1}, and h_t = W_hr m_t
 //    with a projection) or, for dm = dh_t W_hr in the backward with a
-//    projection, consumed in place by the cell backward of 2 x 8 units.
+//    projection, consumed in place by the cell backward of 2 x L units.
 // Both walk the contraction in chunks of kChunk, so a block's slice of the
 // packed weights stays in L1 while every row tile of the step passes over it;
 // between chunks the sums wait in a per-worker `partial` buffer.
 #pragma once
 
-#include <ATen/cpu/vec/vec.h>
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
-#include "cpu/cell_math_avx2.h"
+#include "cpu/cell_math.h"
 
-namespace fusedlstm::cpu::avx2 {
+namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
-using V = at::vec::Vectorized<float>;
-constexpr int64_t kLanes = 8;               // hidden units per block: one ymm
 constexpr int64_t kUnitCols = 4 * kLanes;   // packed columns of a unit block
 constexpr int64_t kPanelCols = 2 * kLanes;  // columns of a panel block
-// Contraction per chunk: a unit block's chunk of W_hh (8 KiB) and the rows'
-// chunk of h (16 KiB at 64 rows) fit in L1 together.
-constexpr int64_t kChunk = 256;
 
 inline V load(const float* p, int64_t n) {
   return n == kLanes ? V::loadu(p) : V::loadu(p, n);
@@ -37,23 +32,23 @@ inline V load(const float* p, int64_t n) {
 inline void store(const V& v, float* p, int64_t n) {
   if (n == kLanes) v.store(p); else v.store(p, n);
 }
-// Loads R x C accumulators from `partial` (row stride C*8), or zeros for the
+// Loads R x C accumulators from `partial` (row stride C*L), or zeros for the
 // first chunk.
 template <int R, int C>
 inline void start_tile(bool first_chunk, const float* partial,
-                       __m256 (&acc)[R][C]) {
+                       Reg (&acc)[R][C]) {
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < C; ++q)
       acc[r][q] = first_chunk
-          ? _mm256_setzero_ps()
-          : _mm256_loadu_ps(partial + (r * C + q) * kLanes);
+          ? reg_zero()
+          : reg_load(partial + (r * C + q) * kLanes);
 }
 
 template <int R, int C>
-inline void park_tile(const __m256 (&acc)[R][C], float* partial) {
+inline void park_tile(const Reg (&acc)[R][C], float* partial) {
   for (int r = 0; r < R; ++r)
     for (int q = 0; q < C; ++q)
-      _mm256_storeu_ps(partial + (r * C + q) * kLanes, acc[r][q]);
+      reg_store(partial + (r * C + q) * kLanes, acc[r][q]);
 }
 
 // r[k][l] = r[l][k] for an 8 x 8 block of floats held in eight registers.
@@ -77,7 +72,7 @@ inline void transpose8x8(__m256 (&r)[8]) {
 }
 
 // The accumulators of a tile are named locals (c<row><column>), never an
-// array. GCC 12 replaces a local __m256 array by registers only when its
+// array. GCC 12 replaces a local register array by registers only when its
 // heuristics allow, and they did not hold across builds: the 3 x 4 unit tile
 // was kept in registers in one build and stored to the stack on every k in the
 // next (perf annotate: 12 stores per 12 FMAs, under half the FMA rate), and
@@ -86,17 +81,17 @@ inline void transpose8x8(__m256 (&r)[8]) {
 // `if constexpr` keeps the R x C of them that a tile uses.
 #define FUSEDLSTM_TILE_ROW(M) M(0) M(1) M(2) M(3) M(4) M(5)
 #define FUSEDLSTM_TILE_DECLARE(r)                            \
-  [[maybe_unused]] __m256 c##r##0 = tile_start<R, C, r, 0>(acc), \
+  [[maybe_unused]] Reg c##r##0 = tile_start<R, C, r, 0>(acc), \
       c##r##1 = tile_start<R, C, r, 1>(acc),                     \
       c##r##2 = tile_start<R, C, r, 2>(acc),                     \
       c##r##3 = tile_start<R, C, r, 3>(acc);
 #define FUSEDLSTM_TILE_FMA(r)                                            \
   if constexpr (r < R) {                                                 \
-    const __m256 x = _mm256_broadcast_ss(a + r * lda + k);               \
-    c##r##0 = _mm256_fmadd_ps(x, b0, c##r##0);                           \
-    if constexpr (C > 1) c##r##1 = _mm256_fmadd_ps(x, b1, c##r##1);      \
-    if constexpr (C > 2) c##r##2 = _mm256_fmadd_ps(x, b2, c##r##2);      \
-    if constexpr (C > 3) c##r##3 = _mm256_fmadd_ps(x, b3, c##r##3);      \
+    const Reg x = reg_broadcast(a + r * lda + k);               \
+    c##r##0 = reg_fma(x, b0, c##r##0);                           \
+    if constexpr (C > 1) c##r##1 = reg_fma(x, b1, c##r##1);      \
+    if constexpr (C > 2) c##r##2 = reg_fma(x, b2, c##r##2);      \
+    if constexpr (C > 3) c##r##3 = reg_fma(x, b3, c##r##3);      \
   }
 #define FUSEDLSTM_TILE_STORE(r)                                   \
   if constexpr (r < R) {                                          \
@@ -108,15 +103,15 @@ inline void transpose8x8(__m256 (&r)[8]) {
 
 // acc[r][q] of the tile, or zero for a name the R x C tile does not use.
 template <int R, int C, int r, int q>
-inline __m256 tile_start(const __m256 (&acc)[R][C]) {
+inline Reg tile_start(const Reg (&acc)[R][C]) {
   if constexpr (r < R && q < C) {
     return acc[r][q];
   } else {
-    return _mm256_setzero_ps();
+    return reg_zero();
   }
 }
 
-// acc[r][q] += sum_{k in [k0, k1)} a[r][k] * packed[k][q*8 .. q*8+8) for R
+// acc[r][q] += sum_{k in [k0, k1)} a[r][k] * packed[k][q*L .. q*L+L) for R
 // rows of `a` (row stride lda) and C column vectors. With `ahead` set, also
 // asks for one cache line from there per k (see prefetch_ahead).
 //
@@ -127,7 +122,7 @@ inline __m256 tile_start(const __m256 (&acc)[R][C]) {
 template <int R, int C>
 __attribute__((noinline, visibility("hidden"))) void tile_product(
     const float* a, int64_t lda, const float* packed, int64_t k0, int64_t k1,
-    __m256 (&acc)[R][C], const float* ahead) {
+    Reg (&acc)[R][C], const float* ahead) {
   static_assert(R >= 1 && R <= 6 && C >= 1 && C <= 4, "tile shape");
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DECLARE)
   int64_t k = k0;
@@ -145,21 +140,21 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
       }
       const float* even = packed + k * C * kLanes;
       const float* odd = even + C * kLanes;
-      const __m256 x0 = _mm256_broadcast_ss(a + k);
-      const __m256 x1 = _mm256_broadcast_ss(a + k + 1);
-      c00 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even), c00);
-      c10 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd), c10);
+      const Reg x0 = reg_broadcast(a + k);
+      const Reg x1 = reg_broadcast(a + k + 1);
+      c00 = reg_fma(x0, reg_load(even), c00);
+      c10 = reg_fma(x1, reg_load(odd), c10);
       if constexpr (C > 1) {
-        c01 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + kLanes), c01);
-        c11 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + kLanes), c11);
+        c01 = reg_fma(x0, reg_load(even + kLanes), c01);
+        c11 = reg_fma(x1, reg_load(odd + kLanes), c11);
       }
       if constexpr (C > 2) {
-        c02 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + 2 * kLanes), c02);
-        c12 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + 2 * kLanes), c12);
+        c02 = reg_fma(x0, reg_load(even + 2 * kLanes), c02);
+        c12 = reg_fma(x1, reg_load(odd + 2 * kLanes), c12);
       }
       if constexpr (C > 3) {
-        c03 = _mm256_fmadd_ps(x0, _mm256_loadu_ps(even + 3 * kLanes), c03);
-        c13 = _mm256_fmadd_ps(x1, _mm256_loadu_ps(odd + 3 * kLanes), c13);
+        c03 = reg_fma(x0, reg_load(even + 3 * kLanes), c03);
+        c13 = reg_fma(x1, reg_load(odd + 3 * kLanes), c13);
       }
     }
   }
@@ -169,17 +164,17 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
                    _MM_HINT_T0);
     }
     const float* row = packed + k * C * kLanes;
-    const __m256 b0 = _mm256_loadu_ps(row);
-    const __m256 b1 = C > 1 ? _mm256_loadu_ps(row + kLanes) : b0;
-    const __m256 b2 = C > 2 ? _mm256_loadu_ps(row + 2 * kLanes) : b0;
-    const __m256 b3 = C > 3 ? _mm256_loadu_ps(row + 3 * kLanes) : b0;
+    const Reg b0 = reg_load(row);
+    const Reg b1 = C > 1 ? reg_load(row + kLanes) : b0;
+    const Reg b2 = C > 2 ? reg_load(row + 2 * kLanes) : b0;
+    const Reg b3 = C > 3 ? reg_load(row + 3 * kLanes) : b0;
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
   }
   if constexpr (R == 1) {
-    c00 = _mm256_add_ps(c00, c10);
-    c01 = _mm256_add_ps(c01, c11);
-    c02 = _mm256_add_ps(c02, c12);
-    c03 = _mm256_add_ps(c03, c13);
+    c00 = reg_add(c00, c10);
+    c01 = reg_add(c01, c11);
+    c02 = reg_add(c02, c12);
+    c03 = reg_add(c03, c13);
   }
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
 }
@@ -216,14 +211,14 @@ struct CellRow {
 };
 
 // The gate's preactivation: recurrent part + input part + bias.
-inline V preactivation(const __m256& acc, const CellRow& row, int64_t offset,
+inline V preactivation(const Reg& acc, const CellRow& row, int64_t offset,
                        int64_t n) {
   return V(acc) + (load(row.gates + offset, n) + load(row.bias + offset, n));
 }
 
 // The cell of one row and unit block from its recurrent product in
 // registers; the same arithmetic as cell_kernels.h.
-inline void cell_from_tile(const __m256 (&acc)[4], int64_t H, int64_t n,
+inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
                            const CellRow& row) {
   const V i = sigmoid_cell(preactivation(acc[0], row, 0, n));
   const V f = sigmoid_cell(preactivation(acc[1], row, H, n));
@@ -322,7 +317,7 @@ struct PanelStep {
 
 template <int R>
 void panel_rows(const PanelStep& st, int64_t r0) {
-  __m256 acc[R][2];
+  Reg acc[R][2];
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.j0 == 0, partial, acc);
   tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc,
@@ -353,4 +348,4 @@ inline void panel_product(PanelStep st, int64_t rows) {
   }
 }
 
-}  // namespace fusedlstm::cpu::avx2
+}  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

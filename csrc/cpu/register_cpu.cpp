@@ -3,6 +3,7 @@
 #include <string>
 
 #include "cpu/lstm_cpu.h"
+#include "cpu/recurrence.h"
 #include "cpu/sequence_gemm.h"
 
 TORCH_LIBRARY_IMPL(fusedlstm, CPU, m) {
@@ -23,8 +24,17 @@ std::string cpu_gemm_backend() {
              : "blas";
 }
 
+// "avx512", "avx2" or "blas": how float32 layers run their recurrence on this
+// CPU in this process (see cpu/recurrence.h; FUSEDLSTM_CPU_RECURRENCE).
+std::string cpu_recurrence() {
+  return fusedlstm::cpu::use_fused_recurrence(at::kFloat)
+             ? fusedlstm::cpu::fused_recurrence_isa()
+             : "blas";
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
+  m.def("cpu_recurrence() -> str", &cpu_recurrence);
 }

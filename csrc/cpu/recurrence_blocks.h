@@ -1,6 +1,6 @@
 // Work split, weight packing and small helpers shared by the forward and
-// backward AVX2 recurrences (recurrence_forward_avx2.cpp,
-// recurrence_backward_avx2.cpp); included after avx2_target.h.
+// backward fused recurrences (recurrence_forward_impl.h,
+// recurrence_backward_impl.h), for the ISA of the including file.
 #pragma once
 
 #include <ATen/Parallel.h>
@@ -13,7 +13,7 @@
 #include "cpu/recurrence_tiles.h"
 #include "cpu/step_sync.h"
 
-namespace fusedlstm::cpu::avx2 {
+namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -45,48 +45,56 @@ struct Share {
 inline void pack_transposed8(const float* src, int64_t src_stride, int64_t rows,
                       int64_t K, float* dst, int64_t dst_stride) {
   int64_t k = 0;
-  for (; k + kLanes <= K; k += kLanes) {
-    __m256 r[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
+  for (; k + 8 <= K; k += 8) {
+    __m256 r[8];
+    for (int l = 0; l < 8; ++l) {
       r[l] = l < rows ? _mm256_loadu_ps(src + l * src_stride + k)
                       : _mm256_setzero_ps();
     }
     transpose8x8(r);
-    for (int l = 0; l < kLanes; ++l) {
+    for (int l = 0; l < 8; ++l) {
       _mm256_storeu_ps(dst + (k + l) * dst_stride, r[l]);
     }
   }
   for (; k < K; ++k) {
-    for (int64_t l = 0; l < kLanes; ++l) {
+    for (int64_t l = 0; l < 8; ++l) {
       dst[k * dst_stride + l] = l < rows ? src[l * src_stride + k] : 0.f;
     }
   }
 }
 
-// dst[k][q*8 + l] = W_hh[q*H + 8u + l][k] for W_hh [4H, K], zero past the
+// The same for `lanes` (a multiple of 8) rows becoming lanes, eight at a time.
+inline void pack_transposed(const float* src, int64_t src_stride, int64_t rows,
+                            int64_t lanes, int64_t K, float* dst,
+                            int64_t dst_stride) {
+  for (int64_t g = 0; g < lanes; g += 8) {
+    const int64_t live = std::clamp<int64_t>(rows - g, 0, 8);
+    pack_transposed8(live > 0 ? src + g * src_stride : src, src_stride, live, K,
+                     dst + g, dst_stride);
+  }
+}
+
+// dst[k][q*L + l] = W_hh[q*H + L*u + l][k] for W_hh [4H, K], zero past the
 // last unit.
 inline void pack_unit_block(const float* w_hh, int64_t H, int64_t K, int64_t u,
                      float* dst) {
   const int64_t units = std::min(kLanes, H - u * kLanes);
   for (int64_t q = 0; q < 4; ++q) {
-    pack_transposed8(w_hh + (q * H + u * kLanes) * K, K, units, K,
-                     dst + q * kLanes, kUnitCols);
+    pack_transposed(w_hh + (q * H + u * kLanes) * K, K, units, kLanes, K,
+                    dst + q * kLanes, kUnitCols);
   }
 }
 
-// dst[j][l] = W_hr[16c + l][j] for W_hr [P, H], zero from row P on: the
+// dst[j][l] = W_hr[2Lc + l][j] for W_hr [P, H], zero from row P on: the
 // panel of h_t = W_hr m_t.
 inline void pack_projection_panel(const float* w_hr, int64_t P, int64_t H, int64_t c,
                            float* dst) {
-  for (int64_t g = 0; g < 2; ++g) {
-    const int64_t row = c * kPanelCols + g * kLanes;
-    pack_transposed8(w_hr + std::min(row, P - 1) * H, H,
-                     std::clamp<int64_t>(P - row, 0, kLanes), H,
-                     dst + g * kLanes, kPanelCols);
-  }
+  const int64_t row = c * kPanelCols;
+  pack_transposed(w_hr + row * H, H, std::min(kPanelCols, P - row), kPanelCols,
+                  H, dst, kPanelCols);
 }
 
-// dst[j][l] = src[j * row_stride + col * col_stride], col = 16c + l, for
+// dst[j][l] = src[j * row_stride + col * col_stride], col = 2Lc + l, for
 // j < depth, zero from col = cols on.
 inline void pack_panel(const float* src, int64_t depth, int64_t cols,
                 int64_t row_stride, int64_t col_stride, int64_t c, float* dst) {
@@ -99,10 +107,11 @@ inline void pack_panel(const float* src, int64_t depth, int64_t cols,
   }
 }
 
-// The cache lines of n floats from p (n <= 16: one line, or two where the
-// span crosses a line).
+// The cache lines of n floats from p.
 inline void prefetch_floats(const float* p, int64_t n) {
-  _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm_prefetch(reinterpret_cast<const char*>(p + i), _MM_HINT_T0);
+  }
   _mm_prefetch(reinterpret_cast<const char*>(p + n - 1), _MM_HINT_T0);
 }
 
@@ -115,4 +124,4 @@ inline void carry_rows(const float* src, float* dst, int64_t width, int64_t from
   }
 }
 
-}  // namespace fusedlstm::cpu::avx2
+}  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

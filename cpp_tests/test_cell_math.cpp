@@ -1,10 +1,16 @@
-// Checks the cell's own exp, sigmoid and tanh (csrc/cpu/cell_math_avx2.h)
-// against float64 on dense sweeps and at the special values: the bounds in
-// ulp that the header promises, NaN in -> NaN out, and saturation at +-inf.
-// Exits 77 (reported by ctest as skipped, with the reason printed) on a CPU
-// without AVX2 and FMA, where this code never runs.
+// Checks the cell's own exp, sigmoid and tanh (csrc/cpu/cell_math.h,
+// csrc/cpu/simd_ops.h) against float64 on dense sweeps and at the special
+// values: the bounds in ulp that the header promises, NaN in -> NaN out, and
+// saturation at +-inf. Built once per ISA: for AVX-512 with
+// FUSEDLSTM_TEST_AVX512 defined, else for AVX2. Exits 77 (reported by ctest as
+// skipped, with the reason printed) on a CPU without that ISA, where this code
+// never runs.
+#if defined(FUSEDLSTM_TEST_AVX512)
+#include "cpu/avx512_target.h"  // first: see there
+#else
 #include "cpu/avx2_target.h"  // first: see there
-#include "cpu/cell_math_avx2.h"
+#endif
+#include "cpu/cell_math.h"
 
 #include <cmath>
 #include <cstdio>
@@ -13,17 +19,25 @@
 
 namespace {
 
-using fusedlstm::cpu::avx2::exp_cell;
-using fusedlstm::cpu::avx2::sigmoid_cell;
-using fusedlstm::cpu::avx2::tanh_cell;
+using fusedlstm::cpu::FUSEDLSTM_ISA::exp_cell;
+using fusedlstm::cpu::FUSEDLSTM_ISA::sigmoid_cell;
+using fusedlstm::cpu::FUSEDLSTM_ISA::tanh_cell;
 using V = at::vec::Vectorized<float>;
 using Fn = std::function<float(float)>;
 
 int failures = 0;
 
+// x in every lane; checks that all lanes agree and returns lane 0.
 float lane0(const V& v) {
-  float out[8];
+  float out[V::size()];
   v.store(out);
+  for (int l = 1; l < V::size(); ++l) {
+    const bool same = out[l] == out[0] || (std::isnan(out[l]) && std::isnan(out[0]));
+    if (!same) {
+      std::printf("FAIL: lane %d gives %.9g, lane 0 %.9g\n", l, out[l], out[0]);
+      ++failures;
+    }
+  }
   return out[0];
 }
 
@@ -77,10 +91,19 @@ double tanh_ref(double x) { return std::tanh(x); }
 }  // namespace
 
 int main() {
+#if defined(FUSEDLSTM_TEST_AVX512)
+  if (!__builtin_cpu_supports("avx512f")) {
+    std::printf("skipped: this CPU has no AVX-512F, so the AVX-512 cell never runs here\n");
+    return 77;
+  }
+  std::printf("AVX-512 (16 lanes)\n");
+#else
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
     std::printf("skipped: this CPU has no AVX2/FMA, so the fused cell never runs here\n");
     return 77;
   }
+  std::printf("AVX2 (8 lanes)\n");
+#endif
   const Fn exp_f = [](float x) { return lane0(V(exp_cell(V(x)))); };
   const Fn sig_f = [](float x) { return lane0(sigmoid_cell(V(x))); };
   const Fn tanh_f = [](float x) { return lane0(tanh_cell(V(x))); };

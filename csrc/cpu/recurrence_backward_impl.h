@@ -1,0 +1,239 @@
+// The fused float32 backward recurrence (recurrence.h), written once for the
+// ISA of the including file (recurrence_backward_avx2.cpp,
+// recurrence_backward_avx512.cpp): without a projection, the cell backward by
+// units and dh_{t-1} = dG_t W_hh by column panels; with one, dm = dh_t W_hr
+// first (see below). L: the register's lanes; panels are 2L wide.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/recurrence.h"
+#include "cpu/recurrence_blocks.h"
+
+namespace fusedlstm::cpu::FUSEDLSTM_ISA {
+
+
+
+// ------------------------------------------------- backward with a projection
+//
+// Per step, with dh_t = dh_state + grad_output already in grad_h_all:
+//  phase A, by blocks of 2L units: dm = dh_t W_hr for the block's units (a
+//    panel tile over P), then the cell backward of those units on the tile;
+//  meet;
+//  phase B, by 2L-column blocks of P: dh_{t-1} = dG_t W_hh into dh_state,
+//    then dh of the next processed step's rows (dh_state + grad_output) into
+//    grad_h_all;
+//  meet.
+// Phase A reads no dh_state, so phase B writes it in place: one buffer, and
+// rows past the step keep their gradient without a copy.
+
+namespace {
+
+// One 2L-unit block's phase A of a step.
+struct DmBlockStep {
+  const RecurrentBackward* args;
+  const float* packed;  // this block's [P][2L] panel of W_hr
+  float* partial;       // [B][2L] sums of the earlier chunks
+  int64_t unit;         // first unit of the block
+  int64_t first_row;    // the step's first row in the [N, ...] buffers
+  int64_t k0, k1;       // the chunk of P
+};
+
+template <int R>
+void dm_rows(const DmBlockStep& st, int64_t r0) {
+  const RecurrentBackward& a = *st.args;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H;
+  if (st.k0 == 0) {
+    // The cell backward's operands of these rows and units: one line of each
+    // gate, of c_t, of c_{t-1} and of each gate's gradient, in 10 x R streams
+    // that the hardware prefetcher does not follow (they come from memory:
+    // the saved gates of a long sequence do not fit in cache). Asked for
+    // now, they arrive while the tile runs.
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = st.first_row + r0 + r;
+      for (int q = 0; q < 4; ++q) {
+        prefetch_floats(a.gates + row * G + q * H + st.unit, kPanelCols);
+        prefetch_floats(a.dgates + row * G + q * H + st.unit, kPanelCols);
+      }
+      prefetch_floats(a.cells + row * H + st.unit, kPanelCols);
+      prefetch_floats(a.c_prev + row * H + st.unit, kPanelCols);
+    }
+  }
+  Reg acc[R][2];
+  float* partial = st.partial + r0 * kPanelCols;
+  start_tile<R, 2>(st.k0 == 0, partial, acc);
+  tile_product<R, 2>(a.grad_h_all + (st.first_row + r0) * P, P, st.packed,
+                     st.k0, st.k1, acc,
+                     prefetch_ahead(r0 > 0, st.packed, st.k0, st.k1, kPanelCols));
+  if (st.k1 < P) {
+    park_tile<R, 2>(acc, partial);
+    return;
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t b = r0 + r, row = st.first_row + b;
+    for (int q = 0; q < 2; ++q) {
+      const int64_t j = st.unit + q * kLanes;
+      if (j >= H) break;
+      cell_backward_dm(H, std::min(kLanes, H - j), V(acc[r][q]),
+                       a.gates + row * G + j, a.cells + row * H + j,
+                       a.c_prev + row * H + j, a.dc_state + b * H + j,
+                       a.dgates + row * G + j);
+    }
+  }
+}
+
+// The block's phase A for `rows` rows, by the tiles of for_each_panel_tile.
+void dm_block_step(DmBlockStep st, int64_t rows) {
+  const int64_t P = st.args->state;
+  for (st.k0 = 0; st.k0 < P; st.k0 = st.k1) {
+    st.k1 = std::min(P, st.k0 + kChunk);
+    for_each_panel_tile(rows, [&](auto tile_rows, int64_t r) {
+      dm_rows<decltype(tile_rows)::value>(st, r);
+    });
+  }
+}
+
+// grad_h_all = dh_state + grad_output for the `bs` rows of the step starting
+// at row `first`, columns [col, col + n).
+void gradient_reaching_h(const RecurrentBackward& a, int64_t first, int64_t bs,
+                         int64_t col, int64_t n) {
+  const int64_t P = a.state;
+  for (int64_t b = 0; b < bs; ++b) {
+    const int64_t row = first + b;
+    for (int64_t k = col; k < col + n; k += kLanes) {
+      const int64_t m = std::min(kLanes, col + n - k);
+      store(load(a.dh_state + b * P + k, m) + load(a.grad_output + row * P + k, m),
+            a.grad_h_all + row * P + k, m);
+    }
+  }
+}
+
+void backward_projected(const RecurrentBackward& a) {
+  const StepSchedule& sched = *a.schedule;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H, B = sched.batch;
+  const int64_t steps = sched.steps();
+  if (steps == 0 || B == 0) return;
+  const int64_t dm_blocks = ceil_div(H, kPanelCols);
+  const int64_t dh_blocks = ceil_div(P, kPanelCols);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor dm_panels = at::empty({dm_blocks * P * kPanelCols}, f32);
+  const at::Tensor dh_panels = at::empty({dh_blocks * G * kPanelCols}, f32);
+  const int64_t workers =
+      choose_workers(10 * B * H * P, std::min(dm_blocks, dh_blocks));
+  PhaseCounter meeting;
+
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share units(dm_blocks, workers, w0, w1);
+    const Share cols(dh_blocks, workers, w0, w1);
+    float* m_panels = dm_panels.data_ptr<float>();
+    float* h_panels = dh_panels.data_ptr<float>();
+    for (int64_t u = units.begin; u < units.end; ++u) {
+      // W_hr is [P, H]: row p of the panel is units [2Lu, 2Lu + 2L) of row p.
+      pack_panel(a.w_hr, P, H, H, 1, u, m_panels + u * P * kPanelCols);
+    }
+    for (int64_t c = cols.begin; c < cols.end; ++c) {
+      pack_panel(a.w_hh, G, P, P, 1, c, h_panels + c * G * kPanelCols);
+    }
+    std::vector<float> partial(B * kPanelCols);
+    // The first processed step's dh_t, before anyone's phase A reads it.
+    const int64_t t0 = sched.step_at(0, !a.reverse);
+    for (int64_t c = cols.begin; c < cols.end; ++c) {
+      const int64_t col = c * kPanelCols;
+      gradient_reaching_h(a, sched.offsets[t0], sched.batch_sizes[t0], col,
+                          std::min(kPanelCols, P - col));
+    }
+    meeting.arrive(w1 - w0);
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = sched.step_at(s, !a.reverse);
+      const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+      meeting.wait_for((2 * s + 1) * workers);
+      for (int64_t u = units.begin; u < units.end; ++u) {
+        dm_block_step({&a, m_panels + u * P * kPanelCols, partial.data(),
+                       u * kPanelCols, first, 0, 0},
+                      bs);
+      }
+      meeting.arrive(w1 - w0);
+      meeting.wait_for((2 * s + 2) * workers);
+      for (int64_t c = cols.begin; c < cols.end; ++c) {
+        const int64_t col = c * kPanelCols, n = std::min(kPanelCols, P - col);
+        panel_product({a.dgates + first * G, G, h_panels + c * G * kPanelCols,
+                       G, partial.data(), a.dh_state + col, P, nullptr, 0, n,
+                       0, 0},
+                      bs);
+        if (s + 1 < steps) {
+          const int64_t next = sched.step_at(s + 1, !a.reverse);
+          gradient_reaching_h(a, sched.offsets[next], sched.batch_sizes[next],
+                              col, n);
+        }
+      }
+      meeting.arrive(w1 - w0);
+    }
+  });
+}
+
+}  // namespace
+
+void recurrent_backward(const RecurrentBackward& a) {
+  if (a.w_hr != nullptr) {
+    backward_projected(a);
+    return;
+  }
+  const StepSchedule& sched = *a.schedule;
+  const int64_t H = a.hidden, G = 4 * H, B = sched.batch;
+  const int64_t steps = sched.steps();
+  if (steps == 0 || B == 0) return;
+  const int64_t unit_blocks = ceil_div(H, kLanes);
+  const int64_t dh_blocks = ceil_div(H, kPanelCols);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  const at::Tensor panels = at::empty({dh_blocks * G * kPanelCols}, f32);
+  const at::Tensor spare = at::empty({B, H}, f32);
+  float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
+  const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
+  PhaseCounter meeting;
+
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share units(unit_blocks, workers, w0, w1);
+    const Share cols(dh_blocks, workers, w0, w1);
+    float* w_panels = panels.data_ptr<float>();
+    for (int64_t c = cols.begin; c < cols.end; ++c) {
+      pack_panel(a.w_hh, G, H, H, 1, c, w_panels + c * G * kPanelCols);
+    }
+    std::vector<float> partial(B * kPanelCols);
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = sched.step_at(s, !a.reverse);
+      const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+      const float* dh_cur = dh_buf[s & 1];
+      float* dh_next = dh_buf[(s + 1) & 1];
+      if (s > 0) meeting.wait_for(2 * s * workers);
+      for (int64_t u = units.begin; u < units.end; ++u) {
+        const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+        for (int64_t b = 0; b < bs; ++b) {
+          const int64_t row = first + b;
+          cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
+                        a.c_prev + row * H + j, dh_cur + b * H + j,
+                        a.grad_output + row * H + j, a.dc_state + b * H + j,
+                        a.dgates + row * G + j);
+        }
+      }
+      meeting.arrive(w1 - w0);
+      meeting.wait_for((2 * s + 1) * workers);
+      for (int64_t c = cols.begin; c < cols.end; ++c) {
+        const int64_t col = c * kPanelCols, n = std::min(kPanelCols, H - col);
+        panel_product({a.dgates + first * G, G, w_panels + c * G * kPanelCols,
+                       G, partial.data(), dh_next + col, H, nullptr, 0, n, 0,
+                       0},
+                      bs);
+        carry_rows(dh_cur, dh_next, H, bs, B, col, n);
+      }
+      meeting.arrive(w1 - w0);
+    }
+  });
+  if (steps & 1) std::memcpy(a.dh_state, dh_buf[1], B * H * sizeof(float));
+}
+
+}  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -1,0 +1,6 @@
+// The fused forward recurrence compiled for AVX-512F (recurrence_forward_impl.h);
+// recurrence_select.cpp calls it only on CPUs that have it.
+#if defined(__x86_64__) && defined(__GNUC__)
+#include "cpu/avx512_target.h"  // first: see there
+#include "cpu/recurrence_forward_impl.h"
+#endif

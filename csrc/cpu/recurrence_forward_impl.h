@@ -1,0 +1,236 @@
+// The fused float32 forward recurrence (recurrence.h), written once for the
+// ISA of the including file (recurrence_forward_avx2.cpp,
+// recurrence_forward_avx512.cpp, which include their target header first).
+//
+// Why not a BLAS call per step: the per-step product has M = batch rows (often
+// 1-64), and a general GEMM re-packs all of W_hh on every call, which costs as
+// much as the multiply at these sizes. Here each worker packs its slice of
+// W_hh once per sequence, and the product's tile stays in registers through
+// the cell update, so the preactivations are never written to memory.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "cpu/recurrence.h"
+#include "cpu/recurrence_blocks.h"
+
+namespace fusedlstm::cpu::FUSEDLSTM_ISA {
+
+
+namespace {
+
+// One unit block's step: the recurrent product of its 4 gates x L units,
+// then the cell, row tile by row tile.
+struct UnitBlockStep {
+  const RecurrentForward* args;
+  const float* h_prev;  // [B, P]
+  float* h_next;        // [B, P]
+  float* hidden;        // [B, H] with a projection, else nullptr
+  const float* packed;  // this block's [P][4L] slice of W_hh
+  float* partial;       // [B][4L] sums of the earlier chunks
+  int64_t unit;         // first unit of the block
+  int64_t first_row;    // the step's first row of the output
+  int64_t gate_row;     // the step's first row of the gates and cells buffers
+  int64_t k0, k1;       // the chunk
+};
+
+template <int R>
+void unit_rows(const UnitBlockStep& st, int64_t r0) {
+  const RecurrentForward& a = *st.args;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
+  const int64_t n = std::min(kLanes, H - j);
+  if (st.k0 == 0) {
+    // The preactivations that the cell of these rows reads when the product
+    // is done: written by the input GEMM, they come from memory or L3, and
+    // four gates x R rows are streams the hardware prefetcher does not
+    // follow. Asked for now, they arrive during the product (perf showed the
+    // cell stalled on these loads at batch 8).
+    for (int r = 0; r < R; ++r) {
+      for (int q = 0; q < 4; ++q) {
+        prefetch_floats(a.gates + (st.gate_row + r0 + r) * G + q * H + j, n);
+      }
+    }
+  }
+  Reg acc[R][4];
+  float* partial = st.partial + r0 * kUnitCols;
+  start_tile<R, 4>(st.k0 == 0, partial, acc);
+  tile_product<R, 4>(st.h_prev + r0 * P, P, st.packed, st.k0, st.k1, acc,
+                     prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1,
+                                    kUnitCols));
+  if (st.k1 < P) {
+    park_tile<R, 4>(acc, partial);
+    return;
+  }
+  for (int r = 0; r < R; ++r) {
+    const int64_t b = r0 + r, row = st.first_row + b;
+    const int64_t gate_row = st.gate_row + b;
+    cell_from_tile(acc[r], H, n,
+                   {a.bias + j, a.gates + gate_row * G + j,
+                    a.cells ? a.cells + gate_row * H + j : nullptr,
+                    a.c_state + b * H + j, st.h_next + b * P + j,
+                    a.output + row * P + j,
+                    st.hidden ? st.hidden + b * H + j : nullptr});
+  }
+}
+
+void unit_block_step(UnitBlockStep st, int64_t rows) {
+  const int64_t P = st.args->state;
+  for (st.k0 = 0; st.k0 < P; st.k0 = st.k1) {
+    st.k1 = std::min(P, st.k0 + kChunk);
+    int64_t r = 0;
+    for (; r + kForwardRows <= rows; r += kForwardRows) {
+      unit_rows<kForwardRows>(st, r);
+    }
+    switch (rows - r) {
+      case 5: unit_rows<5>(st, r); break;
+      case 4: unit_rows<4>(st, r); break;
+      case 3: unit_rows<3>(st, r); break;
+      case 2: unit_rows<2>(st, r); break;
+      case 1: unit_rows<1>(st, r); break;
+      default: break;
+    }
+  }
+}
+
+// What every chunk of steps shares: the packed weights, the work split and the
+// state buffers. h alternates between two buffers step by step.
+struct ForwardPlan {
+  const RecurrentForward* args;
+  int64_t unit_blocks, proj_blocks, workers, phases;
+  at::Tensor unit_panels;  // [unit_blocks][P][4L]
+  at::Tensor proj_panels;  // [proj_blocks][H][2L]
+  at::Tensor spare;        // [B, P]: the second h buffer
+  at::Tensor hidden;       // [B, H] o * tanh(c_t) with a projection
+  float* h_buf[2];
+};
+
+ForwardPlan plan_forward(const RecurrentForward& a) {
+  const int64_t H = a.hidden, P = a.state, B = a.schedule->batch;
+  const bool proj = a.w_hr != nullptr;
+  ForwardPlan plan;
+  plan.args = &a;
+  plan.unit_blocks = ceil_div(H, kLanes);
+  plan.proj_blocks = proj ? ceil_div(P, kPanelCols) : 0;
+  // Meetings per step: after the cells, and after the projection.
+  plan.phases = proj ? 2 : 1;
+  plan.workers = choose_workers(
+      8 * B * H * P + 2 * B * H * (proj ? P : 0),
+      proj ? std::min(plan.unit_blocks, plan.proj_blocks) : plan.unit_blocks);
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
+  plan.unit_panels = at::empty({plan.unit_blocks * P * kUnitCols}, f32);
+  plan.proj_panels = at::empty({plan.proj_blocks * H * kPanelCols}, f32);
+  plan.spare = at::empty({B, P}, f32);
+  plan.hidden = at::empty({proj ? B : 0, H}, f32);
+  plan.h_buf[0] = a.h_state;
+  plan.h_buf[1] = plan.spare.data_ptr<float>();
+  return plan;
+}
+
+// Packed by the worker that reads it (the same chunk of workers goes to the
+// same OpenMP thread in every region), so it starts in that core's cache.
+void pack_weights(const ForwardPlan& plan) {
+  const RecurrentForward& a = *plan.args;
+  const int64_t H = a.hidden, P = a.state, workers = plan.workers;
+  float* u_panels = plan.unit_panels.data_ptr<float>();
+  float* p_panels = plan.proj_panels.data_ptr<float>();
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share units(plan.unit_blocks, workers, w0, w1);
+    const Share cols(plan.proj_blocks, workers, w0, w1);
+    for (int64_t u = units.begin; u < units.end; ++u) {
+      pack_unit_block(a.w_hh, H, P, u, u_panels + u * P * kUnitCols);
+    }
+    for (int64_t c = cols.begin; c < cols.end; ++c) {
+      pack_projection_panel(a.w_hr, P, H, c, p_panels + c * H * kPanelCols);
+    }
+  });
+}
+
+// Steps [s0, s1) in processing order; the gates and cells of the step at
+// output row r are at row r - gate_base of their buffers.
+void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
+               int64_t gate_base) {
+  const RecurrentForward& a = *plan.args;
+  const StepSchedule& sched = *a.schedule;
+  const int64_t H = a.hidden, P = a.state, B = sched.batch;
+  const int64_t workers = plan.workers, phases = plan.phases;
+  const bool proj = a.w_hr != nullptr;
+  const float* u_panels = plan.unit_panels.const_data_ptr<float>();
+  const float* p_panels = plan.proj_panels.const_data_ptr<float>();
+  float* hidden = proj ? plan.hidden.data_ptr<float>() : nullptr;
+  PhaseCounter meeting;
+
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share units(plan.unit_blocks, workers, w0, w1);
+    const Share cols(plan.proj_blocks, workers, w0, w1);
+    std::vector<float> partial(B * std::max(kUnitCols, kPanelCols));
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t t = sched.step_at(s, a.reverse);
+      const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+      const float* h_prev = plan.h_buf[s & 1];
+      float* h_next = plan.h_buf[(s + 1) & 1];
+      if (s > s0) meeting.wait_for((s - s0) * phases * workers);
+      for (int64_t u = units.begin; u < units.end; ++u) {
+        unit_block_step({&a, h_prev, h_next, hidden,
+                         u_panels + u * P * kUnitCols, partial.data(),
+                         u * kLanes, first, first - gate_base, 0, 0},
+                        bs);
+        if (!proj) {
+          carry_rows(h_prev, h_next, P, bs, B, u * kLanes,
+                     std::min(kLanes, H - u * kLanes));
+        }
+      }
+      if (proj) {
+        meeting.arrive(w1 - w0);
+        meeting.wait_for(((s - s0) * phases + 1) * workers);
+        for (int64_t c = cols.begin; c < cols.end; ++c) {
+          const int64_t col = c * kPanelCols;
+          const int64_t n = std::min(kPanelCols, P - col);
+          panel_product({hidden, H, p_panels + c * H * kPanelCols, H,
+                         partial.data(), h_next + col, P,
+                         a.output + first * P + col, P, n, 0, 0},
+                        bs);
+          carry_rows(h_prev, h_next, P, bs, B, col, n);
+        }
+      }
+      meeting.arrive(w1 - w0);
+    }
+  });
+}
+
+}  // namespace
+
+void recurrent_forward(const RecurrentForward& a) {
+  const StepSchedule& sched = *a.schedule;
+  const int64_t steps = sched.steps(), B = sched.batch;
+  if (steps == 0 || B == 0) return;
+  const ForwardPlan plan = plan_forward(a);
+  pack_weights(plan);
+  if (a.project == nullptr) {
+    run_steps(plan, 0, steps, 0);
+  } else {
+    // Chunks of steps, each projected just before it runs: the rows of steps
+    // [s0, s1) are contiguous in either direction.
+    const int64_t chunk = std::max<int64_t>(1, a.chunk_steps);
+    for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
+      const int64_t s1 = std::min(steps, s0 + chunk);
+      const int64_t t_lo = std::min(sched.step_at(s0, a.reverse),
+                                    sched.step_at(s1 - 1, a.reverse));
+      const int64_t t_hi = std::max(sched.step_at(s0, a.reverse),
+                                    sched.step_at(s1 - 1, a.reverse));
+      const int64_t row0 = sched.offsets[t_lo];
+      const int64_t rows = sched.offsets[t_hi] + sched.batch_sizes[t_hi] - row0;
+      (*a.project)(row0, rows);
+      run_steps(plan, s0, s1, row0);
+    }
+  }
+  if (steps & 1) {
+    std::memcpy(a.h_state, plan.h_buf[1], B * a.state * sizeof(float));
+  }
+}
+
+}  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

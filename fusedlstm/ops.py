@@ -61,13 +61,25 @@ def _with_width(like: Tensor, width) -> Tensor:
     return like.new_empty((*like.shape[:-1], width))
 
 
-def saved_activation_dtype(input: Tensor) -> torch.dtype:
+def _onednn_bf16_supported() -> bool:
+    op = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(op()) if op is not None else False
+
+
+# Read once: a property of the CPU, and the rule below must not change within
+# a process (graphs traced with the fake kernel rely on it).
+_ONEDNN_BF16 = _onednn_bf16_supported()
+
+
+def saved_activation_dtype(input: Tensor, packed: bool, has_proj: bool) -> torch.dtype:
     """The dtype of the gates and cells that lstm_layer_forward keeps for
-    backward: float for bfloat16 and half input on the CPU, whose kernels
-    compute those in float (a second rounding of every gate would cost the
-    weight gradients several ulps), else the input's dtype. Mirrors
+    backward: what nn.LSTM's own kernel for the call keeps. float32 for
+    bfloat16 on the CPU where nn.LSTM runs oneDNN (padded input, no
+    projection, a CPU with oneDNN bfloat16 support), whose float activations
+    set the accuracy bar there; else the input's dtype. Mirrors
     saved_activation_dtype in csrc/common/layer_args.h."""
-    if input.device.type == "cpu" and input.dtype in (torch.bfloat16, torch.float16):
+    if (input.device.type == "cpu" and input.dtype == torch.bfloat16
+            and not packed and not has_proj and _ONEDNN_BF16):
         return torch.float32
     return input.dtype
 
@@ -75,7 +87,7 @@ def saved_activation_dtype(input: Tensor) -> torch.dtype:
 @torch.library.register_fake("fusedlstm::lstm_layer_forward")
 def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
     hidden = w_ih.shape[0] // 4
-    saved = saved_activation_dtype(input)
+    saved = saved_activation_dtype(input, batch_sizes is not None, w_hr is not None)
     return (
         _with_width(input, h0.shape[-1]),
         torch.empty_like(h0, memory_format=torch.contiguous_format),

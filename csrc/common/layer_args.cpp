@@ -1,5 +1,6 @@
 #include "common/layer_args.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/Exception.h>
 
 namespace fusedlstm {
@@ -79,15 +80,34 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   return d;
 }
 
-at::ScalarType saved_activation_dtype(const at::Tensor& input) {
+namespace {
+
+// oneDNN's bfloat16 support on this CPU as PyTorch reports it
+// (mkldnn::_is_mkldnn_bf16_supported, the check nn.LSTM's path uses).
+bool onednn_bf16_supported() {
+  static const bool supported = [] {
+    const auto handle = c10::Dispatcher::singleton().findSchema(
+        {"mkldnn::_is_mkldnn_bf16_supported", ""});
+    return handle.has_value() && handle->typed<bool()>().call();
+  }();
+  return supported;
+}
+
+}  // namespace
+
+at::ScalarType saved_activation_dtype(const at::Tensor& input, bool packed,
+                                      bool has_proj) {
   const at::ScalarType dtype = input.scalar_type();
-  const bool reduced = dtype == at::kBFloat16 || dtype == at::kHalf;
-  return reduced && input.device().is_cpu() ? at::kFloat : dtype;
+  const bool float_like_onednn = dtype == at::kBFloat16 &&
+                                 input.device().is_cpu() && !packed &&
+                                 !has_proj && onednn_bf16_supported();
+  return float_like_onednn ? at::kFloat : dtype;
 }
 
 void check_saved_activations(const char* op, const at::Tensor& input,
-                             const LayerDims& d, const at::Tensor& output,
-                             const at::Tensor& gates, const at::Tensor& cells) {
+                             const LayerDims& d, bool packed,
+                             const at::Tensor& output, const at::Tensor& gates,
+                             const at::Tensor& cells) {
   auto check = [&](const char* name, const at::Tensor& t, int64_t width,
                    at::ScalarType dtype) {
     std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end() - 1);
@@ -100,7 +120,7 @@ void check_saved_activations(const char* op, const at::Tensor& input,
     TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ",
                 t.device(), " but input is on ", input.device());
   };
-  const at::ScalarType saved = saved_activation_dtype(input);
+  const at::ScalarType saved = saved_activation_dtype(input, packed, d.has_proj);
   check("output", output, d.state_size, input.scalar_type());
   check("gates", gates, 4 * d.hidden_size, saved);
   check("cells", cells, d.hidden_size, saved);

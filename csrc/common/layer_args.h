@@ -54,20 +54,26 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
                            const c10::optional<at::Tensor>& batch_sizes);
 
 // The dtype in which forward keeps the activated gates and the cells for
-// backward. The CPU kernels compute bfloat16 and half layers in float, and
-// keeping their activations in float spares backward a second rounding of
-// every gate: without it, weight gradients of bfloat16 layers came out several
-// ulps from the float64 result where oneDNN's bfloat16 LSTM (which PyTorch uses
-// on CPUs with AVX-512 BF16) lands within one. The CUDA kernels keep them in
-// the input's dtype, the smaller footprint on the device where memory is tight.
-at::ScalarType saved_activation_dtype(const at::Tensor& input);
+// backward: what nn.LSTM's own kernel for the same call keeps, so that both
+// its accuracy and its memory are the bar. That is float32 for bfloat16 on
+// the CPU where nn.LSTM runs oneDNN (padded input, no projection, a CPU with
+// oneDNN bfloat16 support): oneDNN keeps float activations, and a bfloat16
+// rounding of every saved gate left our weight gradients several ulps behind
+// its ~0.1 ulp. Everywhere else the input's dtype (nn.LSTM's native path keeps
+// bfloat16/half, and the CUDA kernels keep the input's dtype). The CPU
+// computes reduced types in float either way. Ignores
+// torch.backends.mkldnn.enabled, so that the rule is fixed for a process
+// (traced graphs rely on it); mirrored by fusedlstm.ops.saved_activation_dtype.
+at::ScalarType saved_activation_dtype(const at::Tensor& input, bool packed,
+                                      bool has_proj);
 
 // Validates the forward results that backward takes back (see lstm.h):
 // output [..., P] in the input's dtype, gates [..., 4H] and cells [..., H] in
-// saved_activation_dtype(input), all with input's leading sizes and device.
+// saved_activation_dtype, all with input's leading sizes and device.
 void check_saved_activations(const char* op, const at::Tensor& input,
-                             const LayerDims& d, const at::Tensor& output,
-                             const at::Tensor& gates, const at::Tensor& cells);
+                             const LayerDims& d, bool packed,
+                             const at::Tensor& output, const at::Tensor& gates,
+                             const at::Tensor& cells);
 
 // Builds the schedule for `input` ([T, B, I], or packed [N, I] with
 // batch_sizes). batch_sizes must be a CPU int64 tensor, non-increasing, with

@@ -119,8 +119,9 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
-  check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
-                          gates, cells);
+  check_saved_activations(
+      "fusedlstm::lstm_layer_backward", input, d,
+      batch_sizes.has_value() && batch_sizes->defined(), output, gates, cells);
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;
@@ -166,17 +167,19 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   const at::Tensor x = w(input).reshape({N, I});
   // o * tanh(c): the projection's input, and h itself without a projection.
+  // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
+  // is a rounding of it, so where forward kept float gates and cells, h is
+  // rebuilt in float from them, and dW_hh sees what forward used (the
+  // output's rounding would otherwise cost dW_hh several ulps where columns
+  // cancel).
+  const bool rebuild_h = dtype != gates.scalar_type();
   at::Tensor hidden;
-  if (d.has_proj || w.compute != dtype) {
+  if (d.has_proj || rebuild_h) {
     hidden = buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());
   }
-  // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
-  // is a rounding of it, so there h is rebuilt in float from the float gates
-  // and cells, and dW_hh sees what forward used (the output's rounding would
-  // otherwise cost dW_hh several ulps where columns cancel).
   at::Tensor h_all;
-  if (w.compute == dtype) {
-    h_all = output.reshape({N, P}).contiguous();
+  if (!rebuild_h) {
+    h_all = w(output).reshape({N, P}).contiguous();
   } else {
     h_all = d.has_proj ? gemm(hidden, w(*w_hr).t()) : hidden;
   }

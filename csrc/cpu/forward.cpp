@@ -12,7 +12,7 @@
 // bfloat16 and half run in float: the widened weights are small next to the
 // activations, and it keeps every step's rounding at float's level, as
 // cuDNN and oneDNN do for reduced types. The gates and cells kept for backward
-// stay in float too (see saved_activation_dtype).
+// stay in float where nn.LSTM's kernel keeps float (saved_activation_dtype).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
@@ -71,12 +71,13 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
 }
 
 // The op's outputs in the input's layout: output and states in its dtype, the
-// gates and cells kept for backward in saved_activation_dtype (the compute
-// type, so no conversion).
+// gates and cells kept for backward in saved_activation_dtype (float: the
+// compute type, no conversion; else rounded to the input's dtype).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
-    const at::Tensor& input, const ForwardBuffers& buf, int64_t P, int64_t H) {
+    const at::Tensor& input, const ForwardBuffers& buf, int64_t P, int64_t H,
+    bool packed, bool has_proj) {
   const at::ScalarType dtype = input.scalar_type();
-  const at::ScalarType saved = saved_activation_dtype(input);
+  const at::ScalarType saved = saved_activation_dtype(input, packed, has_proj);
   auto shaped = [&](const at::Tensor& t, int64_t width, at::ScalarType as) {
     std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
     sizes.push_back(width);
@@ -136,7 +137,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                             buf.output.data_ptr<float>(),
                             buf.h_state.data_ptr<float>(),
                             buf.c_state.data_ptr<float>()});
-    return finish(input, buf, P, H);
+    return finish(input, buf, P, H, batch_sizes.has_value() && batch_sizes->defined(),
+                d.has_proj);
   }
   // The BLAS loop from here on.
   at::Tensor w_hr_t;
@@ -151,7 +153,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_forward_cpu", [&] {
     run_steps<scalar_t>(sched, d, reverse, w_hh_t, w_hr_t, buf);
   });
-  return finish(input, buf, P, H);
+  return finish(input, buf, P, H, batch_sizes.has_value() && batch_sizes->defined(),
+                d.has_proj);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(

@@ -32,9 +32,9 @@ struct LayerForwardResult {
   at::Tensor gates;   // [T, B, 4H] or [N, 4H]: activated gates (i, f, g, o),
                       //   kept for backward
   at::Tensor cells;   // [T, B, H] or [N, H]: c_t for every step, kept for backward
-  // gates and cells are float for bfloat16 and half input on the CPU (whose
-  // kernels compute in float), else in input's dtype; see
-  // saved_activation_dtype in common/layer_args.h.
+  // gates and cells are float32 for bfloat16 input on the CPU where nn.LSTM
+  // would run oneDNN (padded, no projection, oneDNN bfloat16 support), else in
+  // input's dtype; see saved_activation_dtype in common/layer_args.h.
 };
 
 // Forward pass of one LSTM layer in one direction.

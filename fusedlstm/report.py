@@ -359,7 +359,9 @@ def _device_info(device) -> str:
         load = ""
         if hasattr(os, "getloadavg"):
             load = f", load {os.getloadavg()[0]:.2f}"
-        what = f"{model}, {torch.get_num_threads()} threads{load}"
+        kernels = (f"recurrence {torch.ops.fusedlstm.cpu_recurrence()}, "
+                   f"GEMMs {torch.ops.fusedlstm.cpu_gemm_backend()}")
+        what = f"{model}, {torch.get_num_threads()} threads{load}; {kernels}"
     return (f"fusedlstm {fusedlstm.__version__} vs torch.nn.LSTM | device {device.type} "
             f"({what}) | torch {torch.__version__}")
 

@@ -30,8 +30,13 @@ WORKERS = 4
 
 
 def _make_task(kind, dtype, backward):
+    # "large": products big enough for the oneDNN GEMMs on AVX-512 CPUs (and
+    # a step big enough for two recurrence workers); the others run BLAS.
+    inputs, steps = (64, 12) if kind == "large" else (5, 7)
     if kind == "cell":
         _, module = make_cell_pair(5, 16, dtype=dtype)
+    elif kind == "large":
+        _, module = make_lstm_pair(64, 96, dtype=dtype, bidirectional=True)
     else:
         _, module = make_lstm_pair(5, 16, dtype=dtype, num_layers=2, bidirectional=True,
                                    proj_size=4 if kind == "padded" else 0)
@@ -49,7 +54,7 @@ def _make_task(kind, dtype, backward):
             hx = (randn(B, 16), randn(B, 16))
             inp = x
         else:
-            x = randn(7, B, 5)
+            x = randn(steps, B, inputs)
             hx = tuple(randn(*s) for s in state_shapes(module, B))
             inp = x
             if kind == "packed":
@@ -81,7 +86,7 @@ def threads(request):
 
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("kind", ["padded", "packed", "cell"])
+@pytest.mark.parametrize("kind", ["padded", "packed", "cell", "large"])
 def test_concurrent_calls_match_sequential_calls(kind, dtype, backward, threads):
     task = _make_task(kind, dtype, backward)
     sequential = [task(i) for i in range(CALLS)]

@@ -7,8 +7,8 @@ shapes are small enough that the recurrence runs on one worker; these are
 sized so that it splits its hidden units (and, in backward, the columns of
 dh) over two workers that meet once (twice) per step, with the edge cases of
 its tiling in both builds: H not a multiple of the L-unit block (L = 8 or 16)
-or of the 2L-column dh block, H (or P) and 4H longer than one K-chunk (256
-or 64 wide), batch sizes that leave partial row tiles, and packed steps whose
+or of the 2L-column dh block, H (or P) and 4H longer than one 256-wide
+K-chunk, batch sizes that leave partial row tiles, and packed steps whose
 rows shrink (forward) or grow (reverse direction).
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ import fusedlstm
 
 # (hidden, batch): at two threads, a step of 8*B*H*H >= 2 * 2**17 FLOPs gets two
 # workers. 136 and 200 are multiples of 8 but not of 16, 130 and 300 of
-# neither; 300 is two 256-wide K-chunks of the forward product (AVX2), 130
-# three 64-wide ones (AVX-512). Batches of 8, 26 and 5 rows leave partial row
+# neither; 300 is two 256-wide K-chunks of the forward product. Batches of 8, 26 and 5 rows leave partial row
 # tiles in forward (3-row tiles) and backward (6-row tiles, the last 7 or 8
 # rows as 4 + 3 or 4 + 4). For AVX-512's 16-unit blocks, 32-column dh panels
 # and 6-row forward tiles: 120 and 180 end in a 32-column panel with 24 and 20

@@ -25,9 +25,12 @@ using Reg = __m512;
 constexpr int64_t kLanes = 16;
 // Rows of the forward's unit tile: 6 x 4 accumulators of the 32 registers.
 constexpr int64_t kForwardRows = 6;
-// Contraction per chunk: a unit block's chunk of W_hh (16 KiB) beside the
-// rows' chunk of h fits the 48 KiB L1 of Zen 5.
-constexpr int64_t kChunk = 64;
+// Contraction per chunk. A unit block's chunk of W_hh is 64 KiB here, past
+// Zen 5's 48 KiB L1, yet chunks of 64 (16 KiB, in L1) were no faster: ratio
+// minima to nn.LSTM over two alternating builds each, 64 against 256, C2
+// inference 1.15/1.15 vs 1.02/1.18, C3 1.02/0.99 vs 1.05/0.97, C4 1.05/1.03
+// vs 1.01/1.00 (NOTES change 10). Zen 5's L2 keeps up with the tile.
+constexpr int64_t kChunk = 256;
 
 inline Reg reg_zero() { return _mm512_setzero_ps(); }
 inline Reg reg_load(const float* p) { return _mm512_loadu_ps(p); }

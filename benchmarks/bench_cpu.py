@@ -66,6 +66,9 @@ def main(argv=None):
           f"torch {meta['torch']} ({torch.backends.cpu.get_cpu_capability()}) | commit "
           f"{meta['commit']}{' (dirty)' if meta['dirty'] == 'yes' else ''} | "
           f"load {common.load_avg()}")
+    import fusedlstm  # noqa: F401  (registers torch.ops.fusedlstm)
+    print(f"fusedlstm CPU kernels: recurrence {torch.ops.fusedlstm.cpu_recurrence()}, "
+          f"whole-sequence GEMMs {torch.ops.fusedlstm.cpu_gemm_backend()}")
     print(f"writing {path}")
 
     cells = [(s, d, m) for s in shapes for d in dtypes for m in modes]

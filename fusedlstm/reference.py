@@ -46,8 +46,14 @@ def lstm_layer(
     w_hr: Optional[Tensor],
     batch_sizes: Optional[Tensor],
     reverse: bool,
+    *,
+    round_h_to: Optional[torch.dtype] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns (output, h_n, c_n) with the shapes of the fused operator."""
+    """Returns (output, h_n, c_n) with the shapes of the fused operator.
+
+    ``round_h_to``: h_{t-1} enters the recurrent product rounded to this dtype
+    (and back), the arithmetic of fusedlstm's bfloat16 layers on CPUs with
+    bfloat16 dot products; None (the default) keeps h as computed."""
     batch = h0.shape[0]
     if batch_sizes is None:
         padded = input
@@ -66,7 +72,8 @@ def lstm_layer(
     outputs: list[Optional[Tensor]] = [None] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        gates = projected[t] + h @ w_hh.t()
+        h_in = h if round_h_to is None else h.to(round_h_to).to(h.dtype)
+        gates = projected[t] + h_in @ w_hh.t()
         i, f, g, o = gates.chunk(4, dim=1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)

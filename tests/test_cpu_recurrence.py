@@ -170,7 +170,8 @@ def test_blas_path_selected_by_environment_matches_nn_lstm():
 def test_bad_environment_value_is_an_error():
     done = _run_with_environment("fast", _COMPARE_WITH_NN_LSTM)
     assert done.returncode != 0
-    assert "FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx2' or 'blas', got 'fast'" in done.stderr
+    assert ("FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx512', 'avx2' or 'blas', "
+            "got 'fast'") in done.stderr
 
 
 # ------------------------------------------- the backward with a projection
@@ -290,11 +291,13 @@ def test_projection_run_to_run_bitwise_identical(threads_):
 # ------------------------------------------------------------ per ISA
 #
 # A CPU with AVX-512F runs the recurrence in 16-lane registers, others with
-# AVX2 in 8-lane ones: the same source compiled twice (recurrence.h). The
-# suite above runs whichever this CPU picks; on an AVX-512 CPU the AVX2 build
-# is held to the same suite (and to the parity grid) in a subprocess under
-# FUSEDLSTM_CPU_RECURRENCE=avx2, so both builds are tested on every CI run
-# that has AVX-512.
+# AVX2 in 8-lane ones: the same source compiled twice (recurrence.h); with
+# AVX-512 BF16, bfloat16 layers without a projection take a third build with
+# bfloat16 dot products. The suite above runs whichever this CPU picks; on an
+# AVX-512 CPU the AVX2 build, and the float AVX-512 build for bfloat16
+# layers, are held to the same suite (and to the parity grid) in subprocesses
+# under FUSEDLSTM_CPU_RECURRENCE=avx2 and =avx512, so every build is tested on
+# every CI run that has AVX-512.
 
 
 def _cpu_flags() -> set:
@@ -311,17 +314,21 @@ def test_auto_picks_the_widest_isa_of_this_cpu():
     assert torch.ops.fusedlstm.cpu_recurrence() == expected
 
 
-def test_avx2_build_passes_the_recurrence_suite_and_parity_grid():
+@pytest.mark.parametrize("isa", ["avx2", "avx512"])
+def test_other_builds_pass_the_recurrence_suite_and_parity_grid(isa):
     if "avx512f" not in _cpu_flags():
         pytest.skip("no AVX-512 here: the suite above already ran the AVX2 build")
+    if isa == "avx512" and "avx512_bf16" not in _cpu_flags():
+        pytest.skip("no AVX-512 BF16 here: the suite above already ran the float AVX-512 build")
     if os.environ.get("FUSEDLSTM_CPU_RECURRENCE"):
         pytest.skip("already inside a run with FUSEDLSTM_CPU_RECURRENCE set")
     here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE="avx2")
+    env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE=isa)
     check = subprocess.run(
-        [sys.executable, "-c", "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_recurrence())"],
+        [sys.executable, "-c", "import torch, fusedlstm; "
+         "print(torch.ops.fusedlstm.cpu_recurrence(), torch.ops.fusedlstm.cpu_bfloat16_dot())"],
         env=env, capture_output=True, text=True, timeout=120)
-    assert check.stdout.strip() == "avx2", check.stderr
+    assert check.stdout.split() == [isa, "False"], check.stderr
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          os.path.join(here, "test_cpu_recurrence.py"),

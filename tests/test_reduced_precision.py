@@ -10,13 +10,19 @@ float64 than a bfloat16 copy would allow; there every result of one layer,
 forward and backward, is the float result rounded once (within one ulp).
 Elsewhere they are kept in the input's dtype, as nn.LSTM's native path does,
 and the parity suite holds the results to nn.LSTM's own error.
+
+On CPUs with bfloat16 dot products (AVX-512 BF16), bfloat16 layers without a
+projection multiply h_{t-1} rounded to bfloat16 by W_hh, as oneDNN does
+(``torch.ops.fusedlstm.cpu_bfloat16_dot()``): there the forward is the float64
+model with that rounding (``reference.lstm_layer(round_h_to=...)``) rounded
+once, and backward the float backward of the saved values rounded once.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fusedlstm import ops
+from fusedlstm import ops, reference
 from test_ops import BWD, FWD, IDS, SAMPLES, make_args
 
 REDUCED = [torch.bfloat16, torch.float16]
@@ -28,6 +34,11 @@ def _packed(sample) -> bool:
 
 def _projected(sample) -> bool:
     return sample[5] > 0
+
+
+def _bf16_dot(sample, dtype) -> bool:
+    return (dtype == torch.bfloat16 and not _projected(sample)
+            and torch.ops.fusedlstm.cpu_bfloat16_dot())
 
 
 def _expected_saved(sample, dtype) -> torch.dtype:
@@ -69,6 +80,8 @@ def test_layer_is_the_float_computation_rounded_once(sample, dtype):
     """Forward results, and where forward keeps float activations every
     gradient, of one layer are within one ulp (rtol = eps, atol = 0) of the
     float32 operator on the same values."""
+    if _bf16_dot(sample, dtype):
+        pytest.skip("bfloat16 dot products here: test_bfloat16_dot_layer covers it")
     args = make_args(sample, dtype, requires_grad=False)
     low = FWD(*args)
     high = FWD(*_widened(args))
@@ -90,6 +103,58 @@ def test_layer_is_the_float_computation_rounded_once(sample, dtype):
         assert a.dtype == dtype, (name, a.dtype)
         torch.testing.assert_close(a, b.to(dtype), rtol=torch.finfo(dtype).eps, atol=0,
                                    msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+# Past one 192-row chunk of the bfloat16 input projection, with an odd input
+# size (x gets a zero column) and a hidden size that ends in a partial block.
+LONG = [("long_odd_input", 50, 9, 33, 40, 0, True, None, False),
+        ("long_packed_reverse", 45, 11, 33, 21, 0, True, [45] * 4 + [30] * 4 + [7] * 3, True)]
+
+
+@pytest.mark.parametrize("sample", SAMPLES + LONG, ids=IDS + [s[0] for s in LONG])
+def test_bfloat16_dot_layer(sample):
+    """Where bfloat16 layers use bfloat16 dot products: the forward equals the
+    float64 model whose h_{t-1} enters the product rounded to bfloat16,
+    rounded once (within one ulp), and every gradient is the float backward
+    of the saved values rounded once (also within one ulp)."""
+    dtype = torch.bfloat16
+    if not _bf16_dot(sample, dtype):
+        pytest.skip("this sample or CPU does not take bfloat16 dot products")
+    args = make_args(sample, dtype, requires_grad=False)
+    low = FWD(*args)
+    wide = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
+            for a in args]
+    model = reference.lstm_layer(*wide, round_h_to=torch.bfloat16)
+    eps = torch.finfo(dtype).eps
+    for name, a, b in zip(("output", "h_n", "c_n"), low[:3], model):
+        torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=0,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+    gen = torch.Generator().manual_seed(11)
+    cot = [torch.randn(t.shape, generator=gen).to(dtype) for t in low[:3]]
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
+    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
+    grads_high = BWD(*_widened(cot), *_widened(primals), *_widened(low[0:1]),
+                     *_widened(low[3:]), batch_sizes, reverse)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
+    for name, a, b in zip(names, grads_low, grads_high):
+        assert a.dtype == dtype, (name, a.dtype)
+        torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=0,
+                                   msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+def test_this_ci_cpu_has_bfloat16_dot_products():
+    """This CI's CPU (Zen 5) has AVX-512 BF16, so the test above runs there."""
+    flags = open("/proc/cpuinfo").read().split()
+    if "avx512_bf16" not in flags:
+        pytest.skip("no AVX-512 BF16 on this CPU")
+    if torch.ops.fusedlstm.cpu_recurrence() != "avx512":
+        pytest.skip("FUSEDLSTM_CPU_RECURRENCE keeps another recurrence in this run")
+    import os
+    if os.environ.get("FUSEDLSTM_CPU_RECURRENCE", "auto") not in ("", "auto"):
+        pytest.skip("FUSEDLSTM_CPU_RECURRENCE is set for this run")
+    assert torch.ops.fusedlstm.cpu_bfloat16_dot()
 
 
 @pytest.mark.parametrize("sample", [SAMPLES[0], SAMPLES[5]], ids=[IDS[0], IDS[5]])
@@ -123,3 +188,17 @@ def test_backward_rejects_activations_forward_did_not_return(which, bad, message
     with pytest.raises(RuntimeError, match=message):
         BWD(torch.ones_like(output), None, None, x, h0, c0, w_ih, w_hh, b_ih, b_hh,
             w_hr, output, saved["gates"], saved["cells"], batch_sizes, reverse)
+
+
+@pytest.mark.parametrize("dtype", REDUCED, ids=str)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_inference_op_equals_forward_op_across_projection_chunks(dtype, reverse):
+    """The inference operator projects ~2048 rows at a time (a bfloat16 layer
+    with bfloat16 dot products from its bfloat16 copy of x, padded where the
+    input size is odd); every chunk's rows give the forward operator's bits."""
+    sample = ("chunks", 260, 9, 33, 40, 0, True, None, reverse)  # 2340 rows
+    args = make_args(sample, dtype, requires_grad=False)
+    expected = FWD(*args)[:3]
+    actual = torch.ops.fusedlstm.lstm_layer_inference(*args)
+    for name, a, b in zip(("output", "h_n", "c_n"), actual, expected):
+        assert torch.equal(a, b), name

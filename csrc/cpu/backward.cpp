@@ -168,11 +168,13 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const at::Tensor x = w(input).reshape({N, I});
   // o * tanh(c): the projection's input, and h itself without a projection.
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
-  // is a rounding of it, so where forward kept float gates and cells, h is
-  // rebuilt in float from them, and dW_hh sees what forward used (the
-  // output's rounding would otherwise cost dW_hh several ulps where columns
-  // cancel).
-  const bool rebuild_h = dtype != gates.scalar_type();
+  // is a rounding of it, so where forward kept float gates and cells and
+  // multiplied the float h, h is rebuilt in float from them, and dW_hh sees
+  // what forward used (the output's rounding would otherwise cost dW_hh
+  // several ulps where columns cancel). Where the product took h rounded to
+  // bfloat16 (bf16_recurrent_product), the rounded outputs are that h.
+  const bool rebuild_h = dtype != gates.scalar_type() &&
+                         !bf16_recurrent_product(dtype, d.has_proj);
   at::Tensor hidden;
   if (d.has_proj || rebuild_h) {
     hidden = buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());

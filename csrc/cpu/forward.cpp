@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <optional>
 
 #include "common/layer_args.h"
 #include "cpu/cell_dispatch.h"
@@ -70,6 +71,45 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
   }
 }
 
+// x W_ih^T of a bfloat16 layer in bfloat16 dot products (where
+// bf16_recurrent_product holds): exact products, float sums, twice the float
+// GEMM's rate. x is kept in bfloat16, with a zero column where I is odd (the
+// dot products take k in pairs).
+class Bf16InputProjection {
+ public:
+  Bf16InputProjection(const at::Tensor& input, const at::Tensor& w_ih_float,
+                      int64_t N, int64_t H, int64_t I)
+      : H_(H), I_(I), ldx_(I + (I & 1)) {
+    const at::Tensor rows = input.reshape({N, I});
+    if (ldx_ == I) {
+      x_ = rows.contiguous();
+    } else {
+      x_ = at::zeros({N, ldx_}, input.options());
+      x_.narrow(1, 0, I).copy_(rows);
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    packed_ = avx512bf16::pack_input_weights(
+        w_ih_float.contiguous().const_data_ptr<float>(), H, I);
+#endif
+  }
+
+  // Rows [first, first + rows) into out ([rows, 4H]).
+  void operator()(int64_t first, int64_t rows, float* out) const {
+#if defined(__x86_64__) && defined(__GNUC__)
+    const auto* x = reinterpret_cast<const uint16_t*>(
+        x_.const_data_ptr<at::BFloat16>());
+    avx512bf16::input_projection(packed_, x + first * ldx_, rows, ldx_, H_, I_,
+                                 out);
+#else
+    TORCH_CHECK(false, "fusedlstm: bfloat16 dot products are x86-64 only");
+#endif
+  }
+
+ private:
+  int64_t H_, I_, ldx_;
+  at::Tensor x_, packed_;
+};
+
 // The op's outputs in the input's layout: output and states in its dtype, the
 // gates and cells kept for backward in saved_activation_dtype (float: the
 // compute type, no conversion; else rounded to the input's dtype).
@@ -109,15 +149,18 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
 
   ForwardBuffers buf;
   buf.gates = empty_fresh({N, 4 * H}, opts);
-  const at::Tensor x = w(input).reshape({N, I});
   const bool fused = use_fused_recurrence(w.compute);
   // The fused cell adds the bias itself: addmm_out would first broadcast it
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
-  if (d.has_bias && !fused) {
-    at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)), x, w(w_ih).t());
+  if (fused && bf16_recurrent_product(dtype, d.has_proj)) {
+    Bf16InputProjection(input, w(w_ih), N, H, I)(0, N,
+                                                 buf.gates.data_ptr<float>());
+  } else if (d.has_bias && !fused) {
+    at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)),
+                  w(input).reshape({N, I}), w(w_ih).t());
   } else {
-    gemm_out(buf.gates, x, w(w_ih).t());
+    gemm_out(buf.gates, w(input).reshape({N, I}), w(w_ih).t());
   }
   buf.output = empty_fresh({N, P}, opts);
   buf.cells = empty_fresh({N, H}, opts);
@@ -128,15 +171,17 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                                        : at::zeros({4 * H}, opts);
     const at::Tensor w_hh_c = w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
-    recurrent_forward_fused({&sched, reverse, H, P,
-                            w_hh_c.const_data_ptr<float>(),
-                            d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
-                            bias.const_data_ptr<float>(),
-                            buf.gates.data_ptr<float>(),
-                            buf.cells.data_ptr<float>(),
-                            buf.output.data_ptr<float>(),
-                            buf.h_state.data_ptr<float>(),
-                            buf.c_state.data_ptr<float>()});
+    RecurrentForward args{&sched, reverse, H, P,
+                          w_hh_c.const_data_ptr<float>(),
+                          d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
+                          bias.const_data_ptr<float>(),
+                          buf.gates.data_ptr<float>(),
+                          buf.cells.data_ptr<float>(),
+                          buf.output.data_ptr<float>(),
+                          buf.h_state.data_ptr<float>(),
+                          buf.c_state.data_ptr<float>()};
+    args.bfloat16_layer = dtype == at::kBFloat16;
+    recurrent_forward_fused(args);
     return finish(input, buf, P, H, batch_sizes.has_value() && batch_sizes->defined(),
                 d.has_proj);
   }
@@ -192,14 +237,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   // No step has more than B rows.
   const int64_t chunk_rows = std::min(N, chunk_steps * B);
 
-  const at::Tensor x = w(input).reshape({N, I});
-  const at::Tensor w_ih_t = w(w_ih).t();
   at::Tensor gates = at::empty({chunk_rows, 4 * H}, opts);
-  const std::function<void(int64_t, int64_t)> project =
-      [&](int64_t first_row, int64_t rows) {
-        at::Tensor out = gates.narrow(0, 0, rows);
-        gemm_out(out, x.narrow(0, first_row, rows), w_ih_t);
-      };
+  std::function<void(int64_t, int64_t)> project;
+  std::optional<Bf16InputProjection> bf16_projection;
+  at::Tensor x, w_ih_t;
+  if (bf16_recurrent_product(input.scalar_type(), d.has_proj)) {
+    bf16_projection.emplace(input, w(w_ih), N, H, I);
+    project = [&](int64_t first_row, int64_t rows) {
+      (*bf16_projection)(first_row, rows, gates.data_ptr<float>());
+    };
+  } else {
+    x = w(input).reshape({N, I});
+    w_ih_t = w(w_ih).t();
+    project = [&](int64_t first_row, int64_t rows) {
+      at::Tensor out = gates.narrow(0, 0, rows);
+      gemm_out(out, x.narrow(0, first_row, rows), w_ih_t);
+    };
+  }
   const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
                                      : at::zeros({4 * H}, opts);
   const at::Tensor w_hh_c = w(w_hh).contiguous();
@@ -215,6 +269,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         c_state.data_ptr<float>()};
   args.project = &project;
   args.chunk_steps = chunk_steps;
+  args.bfloat16_layer = input.scalar_type() == at::kBFloat16;
   recurrent_forward_fused(args);
 
   const at::ScalarType dtype = input.scalar_type();

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <ATen/core/ScalarType.h>
+#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <functional>
@@ -49,6 +50,11 @@ struct RecurrentForward {
   // chunk's rows [first_row, first_row + rows) into `gates` from its row 0.
   const std::function<void(int64_t, int64_t)>* project = nullptr;
   int64_t chunk_steps = 0;
+  // The layer is bfloat16 (its widened values are passed here): on a CPU with
+  // AVX-512 BF16 and without a projection, the recurrent product then runs in
+  // bfloat16 dot products on h_{t-1} rounded to bfloat16 (see
+  // bf16_recurrent_product).
+  bool bfloat16_layer = false;
 };
 
 struct RecurrentBackward {
@@ -74,6 +80,13 @@ struct RecurrentBackward {
 // AVX2 when FUSEDLSTM_CPU_RECURRENCE=avx2.
 const char* fused_recurrence_isa();
 
+// Whether a layer of `dtype` runs its forward recurrent product in bfloat16
+// dot products: bfloat16, no projection, the fused AVX-512 recurrence, a CPU
+// with AVX-512 BF16, and FUSEDLSTM_CPU_RECURRENCE not `avx512` (which keeps
+// the float product, for comparison). h_{t-1} then enters the product rounded
+// to bfloat16, so backward takes dW_hh from the rounded outputs.
+bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj);
+
 // True when this CPU runs a fused recurrence (x86-64 builds only).
 bool fused_recurrence_supported();
 
@@ -98,5 +111,16 @@ namespace avx512 {
 void recurrent_forward(const RecurrentForward& args);
 void recurrent_backward(const RecurrentBackward& args);
 }  // namespace avx512
+namespace avx512bf16 {
+void recurrent_forward(const RecurrentForward& args);
+// W_ih [4H, I] (widened bfloat16 values) as bfloat16 pairs by unit block.
+at::Tensor pack_input_weights(const float* w_ih, int64_t H, int64_t I);
+// out[r] (row stride 4H) = x[r] . W_ih^T for r < rows, in bfloat16 dot
+// products. x: bfloat16 rows of stride ldx, even (zero past I when I is odd);
+// packed: pack_input_weights's.
+void input_projection(const at::Tensor& packed, const uint16_t* x,
+                      int64_t rows, int64_t ldx, int64_t H, int64_t I,
+                      float* out);
+}  // namespace avx512bf16
 
 }  // namespace fusedlstm::cpu

@@ -85,6 +85,53 @@ inline void pack_unit_block(const float* w_hh, int64_t H, int64_t K, int64_t u,
   }
 }
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// pack_unit_block's panel as bfloat16 pairs: dst[p][c] = (W[2p][c], W[2p+1][c])
+// of the float panel, low half first, zero past K. The weights of a bfloat16
+// layer are widened bfloat16 values, so keeping the upper 16 bits of each float
+// is exact. scratch: [K][4L] floats.
+inline void pack_unit_block_pairs(const float* w_hh, int64_t H, int64_t K,
+                                  int64_t u, float* scratch, uint32_t* dst) {
+  pack_unit_block(w_hh, H, K, u, scratch);
+  const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t p = 0; 2 * p < K; ++p) {
+    for (int64_t c = 0; c < kUnitCols; c += kLanes) {
+      const __m512i even =
+          _mm512_loadu_si512(scratch + (2 * p) * kUnitCols + c);
+      const __m512i odd = 2 * p + 1 < K
+          ? _mm512_loadu_si512(scratch + (2 * p + 1) * kUnitCols + c)
+          : zero;
+      _mm512_storeu_si512(dst + p * kUnitCols + c,
+                          _mm512_or_si512(_mm512_and_si512(odd, high),
+                                          _mm512_srli_epi32(even, 16)));
+    }
+  }
+}
+
+// dst[b][0..K) = h[b][0..K) rounded to bfloat16 (to nearest even, as
+// Tensor.to(torch.bfloat16) rounds), dst[b][K] = 0 where K is odd, for
+// `rows` rows (row strides K and ld).
+inline void round_rows_to_bf16(const float* h, int64_t rows, int64_t K,
+                               uint16_t* dst, int64_t ld) {
+  for (int64_t b = 0; b < rows; ++b) {
+    const float* src = h + b * K;
+    uint16_t* out = dst + b * ld;
+    int64_t k = 0;
+    for (; k + kLanes <= K; k += kLanes) {
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), (__m256i)v);
+    }
+    if (k < K) {
+      const __mmask16 live = static_cast<__mmask16>((1u << (K - k)) - 1u);
+      const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(live, src + k));
+      _mm256_mask_storeu_epi16(out + k, live, (__m256i)v);
+    }
+    if (K & 1) out[K] = 0;
+  }
+}
+#endif  // FUSEDLSTM_BF16_DOT
+
 // dst[j][l] = W_hr[2Lc + l][j] for W_hr [P, H], zero from row P on: the
 // panel of h_t = W_hr m_t.
 inline void pack_projection_panel(const float* w_hr, int64_t P, int64_t H, int64_t c,

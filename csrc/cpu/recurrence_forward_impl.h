@@ -24,6 +24,17 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 namespace {
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// The contraction runs over pairs of k: h and W_hh in bfloat16 (see
+// tile_product_bf16), h_{t-1} rounded to bfloat16 as the layer's output is.
+constexpr bool kBf16Dot = true;
+#else
+constexpr bool kBf16Dot = false;
+#endif
+
+// Steps of the contraction over P: k, or pairs of k with bfloat16 operands.
+inline int64_t product_depth(int64_t P) { return kBf16Dot ? (P + 1) / 2 : P; }
+
 // One unit block's step: the recurrent product of its 4 gates x L units,
 // then the cell, row tile by row tile.
 struct UnitBlockStep {
@@ -31,7 +42,10 @@ struct UnitBlockStep {
   const float* h_prev;  // [B, P]
   float* h_next;        // [B, P]
   float* hidden;        // [B, H] with a projection, else nullptr
-  const float* packed;  // this block's [P][4L] slice of W_hh
+  const float* packed;  // this block's [P][4L] slice of W_hh (bfloat16 dot:
+                        //   [P/2][4L] words of pairs)
+  const uint16_t* h16;  // bfloat16 dot: h_prev rounded, [B][ld16]
+  int64_t ld16;
   float* partial;       // [B][4L] sums of the earlier chunks
   int64_t unit;         // first unit of the block
   int64_t first_row;    // the step's first row of the output
@@ -59,10 +73,17 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
   Reg acc[R][4];
   float* partial = st.partial + r0 * kUnitCols;
   start_tile<R, 4>(st.k0 == 0, partial, acc);
+  const float* ahead =
+      prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1, kUnitCols);
+#if defined(FUSEDLSTM_BF16_DOT)
+  tile_product_bf16<R, 4>(st.h16 + r0 * st.ld16, st.ld16,
+                          reinterpret_cast<const uint32_t*>(st.packed), st.k0,
+                          st.k1, acc, ahead);
+#else
   tile_product<R, 4>(st.h_prev + r0 * P, P, st.packed, st.k0, st.k1, acc,
-                     prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1,
-                                    kUnitCols));
-  if (st.k1 < P) {
+                     ahead);
+#endif
+  if (st.k1 < product_depth(P)) {
     park_tile<R, 4>(acc, partial);
     return;
   }
@@ -79,9 +100,11 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
 }
 
 void unit_block_step(UnitBlockStep st, int64_t rows) {
-  const int64_t P = st.args->state;
-  for (st.k0 = 0; st.k0 < P; st.k0 = st.k1) {
-    st.k1 = std::min(P, st.k0 + kChunk);
+  const int64_t depth = product_depth(st.args->state);
+  // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
+  const int64_t chunk = kBf16Dot ? kChunk / 2 : kChunk;
+  for (st.k0 = 0; st.k0 < depth; st.k0 = st.k1) {
+    st.k1 = std::min(depth, st.k0 + chunk);
     int64_t r = 0;
     for (; r + kForwardRows <= rows; r += kForwardRows) {
       unit_rows<kForwardRows>(st, r);
@@ -102,7 +125,7 @@ void unit_block_step(UnitBlockStep st, int64_t rows) {
 struct ForwardPlan {
   const RecurrentForward* args;
   int64_t unit_blocks, proj_blocks, workers, phases;
-  at::Tensor unit_panels;  // [unit_blocks][P][4L]
+  at::Tensor unit_panels;  // [unit_blocks][product_depth(P)][4L]
   at::Tensor proj_panels;  // [proj_blocks][H][2L]
   at::Tensor spare;        // [B, P]: the second h buffer
   at::Tensor hidden;       // [B, H] o * tanh(c_t) with a projection
@@ -122,7 +145,8 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
       8 * B * H * P + 2 * B * H * (proj ? P : 0),
       proj ? std::min(plan.unit_blocks, plan.proj_blocks) : plan.unit_blocks);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  plan.unit_panels = at::empty({plan.unit_blocks * P * kUnitCols}, f32);
+  plan.unit_panels =
+      at::empty({plan.unit_blocks * product_depth(P) * kUnitCols}, f32);
   plan.proj_panels = at::empty({plan.proj_blocks * H * kPanelCols}, f32);
   plan.spare = at::empty({B, P}, f32);
   plan.hidden = at::empty({proj ? B : 0, H}, f32);
@@ -138,12 +162,22 @@ void pack_weights(const ForwardPlan& plan) {
   const int64_t H = a.hidden, P = a.state, workers = plan.workers;
   float* u_panels = plan.unit_panels.data_ptr<float>();
   float* p_panels = plan.proj_panels.data_ptr<float>();
+  const int64_t depth = product_depth(P);
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
+#if defined(FUSEDLSTM_BF16_DOT)
+    std::vector<float> scratch(P * kUnitCols);
     for (int64_t u = units.begin; u < units.end; ++u) {
-      pack_unit_block(a.w_hh, H, P, u, u_panels + u * P * kUnitCols);
+      pack_unit_block_pairs(
+          a.w_hh, H, P, u, scratch.data(),
+          reinterpret_cast<uint32_t*>(u_panels + u * depth * kUnitCols));
     }
+#else
+    for (int64_t u = units.begin; u < units.end; ++u) {
+      pack_unit_block(a.w_hh, H, P, u, u_panels + u * depth * kUnitCols);
+    }
+#endif
     for (int64_t c = cols.begin; c < cols.end; ++c) {
       pack_projection_panel(a.w_hr, P, H, c, p_panels + c * H * kPanelCols);
     }
@@ -168,16 +202,23 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
     std::vector<float> partial(B * std::max(kUnitCols, kPanelCols));
+    const int64_t depth = product_depth(P), ld16 = 2 * depth;
+    // bfloat16 dot: this worker's bfloat16 copy of the step's h_{t-1}.
+    std::vector<uint16_t> h16(kBf16Dot ? B * ld16 : 0);
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = sched.step_at(s, a.reverse);
       const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
       const float* h_prev = plan.h_buf[s & 1];
       float* h_next = plan.h_buf[(s + 1) & 1];
       if (s > s0) meeting.wait_for((s - s0) * phases * workers);
+#if defined(FUSEDLSTM_BF16_DOT)
+      round_rows_to_bf16(h_prev, bs, P, h16.data(), ld16);
+#endif
       for (int64_t u = units.begin; u < units.end; ++u) {
         unit_block_step({&a, h_prev, h_next, hidden,
-                         u_panels + u * P * kUnitCols, partial.data(),
-                         u * kLanes, first, first - gate_base, 0, 0},
+                         u_panels + u * depth * kUnitCols, h16.data(), ld16,
+                         partial.data(), u * kLanes, first, first - gate_base,
+                         0, 0},
                         bs);
         if (!proj) {
           carry_rows(h_prev, h_next, P, bs, B, u * kLanes,
@@ -232,5 +273,79 @@ void recurrent_forward(const RecurrentForward& a) {
     std::memcpy(a.h_state, plan.h_buf[1], B * a.state * sizeof(float));
   }
 }
+
+#if defined(FUSEDLSTM_BF16_DOT)
+// The input projection of a bfloat16 layer in the same bfloat16 dot products:
+// x and W_ih are bfloat16 values, so every product is exact and only the
+// order of the float sums differs from the float GEMM on the widened values.
+
+at::Tensor pack_input_weights(const float* w_ih, int64_t H, int64_t I) {
+  const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
+  at::Tensor packed = at::empty({blocks * depth * kUnitCols},
+                                at::TensorOptions().dtype(at::kInt));
+  auto* dst = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
+  at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
+    std::vector<float> scratch(std::max<int64_t>(I, 1) * kUnitCols);
+    for (int64_t u = u0; u < u1; ++u) {
+      pack_unit_block_pairs(w_ih, H, I, u, scratch.data(),
+                            dst + u * depth * kUnitCols);
+    }
+  });
+  return packed;
+}
+
+namespace {
+
+// Rows [r0, r0 + R) of one unit block: out[r][q*H + j + l] for l < n.
+template <int R>
+void project_rows(const uint32_t* block, int64_t depth, const uint16_t* x,
+                  int64_t ldx, int64_t H, int64_t j, int64_t n, float* out,
+                  int64_t r0) {
+  Reg acc[R][4];
+  start_tile<R, 4>(true, nullptr, acc);
+  tile_product_bf16<R, 4>(x + r0 * ldx, ldx, block, 0, depth, acc, nullptr);
+  for (int r = 0; r < R; ++r) {
+    float* row = out + (r0 + r) * 4 * H + j;
+    for (int q = 0; q < 4; ++q) store(V(acc[r][q]), row + q * H, n);
+  }
+}
+
+}  // namespace
+
+void input_projection(const at::Tensor& packed, const uint16_t* x,
+                      int64_t rows, int64_t ldx, int64_t H, int64_t I,
+                      float* out) {
+  const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
+  const auto* weights =
+      reinterpret_cast<const uint32_t*>(packed.const_data_ptr<int32_t>());
+  // Chunks of rows outer, so a chunk of x stays in cache while every unit
+  // block's weights pass over it.
+  constexpr int64_t kRowsPerChunk = 32 * kForwardRows;
+  const int64_t chunks = ceil_div(rows, kRowsPerChunk);
+  at::parallel_for(0, chunks * blocks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t c = t / blocks, u = t % blocks;
+      const int64_t first = c * kRowsPerChunk;
+      const int64_t count = std::min(kRowsPerChunk, rows - first);
+      const uint32_t* block = weights + u * depth * kUnitCols;
+      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+      const uint16_t* xs = x + first * ldx;
+      float* os = out + first * 4 * H;
+      int64_t r = 0;
+      for (; r + kForwardRows <= count; r += kForwardRows) {
+        project_rows<kForwardRows>(block, depth, xs, ldx, H, j, n, os, r);
+      }
+      switch (count - r) {
+        case 5: project_rows<5>(block, depth, xs, ldx, H, j, n, os, r); break;
+        case 4: project_rows<4>(block, depth, xs, ldx, H, j, n, os, r); break;
+        case 3: project_rows<3>(block, depth, xs, ldx, H, j, n, os, r); break;
+        case 2: project_rows<2>(block, depth, xs, ldx, H, j, n, os, r); break;
+        case 1: project_rows<1>(block, depth, xs, ldx, H, j, n, os, r); break;
+        default: break;
+      }
+    }
+  });
+}
+#endif  // FUSEDLSTM_BF16_DOT
 
 }  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -11,17 +11,18 @@ namespace fusedlstm::cpu {
 
 namespace {
 
-enum class Requested { kAuto, kAvx2, kBlas };
+enum class Requested { kAuto, kAvx512, kAvx2, kBlas };
 
 Requested requested_by_environment() {
   const char* value = std::getenv("FUSEDLSTM_CPU_RECURRENCE");
   if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
     return Requested::kAuto;
   }
+  if (std::strcmp(value, "avx512") == 0) return Requested::kAvx512;
   if (std::strcmp(value, "avx2") == 0) return Requested::kAvx2;
   TORCH_CHECK(std::strcmp(value, "blas") == 0,
-              "FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx2' or 'blas', got '",
-              value, "'");
+              "FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx512', 'avx2' or "
+              "'blas', got '", value, "'");
   return Requested::kBlas;
 }
 
@@ -31,7 +32,8 @@ const char* detect_isa() {
   if (!__builtin_cpu_supports("avx2") || !__builtin_cpu_supports("fma")) {
     return "";
   }
-  if (requested == Requested::kAuto && __builtin_cpu_supports("avx512f")) {
+  if ((requested == Requested::kAuto || requested == Requested::kAvx512) &&
+      __builtin_cpu_supports("avx512f")) {
     return "avx512";
   }
   return "avx2";
@@ -41,6 +43,17 @@ const char* detect_isa() {
 }
 
 bool is_avx512() { return std::strcmp(fused_recurrence_isa(), "avx512") == 0; }
+
+bool bf16_dot_available() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool available = is_avx512() &&
+                                requested_by_environment() == Requested::kAuto &&
+                                __builtin_cpu_supports("avx512bf16");
+  return available;
+#else
+  return false;
+#endif
+}
 
 }  // namespace
 
@@ -56,11 +69,19 @@ bool use_fused_recurrence(at::ScalarType compute) {
   return allowed && compute == at::kFloat && fused_recurrence_supported();
 }
 
+bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {
+  return dtype == at::kBFloat16 && !has_proj && use_fused_recurrence(at::kFloat) &&
+         bf16_dot_available();
+}
+
 void recurrent_forward_fused(const RecurrentForward& args) {
   TORCH_CHECK(fused_recurrence_supported(),
               "fusedlstm: the fused recurrence is not built for this CPU");
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (is_avx512()) {
+  if (args.bfloat16_layer &&
+      bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr)) {
+    avx512bf16::recurrent_forward(args);
+  } else if (is_avx512()) {
     avx512::recurrent_forward(args);
   } else {
     avx2::recurrent_forward(args);

@@ -178,6 +178,49 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
   }
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
 }
+#if defined(FUSEDLSTM_BF16_DOT)
+#define FUSEDLSTM_TILE_DOT(r)                                                \
+  if constexpr (r < R) {                                                     \
+    const __m512bh x = (__m512bh)_mm512_set1_epi32(                          \
+        *reinterpret_cast<const int32_t*>(a + r * lda + 2 * p));             \
+    c##r##0 = _mm512_dpbf16_ps(c##r##0, x, b0);                              \
+    if constexpr (C > 1) c##r##1 = _mm512_dpbf16_ps(c##r##1, x, b1);         \
+    if constexpr (C > 2) c##r##2 = _mm512_dpbf16_ps(c##r##2, x, b2);         \
+    if constexpr (C > 3) c##r##3 = _mm512_dpbf16_ps(c##r##3, x, b3);         \
+  }
+
+// The tile_product of bfloat16 operands with float accumulation, by pairs of
+// k: acc[r][q] += sum_{p in [p0, p1)} a[r][2p] * W[2p][q, l] + a[r][2p + 1] *
+// W[2p + 1][q, l], where `a` holds R rows of bfloat16 (row stride lda, even)
+// and `packed` the weights as pairs, [p][q*L + l] = (W[2p][.], W[2p + 1][.])
+// in one 32-bit word. Products of bfloat16 values are exact in float, so only
+// the order of the float additions differs from tile_product on the widened
+// values. `ahead` as in tile_product, one line per pair.
+template <int R, int C>
+__attribute__((noinline, visibility("hidden"))) void tile_product_bf16(
+    const uint16_t* a, int64_t lda, const uint32_t* packed, int64_t p0,
+    int64_t p1, Reg (&acc)[R][C], const float* ahead) {
+  static_assert(R >= 1 && R <= 6 && C >= 1 && C <= 4, "tile shape");
+  FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DECLARE)
+  for (int64_t p = p0; p < p1; ++p) {
+    if (ahead != nullptr) {
+      _mm_prefetch(reinterpret_cast<const char*>(ahead + (p - p0) * 16),
+                   _MM_HINT_T0);
+    }
+    const uint32_t* row = packed + p * C * kLanes;
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(row);
+    const __m512bh b1 = C > 1 ? (__m512bh)_mm512_loadu_si512(row + kLanes) : b0;
+    const __m512bh b2 =
+        C > 2 ? (__m512bh)_mm512_loadu_si512(row + 2 * kLanes) : b0;
+    const __m512bh b3 =
+        C > 3 ? (__m512bh)_mm512_loadu_si512(row + 3 * kLanes) : b0;
+    FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DOT)
+  }
+  FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
+}
+#undef FUSEDLSTM_TILE_DOT
+#endif  // FUSEDLSTM_BF16_DOT
+
 #undef FUSEDLSTM_TILE_ROW
 #undef FUSEDLSTM_TILE_DECLARE
 #undef FUSEDLSTM_TILE_FMA

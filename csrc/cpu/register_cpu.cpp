@@ -32,9 +32,17 @@ std::string cpu_recurrence() {
              : "blas";
 }
 
+// Whether bfloat16 layers without a projection run their recurrent product in
+// bfloat16 dot products here (h_{t-1} rounded to bfloat16; see
+// cpu/recurrence.h, bf16_recurrent_product).
+bool cpu_bfloat16_dot() {
+  return fusedlstm::cpu::bf16_recurrent_product(at::kBFloat16, false);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
+  m.def("cpu_bfloat16_dot() -> bool", &cpu_bfloat16_dot);
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
   m.def("cpu_recurrence() -> str", &cpu_recurrence);
 }

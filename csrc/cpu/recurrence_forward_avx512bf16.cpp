@@ -1,0 +1,15 @@
+// The fused forward recurrence with bfloat16 dot products (AVX-512 BF16) for
+// bfloat16 layers without a projection (recurrence_forward_impl.h under
+// FUSEDLSTM_BF16_DOT): W_hh and h_{t-1} in bfloat16, float accumulation, so
+// the per-step product runs at twice the float rate. h_{t-1} enters rounded
+// to bfloat16, the value the layer outputs, as in oneDNN's bfloat16 LSTM and
+// nn.LSTM's native path. recurrence_select.cpp calls it only on CPUs with
+// AVX-512 BF16.
+#if defined(__x86_64__) && defined(__GNUC__)
+#include "cpu/avx512_target.h"  // first: see there
+#pragma GCC target("avx512bf16")
+#undef FUSEDLSTM_ISA
+#define FUSEDLSTM_ISA avx512bf16
+#define FUSEDLSTM_BF16_DOT 1
+#include "cpu/recurrence_forward_impl.h"
+#endif

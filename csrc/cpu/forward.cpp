@@ -22,6 +22,7 @@
 #include <optional>
 
 #include "common/layer_args.h"
+#include "cpu/bf16_dot_build.h"
 #include "cpu/cell_dispatch.h"
 #include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
@@ -87,7 +88,7 @@ class Bf16InputProjection {
       x_ = at::zeros({N, ldx_}, input.options());
       x_.narrow(1, 0, I).copy_(rows);
     }
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
     packed_ = avx512bf16::pack_input_weights(
         w_ih_float.contiguous().const_data_ptr<float>(), H, I);
 #endif
@@ -95,7 +96,7 @@ class Bf16InputProjection {
 
   // Rows [first, first + rows) into out ([rows, 4H]).
   void operator()(int64_t first, int64_t rows, float* out) const {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
     const auto* x = reinterpret_cast<const uint16_t*>(
         x_.const_data_ptr<at::BFloat16>());
     avx512bf16::input_projection(packed_, x + first * ldx_, rows, ldx_, H_, I_,

@@ -5,7 +5,8 @@
 // to bfloat16, the value the layer outputs, as in oneDNN's bfloat16 LSTM and
 // nn.LSTM's native path. recurrence_select.cpp calls it only on CPUs with
 // AVX-512 BF16.
-#if defined(__x86_64__) && defined(__GNUC__)
+#include "cpu/bf16_dot_build.h"  // only macros: before the target header
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
 #include "cpu/avx512_target.h"  // first: see there
 #pragma GCC target("avx512bf16")
 #undef FUSEDLSTM_ISA

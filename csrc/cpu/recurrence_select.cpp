@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "cpu/bf16_dot_build.h"
 #include "cpu/recurrence.h"
 
 namespace fusedlstm::cpu {
@@ -45,7 +46,7 @@ const char* detect_isa() {
 bool is_avx512() { return std::strcmp(fused_recurrence_isa(), "avx512") == 0; }
 
 bool bf16_dot_available() {
-#if defined(__x86_64__) && defined(__GNUC__)
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
   static const bool available = is_avx512() &&
                                 requested_by_environment() == Requested::kAuto &&
                                 __builtin_cpu_supports("avx512bf16");
@@ -78,10 +79,14 @@ void recurrent_forward_fused(const RecurrentForward& args) {
   TORCH_CHECK(fused_recurrence_supported(),
               "fusedlstm: the fused recurrence is not built for this CPU");
 #if defined(__x86_64__) && defined(__GNUC__)
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
   if (args.bfloat16_layer &&
       bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr)) {
     avx512bf16::recurrent_forward(args);
-  } else if (is_avx512()) {
+    return;
+  }
+#endif
+  if (is_avx512()) {
     avx512::recurrent_forward(args);
   } else {
     avx2::recurrent_forward(args);

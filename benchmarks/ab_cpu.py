@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Quick interleaved A/B of fusedlstm against torch.nn.LSTM on the CPU, for
+checking one kernel change at a time (benchmarks/NOTES.md): the two modules
+alternate call by call in one process, and the ratio of the fastest calls
+(which the machine's neighbours disturb least) is printed beside the ratio
+of the medians.
+
+    python benchmarks/ab_cpu.py --shapes C2,C3 --modes inference --reps 20
+    python benchmarks/ab_cpu.py --dtype bfloat16
+
+Shapes are bench_cpu.py's C1-C4; for the full grid, CSVs and plots use
+bench_cpu.py.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import fusedlstm
+
+# id: (T, B, I, H, layers), as in benchmarks/common.py's CPU_GRID.
+SHAPES = {"C1": (100, 1, 256, 256, 1), "C2": (100, 8, 512, 512, 1),
+          "C3": (100, 64, 512, 512, 1), "C4": (50, 32, 256, 256, 2)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="C1,C2,C3,C4")
+    p.add_argument("--modes", default="inference,training")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    dtype = getattr(torch, args.dtype)
+    print(f"threads {args.threads} | {args.dtype} | recurrence "
+          f"{torch.ops.fusedlstm.cpu_recurrence()} | GEMMs "
+          f"{torch.ops.fusedlstm.cpu_gemm_backend()}")
+    for name in args.shapes.split(","):
+        T, B, I, H, L = SHAPES[name]
+        torch.manual_seed(0)
+        ref = torch.nn.LSTM(I, H, L)
+        ours = fusedlstm.LSTM(I, H, L)
+        ours.load_state_dict(ref.state_dict())
+        ref, ours = ref.to(dtype), ours.to(dtype)
+        x = torch.randn(T, B, I).to(dtype).requires_grad_()
+        for mode in args.modes.split(","):
+            def run(module):
+                if mode == "inference":
+                    with torch.no_grad():
+                        module(x)
+                else:
+                    y, _ = module(x)
+                    y.float().sum().backward()
+
+            times = ([], [])
+            for module in (ours, ref):
+                for _ in range(2):
+                    run(module)
+            for _ in range(args.reps):
+                for i, module in enumerate((ours, ref)):
+                    start = time.perf_counter()
+                    run(module)
+                    times[i].append(time.perf_counter() - start)
+            print(f"{name} {mode}: fusedlstm {1e3 * min(times[0]):.2f} ms, nn.LSTM "
+                  f"{1e3 * min(times[1]):.2f} ms (fastest calls); ratio of minima "
+                  f"{min(times[0]) / min(times[1]):.3f}, of medians "
+                  f"{statistics.median(times[0]) / statistics.median(times[1]):.3f}")
+
+
+if __name__ == "__main__":
+    main()

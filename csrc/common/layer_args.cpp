@@ -53,6 +53,7 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   TORCH_CHECK(has_b_ih == has_b_hh, op,
               ": b_ih and b_hh must be given together or not at all");
   d.has_bias = has_b_ih;
+  d.packed = packed;
 
   const int64_t H = d.hidden_size, P = d.state_size;
   const int64_t batch = packed ? h0.size(-2) : input.size(1);
@@ -95,19 +96,18 @@ bool onednn_bf16_supported() {
 
 }  // namespace
 
-at::ScalarType saved_activation_dtype(const at::Tensor& input, bool packed,
-                                      bool has_proj) {
+at::ScalarType saved_activation_dtype(const at::Tensor& input,
+                                      const LayerDims& d) {
   const at::ScalarType dtype = input.scalar_type();
   const bool float_like_onednn = dtype == at::kBFloat16 &&
-                                 input.device().is_cpu() && !packed &&
-                                 !has_proj && onednn_bf16_supported();
+                                 input.device().is_cpu() && !d.packed &&
+                                 !d.has_proj && onednn_bf16_supported();
   return float_like_onednn ? at::kFloat : dtype;
 }
 
 void check_saved_activations(const char* op, const at::Tensor& input,
-                             const LayerDims& d, bool packed,
-                             const at::Tensor& output, const at::Tensor& gates,
-                             const at::Tensor& cells) {
+                             const LayerDims& d, const at::Tensor& output,
+                             const at::Tensor& gates, const at::Tensor& cells) {
   auto check = [&](const char* name, const at::Tensor& t, int64_t width,
                    at::ScalarType dtype) {
     std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end() - 1);
@@ -120,7 +120,7 @@ void check_saved_activations(const char* op, const at::Tensor& input,
     TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ",
                 t.device(), " but input is on ", input.device());
   };
-  const at::ScalarType saved = saved_activation_dtype(input, packed, d.has_proj);
+  const at::ScalarType saved = saved_activation_dtype(input, d);
   check("output", output, d.state_size, input.scalar_type());
   check("gates", gates, 4 * d.hidden_size, saved);
   check("cells", cells, d.hidden_size, saved);

@@ -41,6 +41,7 @@ struct LayerDims {
   int64_t state_size = 0;   // P (proj_size, or H)
   bool has_bias = false;
   bool has_proj = false;
+  bool packed = false;      // batch_sizes given: input is packed [N, I]
 };
 
 // Validates the forward arguments of one layer-direction (see lstm.h) and
@@ -64,16 +65,15 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
 // computes reduced types in float either way. Ignores
 // torch.backends.mkldnn.enabled, so that the rule is fixed for a process
 // (traced graphs rely on it); mirrored by fusedlstm.ops.saved_activation_dtype.
-at::ScalarType saved_activation_dtype(const at::Tensor& input, bool packed,
-                                      bool has_proj);
+at::ScalarType saved_activation_dtype(const at::Tensor& input,
+                                      const LayerDims& d);
 
 // Validates the forward results that backward takes back (see lstm.h):
 // output [..., P] in the input's dtype, gates [..., 4H] and cells [..., H] in
 // saved_activation_dtype, all with input's leading sizes and device.
 void check_saved_activations(const char* op, const at::Tensor& input,
-                             const LayerDims& d, bool packed,
-                             const at::Tensor& output, const at::Tensor& gates,
-                             const at::Tensor& cells);
+                             const LayerDims& d, const at::Tensor& output,
+                             const at::Tensor& gates, const at::Tensor& cells);
 
 // Builds the schedule for `input` ([T, B, I], or packed [N, I] with
 // batch_sizes). batch_sizes must be a CPU int64 tensor, non-increasing, with

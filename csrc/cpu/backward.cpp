@@ -119,9 +119,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
-  check_saved_activations(
-      "fusedlstm::lstm_layer_backward", input, d,
-      batch_sizes.has_value() && batch_sizes->defined(), output, gates, cells);
+  check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
+                          gates, cells);
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;
@@ -166,7 +165,6 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
 
   const at::Tensor x = w(input).reshape({N, I});
-  // o * tanh(c): the projection's input, and h itself without a projection.
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
   // is a rounding of it, so where forward kept float gates and cells and
   // multiplied the float h, h is rebuilt in float from them, and dW_hh sees
@@ -175,6 +173,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // bfloat16 (bf16_recurrent_product), the rounded outputs are that h.
   const bool rebuild_h = dtype != gates.scalar_type() &&
                          !bf16_recurrent_product(dtype, d.has_proj);
+  // o * tanh(c): the projection's input, and h itself without a projection.
   at::Tensor hidden;
   if (d.has_proj || rebuild_h) {
     hidden = buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());

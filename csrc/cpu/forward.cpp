@@ -115,10 +115,10 @@ class Bf16InputProjection {
 // gates and cells kept for backward in saved_activation_dtype (float: the
 // compute type, no conversion; else rounded to the input's dtype).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
-    const at::Tensor& input, const ForwardBuffers& buf, int64_t P, int64_t H,
-    bool packed, bool has_proj) {
+    const at::Tensor& input, const ForwardBuffers& buf, const LayerDims& d) {
+  const int64_t P = d.state_size, H = d.hidden_size;
   const at::ScalarType dtype = input.scalar_type();
-  const at::ScalarType saved = saved_activation_dtype(input, packed, has_proj);
+  const at::ScalarType saved = saved_activation_dtype(input, d);
   auto shaped = [&](const at::Tensor& t, int64_t width, at::ScalarType as) {
     std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
     sizes.push_back(width);
@@ -151,10 +151,11 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   ForwardBuffers buf;
   buf.gates = empty_fresh({N, 4 * H}, opts);
   const bool fused = use_fused_recurrence(w.compute);
+  const bool bf16_dot = bf16_recurrent_product(dtype, d.has_proj);
   // The fused cell adds the bias itself: addmm_out would first broadcast it
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
-  if (fused && bf16_recurrent_product(dtype, d.has_proj)) {
+  if (bf16_dot) {
     Bf16InputProjection(input, w(w_ih), N, H, I)(0, N,
                                                  buf.gates.data_ptr<float>());
   } else if (d.has_bias && !fused) {
@@ -181,10 +182,9 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                           buf.output.data_ptr<float>(),
                           buf.h_state.data_ptr<float>(),
                           buf.c_state.data_ptr<float>()};
-    args.bfloat16_layer = dtype == at::kBFloat16;
+    args.bf16_dot = bf16_dot;
     recurrent_forward_fused(args);
-    return finish(input, buf, P, H, batch_sizes.has_value() && batch_sizes->defined(),
-                d.has_proj);
+    return finish(input, buf, d);
   }
   // The BLAS loop from here on.
   at::Tensor w_hr_t;
@@ -199,8 +199,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_forward_cpu", [&] {
     run_steps<scalar_t>(sched, d, reverse, w_hh_t, w_hr_t, buf);
   });
-  return finish(input, buf, P, H, batch_sizes.has_value() && batch_sizes->defined(),
-                d.has_proj);
+  return finish(input, buf, d);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
@@ -242,7 +241,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   std::function<void(int64_t, int64_t)> project;
   std::optional<Bf16InputProjection> bf16_projection;
   at::Tensor x, w_ih_t;
-  if (bf16_recurrent_product(input.scalar_type(), d.has_proj)) {
+  const bool bf16_dot = bf16_recurrent_product(input.scalar_type(), d.has_proj);
+  if (bf16_dot) {
     bf16_projection.emplace(input, w(w_ih), N, H, I);
     project = [&](int64_t first_row, int64_t rows) {
       (*bf16_projection)(first_row, rows, gates.data_ptr<float>());
@@ -270,7 +270,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         c_state.data_ptr<float>()};
   args.project = &project;
   args.chunk_steps = chunk_steps;
-  args.bfloat16_layer = input.scalar_type() == at::kBFloat16;
+  args.bf16_dot = bf16_dot;
   recurrent_forward_fused(args);
 
   const at::ScalarType dtype = input.scalar_type();

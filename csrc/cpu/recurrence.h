@@ -50,11 +50,10 @@ struct RecurrentForward {
   // chunk's rows [first_row, first_row + rows) into `gates` from its row 0.
   const std::function<void(int64_t, int64_t)>* project = nullptr;
   int64_t chunk_steps = 0;
-  // The layer is bfloat16 (its widened values are passed here): on a CPU with
-  // AVX-512 BF16 and without a projection, the recurrent product then runs in
-  // bfloat16 dot products on h_{t-1} rounded to bfloat16 (see
-  // bf16_recurrent_product).
-  bool bfloat16_layer = false;
+  // Run the recurrent product in bfloat16 dot products on h_{t-1} rounded to
+  // bfloat16: set by the caller to bf16_recurrent_product(layer dtype,
+  // has_proj), for a bfloat16 layer whose widened values are passed here.
+  bool bf16_dot = false;
 };
 
 struct RecurrentBackward {

@@ -195,9 +195,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
               input.device());
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  check_saved_activations(
-      "fusedlstm::lstm_layer_backward", input, d,
-      batch_sizes.has_value() && batch_sizes->defined(), output, gates, cells);
+  check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
+                          gates, cells);
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;

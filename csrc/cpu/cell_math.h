@@ -1,5 +1,6 @@
 // The transcendental functions of the fused float32 cell (recurrence_tiles.h),
-// for the ISA of the including file (simd_ops.h, whose exp_cell they use).
+// in at::vec operations, so one definition serves the ISA of the including
+// file (simd_ops.h): 8 lanes for AVX2, 16 for AVX-512.
 //
 // Why not at::vec's exp and tanh (SLEEF, 1 ulp): they are calls into libtorch
 // that cannot be inlined or interleaved, and the cell (three sigmoids and two
@@ -11,13 +12,42 @@
 // NaN, and +-inf saturate as the functions do.
 #pragma once
 
+#include <cmath>
+
 #include "cpu/simd_ops.h"
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
+// e^x = 2^n e^r, n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2]
+// (ln 2 in two parts, the first exact in 9 bits, so n ln2_hi is exact), and
+// e^r = 1 + r + r^2 q(r), q of degree 4 fitted (minimax, relative error,
+// float64: 3e-9) for this project. 2^n is built in the exponent field, which
+// holds n in [-126, 127]: beyond, the result is set to 0 or inf outright.
+inline V exp_cell(const V& x) {
+  using VI = at::vec::Vectorized<int32_t>;
+  const V n = (x * V(1.44269504088896341f)).round();  // to nearest, even
+  V r = at::vec::fnmadd(n, V(0.693359375f), x);
+  r = at::vec::fnmadd(n, V(-2.12194440e-4f), r);
+  V q(1.381461276e-03f);
+  q = at::vec::fmadd(q, r, V(8.368710056e-03f));
+  q = at::vec::fmadd(q, r, V(4.166838899e-02f));
+  q = at::vec::fmadd(q, r, V(1.666652113e-01f));
+  q = at::vec::fmadd(q, r, V(4.999999404e-01f));
+  const V one(1.f);
+  const V p = at::vec::fmadd(r, at::vec::fmadd(r, q, one), one);
+  const VI biased = at::vec::convert_to_int_of_same_size(n) + VI(127);
+  V y = p * at::vec::cast<float>(biased << VI(23));
+  // Ordered comparisons are false for NaN, which keeps the NaN of p.
+  // 127.5 ln 2: n would reach 128. -126 ln 2: n would fall below -126 (the
+  // results there are below the smallest normal float; flushed to 0).
+  y = V::blendv(y, V(INFINITY), x > V(88.3762626647949f));
+  y = V::blendv(y, V(0.f), x < V(-87.3365447504f));
+  return y;
+}
+
 inline V sigmoid_cell(const V& x) {
   const V one(1.f);
-  return one / (one + V(exp_cell(x.neg())));
+  return one / (one + exp_cell(x.neg()));
 }
 
 // tanh:
@@ -28,7 +58,7 @@ inline V sigmoid_cell(const V& x) {
 //    cancel there (1 - 2/(1 + e^{2x}) -> 0 as x -> 0).
 inline V tanh_cell(const V& x) {
   const V one(1.f);
-  const V saturating = one - V(2.f) / (one + V(exp_cell(x + x)));
+  const V saturating = one - V(2.f) / (one + exp_cell(x + x));
   const V z = x * x;
   V p(-5.704987328e-03f);
   p = at::vec::fmadd(p, z, V(2.063908800e-02f));

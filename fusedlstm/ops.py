@@ -132,11 +132,21 @@ def _forward_setup_context(ctx, inputs, output):
         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells, batch_sizes
     )
     ctx.mark_non_differentiable(gates, cells)
+    # Autograd would otherwise fill a zero gradient for gates and cells
+    # ([N, 4H] and [N, H], never read): a tenth of a batch-64 backward.
+    ctx.set_materialize_grads(False)
 
 
 def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
     (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells,
      batch_sizes) = ctx.saved_tensors
+    # An output that received no gradient contributes zero.
+    if grad_output is None:
+        grad_output = torch.zeros_like(out)
+    if grad_h_n is None:
+        grad_h_n = torch.zeros_like(h0)
+    if grad_c_n is None:
+        grad_c_n = torch.zeros_like(c0)
     g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = _backward_op(
         grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
         w_hr, out, gates, cells, batch_sizes, ctx.reverse,

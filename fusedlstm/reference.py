@@ -35,6 +35,26 @@ def _packed_layout(batch_sizes: Tensor, batch: int, rows: int):
     return row, active, position
 
 
+class _RoundGradient(torch.autograd.Function):
+    """Identity forward; backward rounds the gradient to `dtype` and back."""
+
+    @staticmethod
+    def forward(ctx, value: Tensor, dtype: torch.dtype) -> Tensor:
+        ctx.dtype = dtype
+        return value.view_as(value)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad.to(ctx.dtype).to(grad.dtype), None
+
+
+def _rounded(value: Tensor, dtype: torch.dtype) -> Tensor:
+    """value rounded to dtype and back, with the gradient passed through
+    unrounded (the rounding is of a value that is used, not a function of it
+    to differentiate)."""
+    return value + (value.to(dtype).to(value.dtype) - value).detach()
+
+
 def lstm_layer(
     input: Tensor,
     h0: Tensor,
@@ -48,12 +68,16 @@ def lstm_layer(
     reverse: bool,
     *,
     round_h_to: Optional[torch.dtype] = None,
+    round_gate_grads_to: Optional[torch.dtype] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns (output, h_n, c_n) with the shapes of the fused operator.
 
+    Two roundings model the arithmetic of fusedlstm's bfloat16 layers on CPUs
+    with bfloat16 dot products (None, the default, rounds nothing):
     ``round_h_to``: h_{t-1} enters the recurrent product rounded to this dtype
-    (and back), the arithmetic of fusedlstm's bfloat16 layers on CPUs with
-    bfloat16 dot products; None (the default) keeps h as computed."""
+    (and back); its gradient passes through unrounded.
+    ``round_gate_grads_to``: in backward, the gradient of each step's gate
+    preactivations is rounded to this dtype before anything uses it."""
     batch = h0.shape[0]
     if batch_sizes is None:
         padded = input
@@ -72,8 +96,10 @@ def lstm_layer(
     outputs: list[Optional[Tensor]] = [None] * steps
     order = range(steps - 1, -1, -1) if reverse else range(steps)
     for t in order:
-        h_in = h if round_h_to is None else h.to(round_h_to).to(h.dtype)
+        h_in = h if round_h_to is None else _rounded(h, round_h_to)
         gates = projected[t] + h_in @ w_hh.t()
+        if round_gate_grads_to is not None:
+            gates = _RoundGradient.apply(gates, round_gate_grads_to)
         i, f, g, o = gates.chunk(4, dim=1)
         c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         h_new = torch.sigmoid(o) * torch.tanh(c_new)

@@ -13,9 +13,11 @@ and the parity suite holds the results to nn.LSTM's own error.
 
 On CPUs with bfloat16 dot products (AVX-512 BF16), bfloat16 layers without a
 projection multiply h_{t-1} rounded to bfloat16 by W_hh, as oneDNN does
-(``torch.ops.fusedlstm.cpu_bfloat16_dot()``): there the forward is the float64
-model with that rounding (``reference.lstm_layer(round_h_to=...)``) rounded
-once, and backward the float backward of the saved values rounded once.
+(``torch.ops.fusedlstm.cpu_bfloat16_dot()``), and backward rounds the gate
+gradients to bfloat16 before its products, as oneDNN's bfloat16 backward
+does: there the results are those of the float64 model with these roundings
+(``reference.lstm_layer(round_h_to=..., round_gate_grads_to=...)``), rounded
+once.
 """
 from __future__ import annotations
 
@@ -115,33 +117,98 @@ LONG = [("long_odd_input", 50, 9, 33, 40, 0, True, None, False),
 def test_bfloat16_dot_layer(sample):
     """Where bfloat16 layers use bfloat16 dot products: the forward equals the
     float64 model whose h_{t-1} enters the product rounded to bfloat16,
-    rounded once (within one ulp), and every gradient is the float backward
-    of the saved values rounded once (also within one ulp)."""
+    rounded once (within one ulp). Where forward keeps float activations,
+    every gradient equals that model's gradient with the gate gradients
+    rounded to bfloat16 at every step, rounded once: within one ulp, or the
+    float32 accumulation's error bound where a sum cancels."""
     dtype = torch.bfloat16
     if not _bf16_dot(sample, dtype):
         pytest.skip("this sample or CPU does not take bfloat16 dot products")
     args = make_args(sample, dtype, requires_grad=False)
     low = FWD(*args)
-    wide = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-            for a in args]
-    model = reference.lstm_layer(*wide, round_h_to=torch.bfloat16)
+    model, grads_model = _bf16_dot_model(args, low, round_gate_grads=True)
     eps = torch.finfo(dtype).eps
     for name, a, b in zip(("output", "h_n", "c_n"), low[:3], model):
         torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=0,
                                    msg=lambda m, name=name: f"{name}: {m}")
 
-    gen = torch.Generator().manual_seed(11)
-    cot = [torch.randn(t.shape, generator=gen).to(dtype) for t in low[:3]]
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
-    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
-    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
-    grads_high = BWD(*_widened(cot), *_widened(primals), *_widened(low[0:1]),
-                     *_widened(low[3:]), batch_sizes, reverse)
-    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
-    for name, a, b in zip(names, grads_low, grads_high):
+    if _expected_saved(sample, dtype) != torch.float32:
+        return  # backward starts from rounded activations: the parity suite's rule
+    if sample[1] > 8:
+        # Over many steps, a gate gradient that float32 and float64 round to
+        # neighbouring bfloat16 values moves every later step's gradients by
+        # a fraction of that ulp, which moves later roundings: the two agree
+        # to the size of the rounding itself, not to an ulp. There the parity
+        # suite holds us to nn.LSTM's own error (oneDNN rounds the same way),
+        # and the test below that the rounding is there.
+        return
+    grads = _bf16_dot_gradients(args, low)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias")
+    for name, a, b in zip(names, grads, grads_model):
         assert a.dtype == dtype, (name, a.dtype)
-        torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=0,
+        # float32 sums of the model's terms: error <= depth * 2**-24 * sum|terms|,
+        # at most 2**-12 of the largest entry for these depths (<= 2**12 terms
+        # of similar size); beyond that, one ulp of the entry itself.
+        atol = 2.0**-12 * b.abs().max().item() if b.numel() else 0.0
+        torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=atol,
                                    msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+def _cotangents(low, dtype):
+    gen = torch.Generator().manual_seed(11)
+    return [torch.randn(t.shape, generator=gen).to(dtype) for t in low[:3]]
+
+
+def _bf16_dot_gradients(args, low):
+    """The operator's gradients (bias as one tensor), for _cotangents."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    grads = BWD(*_cotangents(low, x.dtype), x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                w_hr, *low[0:1], *low[3:], batch_sizes, reverse)
+    return grads[:6]
+
+
+def _bf16_dot_model(args, low, *, round_gate_grads):
+    """The float64 model of a bfloat16-dot layer: (output, h_n, c_n), and the
+    gradients for _cotangents of input, h0, c0, w_ih, w_hh and the bias (b_ih's
+    gradient, equal to b_hh's)."""
+    wide = [a.double().requires_grad_() if isinstance(a, torch.Tensor) and a.is_floating_point()
+            else a for a in args]
+    outs = reference.lstm_layer(
+        *wide, round_h_to=torch.bfloat16,
+        round_gate_grads_to=torch.bfloat16 if round_gate_grads else None)
+    cot = [c.double() for c in _cotangents(low, args[0].dtype)]
+    primals = [t for t in wide[:6] if t is not None]
+    grads = iter(torch.autograd.grad(outs, primals, cot))
+    # Without a bias the operator returns an empty bias gradient.
+    expected = [next(grads) if t is not None else torch.empty(0, dtype=torch.float64)
+                for t in wide[:6]]
+    return [o.detach() for o in outs], expected
+
+
+def test_bfloat16_dot_backward_rounds_gate_gradients():
+    """The gate gradients are rounded to bfloat16 (as in oneDNN): on a layer
+    large enough for the statistics, every gradient is nearer (in summed
+    absolute difference) the model that rounds them than the one that does
+    not, and the products with them (input and weight gradients) clearly so.
+    Both distances include the rounding of our result to bfloat16, so neither
+    is zero; c0's gradient sees the rounding only through dh, so its margin is
+    the smallest (ratios 0.72-0.88 over seeds and lengths, 0.55-0.66 for the
+    products)."""
+    if not torch.ops.fusedlstm.cpu_bfloat16_dot():
+        pytest.skip("no bfloat16 dot products on this CPU")
+    sample = ("stats", 24, 6, 40, 48, 0, True, None, False)
+    args = make_args(sample, torch.bfloat16, requires_grad=False)
+    low = FWD(*args)
+    grads = _bf16_dot_gradients(args, low)
+    _, rounded = _bf16_dot_model(args, low, round_gate_grads=True)
+    _, unrounded = _bf16_dot_model(args, low, round_gate_grads=False)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias")
+    for name, a, r, u in zip(names, grads, rounded, unrounded):
+        assert a.numel() > 0, name
+        to_rounded = (a.double() - r).abs().sum().item()
+        to_unrounded = (a.double() - u).abs().sum().item()
+        bound = 0.75 if name in ("input", "w_ih", "w_hh") else 1.0
+        assert to_rounded < bound * to_unrounded, (name, to_rounded, to_unrounded)
 
 
 def test_this_ci_cpu_has_bfloat16_dot_products():

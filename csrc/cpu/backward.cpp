@@ -55,12 +55,16 @@ at::Tensor gather_previous(const at::Tensor& seq, const at::Tensor& initial,
   return out;
 }
 
+// dX, dh0, dc0, dW_ih, dW_hh, db, dW_hr (empty without bias or projection).
+using LayerGradients = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                                  at::Tensor, at::Tensor, at::Tensor>;
+
 struct BackwardBuffers {
   at::Tensor grad_output;  // [N, P]
   at::Tensor gates;        // [N, 4H]
   at::Tensor cells;        // [N, H]
   at::Tensor c_prev;       // [N, H]
-  at::Tensor dgates;       // [N, 4H] out
+  at::Tensor dgates;       // [N, 4H] out (bfloat16 with bfloat16 dot products)
   at::Tensor grad_h_all;   // [N, P] out (projection only): gradient of h_t
   at::Tensor dh_state;     // [B, P]
   at::Tensor dc_state;     // [B, H]
@@ -101,10 +105,39 @@ void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
   }
 }
 
+// The whole-sequence gradients of a bfloat16 layer whose gate gradients are
+// bfloat16 (buf.dgates): products of bfloat16 operands, accumulated in float
+// and rounded once (at::mm runs them in oneDNN, at twice its float32 rate).
+// The h_{t-1} of dW_hh are the layer's outputs: forward multiplied them,
+// rounded to bfloat16, by W_hh.
+LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
+                                       const LayerDims& d,
+                                       const StepSchedule& sched,
+                                       const at::Tensor& input,
+                                       const at::Tensor& h0,
+                                       const at::Tensor& w_ih,
+                                       const at::Tensor& output, bool reverse) {
+  const int64_t N = sched.rows, I = d.input_size, P = d.state_size;
+  const at::ScalarType dtype = input.scalar_type();
+  const at::Tensor dgates_t = buf.dgates.t();
+  const at::Tensor x = input.reshape({N, I});
+  const at::Tensor h_prev = gather_previous(output.reshape({N, P}).contiguous(),
+                                            h0.contiguous(), sched, reverse);
+  at::Tensor grad_bias =
+      d.has_bias ? buf.dgates.sum(0, /*keepdim=*/false, at::kFloat).to(dtype)
+                 : at::empty({0}, input.options());
+  return {at::mm(buf.dgates, w_ih).view(input.sizes()),
+          buf.dh_state.to(dtype),
+          buf.dc_state.to(dtype),
+          at::mm(dgates_t, x),
+          at::mm(dgates_t, h_prev),
+          grad_bias,
+          at::empty({0}, input.options())};
+}
+
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-           at::Tensor, at::Tensor>
+LayerGradients
 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const at::Tensor& grad_c_n, const at::Tensor& input,
                     const at::Tensor& h0, const at::Tensor& c0,
@@ -136,12 +169,18 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     return g.defined() ? w.owned(g) : at::zeros({B, width}, opts);
   };
 
+  // bfloat16 layers whose forward took bfloat16 dot products run backward
+  // the same way: gate gradients rounded to bfloat16 (oneDNN's bfloat16 LSTM
+  // rounds them, nn.LSTM's native path computes them in bfloat16), so every
+  // product with them is of bfloat16 operands with float accumulation.
+  const bool bf16_dot = B > 0 && bf16_recurrent_product(dtype, d.has_proj);
+
   BackwardBuffers buf;
   buf.grad_output = rows_or_zeros(grad_output, N, P);
   buf.gates = w(gates).reshape({N, 4 * H}).contiguous();
   buf.cells = w(cells).reshape({N, H}).contiguous();
   buf.c_prev = gather_previous(buf.cells, w(c0).contiguous(), sched, reverse);
-  buf.dgates = empty_fresh({N, 4 * H}, opts);
+  buf.dgates = empty_fresh({N, 4 * H}, bf16_dot ? input.options() : opts);
   buf.dh_state = state_or_zeros(grad_h_n, P);
   buf.dc_state = state_or_zeros(grad_c_n, H);
   buf.dm = at::empty({B, H}, opts);
@@ -150,29 +189,39 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
   if (use_fused_recurrence(w.compute) && B > 0) {
-    recurrent_backward_fused(
-        {&sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
-         d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
-         buf.grad_output.const_data_ptr<float>(),
-         buf.gates.const_data_ptr<float>(), buf.cells.const_data_ptr<float>(),
-         buf.c_prev.const_data_ptr<float>(), buf.dgates.data_ptr<float>(),
-         d.has_proj ? buf.grad_h_all.data_ptr<float>() : nullptr,
-         buf.dh_state.data_ptr<float>(), buf.dc_state.data_ptr<float>()});
+    RecurrentBackward args{
+        &sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
+        d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
+        buf.grad_output.const_data_ptr<float>(),
+        buf.gates.const_data_ptr<float>(), buf.cells.const_data_ptr<float>(),
+        buf.c_prev.const_data_ptr<float>(), nullptr,
+        d.has_proj ? buf.grad_h_all.data_ptr<float>() : nullptr,
+        buf.dh_state.data_ptr<float>(), buf.dc_state.data_ptr<float>()};
+    if (bf16_dot) {
+      args.bf16_dot = true;
+      args.dgates16 =
+          reinterpret_cast<uint16_t*>(buf.dgates.data_ptr<at::BFloat16>());
+    } else {
+      args.dgates = buf.dgates.data_ptr<float>();
+    }
+    recurrent_backward_fused(args);
   } else {
     AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_backward_cpu", [&] {
       run_steps_backward<scalar_t>(sched, d, reverse, w_hh_c, w_hr_c, buf);
     });
   }
 
+  if (bf16_dot) {
+    return bf16_sequence_gradients(buf, d, sched, input, h0, w_ih, output,
+                                   reverse);
+  }
   const at::Tensor x = w(input).reshape({N, I});
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
   // is a rounding of it, so where forward kept float gates and cells and
   // multiplied the float h, h is rebuilt in float from them, and dW_hh sees
   // what forward used (the output's rounding would otherwise cost dW_hh
-  // several ulps where columns cancel). Where the product took h rounded to
-  // bfloat16 (bf16_recurrent_product), the rounded outputs are that h.
-  const bool rebuild_h = dtype != gates.scalar_type() &&
-                         !bf16_recurrent_product(dtype, d.has_proj);
+  // several ulps where columns cancel).
+  const bool rebuild_h = dtype != gates.scalar_type();
   // o * tanh(c): the projection's input, and h itself without a projection.
   at::Tensor hidden;
   if (d.has_proj || rebuild_h) {

@@ -72,6 +72,11 @@ struct RecurrentBackward {
                            //         (with a projection; else nullptr)
   float* dh_state;         // [B, P]  in: grad of h_n, out: grad of h0
   float* dc_state;         // [B, H]  in: grad of c_n, out: grad of c0
+  // bfloat16 dot products (set as RecurrentForward::bf16_dot is): the gate
+  // gradients go, rounded to bfloat16, to dgates16 ([N, 4H]) instead of
+  // dgates, and dh_{t-1} = dG_t W_hh takes them in bfloat16 dot products.
+  bool bf16_dot = false;
+  uint16_t* dgates16 = nullptr;
 };
 
 // The instruction set the fused recurrence uses on this CPU: "avx512",
@@ -112,6 +117,7 @@ void recurrent_backward(const RecurrentBackward& args);
 }  // namespace avx512
 namespace avx512bf16 {
 void recurrent_forward(const RecurrentForward& args);
+void recurrent_backward(const RecurrentBackward& args);
 // W_ih [4H, I] (widened bfloat16 values) as bfloat16 pairs by unit block.
 at::Tensor pack_input_weights(const float* w_ih, int64_t H, int64_t I);
 // out[r] (row stride 4H) = x[r] . W_ih^T for r < rows, in bfloat16 dot

@@ -3,6 +3,10 @@
 // recurrence_backward_avx512.cpp): without a projection, the cell backward by
 // units and dh_{t-1} = dG_t W_hh by column panels; with one, dm = dh_t W_hr
 // first (see below). L: the register's lanes; panels are 2L wide.
+// recurrence_backward_avx512bf16.cpp builds it under FUSEDLSTM_BF16_DOT for
+// bfloat16 layers without a projection: the gate gradients are rounded to
+// bfloat16 as they are stored (dgates16), and dG_t W_hh runs in bfloat16 dot
+// products with float accumulation, as in oneDNN's bfloat16 LSTM backward.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -180,6 +184,7 @@ void backward_projected(const RecurrentBackward& a) {
 
 void recurrent_backward(const RecurrentBackward& a) {
   if (a.w_hr != nullptr) {
+    TORCH_CHECK(!kBf16Dot, "fusedlstm: no bfloat16 dot products with a projection");
     backward_projected(a);
     return;
   }
@@ -189,8 +194,10 @@ void recurrent_backward(const RecurrentBackward& a) {
   if (steps == 0 || B == 0) return;
   const int64_t unit_blocks = ceil_div(H, kLanes);
   const int64_t dh_blocks = ceil_div(H, kPanelCols);
+  // The contraction of dh_{t-1} = dG_t W_hh: over 4H, or its pairs.
+  const int64_t depth = kBf16Dot ? G / 2 : G;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  const at::Tensor panels = at::empty({dh_blocks * G * kPanelCols}, f32);
+  const at::Tensor panels = at::empty({dh_blocks * depth * kPanelCols}, f32);
   const at::Tensor spare = at::empty({B, H}, f32);
   float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
@@ -200,8 +207,20 @@ void recurrent_backward(const RecurrentBackward& a) {
     const Share units(unit_blocks, workers, w0, w1);
     const Share cols(dh_blocks, workers, w0, w1);
     float* w_panels = panels.data_ptr<float>();
+#if defined(FUSEDLSTM_BF16_DOT)
+    std::vector<float> scratch(G * kPanelCols);
+    uint16_t* const gate_grads = a.dgates16;
+#else
+    float* const gate_grads = a.dgates;
+#endif
     for (int64_t c = cols.begin; c < cols.end; ++c) {
-      pack_panel(a.w_hh, G, H, H, 1, c, w_panels + c * G * kPanelCols);
+      float* panel = w_panels + c * depth * kPanelCols;
+#if defined(FUSEDLSTM_BF16_DOT)
+      pack_panel_pairs(a.w_hh, G, H, H, c, scratch.data(),
+                       reinterpret_cast<uint32_t*>(panel));
+#else
+      pack_panel(a.w_hh, G, H, H, 1, c, panel);
+#endif
     }
     std::vector<float> partial(B * kPanelCols);
     for (int64_t s = 0; s < steps; ++s) {
@@ -217,17 +236,20 @@ void recurrent_backward(const RecurrentBackward& a) {
           cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
                         a.c_prev + row * H + j, dh_cur + b * H + j,
                         a.grad_output + row * H + j, a.dc_state + b * H + j,
-                        a.dgates + row * G + j);
+                        gate_grads + row * G + j);
         }
       }
       meeting.arrive(w1 - w0);
       meeting.wait_for((2 * s + 1) * workers);
       for (int64_t c = cols.begin; c < cols.end; ++c) {
         const int64_t col = c * kPanelCols, n = std::min(kPanelCols, H - col);
-        panel_product({a.dgates + first * G, G, w_panels + c * G * kPanelCols,
-                       G, partial.data(), dh_next + col, H, nullptr, 0, n, 0,
-                       0},
-                      bs);
+        PanelStep step{kBf16Dot ? nullptr : a.dgates + first * G, G,
+                       w_panels + c * depth * kPanelCols, depth, partial.data(),
+                       dh_next + col, H, nullptr, 0, n, 0, 0};
+#if defined(FUSEDLSTM_BF16_DOT)
+        step.a16 = gate_grads + first * G;
+#endif
+        panel_product(step, bs);
         carry_rows(dh_cur, dh_next, H, bs, B, col, n);
       }
       meeting.arrive(w1 - w0);

@@ -17,6 +17,15 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// The per-step products run over pairs of k in bfloat16 dot products (see
+// tile_product_bf16): forward on h_{t-1} rounded to bfloat16 as the layer
+// outputs it, backward on the gate gradients rounded to bfloat16.
+constexpr bool kBf16Dot = true;
+#else
+constexpr bool kBf16Dot = false;
+#endif
+
 // Workers for a step of `flops`: each gets at least ~0.5 MFLOP (several
 // microseconds), or the meeting at the end of the step costs more than the
 // split saves; at most one per thread and per block.
@@ -153,6 +162,27 @@ inline void pack_panel(const float* src, int64_t depth, int64_t cols,
     }
   }
 }
+
+#if defined(FUSEDLSTM_BF16_DOT)
+// pack_panel's panel of rows [0, depth) (depth even) as bfloat16 pairs:
+// dst[p][l] = (src[2p][col], src[2p + 1][col]), low half first, exact for
+// widened bfloat16 values. scratch: [depth][2L] floats.
+inline void pack_panel_pairs(const float* src, int64_t depth, int64_t cols,
+                             int64_t row_stride, int64_t c, float* scratch,
+                             uint32_t* dst) {
+  pack_panel(src, depth, cols, row_stride, 1, c, scratch);
+  const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
+  for (int64_t p = 0; 2 * p < depth; ++p) {
+    for (int64_t l = 0; l < kPanelCols; l += kLanes) {
+      const __m512i even = _mm512_loadu_si512(scratch + (2 * p) * kPanelCols + l);
+      const __m512i odd = _mm512_loadu_si512(scratch + (2 * p + 1) * kPanelCols + l);
+      _mm512_storeu_si512(dst + p * kPanelCols + l,
+                          _mm512_or_si512(_mm512_and_si512(odd, high),
+                                          _mm512_srli_epi32(even, 16)));
+    }
+  }
+}
+#endif  // FUSEDLSTM_BF16_DOT
 
 // The cache lines of n floats from p.
 inline void prefetch_floats(const float* p, int64_t n) {

@@ -24,14 +24,6 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 namespace {
 
-#if defined(FUSEDLSTM_BF16_DOT)
-// The contraction runs over pairs of k: h and W_hh in bfloat16 (see
-// tile_product_bf16), h_{t-1} rounded to bfloat16 as the layer's output is.
-constexpr bool kBf16Dot = true;
-#else
-constexpr bool kBf16Dot = false;
-#endif
-
 // Steps of the contraction over P: k, or pairs of k with bfloat16 operands.
 inline int64_t product_depth(int64_t P) { return kBf16Dot ? (P + 1) / 2 : P; }
 

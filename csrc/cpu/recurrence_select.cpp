@@ -99,6 +99,14 @@ void recurrent_backward_fused(const RecurrentBackward& args) {
   TORCH_CHECK(fused_recurrence_supported(),
               "fusedlstm: the fused recurrence is not built for this CPU");
 #if defined(__x86_64__) && defined(__GNUC__)
+  if (args.bf16_dot) {
+    TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
+                "fusedlstm: bfloat16 dot products asked for where they do not run");
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
+    avx512bf16::recurrent_backward(args);
+#endif
+    return;
+  }
   if (is_avx512()) {
     avx512::recurrent_backward(args);
   } else {

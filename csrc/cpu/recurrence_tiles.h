@@ -285,30 +285,49 @@ inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
   }
 }
 
+// Stores a gate gradient: float, or (bfloat16 dot products in the backward)
+// rounded to bfloat16, to nearest even as Tensor.to(torch.bfloat16) and
+// oneDNN's bfloat16 LSTM round theirs.
+inline void store_gate_grad(const V& v, float* p, int64_t n) { store(v, p, n); }
+#if defined(FUSEDLSTM_BF16_DOT)
+inline void store_gate_grad(const V& v, uint16_t* p, int64_t n) {
+  const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(__m512(v));
+  if (n == kLanes) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), rounded);
+  } else {
+    _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1u), rounded);
+  }
+}
+#endif
+
 // The cell backward of one row and unit block from dm, the gradient reaching
 // o * tanh(c_t) (dh_t + grad_output without a projection, dh_t W_hr with
-// one); the arithmetic of cell_kernels.h. Pointers at the block's first unit.
+// one); the arithmetic of cell_kernels.h. Pointers at the block's first unit;
+// GateGrad: float, or uint16_t for gate gradients rounded to bfloat16 (dc
+// stays float either way).
+template <typename GateGrad>
 inline void cell_backward_dm(int64_t H, int64_t n, const V& dm,
                              const float* gates, const float* cells,
-                             const float* c_prev, float* dc, float* dgates) {
+                             const float* c_prev, float* dc, GateGrad* dgates) {
   const V one(1.f);
   const V i = load(gates, n), f = load(gates + H, n);
   const V g = load(gates + 2 * H, n), o = load(gates + 3 * H, n);
   const V tc = tanh_cell(load(cells, n));
   const V dcv = load(dc, n) + dm * o * (one - tc * tc);
   const V cp = load(c_prev, n);
-  store(dcv * g * i * (one - i), dgates, n);
-  store(dcv * cp * f * (one - f), dgates + H, n);
-  store(dcv * i * (one - g * g), dgates + 2 * H, n);
-  store(dm * tc * o * (one - o), dgates + 3 * H, n);
+  store_gate_grad(dcv * g * i * (one - i), dgates, n);
+  store_gate_grad(dcv * cp * f * (one - f), dgates + H, n);
+  store_gate_grad(dcv * i * (one - g * g), dgates + 2 * H, n);
+  store_gate_grad(dm * tc * o * (one - o), dgates + 3 * H, n);
   store(dcv * f, dc, n);
 }
 
 // The same without a projection: dm = dh + grad_output.
+template <typename GateGrad>
 inline void cell_backward(int64_t H, int64_t n, const float* gates,
                           const float* cells, const float* c_prev,
                           const float* dh, const float* grad_output,
-                          float* dc, float* dgates) {
+                          float* dc, GateGrad* dgates) {
   cell_backward_dm(H, n, load(dh, n) + load(grad_output, n), gates, cells,
                    c_prev, dc, dgates);
 }
@@ -342,8 +361,10 @@ inline void for_each_panel_tile(int64_t rows, Run&& run) {
 }
 
 // One chunk of a panel product over rows [r0, r0 + R): out[r][0..n) =
-// sum_j a[r][j] * packed[j][0..16), stored (to out and, if set, out2) after
-// the last chunk.
+// sum_j a[r][j] * packed[j][0..2L), stored (to out and, if set, out2) after
+// the last chunk. With a16 set (bfloat16 dot products), the left operand is
+// a16 (bfloat16, row stride lda) instead of a, the panel holds pairs
+// ([J][2L] words, see tile_product_bf16) and depth, j0 and j1 count pairs.
 struct PanelStep {
   const float* a;       // the step's first row of the left operand
   int64_t lda;
@@ -356,6 +377,7 @@ struct PanelStep {
   int64_t ldo2;
   int64_t n;            // valid columns of the block
   int64_t j0, j1;       // the chunk
+  const uint16_t* a16 = nullptr;
 };
 
 template <int R>
@@ -363,8 +385,19 @@ void panel_rows(const PanelStep& st, int64_t r0) {
   Reg acc[R][2];
   float* partial = st.partial + r0 * kPanelCols;
   start_tile<R, 2>(st.j0 == 0, partial, acc);
-  tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1, acc,
-                     prefetch_ahead(r0 > 0, st.packed, st.j0, st.j1, kPanelCols));
+  const float* ahead =
+      prefetch_ahead(r0 > 0, st.packed, st.j0, st.j1, kPanelCols);
+#if defined(FUSEDLSTM_BF16_DOT)
+  if (st.a16 != nullptr) {
+    tile_product_bf16<R, 2>(st.a16 + r0 * st.lda, st.lda,
+                            reinterpret_cast<const uint32_t*>(st.packed),
+                            st.j0, st.j1, acc, ahead);
+  } else
+#endif
+  {
+    tile_product<R, 2>(st.a + r0 * st.lda, st.lda, st.packed, st.j0, st.j1,
+                       acc, ahead);
+  }
   if (st.j1 < st.depth) {
     park_tile<R, 2>(acc, partial);
     return;
@@ -383,8 +416,10 @@ void panel_rows(const PanelStep& st, int64_t r0) {
 
 // The whole product for `rows` rows, by the tiles of for_each_panel_tile.
 inline void panel_product(PanelStep st, int64_t rows) {
+  // kChunk / 2 pairs: the k of a float chunk, in half its bytes.
+  const int64_t chunk = st.a16 != nullptr ? kChunk / 2 : kChunk;
   for (st.j0 = 0; st.j0 < st.depth; st.j0 = st.j1) {
-    st.j1 = std::min(st.depth, st.j0 + kChunk);
+    st.j1 = std::min(st.depth, st.j0 + chunk);
     for_each_panel_tile(rows, [&](auto tile_rows, int64_t r) {
       panel_rows<decltype(tile_rows)::value>(st, r);
     });

@@ -10,7 +10,10 @@
 // Float layers run the fused recurrence of recurrence.h where the CPU has
 // AVX2 and FMA, with or without a projection; the rest (double, other CPUs,
 // FUSEDLSTM_CPU_RECURRENCE=blas) run run_steps_backward below, a BLAS call
-// (two with a projection) and the cell kernel per step.
+// (two with a projection) and the cell kernel per step. bfloat16 layers whose
+// forward took bfloat16 dot products keep their gate gradients in bfloat16
+// and take every product with them in bfloat16 operands
+// (bf16_sequence_gradients).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 

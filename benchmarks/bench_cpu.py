@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
+import implementations  # noqa: E402
 
 IMPLS = ["fusedlstm", "nn_lstm"]
 
@@ -80,8 +81,8 @@ def main(argv=None):
                     load_avg=common.load_avg(), **common.shape_columns(shape))
         rows = {n: dict(base, impl=n) for n in IMPLS}
         try:
-            inputs = common.make_inputs(shape, dtype, "cpu", args.input_sets)
-            impls = common.build_impls(shape, dtype, "cpu", IMPLS)
+            inputs = implementations.make_inputs(shape, dtype, "cpu", args.input_sets)
+            impls = implementations.build_impls(shape, dtype, "cpu", IMPLS)
             runs = {}
             vecs = {}
             for n, impl in impls.items():

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch  # noqa: E402
 
 import common  # noqa: E402
+import implementations  # noqa: E402
 
 ALL_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn"]
 QUICK_SHAPES = "G1,G4,G7"
@@ -97,8 +98,8 @@ def run_cell(shape, dtype_name, mode, impl_names, args, meta, writer, flash_info
     names = [n for n in impl_names
              if n != "flashrnn" or dtype_name in _split(args.flashrnn_dtypes)]
     try:
-        inputs = common.make_inputs(shape, dtype, device, args.input_sets)
-        impls = common.build_impls(shape, dtype, device, names, flashrnn_info=flash_info)
+        inputs = implementations.make_inputs(shape, dtype, device, args.input_sets)
+        impls = implementations.build_impls(shape, dtype, device, names, flashrnn_info=flash_info)
     except Exception as e:
         for n in names:
             writer.write(dict(base, impl=n, error=_err_text(e)))
@@ -190,10 +191,10 @@ def main(argv=None):
     for i in impls:
         if i not in ALL_IMPLS:
             raise SystemExit(f"unknown impl {i}; choose from {ALL_IMPLS}")
-    if "flashrnn" in impls and not common.flashrnn_available():
+    if "flashrnn" in impls and not implementations.flashrnn_available():
         print("bench_gpu.py: FlashRNN is not installed; its rows are left out.", file=sys.stderr)
         impls.remove("flashrnn")
-    flash_info = common.flashrnn_device_info(_parse_info(args.flashrnn_info))
+    flash_info = implementations.flashrnn_device_info(_parse_info(args.flashrnn_info))
 
     torch.backends.cuda.matmul.allow_tf32 = False  # same fp32 math for every impl
     torch.backends.cudnn.allow_tf32 = False

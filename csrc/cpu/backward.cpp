@@ -126,10 +126,13 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
   const at::Tensor x = input.reshape({N, I});
   const at::Tensor h_prev = gather_previous(output.reshape({N, P}).contiguous(),
                                             h0.contiguous(), sched, reverse);
+  // ATen sums bfloat16 in float and rounds once; sum(0, kFloat) would first
+  // convert all of dgates to a float copy (16 ms of a C3 backward).
   at::Tensor grad_bias =
-      d.has_bias ? buf.dgates.sum(0, /*keepdim=*/false, at::kFloat).to(dtype)
-                 : at::empty({0}, input.options());
-  return {at::mm(buf.dgates, w_ih).view(input.sizes()),
+      d.has_bias ? buf.dgates.sum(0) : at::empty({0}, input.options());
+  at::Tensor grad_input = empty_fresh({N, I}, input.options());
+  at::mm_out(grad_input, buf.dgates, w_ih);
+  return {grad_input.view(input.sizes()),
           buf.dh_state.to(dtype),
           buf.dc_state.to(dtype),
           at::mm(dgates_t, x),
@@ -165,7 +168,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const auto opts = input.options().dtype(w.compute);
   // An output nobody used has no gradient; it contributes zero.
   auto rows_or_zeros = [&](const at::Tensor& g, int64_t rows, int64_t width) {
-    return g.defined() ? w(g).reshape({rows, width}).contiguous()
+    return g.defined() ? converted_fresh(g, w.compute).reshape({rows, width})
                        : at::zeros({rows, width}, opts);
   };
   auto state_or_zeros = [&](const at::Tensor& g, int64_t width) {
@@ -180,8 +183,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   BackwardBuffers buf;
   buf.grad_output = rows_or_zeros(grad_output, N, P);
-  buf.gates = w(gates).reshape({N, 4 * H}).contiguous();
-  buf.cells = w(cells).reshape({N, H}).contiguous();
+  buf.gates = converted_fresh(gates, w.compute).reshape({N, 4 * H});
+  buf.cells = converted_fresh(cells, w.compute).reshape({N, H});
   buf.c_prev = gather_previous(buf.cells, w(c0).contiguous(), sched, reverse);
   buf.dgates = empty_fresh({N, 4 * H}, bf16_dot ? input.options() : opts);
   buf.dh_state = state_or_zeros(grad_h_n, P);
@@ -248,7 +251,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
-  return {grad_input.to(dtype),       buf.dh_state.to(dtype),
+  return {converted_fresh(grad_input, dtype), buf.dh_state.to(dtype),
           buf.dc_state.to(dtype),     grad_w_ih.to(dtype),
           grad_w_hh.to(dtype),        grad_bias.to(dtype),
           grad_w_hr.to(dtype)};

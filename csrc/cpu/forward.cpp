@@ -122,7 +122,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
   auto shaped = [&](const at::Tensor& t, int64_t width, at::ScalarType as) {
     std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
     sizes.push_back(width);
-    return t.to(as).view(sizes);
+    return converted_fresh(t, as).view(sizes);
   };
   return {shaped(buf.output, P, dtype), buf.h_state.to(dtype),
           buf.c_state.to(dtype), shaped(buf.gates, 4 * H, saved),

@@ -1,15 +1,18 @@
 // Large buffers that a kernel fills right after allocating them.
 //
-// Why: glibc serves every allocation above its largest mmap threshold (32 MiB)
-// with a fresh mapping, so the first write of each 4 KiB page faults, and a
-// forward or backward over a long sequence allocates several such [N, 4H]
+// Why: glibc serves large allocations with fresh mappings (every one above
+// 32 MiB, and smaller ones whenever its dynamic threshold has not risen to
+// them), so the first write of each 4 KiB page faults and gets a zeroed page,
+// and a forward or backward over a long sequence allocates several such
 // buffers per call. A GEMM of 6400 x 512 by 512 x 2048 on 2 threads took
 // 122 ms into a fresh output, 98 ms into a fresh output advised for
-// transparent huge pages (one fault per 2 MiB), and 96 ms into a reused one.
-// The advice only changes how the kernel backs the mapping: contents,
-// alignment and lifetime are at::empty's, and the mapping goes away with the
-// tensor. Smaller buffers come from the heap, already touched, and are left
-// alone; where the kernel does not honour the advice, nothing changes.
+// transparent huge pages (one fault per 2 MiB), and 96 ms into a reused one;
+// buffers of 4-32 MiB (a bfloat16 [N, 4H], the float [N, H] ones) still took
+// 31 K faults per C3 training call before they were advised too (NOTES
+// change 13). The advice only changes how the kernel backs the mapping:
+// contents, alignment and lifetime are at::empty's, and the mapping goes away
+// with the tensor. Smaller buffers are left alone; where the kernel does not
+// honour the advice, nothing changes.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -27,7 +30,7 @@ inline at::Tensor empty_fresh(at::IntArrayRef sizes,
   at::Tensor t = at::empty(sizes, options);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  constexpr int64_t kMinBytes = int64_t{32} << 20;
+  constexpr int64_t kMinBytes = int64_t{4} << 20;  // two huge pages
   const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
   if (t.device().is_cpu() && bytes >= kMinBytes) {
     const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
@@ -41,6 +44,16 @@ inline at::Tensor empty_fresh(at::IntArrayRef sizes,
   }
 #endif
   return t;
+}
+
+// t in `dtype` (t itself, contiguous, where it already is), a conversion
+// written into an empty_fresh buffer: Tensor.to's own buffer would fault page
+// by page.
+inline at::Tensor converted_fresh(const at::Tensor& t, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype) return t.contiguous();
+  at::Tensor out = empty_fresh(t.sizes(), t.options().dtype(dtype));
+  out.copy_(t);
+  return out;
 }
 
 }  // namespace fusedlstm::cpu

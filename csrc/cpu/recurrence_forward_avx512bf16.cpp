@@ -7,10 +7,6 @@
 // AVX-512 BF16.
 #include "cpu/bf16_dot_build.h"  // only macros: before the target header
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
-#include "cpu/avx512_target.h"  // first: see there
-#pragma GCC target("avx512bf16")
-#undef FUSEDLSTM_ISA
-#define FUSEDLSTM_ISA avx512bf16
-#define FUSEDLSTM_BF16_DOT 1
+#include "cpu/avx512bf16_target.h"  // first: see there
 #include "cpu/recurrence_forward_impl.h"
 #endif

@@ -191,12 +191,14 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   buf.dc_state = state_or_zeros(grad_c_n, H);
   buf.dm = at::empty({B, H}, opts);
   if (d.has_proj) buf.grad_h_all = empty_fresh({N, P}, opts);
-  const at::Tensor w_hh_c = w(w_hh).contiguous();
+  // bfloat16 dot products pack W_hh from its own bfloat16 values.
+  const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
 
   if (use_fused_recurrence(w.compute) && B > 0) {
     RecurrentBackward args{
-        &sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
+        &sched, reverse, H, P,
+        bf16_dot ? nullptr : w_hh_c.const_data_ptr<float>(),
         d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
         buf.grad_output.const_data_ptr<float>(),
         buf.gates.const_data_ptr<float>(), buf.cells.const_data_ptr<float>(),
@@ -205,6 +207,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
         buf.dh_state.data_ptr<float>(), buf.dc_state.data_ptr<float>()};
     if (bf16_dot) {
       args.bf16_dot = true;
+      args.w_hh16 = bf16_bits(w_hh_c);
       args.dgates16 =
           reinterpret_cast<uint16_t*>(buf.dgates.data_ptr<at::BFloat16>());
     } else {

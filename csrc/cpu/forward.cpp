@@ -78,7 +78,7 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
 // dot products take k in pairs).
 class Bf16InputProjection {
  public:
-  Bf16InputProjection(const at::Tensor& input, const at::Tensor& w_ih_float,
+  Bf16InputProjection(const at::Tensor& input, const at::Tensor& w_ih,
                       int64_t N, int64_t H, int64_t I)
       : H_(H), I_(I), ldx_(I + (I & 1)) {
     const at::Tensor rows = input.reshape({N, I});
@@ -89,8 +89,7 @@ class Bf16InputProjection {
       x_.narrow(1, 0, I).copy_(rows);
     }
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
-    packed_ = avx512bf16::pack_input_weights(
-        w_ih_float.contiguous().const_data_ptr<float>(), H, I);
+    packed_ = avx512bf16::pack_input_weights(bf16_bits(w_ih.contiguous()), H, I);
 #endif
   }
 
@@ -156,8 +155,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
   if (bf16_dot) {
-    Bf16InputProjection(input, w(w_ih), N, H, I)(0, N,
-                                                 buf.gates.data_ptr<float>());
+    Bf16InputProjection(input, w_ih, N, H, I)(0, N, buf.gates.data_ptr<float>());
   } else if (d.has_bias && !fused) {
     at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)),
                   w(input).reshape({N, I}), w(w_ih).t());
@@ -171,10 +169,11 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   if (fused) {
     const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
                                        : at::zeros({4 * H}, opts);
-    const at::Tensor w_hh_c = w(w_hh).contiguous();
+    // bfloat16 dot products pack W_hh from its own bfloat16 values.
+    const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
     RecurrentForward args{&sched, reverse, H, P,
-                          w_hh_c.const_data_ptr<float>(),
+                          bf16_dot ? nullptr : w_hh_c.const_data_ptr<float>(),
                           d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
                           bias.const_data_ptr<float>(),
                           buf.gates.data_ptr<float>(),
@@ -183,6 +182,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                           buf.h_state.data_ptr<float>(),
                           buf.c_state.data_ptr<float>()};
     args.bf16_dot = bf16_dot;
+    if (bf16_dot) args.w_hh16 = bf16_bits(w_hh_c);
     recurrent_forward_fused(args);
     return finish(input, buf, d);
   }
@@ -243,7 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   at::Tensor x, w_ih_t;
   const bool bf16_dot = bf16_recurrent_product(input.scalar_type(), d.has_proj);
   if (bf16_dot) {
-    bf16_projection.emplace(input, w(w_ih), N, H, I);
+    bf16_projection.emplace(input, w_ih, N, H, I);
     project = [&](int64_t first_row, int64_t rows) {
       (*bf16_projection)(first_row, rows, gates.data_ptr<float>());
     };
@@ -257,12 +257,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   }
   const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
                                      : at::zeros({4 * H}, opts);
-  const at::Tensor w_hh_c = w(w_hh).contiguous();
+  const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
   at::Tensor output = empty_fresh({N, P}, opts);
   at::Tensor h_state = w.owned(h0);
   at::Tensor c_state = w.owned(c0);
-  RecurrentForward args{&sched, reverse, H, P, w_hh_c.const_data_ptr<float>(),
+  RecurrentForward args{&sched, reverse, H, P,
+                        bf16_dot ? nullptr : w_hh_c.const_data_ptr<float>(),
                         d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
                         bias.const_data_ptr<float>(),
                         gates.data_ptr<float>(), /*cells=*/nullptr,
@@ -271,6 +272,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   args.project = &project;
   args.chunk_steps = chunk_steps;
   args.bf16_dot = bf16_dot;
+  if (bf16_dot) args.w_hh16 = bf16_bits(w_hh_c);
   recurrent_forward_fused(args);
 
   const at::ScalarType dtype = input.scalar_type();

@@ -52,8 +52,11 @@ struct RecurrentForward {
   int64_t chunk_steps = 0;
   // Run the recurrent product in bfloat16 dot products on h_{t-1} rounded to
   // bfloat16: set by the caller to bf16_recurrent_product(layer dtype,
-  // has_proj), for a bfloat16 layer whose widened values are passed here.
+  // has_proj), for a bfloat16 layer whose widened values are passed here,
+  // except W_hh: w_hh16 ([4H, P], the layer's bfloat16 values as bits), and
+  // w_hh unused.
   bool bf16_dot = false;
+  const uint16_t* w_hh16 = nullptr;
 };
 
 struct RecurrentBackward {
@@ -74,9 +77,11 @@ struct RecurrentBackward {
   float* dc_state;         // [B, H]  in: grad of c_n, out: grad of c0
   // bfloat16 dot products (set as RecurrentForward::bf16_dot is): the gate
   // gradients go, rounded to bfloat16, to dgates16 ([N, 4H]) instead of
-  // dgates, and dh_{t-1} = dG_t W_hh takes them in bfloat16 dot products.
+  // dgates, and dh_{t-1} = dG_t W_hh takes them in bfloat16 dot products with
+  // W_hh from w_hh16 ([4H, P] bfloat16 bits; w_hh unused).
   bool bf16_dot = false;
   uint16_t* dgates16 = nullptr;
+  const uint16_t* w_hh16 = nullptr;
 };
 
 // The instruction set the fused recurrence uses on this CPU: "avx512",
@@ -118,8 +123,8 @@ void recurrent_backward(const RecurrentBackward& args);
 namespace avx512bf16 {
 void recurrent_forward(const RecurrentForward& args);
 void recurrent_backward(const RecurrentBackward& args);
-// W_ih [4H, I] (widened bfloat16 values) as bfloat16 pairs by unit block.
-at::Tensor pack_input_weights(const float* w_ih, int64_t H, int64_t I);
+// W_ih [4H, I] (bfloat16 bits) as bfloat16 pairs by unit block.
+at::Tensor pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I);
 // out[r] (row stride 4H) = x[r] . W_ih^T for r < rows, in bfloat16 dot
 // products. x: bfloat16 rows of stride ldx, even (zero past I when I is odd);
 // packed: pack_input_weights's.

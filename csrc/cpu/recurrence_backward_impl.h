@@ -216,7 +216,7 @@ void recurrent_backward(const RecurrentBackward& a) {
     for (int64_t c = cols.begin; c < cols.end; ++c) {
       float* panel = w_panels + c * depth * kPanelCols;
 #if defined(FUSEDLSTM_BF16_DOT)
-      pack_panel_pairs(a.w_hh, G, H, H, c, scratch.data(),
+      pack_panel_pairs(a.w_hh16, G, H, H, c, scratch.data(),
                        reinterpret_cast<uint32_t*>(panel));
 #else
       pack_panel(a.w_hh, G, H, H, 1, c, panel);

@@ -162,7 +162,7 @@ void pack_weights(const ForwardPlan& plan) {
     std::vector<float> scratch(P * kUnitCols);
     for (int64_t u = units.begin; u < units.end; ++u) {
       pack_unit_block_pairs(
-          a.w_hh, H, P, u, scratch.data(),
+          a.w_hh16, H, P, u, scratch.data(),
           reinterpret_cast<uint32_t*>(u_panels + u * depth * kUnitCols));
     }
 #else
@@ -271,7 +271,7 @@ void recurrent_forward(const RecurrentForward& a) {
 // x and W_ih are bfloat16 values, so every product is exact and only the
 // order of the float sums differs from the float GEMM on the widened values.
 
-at::Tensor pack_input_weights(const float* w_ih, int64_t H, int64_t I) {
+at::Tensor pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
   const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
   at::Tensor packed = at::empty({blocks * depth * kUnitCols},
                                 at::TensorOptions().dtype(at::kInt));

@@ -82,6 +82,8 @@ void recurrent_forward_fused(const RecurrentForward& args) {
   if (args.bf16_dot) {
     TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
                 "fusedlstm: bfloat16 dot products asked for where they do not run");
+    TORCH_CHECK(args.w_hh16 != nullptr,
+                "fusedlstm: bfloat16 dot products need W_hh in bfloat16");
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
     avx512bf16::recurrent_forward(args);
 #endif
@@ -102,6 +104,8 @@ void recurrent_backward_fused(const RecurrentBackward& args) {
   if (args.bf16_dot) {
     TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
                 "fusedlstm: bfloat16 dot products asked for where they do not run");
+    TORCH_CHECK(args.w_hh16 != nullptr,
+                "fusedlstm: bfloat16 dot products need W_hh in bfloat16");
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
     avx512bf16::recurrent_backward(args);
 #endif

@@ -22,4 +22,12 @@ struct Widen {
   }
 };
 
+// The bits of a contiguous bfloat16 tensor, for kernels that take them as
+// uint16_t (the bfloat16 dot products).
+inline const uint16_t* bf16_bits(const at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kBFloat16 && t.is_contiguous(),
+              "fusedlstm: expected a contiguous bfloat16 tensor");
+  return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
+}
+
 }  // namespace fusedlstm::cpu

@@ -54,11 +54,30 @@ class Plan:
     output: torch.dtype   # output and h_n
 
 
+def _autocast_device_types() -> frozenset:
+    """The device types autocast exists for, asked once: a property of the
+    build. torch.compile (dynamo) in torch 2.11 cannot trace
+    ``torch.amp.is_autocast_available``; a lookup in this set it can."""
+    candidates = {"cpu", "cuda", "xpu", "mps", "hpu", "xla", "ipu", "mtia", "maia",
+                  torch._C._get_privateuse1_backend_name()}
+    available = set()
+    for kind in candidates:
+        try:
+            if torch.amp.is_autocast_available(kind):
+                available.add(kind)
+        except RuntimeError:  # a device type this build does not know
+            pass
+    return frozenset(available)
+
+
+_AUTOCAST_DEVICE_TYPES = _autocast_device_types()
+
+
 def lower_dtype(input: Tensor, *, cell: bool) -> Optional[torch.dtype]:
     """The dtype autocast casts nn.LSTM's (``cell``: nn.LSTMCell's) GEMM
     operands to on ``input``'s device; None where autocast is off there."""
     kind = input.device.type
-    if not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
+    if kind not in _AUTOCAST_DEVICE_TYPES or not torch.is_autocast_enabled(kind):
         return None
     if kind == "cuda" and not cell and _cudnn_takes(input):
         return torch.float16

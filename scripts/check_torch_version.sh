@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds fusedlstm against another torch release and runs the test suite
+# there, in a throwaway virtual environment and a clone of the committed tree:
+#   bash scripts/check_torch_version.sh [VERSION]      (default 2.11.0)
+#
+# Why: the lent GPU machines run torch 2.11 (CUDA 13.0), and CI and the
+# quick start torch 2.13 (CPU). PyPI's Linux wheel of 2.11 is the CUDA 13.0
+# build, so where nvcc is installed this compiles the CUDA kernels too, as the
+# GPU machine will, and the CPU suite runs on that torch (its CUDA tests skip
+# without a device). A torch.compile tracing difference between the two
+# releases once failed 23 tests on 2.11 alone; a GPU session should not be
+# where that is found.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VERSION="${1:-2.11.0}"
+PY="${PYTHON:-python3}"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+
+echo "== torch $VERSION in a virtual environment"
+"$PY" -m venv "$scratch/venv"
+VPY="$scratch/venv/bin/python"
+"$VPY" -m pip install --disable-pip-version-check -q "torch==$VERSION" \
+  numpy setuptools wheel ninja pytest hypothesis pytest-benchmark scikit-learn matplotlib tqdm
+
+git clone -q . "$scratch/tree"
+cd "$scratch/tree"
+# torch finds CUDA through `which nvcc`, which a wrapper script can hide.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDA_HOME=/usr/local/cuda
+fi
+echo "== building ($("$VPY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'), CUDA_HOME=${CUDA_HOME:-none})"
+TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+  "$VPY" -m pip install --disable-pip-version-check -q --no-build-isolation -e .
+"$VPY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))"
+
+echo "== test suite on torch $VERSION"
+set +e
+"$VPY" -m pytest tests -q -p no:cacheprovider
+status=$?
+[ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
+exit "$status"

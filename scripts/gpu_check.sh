@@ -63,6 +63,10 @@ step() {
   git status --short 2>/dev/null || true
 } > "$OUT/environment.txt" 2>&1
 
+# torch finds CUDA through `which nvcc`, which a wrapper script can hide.
+if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
+  export CUDA_HOME=/usr/local/cuda
+fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-16}"
 export PYTHONUNBUFFERED=1

@@ -75,48 +75,56 @@ bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {
          bf16_dot_available();
 }
 
-void recurrent_forward_fused(const RecurrentForward& args) {
+#if defined(__x86_64__) && defined(__GNUC__)
+namespace {
+
+// Runs the build of a recurrence (forward or backward: Args) that the call
+// asks for: the bfloat16 dot products where args.bf16_dot is set (checked to
+// be available, with W_hh in bfloat16), else AVX-512 or AVX2.
+template <typename Args>
+void run_fused(const Args& args, void (*bf16_dot)(const Args&),
+               void (*avx512_build)(const Args&), void (*avx2_build)(const Args&)) {
   TORCH_CHECK(fused_recurrence_supported(),
               "fusedlstm: the fused recurrence is not built for this CPU");
-#if defined(__x86_64__) && defined(__GNUC__)
   if (args.bf16_dot) {
-    TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
+    TORCH_CHECK(bf16_dot != nullptr &&
+                    bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
                 "fusedlstm: bfloat16 dot products asked for where they do not run");
     TORCH_CHECK(args.w_hh16 != nullptr,
                 "fusedlstm: bfloat16 dot products need W_hh in bfloat16");
-#if defined(FUSEDLSTM_BUILD_BF16_DOT)
-    avx512bf16::recurrent_forward(args);
-#endif
+    bf16_dot(args);
     return;
   }
-  if (is_avx512()) {
-    avx512::recurrent_forward(args);
-  } else {
-    avx2::recurrent_forward(args);
-  }
+  (is_avx512() ? avx512_build : avx2_build)(args);
+}
+
+}  // namespace
+
+void recurrent_forward_fused(const RecurrentForward& args) {
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
+  constexpr auto bf16_dot = &avx512bf16::recurrent_forward;
+#else
+  constexpr void (*bf16_dot)(const RecurrentForward&) = nullptr;
 #endif
+  run_fused(args, bf16_dot, &avx512::recurrent_forward, &avx2::recurrent_forward);
 }
 
 void recurrent_backward_fused(const RecurrentBackward& args) {
-  TORCH_CHECK(fused_recurrence_supported(),
-              "fusedlstm: the fused recurrence is not built for this CPU");
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (args.bf16_dot) {
-    TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, args.w_hr != nullptr),
-                "fusedlstm: bfloat16 dot products asked for where they do not run");
-    TORCH_CHECK(args.w_hh16 != nullptr,
-                "fusedlstm: bfloat16 dot products need W_hh in bfloat16");
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
-    avx512bf16::recurrent_backward(args);
+  constexpr auto bf16_dot = &avx512bf16::recurrent_backward;
+#else
+  constexpr void (*bf16_dot)(const RecurrentBackward&) = nullptr;
 #endif
-    return;
-  }
-  if (is_avx512()) {
-    avx512::recurrent_backward(args);
-  } else {
-    avx2::recurrent_backward(args);
-  }
-#endif
+  run_fused(args, bf16_dot, &avx512::recurrent_backward, &avx2::recurrent_backward);
 }
+#else
+void recurrent_forward_fused(const RecurrentForward&) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+
+void recurrent_backward_fused(const RecurrentBackward&) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+#endif
 
 }  // namespace fusedlstm::cpu

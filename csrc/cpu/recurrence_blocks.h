@@ -116,27 +116,33 @@ inline void pack_unit_block(const T* w_hh, int64_t H, int64_t K, int64_t u,
 }
 
 #if defined(FUSEDLSTM_BF16_DOT)
-// pack_unit_block's panel as bfloat16 pairs: dst[p][c] = (W[2p][c], W[2p+1][c])
-// of the float panel, low half first, zero past K. The weights of a bfloat16
-// layer are bfloat16 values, so keeping the upper 16 bits of each float is
-// exact. scratch: [K][4L] floats.
-inline void pack_unit_block_pairs(const uint16_t* w_hh, int64_t H, int64_t K,
-                                  int64_t u, float* scratch, uint32_t* dst) {
-  pack_unit_block(w_hh, H, K, u, scratch);
+// dst[p][c] = (src[2p][c], src[2p + 1][c]) for p < ceil(K / 2), c < cols:
+// rows of a float panel (row stride cols, a multiple of L) as bfloat16 pairs,
+// low half first, zero past row K. The weights of a bfloat16 layer are
+// bfloat16 values, so keeping the upper 16 bits of each float is exact.
+inline void rows_to_pairs(const float* src, int64_t K, int64_t cols,
+                          uint32_t* dst) {
   const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
   const __m512i zero = _mm512_setzero_si512();
   for (int64_t p = 0; 2 * p < K; ++p) {
-    for (int64_t c = 0; c < kUnitCols; c += kLanes) {
-      const __m512i even =
-          _mm512_loadu_si512(scratch + (2 * p) * kUnitCols + c);
+    for (int64_t c = 0; c < cols; c += kLanes) {
+      const __m512i even = _mm512_loadu_si512(src + (2 * p) * cols + c);
       const __m512i odd = 2 * p + 1 < K
-          ? _mm512_loadu_si512(scratch + (2 * p + 1) * kUnitCols + c)
+          ? _mm512_loadu_si512(src + (2 * p + 1) * cols + c)
           : zero;
-      _mm512_storeu_si512(dst + p * kUnitCols + c,
+      _mm512_storeu_si512(dst + p * cols + c,
                           _mm512_or_si512(_mm512_and_si512(odd, high),
                                           _mm512_srli_epi32(even, 16)));
     }
   }
+}
+
+// pack_unit_block's panel as bfloat16 pairs (rows_to_pairs), zero past K.
+// scratch: [K][4L] floats.
+inline void pack_unit_block_pairs(const uint16_t* w_hh, int64_t H, int64_t K,
+                                  int64_t u, float* scratch, uint32_t* dst) {
+  pack_unit_block(w_hh, H, K, u, scratch);
+  rows_to_pairs(scratch, K, kUnitCols, dst);
 }
 
 // dst[b][0..K) = h[b][0..K) rounded to bfloat16 (to nearest even, as
@@ -147,15 +153,9 @@ inline void round_rows_to_bf16(const float* h, int64_t rows, int64_t K,
   for (int64_t b = 0; b < rows; ++b) {
     const float* src = h + b * K;
     uint16_t* out = dst + b * ld;
-    int64_t k = 0;
-    for (; k + kLanes <= K; k += kLanes) {
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_loadu_ps(src + k));
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), (__m256i)v);
-    }
-    if (k < K) {
-      const __mmask16 live = static_cast<__mmask16>((1u << (K - k)) - 1u);
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(live, src + k));
-      _mm256_mask_storeu_epi16(out + k, live, (__m256i)v);
+    for (int64_t k = 0; k < K; k += kLanes) {
+      const int64_t n = std::min(kLanes, K - k);
+      store_as(load(src + k, n), out + k, n);
     }
     if (K & 1) out[K] = 0;
   }
@@ -186,23 +186,13 @@ inline void pack_panel(const T* src, int64_t depth, int64_t cols,
 }
 
 #if defined(FUSEDLSTM_BF16_DOT)
-// pack_panel's panel of rows [0, depth) (depth even) of bfloat16 values as
-// pairs: dst[p][l] = (src[2p][col], src[2p + 1][col]), low half first.
-// scratch: [depth][2L] floats.
+// pack_panel's panel of rows [0, depth) of bfloat16 values as pairs
+// (rows_to_pairs). scratch: [depth][2L] floats.
 inline void pack_panel_pairs(const uint16_t* src, int64_t depth, int64_t cols,
                              int64_t row_stride, int64_t c, float* scratch,
                              uint32_t* dst) {
   pack_panel(src, depth, cols, row_stride, 1, c, scratch);
-  const __m512i high = _mm512_set1_epi32(static_cast<int32_t>(0xFFFF0000u));
-  for (int64_t p = 0; 2 * p < depth; ++p) {
-    for (int64_t l = 0; l < kPanelCols; l += kLanes) {
-      const __m512i even = _mm512_loadu_si512(scratch + (2 * p) * kPanelCols + l);
-      const __m512i odd = _mm512_loadu_si512(scratch + (2 * p + 1) * kPanelCols + l);
-      _mm512_storeu_si512(dst + p * kPanelCols + l,
-                          _mm512_or_si512(_mm512_and_si512(odd, high),
-                                          _mm512_srli_epi32(even, 16)));
-    }
-  }
+  rows_to_pairs(scratch, depth, kPanelCols, dst);
 }
 #endif  // FUSEDLSTM_BF16_DOT
 

@@ -285,12 +285,12 @@ inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
   }
 }
 
-// Stores a gate gradient: float, or (bfloat16 dot products in the backward)
-// rounded to bfloat16, to nearest even as Tensor.to(torch.bfloat16) and
-// oneDNN's bfloat16 LSTM round theirs.
-inline void store_gate_grad(const V& v, float* p, int64_t n) { store(v, p, n); }
+// Stores n lanes in the destination's type: float, or (bfloat16 dot
+// products) rounded to bfloat16, to nearest even as Tensor.to(torch.bfloat16)
+// and oneDNN's bfloat16 LSTM round theirs.
+inline void store_as(const V& v, float* p, int64_t n) { store(v, p, n); }
 #if defined(FUSEDLSTM_BF16_DOT)
-inline void store_gate_grad(const V& v, uint16_t* p, int64_t n) {
+inline void store_as(const V& v, uint16_t* p, int64_t n) {
   const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(__m512(v));
   if (n == kLanes) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), rounded);
@@ -315,10 +315,10 @@ inline void cell_backward_dm(int64_t H, int64_t n, const V& dm,
   const V tc = tanh_cell(load(cells, n));
   const V dcv = load(dc, n) + dm * o * (one - tc * tc);
   const V cp = load(c_prev, n);
-  store_gate_grad(dcv * g * i * (one - i), dgates, n);
-  store_gate_grad(dcv * cp * f * (one - f), dgates + H, n);
-  store_gate_grad(dcv * i * (one - g * g), dgates + 2 * H, n);
-  store_gate_grad(dm * tc * o * (one - o), dgates + 3 * H, n);
+  store_as(dcv * g * i * (one - i), dgates, n);
+  store_as(dcv * cp * f * (one - f), dgates + H, n);
+  store_as(dcv * i * (one - g * g), dgates + 2 * H, n);
+  store_as(dm * tc * o * (one - o), dgates + 3 * H, n);
   store(dcv * f, dc, n);
 }
 

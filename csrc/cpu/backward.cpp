@@ -168,7 +168,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const auto opts = input.options().dtype(w.compute);
   // An output nobody used has no gradient; it contributes zero.
   auto rows_or_zeros = [&](const at::Tensor& g, int64_t rows, int64_t width) {
-    return g.defined() ? converted_fresh(g, w.compute).reshape({rows, width})
+    return g.defined() ? w(g).reshape({rows, width}).contiguous()
                        : at::zeros({rows, width}, opts);
   };
   auto state_or_zeros = [&](const at::Tensor& g, int64_t width) {
@@ -183,8 +183,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   BackwardBuffers buf;
   buf.grad_output = rows_or_zeros(grad_output, N, P);
-  buf.gates = converted_fresh(gates, w.compute).reshape({N, 4 * H});
-  buf.cells = converted_fresh(cells, w.compute).reshape({N, H});
+  buf.gates = w(gates).reshape({N, 4 * H}).contiguous();
+  buf.cells = w(cells).reshape({N, H}).contiguous();
   buf.c_prev = gather_previous(buf.cells, w(c0).contiguous(), sched, reverse);
   buf.dgates = empty_fresh({N, 4 * H}, bf16_dot ? input.options() : opts);
   buf.dh_state = state_or_zeros(grad_h_n, P);

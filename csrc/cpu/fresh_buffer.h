@@ -46,11 +46,11 @@ inline at::Tensor empty_fresh(at::IntArrayRef sizes,
   return t;
 }
 
-// t in `dtype` (t itself, contiguous, where it already is), a conversion
-// written into an empty_fresh buffer: Tensor.to's own buffer would fault page
-// by page.
+// t in `dtype`: t itself where it already is, else a conversion written
+// into an empty_fresh (contiguous) buffer: Tensor.to's own buffer would fault
+// page by page.
 inline at::Tensor converted_fresh(const at::Tensor& t, at::ScalarType dtype) {
-  if (t.scalar_type() == dtype) return t.contiguous();
+  if (t.scalar_type() == dtype) return t;
   at::Tensor out = empty_fresh(t.sizes(), t.options().dtype(dtype));
   out.copy_(t);
   return out;

@@ -4,6 +4,8 @@
 
 #include <ATen/ATen.h>
 
+#include "cpu/fresh_buffer.h"
+
 namespace fusedlstm::cpu {
 
 struct Widen {
@@ -12,8 +14,12 @@ struct Widen {
   explicit Widen(at::ScalarType dtype)
       : compute(dtype == at::kDouble ? at::kDouble : at::kFloat) {}
 
-  // t in the compute type (a view or t itself where no conversion is needed).
-  at::Tensor operator()(const at::Tensor& t) const { return t.to(compute); }
+  // t in the compute type (t itself where no conversion is needed; a
+  // conversion's buffer, often the size of a whole sequence, is advised for
+  // huge pages by converted_fresh).
+  at::Tensor operator()(const at::Tensor& t) const {
+    return converted_fresh(t, compute);
+  }
 
   // A contiguous copy in the compute type that the caller may overwrite.
   at::Tensor owned(const at::Tensor& t) const {

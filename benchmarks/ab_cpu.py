@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import fusedlstm
+import torch  # noqa: E402
 
-# id: (T, B, I, H, layers), as in benchmarks/common.py's CPU_GRID.
-SHAPES = {"C1": (100, 1, 256, 256, 1), "C2": (100, 8, 512, 512, 1),
-          "C3": (100, 64, 512, 512, 1), "C4": (50, 32, 256, 256, 2)}
+import common  # noqa: E402
+import fusedlstm  # noqa: E402
 
 
 def main(argv=None):
@@ -39,8 +40,8 @@ def main(argv=None):
     print(f"threads {args.threads} | {args.dtype} | recurrence "
           f"{torch.ops.fusedlstm.cpu_recurrence()} | GEMMs "
           f"{torch.ops.fusedlstm.cpu_gemm_backend()}")
-    for name in args.shapes.split(","):
-        T, B, I, H, L = SHAPES[name]
+    for shape in common.select(args.shapes, common.CPU_GRID):
+        name, T, B, I, H, L = shape.id, shape.T, shape.B, shape.I, shape.H, shape.layers
         torch.manual_seed(0)
         ref = torch.nn.LSTM(I, H, L)
         ours = fusedlstm.LSTM(I, H, L)

@@ -281,6 +281,12 @@ int main() {
       {"one SM: U8", 5, 36, 0, 3, 4, true, true, 1, 8},
       // float32 would need 80 rows of W_hh per CTA, over the 64 it holds.
       {"two SMs, 1 block each: U20", 5, 37, 6, 3, 3, true, true, 2, 1, false},
+      // U32 on five CTAs: the forward's k-tiles (P / 16, 160 / 8 for TF32)
+      // and the backward's (4H / 16 per k-split) outnumber block_matmul's
+      // load batch at every chunk width (steps of 20, 15, 10 and 5 rows), so
+      // whole and partial batches run; 20 rows x 32 units are more cells
+      // than the forward preloads (2 per thread).
+      {"packed, five SMs, 1 block each: U32", 4, 160, 0, 20, 4, true, true, 5, 1, false},
   };
   std::printf("-- float32 (FMA path)\n");
   run_all<float>(cases);

@@ -5,6 +5,7 @@
 #   scripts/compile_check_cuda.sh            # all files, 2 at a time
 #   JOBS=4 scripts/compile_check_cuda.sh     # more parallel jobs
 #   PTXAS_VERBOSE=1 scripts/compile_check_cuda.sh   # register/smem/spill report
+#   scripts/compile_check_cuda.sh persistent_fwd     # only paths matching a regex
 #
 # Needs nvcc (CUDA 12+) and torch (a CPU wheel is enough: it ships the
 # ATen/c10 CUDA headers). CPU wheels lack c10/cuda/impl/cuda_cmake_macros.h,
@@ -62,7 +63,7 @@ compile_one() {
 }
 export -f compile_one
 
-FILES="$(find csrc/cuda -name '*.cu' -o -name '*.cpp' | sort)"
+FILES="$(find csrc/cuda -name '*.cu' -o -name '*.cpp' | sort | grep -E -- "${1:-.}" || true)"
 [ -n "$FILES" ] || { echo "compile_check_cuda: no files under csrc/cuda" >&2; exit 1; }
 echo "compile_check_cuda: $(echo "$FILES" | wc -l) files, arch $ARCH, $JOBS jobs"
 if echo "$FILES" | xargs -P "$JOBS" -I{} bash -c 'compile_one "$@"' _ {}; then

@@ -52,16 +52,25 @@ __device__ __forceinline__ StepRows step_rows(const ScheduleTable& sched, int t)
   return r;
 }
 
-// The cell backward of row b (of step rows `cur`) and unit uu, given dm: the
-// gradient reaching o * tanh(c_t). prev are the rows of the step that came
-// before in forward order; rows b < carried continue from it, the others
-// start from h0/c0. Also gathers h_{t-1} for dW_hh when kGatherH (without a
-// projection, where units and state columns coincide).
+// What the cell backward of row b (of step rows `cur`) and unit uu reads
+// besides dm: none of it depends on the step's product, so it can be asked
+// for before the product (see kPreloadCells). prev are the rows of the step
+// that came before in forward order; rows b < carried continue from it, the
+// others start from h0/c0. With kGatherH (no projection, where units and
+// state columns coincide) also h_{t-1} for dW_hh and the row's grad_output.
+template <typename T>
+struct BackwardCellInputs {
+  float gate[4] = {0.f, 0.f, 0.f, 0.f};  // activated i, f, g, o
+  float c = 0.f, c_prev = 0.f;
+  float dc = 0.f;        // gradient of c_t from the step visited before
+  float grad_out = 0.f;  // kGatherH only
+  storage_t<T> h_prev = storage_t<T>(0);  // kGatherH only
+};
+
 template <typename T, bool kGatherH>
-__device__ __forceinline__ void cell_backward_at(const PersistentBackwardParams& p,
-                                                 StepRows cur, StepRows prev,
-                                                 int carried, int b, int uu,
-                                                 float dm) {
+__device__ __forceinline__ BackwardCellInputs<T> load_backward_cell(
+    const PersistentBackwardParams& p, StepRows cur, StepRows prev, int carried,
+    int b, int uu) {
   using S = storage_t<T>;
   const int H = p.H, P = p.P;
   const S* gates = static_cast<const S*>(p.gates);
@@ -69,25 +78,42 @@ __device__ __forceinline__ void cell_backward_at(const PersistentBackwardParams&
   const int64_t row = cur.row0 + b;
   const bool cont = b < carried;
   const S* gp = gates + row * 4 * H + uu;
-  const float c_prev = cont ? to_float<T>(cells[(prev.row0 + b) * H + uu])
-                            : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
-  const int64_t ci = int64_t(b) * H + uu;
+  BackwardCellInputs<T> in;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) in.gate[q] = to_float<T>(gp[q * H]);
+  in.c = to_float<T>(cells[row * H + uu]);
+  in.c_prev = cont ? to_float<T>(cells[(prev.row0 + b) * H + uu])
+                   : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
+  in.dc = p.dc_state[int64_t(b) * H + uu];
+  if constexpr (kGatherH) {
+    in.grad_out = to_float<T>(static_cast<const S*>(p.grad_out)[row * P + uu]);
+    in.h_prev = cont ? static_cast<const S*>(p.output)[(prev.row0 + b) * P + uu]
+                     : static_cast<const S*>(p.h0)[int64_t(b) * P + uu];
+  }
+  return in;
+}
+
+// The cell backward of row b and unit uu from its inputs and dm, the
+// gradient reaching o * tanh(c_t): writes the gate gradients, dc_{t-1} and
+// (kGatherH) h_{t-1}.
+template <typename T, bool kGatherH>
+__device__ __forceinline__ void run_backward_cell(const PersistentBackwardParams& p,
+                                                  StepRows cur, int b, int uu,
+                                                  float dm,
+                                                  const BackwardCellInputs<T>& in) {
+  using S = storage_t<T>;
+  const int H = p.H;
+  const int64_t row = cur.row0 + b;
   const CellGrad<float> d = cell_backward_math<float>(
-      to_float<T>(gp[0]), to_float<T>(gp[H]), to_float<T>(gp[2 * H]),
-      to_float<T>(gp[3 * H]), to_float<T>(cells[row * H + uu]), c_prev, dm,
-      p.dc_state[ci]);
+      in.gate[0], in.gate[1], in.gate[2], in.gate[3], in.c, in.c_prev, dm, in.dc);
   S* dg = static_cast<S*>(p.dgates) + row * 4 * H + uu;
   dg[0] = from_float<T>(d.d_i);
   dg[H] = from_float<T>(d.d_f);
   dg[2 * H] = from_float<T>(d.d_g);
   dg[3 * H] = from_float<T>(d.d_o);
-  p.dc_state[ci] = d.dc_prev;  // only this CTA ever touches unit uu's state
-  if constexpr (kGatherH) {
-    const S* out = static_cast<const S*>(p.output);
-    const S* h0 = static_cast<const S*>(p.h0);
-    static_cast<S*>(p.h_prev)[row * P + uu] =
-        cont ? out[(prev.row0 + b) * P + uu] : h0[int64_t(b) * P + uu];
-  }
+  // Only this CTA ever touches unit uu's state.
+  p.dc_state[int64_t(b) * H + uu] = d.dc_prev;
+  if constexpr (kGatherH) static_cast<S*>(p.h_prev)[row * p.P + uu] = in.h_prev;
 }
 
 // One CTA: units [u0, u0 + U) (cells, and without a projection also columns
@@ -137,19 +163,38 @@ __global__ void __launch_bounds__(kThreads)
                              [&](int r) { return u0 + r < H ? u0 + r : -1; });
     __syncthreads();
     for (int s = 0; s <= T_; ++s) {
+      const int t = step_of(s);
+      const StepRows cur = step_rows(p.sched, t);  // {0, 0} once s == T_
+      const StepRows prev = step_rows(p.sched, forward_prev(t));
+      const int carried = min(cur.bs, prev.bs);
+      // Cell e of the step: row e / U, unit u0 + e % U, the same thread's
+      // every step. The first kPreloadCells are asked for before the product,
+      // so that their loads (from HBM) overlap it.
+      BackwardCellInputs<T> pre[kPreloadCells];
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads, b = e / U, uu = u0 + e % U;
+        if (e < cur.bs * U && uu < H) {
+          pre[i] = load_backward_cell<T, true>(p, cur, prev, carried, b, uu);
+        }
+      }
       // dh of the rows of the step visited last, this CTA's units (P == H).
       if (s > 0) dh_from_gate_grads(step_rows(p.sched, step_of(s - 1)), u0, U);
       if (s == T_) break;
-      const int t = step_of(s);
-      const StepRows cur = step_rows(p.sched, t);
-      const StepRows prev = step_rows(p.sched, forward_prev(t));
-      const int carried = min(cur.bs, prev.bs);
-      for (int e = threadIdx.x; e < cur.bs * U; e += kThreads) {
-        const int b = e / U, u = e - b * U, uu = u0 + u;
-        if (uu >= H) continue;
-        const float dm = dh_state[int64_t(b) * H + uu] +
-                         to_float<T>(grad_out[(cur.row0 + b) * P + uu]);
-        cell_backward_at<T, true>(p, cur, prev, carried, b, uu, dm);
+      auto cell = [&](int e, const BackwardCellInputs<T>& in) {
+        const int b = e / U, uu = u0 + e % U;
+        const float dm = dh_state[int64_t(b) * H + uu] + in.grad_out;
+        run_backward_cell<T, true>(p, cur, b, uu, dm, in);
+      };
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < cur.bs * U && u0 + e % U < H) cell(e, pre[i]);
+      }
+      for (int e = threadIdx.x + kPreloadCells * kThreads; e < cur.bs * U;
+           e += kThreads) {
+        const int b = e / U, uu = u0 + e % U;
+        if (uu < H) cell(e, load_backward_cell<T, true>(p, cur, prev, carried, b, uu));
       }
       grid.sync();  // every unit's gate gradients of step t are written
     }
@@ -187,13 +232,35 @@ __global__ void __launch_bounds__(kThreads)
       // dh_t; the cell backward follows in place.
       for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
         const int nbn = min(kChunk, cur.bs - nb0);
+        // Cell e of the chunk: row nb0 + e / U, unit u0 + e % U.
+        BackwardCellInputs<T> pre[kPreloadCells];
+#pragma unroll
+        for (int i = 0; i < kPreloadCells; ++i) {
+          const int e = threadIdx.x + i * kThreads, uu = u0 + e % U;
+          if (e < nbn * U && uu < H) {
+            pre[i] = load_backward_cell<T, false>(p, cur, prev, carried,
+                                                  nb0 + e / U, uu);
+          }
+        }
         block_matmul<T>(w2, L.w2, grad_h_all + (cur.row0 + nb0) * P, P, nbn,
                         part, xs);
-        for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
-          const int b = e / U, u = e - b * U, uu = u0 + u;
-          if (uu >= H) continue;
-          cell_backward_at<T, false>(p, cur, prev, carried, nb0 + b, uu,
-                                     part[u * kChunk + b]);
+        auto cell = [&](int e, const BackwardCellInputs<T>& in) {
+          const int b = e / U, u = e % U;
+          run_backward_cell<T, false>(p, cur, nb0 + b, u0 + u,
+                                      part[u * kChunk + b], in);
+        };
+#pragma unroll
+        for (int i = 0; i < kPreloadCells; ++i) {
+          const int e = threadIdx.x + i * kThreads;
+          if (e < nbn * U && u0 + e % U < H) cell(e, pre[i]);
+        }
+        for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U;
+             e += kThreads) {
+          const int uu = u0 + e % U;
+          if (uu < H) {
+            cell(e, load_backward_cell<T, false>(p, cur, prev, carried,
+                                                 nb0 + e / U, uu));
+          }
         }
         __syncthreads();
       }

@@ -30,6 +30,11 @@ constexpr int kChunk = 32;
 constexpr int kKBlock = 128;
 // fp32 path: each warp holds the sums of this many weight rows in registers.
 constexpr int kRowsPerWarp = 8;
+// Cells per thread whose inputs (gates, cells, c_{t-1}, ...) are loaded
+// before the step's recurrent product, in registers; the product's result
+// is all the cell then waits for. A thread runs kChunk * U / kThreads cells
+// per chunk of the forward: U <= 16 needs no more than 2.
+constexpr int kPreloadCells = 2;
 
 // The kernels' element types: float (exact FMA products), Tf32 (declared in
 // persistent.h), c10::Half and c10::BFloat16.
@@ -130,6 +135,14 @@ __device__ __forceinline__ uint32_t load_pair(const unsigned short* xr, int k,
   return lo | (hi << 16);
 }
 
+// The same where x and its row stride allow 32-bit loads (k even): one load
+// for both elements.
+__device__ __forceinline__ uint32_t load_pair_aligned(const unsigned short* xr,
+                                                      int k, int K, bool valid) {
+  if (valid && k + 1 < K) return __ldcg(reinterpret_cast<const unsigned int*>(xr + k));
+  return (valid && k < K) ? uint32_t(__ldcg(xr + k)) : 0u;
+}
+
 #ifndef FUSEDLSTM_CUDA_EMULATION
 // The CTA's dynamic shared memory (the launch's smem bytes). A function, so
 // that cpp_tests/cuda_emulation can run the kernels on the host.
@@ -202,6 +215,119 @@ __device__ __forceinline__ storage_t<T> to_smem(storage_t<T> v) {
   else return v;
 }
 
+// B fragments of one k-tile (starting at k0) for n-tiles nt < NT (x rows
+// nt*8 + gq; rows at or past nbn read as zeros). m16n8k16 (half types):
+// b0 = k 2tq..+1, b1 = k 2tq+8..+9; m16n8k8 (TF32): b0 = k tq, b1 = k tq+4.
+// `aligned`: x and ldx allow one 32-bit load per pair of 16-bit elements.
+template <typename T, int NT>
+__device__ __forceinline__ void load_b_tile(const storage_t<T>* __restrict__ x,
+                                            int64_t ldx, int k0, int K, int nbn,
+                                            int gq, int tq, bool aligned,
+                                            uint32_t (&b)[NT][2]) {
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+    const int n = nt * 8 + gq;
+    const bool valid = n < nbn;
+    const storage_t<T>* xr = x + (valid ? n : 0) * ldx;
+    if constexpr (std::is_same_v<T, Tf32>) {
+      b[nt][0] = load_tf32(xr, k0 + tq, K, valid);
+      b[nt][1] = load_tf32(xr, k0 + tq + 4, K, valid);
+    } else if (aligned) {
+      b[nt][0] = load_pair_aligned(xr, k0 + 2 * tq, K, valid);
+      b[nt][1] = load_pair_aligned(xr, k0 + 2 * tq + 8, K, valid);
+    } else {
+      b[nt][0] = load_pair(xr, k0 + 2 * tq, K, valid);
+      b[nt][1] = load_pair(xr, k0 + 2 * tq + 8, K, valid);
+    }
+  }
+}
+
+// A fragment of m-tile rows [0, 16) of `wa` (the slice at the warp's m-tile
+// row gq, column tq or 2tq) for the k-tile starting at k0.
+template <typename T>
+__device__ __forceinline__ void load_a_tile(const storage_t<T>* wa, int stride,
+                                            int k0, uint32_t (&a)[4]) {
+  if constexpr (std::is_same_v<T, Tf32>) {
+    // m16n8k8: a0 (row gq, k tq), a1 (row gq+8), a2 (k tq+4), a3 (both).
+    a[0] = __float_as_uint(wa[k0]);
+    a[1] = __float_as_uint(wa[8 * stride + k0]);
+    a[2] = __float_as_uint(wa[k0 + 4]);
+    a[3] = __float_as_uint(wa[8 * stride + k0 + 4]);
+  } else {
+    // m16n8k16: a0 (row gq, k 2tq..+1), a1 (row gq+8), a2 (k + 8), a3 (both).
+    a[0] = *reinterpret_cast<const uint32_t*>(wa + k0);
+    a[1] = *reinterpret_cast<const uint32_t*>(wa + 8 * stride + k0);
+    a[2] = *reinterpret_cast<const uint32_t*>(wa + k0 + 8);
+    a[3] = *reinterpret_cast<const uint32_t*>(wa + 8 * stride + k0 + 8);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void mma_tile(float c[4], const uint32_t a[4],
+                                         const uint32_t b[2]) {
+  if constexpr (std::is_same_v<T, Tf32>) mma1688_tf32(c, a, b);
+  else mma16816<T>(c, a, b);
+}
+
+// Registers of B fragments a warp holds ahead of their MMAs. x was written
+// by other CTAs since the last grid sync and comes from L2: loading one
+// k-tile and multiplying it before asking for the next would cost an L2
+// round trip per k-tile, on the critical path of every step. A warp loads a
+// batch of k-tiles, then multiplies them: one round trip per batch. The
+// batch is as deep as this budget allows for the chunk's n-tiles (16 k-tiles
+// for up to 8 rows, 4 for 32); twice the budget spilled registers in the
+// backward kernel (ptxas -v).
+constexpr int kFragmentRegs = 32;
+
+// The tensor-core part of block_matmul for NT n-tiles (nbn <= 8 NT): each
+// warp's partial sums into part, not yet reduced over the k-split.
+template <typename T, int NT>
+__device__ __forceinline__ void block_matmul_tiles(
+    const storage_t<T>* __restrict__ w, const SliceGeom& g,
+    const storage_t<T>* __restrict__ x, int64_t ldx, int nbn,
+    float* __restrict__ part) {
+  constexpr int kk = kMmaK<T>, kBatch = kFragmentRegs / (2 * NT);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int gq = lane >> 2, tq = lane & 3;
+  const int MT = g.rows_pad / 16, KT = g.k_pad / kk, KS = g.ksplit;
+  const bool aligned = !kFloatStorage<T> && ldx % 2 == 0 &&
+                       reinterpret_cast<uintptr_t>(x) % 4 == 0;
+  for (int unit = warp; unit < MT * KS; unit += kWarps) {
+    const int mt = unit % MT, ks = unit / MT;
+    const int kt0 = ks * KT / KS, kt1 = (ks + 1) * KT / KS;
+    const storage_t<T>* wa =
+        w + (mt * 16 + gq) * g.stride + (kFloatStorage<T> ? tq : 2 * tq);
+    float acc[NT][4] = {};
+    for (int kb = kt0; kb < kt1; kb += kBatch) {
+      uint32_t b[kBatch][NT][2];
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        if (kb + i < kt1) {  // warp-uniform
+          load_b_tile<T, NT>(x, ldx, (kb + i) * kk, g.k, nbn, gq, tq, aligned, b[i]);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kBatch; ++i) {
+        if (kb + i < kt1) {
+          uint32_t a[4];
+          load_a_tile<T>(wa, g.stride, (kb + i) * kk, a);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) mma_tile<T>(acc[nt], a, b[i][nt]);
+        }
+      }
+    }
+    // Columns of part past 8 NT are left as they are: never read (b < nbn).
+    float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kChunk + 2 * tq;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      pp[nt * 8] = acc[nt][0];
+      pp[nt * 8 + 1] = acc[nt][1];
+      pp[8 * kChunk + nt * 8] = acc[nt][2];
+      pp[8 * kChunk + nt * 8 + 1] = acc[nt][3];
+    }
+  }
+}
+
 // part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
 // global. Ends with __syncthreads; the result is part[0 .. rows_pad*kChunk).
@@ -211,68 +337,12 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
                              const storage_t<T>* __restrict__ x, int64_t ldx,
                              int nbn, float* __restrict__ part,
                              float* __restrict__ xs) {
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if constexpr (kTensorCore<T>) {
-    const int gq = lane >> 2, tq = lane & 3;
-    const int MT = g.rows_pad / 16, KT = g.k_pad / kMmaK<T>, KS = g.ksplit;
-    for (int unit = warp; unit < MT * KS; unit += kWarps) {
-      const int mt = unit % MT, ks = unit / MT;
-      const int kt0 = ks * KT / KS, kt1 = (ks + 1) * KT / KS;
-      float acc[4][4] = {};
-      if constexpr (std::is_same_v<T, Tf32>) {
-        // m16n8k8: a0 (row gq, k tq), a1 (row gq+8), a2 (k tq+4), a3 (both);
-        // b0 (k tq, col gq), b1 (k tq+4).
-        const float* wa = w + (mt * 16 + gq) * g.stride + tq;
-        for (int kt = kt0; kt < kt1; ++kt) {
-          const int k0 = kt * 8;
-          uint32_t a[4];
-          a[0] = __float_as_uint(wa[k0]);
-          a[1] = __float_as_uint(wa[8 * g.stride + k0]);
-          a[2] = __float_as_uint(wa[k0 + 4]);
-          a[3] = __float_as_uint(wa[8 * g.stride + k0 + 4]);
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt) {
-            if (nt * 8 >= nbn) break;  // warp-uniform
-            const int n = nt * 8 + gq;
-            const bool valid = n < nbn;
-            const float* xr = x + (valid ? n : 0) * ldx;
-            uint32_t b[2];
-            b[0] = load_tf32(xr, k0 + tq, g.k, valid);
-            b[1] = load_tf32(xr, k0 + tq + 4, g.k, valid);
-            mma1688_tf32(acc[nt], a, b);
-          }
-        }
-      } else {
-        const unsigned short* wa = w + (mt * 16 + gq) * g.stride + 2 * tq;
-        for (int kt = kt0; kt < kt1; ++kt) {
-          const int k0 = kt * 16;
-          uint32_t a[4];
-          a[0] = *reinterpret_cast<const uint32_t*>(wa + k0);
-          a[1] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0);
-          a[2] = *reinterpret_cast<const uint32_t*>(wa + k0 + 8);
-          a[3] = *reinterpret_cast<const uint32_t*>(wa + 8 * g.stride + k0 + 8);
-#pragma unroll
-          for (int nt = 0; nt < 4; ++nt) {
-            if (nt * 8 >= nbn) break;  // warp-uniform
-            const int n = nt * 8 + gq;
-            const bool valid = n < nbn;
-            const unsigned short* xr = x + (valid ? n : 0) * ldx;
-            uint32_t b[2];
-            b[0] = load_pair(xr, k0 + 2 * tq, g.k, valid);
-            b[1] = load_pair(xr, k0 + 2 * tq + 8, g.k, valid);
-            mma16816<T>(acc[nt], a, b);
-          }
-        }
-      }
-      float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kChunk + 2 * tq;
-#pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        pp[nt * 8] = acc[nt][0];
-        pp[nt * 8 + 1] = acc[nt][1];
-        pp[8 * kChunk + nt * 8] = acc[nt][2];
-        pp[8 * kChunk + nt * 8 + 1] = acc[nt][3];
-      }
-    }
+    // nbn is uniform over the CTA: every warp takes the same branch.
+    if (nbn <= 8) block_matmul_tiles<T, 1>(w, g, x, ldx, nbn, part);
+    else if (nbn <= 16) block_matmul_tiles<T, 2>(w, g, x, ldx, nbn, part);
+    else block_matmul_tiles<T, 4>(w, g, x, ldx, nbn, part);
+    const int KS = g.ksplit;
     __syncthreads();
     if (KS > 1) {
       const int n = g.rows_pad * kChunk;
@@ -286,6 +356,7 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
   } else {
     // Exact fp32: lane = batch row, warp = every kWarps-th weight row. x is
     // staged so each value read from L2 feeds nr FMAs.
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int nr = g.rows_pad / kWarps;  // <= kRowsPerWarp (plan checks)
     float acc[kRowsPerWarp] = {};
     for (int k0 = 0; k0 < g.k; k0 += kKBlock) {

@@ -17,6 +17,29 @@ __host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P
                            kProj ? slice_geom<T>(PU, H) : SliceGeom());
 }
 
+// What the cell of one (row, unit) reads besides the recurrent product: the
+// four preactivations' input parts and c_{t-1}.
+struct CellInputs {
+  float x[4] = {0.f, 0.f, 0.f, 0.f};
+  float c = 0.f;
+};
+
+// The inputs of cell e of the chunk at nb0 (see lstm_persistent_fwd); zeros
+// for a unit past H.
+template <typename T>
+__device__ __forceinline__ CellInputs load_cell_inputs(
+    const PersistentForwardParams& p, const storage_t<T>* gates, int e, int nb0,
+    int U, int u0, int64_t row0) {
+  CellInputs in;
+  const int b = e / U, uu = u0 + (e - b * U), H = p.H;
+  if (uu >= H) return in;
+  const storage_t<T>* gp = gates + (row0 + nb0 + b) * 4 * H + uu;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) in.x[q] = to_float<T>(gp[q * H]);
+  in.c = p.c_state[int64_t(nb0 + b) * H + uu];
+  return in;
+}
+
 // One CTA: hidden units [u0, u0 + U) with their four gates; with projection
 // also rows [p0, p0 + PU) of W_hr. Arguments and shapes: PersistentForwardParams.
 template <typename T, bool kProj>
@@ -65,19 +88,31 @@ __global__ void __launch_bounds__(kThreads)
 
     for (int nb0 = 0; nb0 < bs; nb0 += kChunk) {
       const int nbn = min(kChunk, bs - nb0);
+      // Cell e of the chunk: row nb0 + e / U, unit u0 + e % U; this thread
+      // runs cells threadIdx.x + i * kThreads, the same ones every step.
+      // Their input parts (x W_ih^T + b) and c_{t-1} do not depend on h_{t-1}:
+      // the first kPreloadCells are asked for before the product, so that
+      // their latency (the gates come from HBM) overlaps the product's
+      // instead of following it.
+      CellInputs pre[kPreloadCells];
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < nbn * U) pre[i] = load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0);
+      }
       block_matmul<T>(w1, L.w1, h_cur + int64_t(nb0) * P, P, nbn, part, xs);
-      for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
+      auto run_cell = [&](int e, const CellInputs& in) {
         const int b = e / U, u = e - b * U, uu = u0 + u;
-        if (uu >= H) continue;
+        if (uu >= H) return;
         const int bg = nb0 + b;
         const int64_t row = row0 + bg;
         S* gp = gates + row * 4 * H + uu;
-        const float pi = part[(0 * U + u) * kChunk + b] + to_float<T>(gp[0]);
-        const float pf = part[(1 * U + u) * kChunk + b] + to_float<T>(gp[H]);
-        const float pg = part[(2 * U + u) * kChunk + b] + to_float<T>(gp[2 * H]);
-        const float po = part[(3 * U + u) * kChunk + b] + to_float<T>(gp[3 * H]);
+        const float pi = part[(0 * U + u) * kChunk + b] + in.x[0];
+        const float pf = part[(1 * U + u) * kChunk + b] + in.x[1];
+        const float pg = part[(2 * U + u) * kChunk + b] + in.x[2];
+        const float po = part[(3 * U + u) * kChunk + b] + in.x[3];
         const int64_t ci = int64_t(bg) * H + uu;
-        const CellOut<float> o = cell_forward_math<float>(pi, pf, pg, po, c_state[ci]);
+        const CellOut<float> o = cell_forward_math<float>(pi, pf, pg, po, in.c);
         gp[0] = from_float<T>(o.i);
         gp[H] = from_float<T>(o.f);
         gp[2 * H] = from_float<T>(o.g);
@@ -92,6 +127,14 @@ __global__ void __launch_bounds__(kThreads)
           output[row * P + uu] = m;
           if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
         }
+      };
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < nbn * U) run_cell(e, pre[i]);
+      }
+      for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U; e += kThreads) {
+        run_cell(e, load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0));
       }
       __syncthreads();  // part is rewritten by the next chunk
     }

@@ -310,13 +310,17 @@ void input_projection(const at::Tensor& packed, const uint16_t* x,
   const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
   const auto* weights =
       reinterpret_cast<const uint32_t*>(packed.const_data_ptr<int32_t>());
-  // Chunks of rows outer, so a chunk of x stays in cache while every unit
-  // block's weights pass over it.
+  // Tasks are (unit block, chunk of rows) pairs, block-major: a thread's
+  // contiguous share of them is whole blocks where the threads divide the
+  // blocks, so the shares do equal work. (Chunk-major, the short last chunk
+  // left the first of two threads up to half as much work again as the
+  // second: perf, batch 8.) A block's packed weights stay in cache over its
+  // chunks; x streams, a few GB/s at the tiles' rate.
   constexpr int64_t kRowsPerChunk = 32 * kForwardRows;
   const int64_t chunks = ceil_div(rows, kRowsPerChunk);
-  at::parallel_for(0, chunks * blocks, 1, [&](int64_t t0, int64_t t1) {
+  at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t c = t / blocks, u = t % blocks;
+      const int64_t u = t / chunks, c = t % chunks;
       const int64_t first = c * kRowsPerChunk;
       const int64_t count = std::min(kRowsPerChunk, rows - first);
       const uint32_t* block = weights + u * depth * kUnitCols;

@@ -208,7 +208,6 @@ void recurrent_backward(const RecurrentBackward& a) {
     const Share cols(dh_blocks, workers, w0, w1);
     float* w_panels = panels.data_ptr<float>();
 #if defined(FUSEDLSTM_BF16_DOT)
-    std::vector<float> scratch(G * kPanelCols);
     uint16_t* const gate_grads = a.dgates16;
 #else
     float* const gate_grads = a.dgates;
@@ -216,8 +215,7 @@ void recurrent_backward(const RecurrentBackward& a) {
     for (int64_t c = cols.begin; c < cols.end; ++c) {
       float* panel = w_panels + c * depth * kPanelCols;
 #if defined(FUSEDLSTM_BF16_DOT)
-      pack_panel_pairs(a.w_hh16, G, H, H, c, scratch.data(),
-                       reinterpret_cast<uint32_t*>(panel));
+      pack_panel_pairs(a.w_hh16, G, H, H, c, reinterpret_cast<uint32_t*>(panel));
 #else
       pack_panel(a.w_hh, G, H, H, 1, c, panel);
 #endif

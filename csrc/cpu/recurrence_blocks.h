@@ -137,10 +137,54 @@ inline void rows_to_pairs(const float* src, int64_t K, int64_t cols,
   }
 }
 
-// pack_unit_block's panel as bfloat16 pairs (rows_to_pairs), zero past K.
-// scratch: [K][4L] floats.
+// dst[p][l] = 32-bit word p of row l (row stride K elements) for l < 8 and
+// p < K / 2, zero for l >= rows; K even. A word of a bfloat16 row is the
+// pair (2p, 2p + 1), low half first, so this is the pair panel of eight rows
+// in one pass: 8 x 8 blocks of words transposed in registers, bits moved and
+// never computed with.
+inline void pack_word_lanes8(const uint16_t* src, int64_t rows, int64_t K,
+                             uint32_t* dst, int64_t dst_stride) {
+  const int64_t words = K / 2;
+  int64_t p = 0;
+  for (; p + 8 <= words; p += 8) {
+    __m256 r[8];
+    for (int l = 0; l < 8; ++l) {
+      r[l] = l < rows ? _mm256_castsi256_ps(_mm256_loadu_si256(
+                            reinterpret_cast<const __m256i*>(src + l * K + 2 * p)))
+                      : _mm256_setzero_ps();
+    }
+    transpose8x8(r);
+    for (int l = 0; l < 8; ++l) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + (p + l) * dst_stride),
+                          _mm256_castps_si256(r[l]));
+    }
+  }
+  for (; p < words; ++p) {
+    for (int64_t l = 0; l < 8; ++l) {
+      uint32_t word = 0;
+      if (l < rows) std::memcpy(&word, src + l * K + 2 * p, sizeof word);
+      dst[p * dst_stride + l] = word;
+    }
+  }
+}
+
+// pack_unit_block's panel as bfloat16 pairs, zero past K: for even K straight
+// from the rows' words (pack_word_lanes8); for odd K, whose rows do not start
+// on word boundaries, through a float panel (rows_to_pairs; scratch: [K][4L]
+// floats).
 inline void pack_unit_block_pairs(const uint16_t* w_hh, int64_t H, int64_t K,
                                   int64_t u, float* scratch, uint32_t* dst) {
+  if (K % 2 == 0) {
+    const int64_t units = std::min(kLanes, H - u * kLanes);
+    for (int64_t q = 0; q < 4; ++q) {
+      for (int64_t g = 0; g < kLanes; g += 8) {
+        const int64_t live = std::clamp<int64_t>(units - g, 0, 8);
+        const uint16_t* rows = w_hh + (q * H + u * kLanes + (live > 0 ? g : 0)) * K;
+        pack_word_lanes8(rows, live, K, dst + q * kLanes + g, kUnitCols);
+      }
+    }
+    return;
+  }
   pack_unit_block(w_hh, H, K, u, scratch);
   rows_to_pairs(scratch, K, kUnitCols, dst);
 }
@@ -186,13 +230,40 @@ inline void pack_panel(const T* src, int64_t depth, int64_t cols,
 }
 
 #if defined(FUSEDLSTM_BF16_DOT)
-// pack_panel's panel of rows [0, depth) of bfloat16 values as pairs
-// (rows_to_pairs). scratch: [depth][2L] floats.
+// pack_panel's panel of rows [0, depth) of bfloat16 values (col_stride 1) as
+// pairs, in one pass: dst[p][l] = (src[2p][col], src[2p + 1][col]) for
+// col = c * 2L + l < cols, low half first; zero past the last column and,
+// for odd depth, in the high half of the last pair. Two rows' 32 columns are
+// interleaved by 16-bit permutes; bits are moved, never computed with.
 inline void pack_panel_pairs(const uint16_t* src, int64_t depth, int64_t cols,
-                             int64_t row_stride, int64_t c, float* scratch,
-                             uint32_t* dst) {
-  pack_panel(src, depth, cols, row_stride, 1, c, scratch);
-  rows_to_pairs(scratch, depth, kPanelCols, dst);
+                             int64_t row_stride, int64_t c, uint32_t* dst) {
+  static_assert(kPanelCols == 32, "one 512-bit row of 16-bit columns per panel");
+  const int64_t col0 = c * kPanelCols;
+  const int64_t n = std::clamp<int64_t>(cols - col0, 0, kPanelCols);
+  const __mmask32 live =
+      n == kPanelCols ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
+  // Output 16-bit element 2m takes column m of the even row, 2m + 1 column m
+  // of the odd row (index bit 5 picks the second source); `high` does the
+  // same for columns 16-31.
+  alignas(64) uint16_t low_idx[32], high_idx[32];
+  for (int m = 0; m < 16; ++m) {
+    low_idx[2 * m] = static_cast<uint16_t>(m);
+    low_idx[2 * m + 1] = static_cast<uint16_t>(32 + m);
+    high_idx[2 * m] = static_cast<uint16_t>(16 + m);
+    high_idx[2 * m + 1] = static_cast<uint16_t>(48 + m);
+  }
+  const __m512i low = _mm512_load_si512(low_idx), high = _mm512_load_si512(high_idx);
+  for (int64_t p = 0; 2 * p < depth; ++p) {
+    const uint16_t* even_row = src + 2 * p * row_stride + col0;
+    const __m512i even = _mm512_maskz_loadu_epi16(live, even_row);
+    const __m512i odd = 2 * p + 1 < depth
+        ? _mm512_maskz_loadu_epi16(live, even_row + row_stride)
+        : _mm512_setzero_si512();
+    _mm512_storeu_si512(dst + p * kPanelCols,
+                        _mm512_permutex2var_epi16(even, low, odd));
+    _mm512_storeu_si512(dst + p * kPanelCols + kLanes,
+                        _mm512_permutex2var_epi16(even, high, odd));
+  }
 }
 #endif  // FUSEDLSTM_BF16_DOT
 

@@ -28,7 +28,10 @@ import torch  # noqa: E402
 import common  # noqa: E402
 import implementations  # noqa: E402
 
-ALL_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn"]
+DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn"]
+# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=cluster (the cluster forward where
+# a layer fits it; error rows elsewhere), eager and graph-replayed.
+ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph"]
 QUICK_SHAPES = "G1,G4,G7"
 QUICK_DTYPES = "float32,bfloat16"
 
@@ -42,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--dtypes", default="float32,bfloat16,float16",
                    help="comma-separated from float32,bfloat16,float16")
     p.add_argument("--modes", default="inference,training", help="inference,training")
-    p.add_argument("--impls", default=",".join(ALL_IMPLS),
+    p.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
                    help="comma-separated from " + ",".join(ALL_IMPLS))
     p.add_argument("--reps", type=int, default=20, help="timed runs per cell (median; >= 20 for reports)")
     p.add_argument("--warmup", type=int, default=5)
@@ -68,7 +71,7 @@ def parse_args(argv=None):
             args.reps = 5
         args.warmup = min(args.warmup, 2)
         if args.impls == p.get_default("impls"):
-            args.impls = ",".join(i for i in ALL_IMPLS if i != "flashrnn")
+            args.impls = ",".join(i for i in DEFAULT_IMPLS if i != "flashrnn")
     return args
 
 

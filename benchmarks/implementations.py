@@ -6,6 +6,8 @@ from ``make_inputs``; the timing conventions are common.py's.
 """
 from __future__ import annotations
 
+import os
+
 from typing import Callable, Optional
 
 import torch
@@ -126,6 +128,26 @@ class _null_context:
 
 def _cudnn_off():
     return torch.backends.cudnn.flags(enabled=False)
+
+
+class _cuda_path:
+    """FUSEDLSTM_CUDA_PATH set to ``value`` for the calls it wraps (the C++
+    reads it on every call, and a CUDA graph keeps the path of its capture)."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        self.old = os.environ.get("FUSEDLSTM_CUDA_PATH")
+        os.environ["FUSEDLSTM_CUDA_PATH"] = self.value
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is None:
+            os.environ.pop("FUSEDLSTM_CUDA_PATH", None)
+        else:
+            os.environ["FUSEDLSTM_CUDA_PATH"] = self.old
+        return False
 
 
 class GraphReplay(Impl):
@@ -310,6 +332,11 @@ def build_impls(shape: Shape, dtype: torch.dtype, device, names: list[str],
     makers = {
         "fusedlstm": lambda: EagerModule("fusedlstm", fused()),
         "fusedlstm_graph": lambda: GraphReplay("fusedlstm_graph", EagerModule("fusedlstm", fused())),
+        "fusedlstm_cluster": lambda: EagerModule(
+            "fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster")),
+        "fusedlstm_cluster_graph": lambda: GraphReplay(
+            "fusedlstm_cluster_graph",
+            EagerModule("fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster"))),
         "cudnn": lambda: EagerModule("cudnn", torch_copy()),
         "cudnn_graph": lambda: GraphReplay("cudnn_graph", EagerModule("cudnn", torch_copy())),
         "native": lambda: EagerModule("native", torch_copy(), context=_cudnn_off),

@@ -20,8 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 from plot import PAIRS, _order, speedups  # noqa: E402
 
-IMPL_ORDER = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn", "nn_lstm"]
-NAMES = {"fusedlstm": "fusedlstm", "fusedlstm_graph": "fusedlstm graph", "cudnn": "cuDNN",
+IMPL_ORDER = ["fusedlstm", "fusedlstm_graph", "fusedlstm_cluster", "fusedlstm_cluster_graph",
+              "cudnn", "cudnn_graph", "native", "flashrnn", "nn_lstm"]
+NAMES = {"fusedlstm": "fusedlstm", "fusedlstm_graph": "fusedlstm graph",
+         "fusedlstm_cluster": "fusedlstm cluster",
+         "fusedlstm_cluster_graph": "fusedlstm cluster graph", "cudnn": "cuDNN",
          "cudnn_graph": "cuDNN graph", "native": "native", "flashrnn": "FlashRNN",
          "nn_lstm": "nn.LSTM"}
 

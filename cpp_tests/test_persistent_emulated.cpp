@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/layer_args.h"
+#include "cuda/persistent/cluster_fwd.cuh"
 #include "cuda/persistent/persistent_bwd.cuh"
 #include "cuda/persistent/persistent_fwd.cuh"
 
@@ -132,6 +133,64 @@ std::pair<double, double> tolerances() {
   else return {3e-2, 6e-2};
 }
 
+// The forward kernels' buffers and arguments (run_persistent of
+// forward_cuda.cpp): unwritten outputs are NaN.
+struct ForwardRun {
+  at::Tensor gates, output, cells, h_buf, c_state, m_buf, h_n;
+  PersistentForwardParams fp;
+};
+
+ForwardRun prepare_forward(const Case& c, const Inputs& in,
+                           const ScheduleTable& table, int64_t N, bool reverse,
+                           bool proj) {
+  const int64_t H = c.H, P = c.P ? c.P : c.H, B = c.B;
+  const auto nan = std::numeric_limits<double>::quiet_NaN();
+  const at::Tensor x = in.x.reshape({N, c.I});
+  ForwardRun r;
+  r.gates = c.bias ? at::addmm(in.b_ih + in.b_hh, x, in.w_ih.t())
+                   : at::mm(x, in.w_ih.t());
+  r.output = at::full({N, P}, nan, in.x.options());
+  r.cells = at::full({N, H}, nan, in.x.options());
+  r.h_buf = at::stack({in.h0, in.h0}).contiguous();
+  r.c_state = in.c0.to(at::kFloat).contiguous().clone();
+  r.m_buf = at::full({B, H}, nan, in.x.options());
+  r.h_n = in.h0.clone();
+  PersistentForwardParams& fp = r.fp;
+  fp.B = int(B);
+  fp.H = int(H);
+  fp.P = int(P);
+  fp.reverse = reverse;
+  fp.sched = table;
+  fp.w_hh = in.w_hh.data_ptr();
+  fp.w_hr = proj ? in.w_hr.data_ptr() : nullptr;
+  fp.gates = r.gates.data_ptr();
+  fp.output = r.output.data_ptr();
+  fp.cells = r.cells.data_ptr();
+  fp.h_buf = r.h_buf.data_ptr();
+  fp.m_buf = proj ? r.m_buf.data_ptr() : nullptr;
+  fp.c_state = r.c_state.data_ptr<float>();
+  fp.h_n = r.h_n.data_ptr();
+  return r;
+}
+
+// The forward's outputs against the CPU implementation in float64, which it
+// returns.
+template <typename T>
+auto check_forward(const std::string& tag, const Inputs& in, const ForwardRun& run,
+                   bool reverse) {
+  const Inputs ref_in = as_double(in);
+  const auto ref = fusedlstm::lstm_layer_forward(
+      ref_in.x, ref_in.h0, ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih),
+      opt(ref_in.b_hh), opt(ref_in.w_hr), opt(in.batch_sizes), reverse);
+  const double vtol = tolerances<T>().first;
+  expect_close(tag + " output", run.output, ref.output, vtol);
+  expect_close(tag + " h_n", run.h_n, ref.h_n, vtol);
+  expect_close(tag + " c_n", run.c_state.to(in.x.scalar_type()), ref.c_n, vtol);
+  expect_close(tag + " gates", run.gates, ref.gates, vtol);
+  expect_close(tag + " cells", run.cells, ref.cells, vtol);
+  return ref;
+}
+
 // Returns false (and prints why) when the planner says the layer does not fit.
 template <typename T, bool kProj>
 bool run_case(const Case& c, bool reverse) {
@@ -157,45 +216,15 @@ bool run_case(const Case& c, bool reverse) {
                 (fplan.fits ? bplan.reason : fplan.reason).c_str());
     return false;
   }
-  const auto nan = std::numeric_limits<double>::quiet_NaN();
-  const at::Tensor x = in.x.reshape({N, c.I});
-  at::Tensor gates = c.bias ? at::addmm(in.b_ih + in.b_hh, x, in.w_ih.t())
-                            : at::mm(x, in.w_ih.t());
-  at::Tensor output = at::full({N, P}, nan, in.x.options());  // unwritten: NaN
-  at::Tensor cells = at::full({N, H}, nan, in.x.options());
-  at::Tensor h_buf = at::stack({in.h0, in.h0}).contiguous();
-  at::Tensor c_state = in.c0.to(at::kFloat).contiguous().clone();
-  at::Tensor m_buf = at::full({B, H}, nan, in.x.options());
-  at::Tensor h_n = in.h0.clone();
-  PersistentForwardParams fp;
-  fp.B = int(B);
-  fp.H = int(H);
-  fp.P = int(P);
-  fp.reverse = reverse;
-  fp.sched = table;
-  fp.w_hh = in.w_hh.data_ptr();
-  fp.w_hr = kProj ? in.w_hr.data_ptr() : nullptr;
-  fp.gates = gates.data_ptr();
-  fp.output = output.data_ptr();
-  fp.cells = cells.data_ptr();
-  fp.h_buf = h_buf.data_ptr();
-  fp.m_buf = kProj ? m_buf.data_ptr() : nullptr;
-  fp.c_state = c_state.data_ptr<float>();
-  fp.h_n = h_n.data_ptr();
+  ForwardRun run = prepare_forward(c, in, table, N, reverse, kProj);
   emu::launch(dim3(fplan.grid), dim3(fplan.block), fplan.smem, [&] {
-    persistent::lstm_persistent_fwd<T, kProj>(fp, fplan.units, fplan.proj_units);
+    persistent::lstm_persistent_fwd<T, kProj>(run.fp, fplan.units, fplan.proj_units);
   });
-  const at::Tensor c_n = c_state.to(dtype);
-
-  const auto ref = fusedlstm::lstm_layer_forward(
-      ref_in.x, ref_in.h0, ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih),
-      opt(ref_in.b_hh), opt(ref_in.w_hr), opt(in.batch_sizes), reverse);
-  const auto [vtol, gtol] = tolerances<T>();
-  expect_close(tag + " output", output, ref.output, vtol);
-  expect_close(tag + " h_n", h_n, ref.h_n, vtol);
-  expect_close(tag + " c_n", c_n, ref.c_n, vtol);
-  expect_close(tag + " gates", gates, ref.gates, vtol);
-  expect_close(tag + " cells", cells, ref.cells, vtol);
+  const auto ref = check_forward<T>(tag, in, run, reverse);
+  const auto nan = std::numeric_limits<double>::quiet_NaN();
+  const at::Tensor &gates = run.gates, &output = run.output, &cells = run.cells;
+  const at::Tensor x = in.x.reshape({N, c.I});
+  const double gtol = tolerances<T>().second;
 
   // Backward (run_persistent of backward_cuda.cpp) on our forward's tensors.
   at::Tensor dgates = at::full({N, 4 * H}, nan, in.x.options());
@@ -251,6 +280,59 @@ bool run_case(const Case& c, bool reverse) {
   return true;
 }
 
+// The cluster forward of a case (no projection), with `clusters` the
+// number of clusters its plan must use. Plans are cached per (H, P, B):
+// every cluster case needs its own shape.
+template <typename T>
+void run_cluster_case(const Case& c, bool reverse, int clusters) {
+  const at::ScalarType dtype = scalar_type_of<T>();
+  const Inputs in = make_inputs(c, dtype);
+  const StepSchedule sched = fusedlstm::make_schedule(in.x, c.B, opt(in.batch_sizes));
+  ScheduleTable table;
+  TORCH_CHECK(make_schedule_table(sched, &table), "schedule table");
+  emu::kSms = c.sms;
+  emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
+  const std::string tag = c.name + (reverse ? " rev " : " fwd ") +
+                          (std::is_same_v<T, Tf32> ? std::string("TF32")
+                                                   : std::string(c10::toString(dtype)));
+  const PersistentPlan plan = plan_cluster_forward<T>(int(c.H), int(c.H), int(c.B), 0);
+  ++checks;
+  if (!plan.fits || plan.grid != plan.cluster * clusters) {
+    ++failures;
+    std::printf("  UNEXPECTED plan for %s: fits %d, grid %d, cluster %d (%s)\n",
+                tag.c_str(), plan.fits, plan.grid, plan.cluster, plan.reason.c_str());
+    return;
+  }
+  ForwardRun run = prepare_forward(c, in, table, sched.rows, reverse, false);
+  emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem, [&] {
+    persistent::lstm_cluster_fwd<T>(run.fp, plan.units, plan.batch_tile);
+  }, plan.cluster);
+  check_forward<T>(tag, in, run, reverse);
+  std::printf("%-44s grid %d = %d clusters of %d, U %d, BT %d  checked\n",
+              tag.c_str(), plan.grid, clusters, plan.cluster, plan.units,
+              plan.batch_tile);
+}
+
+template <typename T>
+void run_cluster_all() {
+  struct ClusterCase {
+    Case c;
+    int clusters;
+  };
+  const std::vector<ClusterCase> cases = {
+      // H37 on 5 CTAs of U8 (the last one partial); one cluster for 5 rows.
+      {{"cluster: packed H37", 3, 37, 0, 5, 6, true, true, 4, 2}, 1},
+      // Two clusters (rows 4 and 3) of 2 CTAs; packed, so the second
+      // cluster's rows run out before the first's.
+      {{"cluster: packed H8 B7 two clusters", 5, 8, 0, 7, 5, true, true, 2, 2}, 2},
+      // 40 rows in one cluster: two chunks of the product per step.
+      {{"cluster: H20 B40 no bias", 4, 20, 0, 40, 3, false, false, 2, 4}, 1},
+  };
+  for (const ClusterCase& cc : cases) {
+    for (bool reverse : {false, true}) run_cluster_case<T>(cc.c, reverse, cc.clusters);
+  }
+}
+
 template <typename T>
 void run_all(const std::vector<Case>& cases) {
   for (const Case& c : cases) {
@@ -296,6 +378,10 @@ int main() {
   run_all<c10::Half>(cases);
   std::printf("-- bfloat16 (emulated mma.sync)\n");
   run_all<c10::BFloat16>(cases);
+  std::printf("-- cluster forward (emulated clusters and distributed shared memory)\n");
+  run_cluster_all<Tf32>();
+  run_cluster_all<c10::Half>();
+  run_cluster_all<c10::BFloat16>();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures == 0 && checks > 0 ? 0 : 1;
 }

@@ -2,8 +2,9 @@
 # One-command GPU verification of fusedlstm on a CUDA machine:
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
 # builds the extension for sm_90, runs the GPU tests, compute-sanitizer
-# memcheck, racecheck and synccheck on a small smoke run of both CUDA paths,
-# the quick benchmark and, if time is left, the whole suite. Later steps still
+# memcheck, racecheck and synccheck on a small smoke run of the CUDA paths,
+# the quick benchmark, the cluster kernel's latency comparison and, if time
+# is left, the whole suite. Later steps still
 # run when one fails, so one call gives the whole picture; the exit status is
 # non-zero if any step failed or was skipped for lack of time.
 #
@@ -12,7 +13,8 @@
 #  * the most informative steps come first, each with its own time limit, so
 #    a hung cooperative kernel costs one step, not the call;
 #  * OUTDIR holds few files (a lending tool may return only a handful):
-#    summary.txt, environment.txt, the benchmark's CSV and PNG, and
+#    summary.txt, environment.txt, the benchmark's CSV and PNG, the cluster
+#    kernel's CSV (cluster.csv), and
 #    logs.tar.gz with every step's log and JUnit XML, refreshed after each
 #    step so that whatever ran is there even if the call is cut short.
 set -uo pipefail
@@ -94,6 +96,11 @@ else
 fi
 
 step bench 180 python benchmarks/bench_gpu.py --quick --out "$OUT"
+# The cluster forward (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
+# cooperative kernel and cuDNN on the latency shapes (NOTES, change 19).
+step bench_cluster 90 python benchmarks/bench_gpu.py --subset G3,G4,G1 \
+  --dtypes bfloat16,float16 --modes inference --no-plot --csv "$OUT/cluster.csv" \
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
 
 # Everything else (the CPU suite, which CI runs too) on the torch installed
 # here, in parallel where pytest-xdist is installed.

@@ -1,6 +1,7 @@
-"""Small forward+backward of fusedlstm on both CUDA paths, for
-compute-sanitizer (memcheck, racecheck). Kept tiny: sanitizers slow kernels
-down by 100x or more.
+"""Small forward+backward of fusedlstm on every CUDA path (stepwise,
+persistent, and on sm_90+ the cluster forward), for compute-sanitizer
+(memcheck, racecheck). Kept tiny: sanitizers slow kernels down by 100x or
+more.
 
     compute-sanitizer --tool memcheck python scripts/sanitizer_smoke.py
 """
@@ -38,9 +39,18 @@ def run(dtype, proj, packed, reverse):
 
 
 def main():
-    paths = sys.argv[1:] or ["stepwise", "persistent"]
+    clusters = torch.cuda.get_device_capability() >= (9, 0)
+    paths = sys.argv[1:] or ["stepwise", "persistent"] + (["cluster"] if clusters else [])
     for path in paths:
         os.environ["FUSEDLSTM_CUDA_PATH"] = path
+        if path == "cluster":
+            # No projection, tensor-core types only (float32 through TF32,
+            # on by default); its backward is auto's.
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                for packed, reverse in ((False, False), (True, True)):
+                    run(dtype, False, packed, reverse)
+            print(f"sanitizer_smoke: {path} ok")
+            continue
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for proj, packed, reverse in ((False, False, False), (True, True, True),
                                           (False, True, True), (True, False, False)):

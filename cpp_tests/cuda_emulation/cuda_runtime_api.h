@@ -22,8 +22,32 @@ enum cudaDeviceAttr {
   cudaDevAttrMultiProcessorCount,
   cudaDevAttrCooperativeLaunch,
   cudaDevAttrMaxSharedMemoryPerBlockOptin,
+  cudaDevAttrClusterLaunch,
 };
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+enum cudaFuncAttribute {
+  cudaFuncAttributeMaxDynamicSharedMemorySize,
+  cudaFuncAttributeNonPortableClusterSizeAllowed,
+};
+
+// Cluster launches: the subset of cudaLaunchConfig_t the kernels' host code
+// sets.
+enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
+struct cudaLaunchAttributeValue {
+  struct {
+    unsigned x, y, z;
+  } clusterDim;
+};
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+  dim3 gridDim, blockDim;
+  size_t dynamicSmemBytes = 0;
+  cudaStream_t stream = nullptr;
+  cudaLaunchAttribute* attrs = nullptr;
+  unsigned numAttrs = 0;
+};
 
 inline const char* cudaGetErrorString(cudaError_t) { return "emulated CUDA error"; }
 
@@ -32,6 +56,7 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) 
     case cudaDevAttrMultiProcessorCount: *value = emu::kSms; break;
     case cudaDevAttrCooperativeLaunch: *value = 1; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kSmemOptin; break;
+    case cudaDevAttrClusterLaunch: *value = 1; break;
   }
   return cudaSuccess;
 }
@@ -58,3 +83,26 @@ inline cudaError_t cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**,
                                                size_t, cudaStream_t) {
   return cudaErrorNotSupported;
 }
+
+// Clusters of the config's size that fit at once: whole clusters of the
+// blocks that fit per SM, over all SMs (the emulated device has no GPCs).
+inline cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, const void* kernel,
+                                                  const cudaLaunchConfig_t* config) {
+  int per_sm = 0;
+  cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, int(config->blockDim.x),
+                                                config->dynamicSmemBytes);
+  unsigned size = 1;
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    if (config->attrs[i].id == cudaLaunchAttributeClusterDimension) {
+      size = config->attrs[i].val.clusterDim.x;
+    }
+  }
+  *clusters = size > 16 ? 0 : per_sm * emu::kSms / int(size);
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t*, const void*, void**) {
+  return cudaErrorNotSupported;
+}
+
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }

@@ -88,10 +88,22 @@ struct Cta {
 inline thread_local Cta* cta = nullptr;
 inline Barrier* grid_barrier = nullptr;
 
+// A thread-block cluster: its CTAs (consecutive in x) and a barrier over all
+// of their threads.
+struct Cluster {
+  Cluster(int threads, std::vector<Cta*> members)
+      : bar(threads), ctas(std::move(members)) {}
+  Barrier bar;
+  std::vector<Cta*> ctas;
+};
+inline thread_local Cluster* cluster = nullptr;
+inline thread_local int cluster_rank = 0;
+
 // Runs body() as every thread of a grid x block launch with `smem` bytes of
-// dynamic shared memory per CTA; returns when all threads have finished.
+// dynamic shared memory per CTA, in clusters of `cluster_size` CTAs (grid.x
+// a multiple of it); returns when all threads have finished.
 inline void launch(dim3 grid, dim3 block, size_t smem,
-                   const std::function<void()>& body) {
+                   const std::function<void()>& body, int cluster_size = 1) {
   const int per_cta = static_cast<int>(block.x);
   Barrier all(static_cast<int>(grid.x) * per_cta);
   grid_barrier = &all;
@@ -100,6 +112,12 @@ inline void launch(dim3 grid, dim3 block, size_t smem,
     ctas.push_back(std::make_unique<Cta>(per_cta, smem));
     // Uninitialised shared memory on a GPU: garbage, not zeros.
     std::memset(ctas.back()->smem.data(), 0x7f, ctas.back()->smem.size());
+  }
+  std::vector<std::unique_ptr<Cluster>> clusters;
+  for (unsigned b = 0; b < grid.x; b += cluster_size) {
+    std::vector<Cta*> members;
+    for (int r = 0; r < cluster_size; ++r) members.push_back(ctas[b + r].get());
+    clusters.push_back(std::make_unique<Cluster>(cluster_size * per_cta, members));
   }
   std::vector<std::thread> threads;
   for (unsigned b = 0; b < grid.x; ++b) {
@@ -110,6 +128,8 @@ inline void launch(dim3 grid, dim3 block, size_t smem,
         blockDim = block;
         gridDim = grid;
         cta = ctas[b].get();
+        cluster = clusters[b / cluster_size].get();
+        cluster_rank = static_cast<int>(b % cluster_size);
         body();
       });
     }

@@ -107,8 +107,17 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   p.m_buf = d.has_proj ? m_buf.data_ptr() : nullptr;
   p.c_state = c_state.data_ptr<float>();
   p.h_n = h_n.data_ptr();
-  if (choice.table.steps > 0 && B > 0) {
-    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(opts.dtype().toScalarType(), choice.tf32, T, [&] {
+  const at::ScalarType dtype = opts.dtype().toScalarType();
+  if (choice.table.steps > 0 && B > 0 && choice.cluster) {
+    if (choice.tf32) {
+      launch_cluster_forward<persistent::Tf32>(choice.plan, p, stream);
+    } else if (dtype == at::kHalf) {
+      launch_cluster_forward<c10::Half>(choice.plan, p, stream);
+    } else {
+      launch_cluster_forward<c10::BFloat16>(choice.plan, p, stream);
+    }
+  } else if (choice.table.steps > 0 && B > 0) {
+    FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
         launch_persistent_forward<T, kProj>(choice.plan, p, stream);
       });

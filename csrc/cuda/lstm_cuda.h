@@ -19,7 +19,7 @@
 
 namespace fusedlstm::cuda {
 
-enum class PathMode { kAuto, kStepwise, kPersistent };
+enum class PathMode { kAuto, kStepwise, kPersistent, kCluster };
 
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();

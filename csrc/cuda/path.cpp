@@ -17,8 +17,9 @@ PathMode requested_path() {
   }
   if (std::strcmp(v, "stepwise") == 0) return PathMode::kStepwise;
   if (std::strcmp(v, "persistent") == 0) return PathMode::kPersistent;
-  TORCH_CHECK(false, "fusedlstm: FUSEDLSTM_CUDA_PATH must be auto, stepwise "
-              "or persistent, got '", v, "'");
+  if (std::strcmp(v, "cluster") == 0) return PathMode::kCluster;
+  TORCH_CHECK(false, "fusedlstm: FUSEDLSTM_CUDA_PATH must be auto, stepwise, "
+              "persistent or cluster, got '", v, "'");
 }
 
 bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {

@@ -58,13 +58,50 @@ void check_persistent_request(PathMode mode, const std::string& why_not,
               "). Use FUSEDLSTM_CUDA_PATH=auto or stepwise.");
 }
 
+// The cluster forward for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
+// so a layer it cannot run raises rather than taking another path.
+PersistentChoice choose_cluster(at::ScalarType dtype, const StepSchedule& sched,
+                                const LayerDims& d, int device) {
+  PersistentChoice c;
+  c.tf32 = recurrent_tf32(dtype);
+  const int64_t H = d.hidden_size, P = d.state_size;
+  std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
+  if (why_not.empty() && d.has_proj) {
+    why_not = "the cluster kernel has no projection (proj_size)";
+  } else if (why_not.empty() && dtype == at::kFloat && !c.tf32) {
+    why_not = "the cluster kernel computes on tensor cores: float16, bfloat16, "
+              "or float32 where TF32 is allowed (torch.backends.cudnn.allow_tf32)";
+  } else if (why_not.empty()) {
+    const int h = static_cast<int>(H), s = static_cast<int>(P),
+              b = static_cast<int>(sched.batch);
+    c.plan = c.tf32 ? plan_cluster_forward<persistent::Tf32>(h, s, b, device)
+           : dtype == at::kHalf ? plan_cluster_forward<c10::Half>(h, s, b, device)
+                                : plan_cluster_forward<c10::BFloat16>(h, s, b, device);
+    if (!c.plan.fits) why_not = c.plan.reason;
+  }
+  TORCH_CHECK(why_not.empty(), "fusedlstm: FUSEDLSTM_CUDA_PATH=cluster, but this "
+              "layer cannot run on the cluster forward kernel: ", why_not,
+              " (hidden_size=", H, ", state size=", P, ", dtype=", dtype,
+              "). Use FUSEDLSTM_CUDA_PATH=auto, persistent or stepwise.");
+  c.use = true;
+  c.cluster = true;
+  return c;
+}
+
 }  // namespace
 
 PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
                                    const StepSchedule& sched,
                                    const LayerDims& d, int device) {
   PersistentChoice c;
-  const PathMode mode = requested_path();
+  // The cluster kernel is a forward: its backward is the one auto chooses.
+  PathMode mode = requested_path();
+  if (mode == PathMode::kCluster) {
+    if (pass == RecurrencePass::kForward) {
+      return choose_cluster(dtype, sched, d, device);
+    }
+    mode = PathMode::kAuto;
+  }
   if (mode == PathMode::kStepwise) return c;
   c.tf32 = recurrent_tf32(dtype);
   const bool forward = pass == RecurrencePass::kForward;

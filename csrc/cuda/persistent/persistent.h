@@ -120,6 +120,8 @@ struct PersistentPlan {
   int units = 0;               // U: hidden units per CTA
   int proj_units = 0;          // PU: projection rows per CTA
   size_t smem = 0;             // dynamic shared memory per CTA, bytes
+  int cluster = 0;             // cluster kernel: CTAs per cluster (else 0)
+  int batch_tile = 0;          // cluster kernel: batch rows per cluster
 };
 
 // Picks U and the grid for the current device: the smallest U (a multiple of
@@ -147,10 +149,25 @@ void launch_persistent_backward(const PersistentPlan& plan,
                                 const PersistentBackwardParams& params,
                                 cudaStream_t stream);
 
+// The thread-block-cluster forward (no projection; T is persistent::Tf32,
+// c10::Half or c10::BFloat16; instantiations/cluster_fwd_*.cu): W_hh is split
+// over the CTAs of one cluster, which exchange h through distributed shared
+// memory and synchronise as a cluster once per step; clusters take separate
+// batch rows. Fits where one cluster's shared memory holds W_hh (H <= 512 or
+// so in 16-bit types on an H100). Host-only plan, cached per shape.
+template <typename T>
+PersistentPlan plan_cluster_forward(int H, int P, int B, int device);
+
+template <typename T>
+void launch_cluster_forward(const PersistentPlan& plan,
+                            const PersistentForwardParams& params,
+                            cudaStream_t stream);
+
 // Which recurrence a pass runs, and for the persistent kernel its plan.
 enum class RecurrencePass { kForward, kBackward };
 struct PersistentChoice {
   bool use = false;     // the persistent kernel; otherwise the stepwise path
+  bool cluster = false; // with use: the cluster forward (plan.cluster > 0)
   bool tf32 = false;    // float32 products on TF32 tensor cores (plan's type)
   PersistentPlan plan;  // valid when use
   ScheduleTable table;  // valid when use

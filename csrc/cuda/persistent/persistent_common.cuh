@@ -219,7 +219,9 @@ __device__ __forceinline__ storage_t<T> to_smem(storage_t<T> v) {
 // nt*8 + gq; rows at or past nbn read as zeros). m16n8k16 (half types):
 // b0 = k 2tq..+1, b1 = k 2tq+8..+9; m16n8k8 (TF32): b0 = k tq, b1 = k tq+4.
 // `aligned`: x and ldx allow one 32-bit load per pair of 16-bit elements.
-template <typename T, int NT>
+// kSharedX: x is in this CTA's shared memory, rows 4-byte aligned and zero
+// from K to the slice's k_pad (plain loads; __ldcg is for global memory).
+template <typename T, int NT, bool kSharedX>
 __device__ __forceinline__ void load_b_tile(const storage_t<T>* __restrict__ x,
                                             int64_t ldx, int k0, int K, int nbn,
                                             int gq, int tq, bool aligned,
@@ -229,7 +231,15 @@ __device__ __forceinline__ void load_b_tile(const storage_t<T>* __restrict__ x,
     const int n = nt * 8 + gq;
     const bool valid = n < nbn;
     const storage_t<T>* xr = x + (valid ? n : 0) * ldx;
-    if constexpr (std::is_same_v<T, Tf32>) {
+    if constexpr (kSharedX) {
+      if constexpr (std::is_same_v<T, Tf32>) {
+        b[nt][0] = valid ? __float_as_uint(to_tf32(xr[k0 + tq])) : 0u;
+        b[nt][1] = valid ? __float_as_uint(to_tf32(xr[k0 + tq + 4])) : 0u;
+      } else {
+        b[nt][0] = valid ? *reinterpret_cast<const uint32_t*>(xr + k0 + 2 * tq) : 0u;
+        b[nt][1] = valid ? *reinterpret_cast<const uint32_t*>(xr + k0 + 2 * tq + 8) : 0u;
+      }
+    } else if constexpr (std::is_same_v<T, Tf32>) {
       b[nt][0] = load_tf32(xr, k0 + tq, K, valid);
       b[nt][1] = load_tf32(xr, k0 + tq + 4, K, valid);
     } else if (aligned) {
@@ -281,7 +291,7 @@ constexpr int kFragmentRegs = 32;
 
 // The tensor-core part of block_matmul for NT n-tiles (nbn <= 8 NT): each
 // warp's partial sums into part, not yet reduced over the k-split.
-template <typename T, int NT>
+template <typename T, int NT, bool kSharedX>
 __device__ __forceinline__ void block_matmul_tiles(
     const storage_t<T>* __restrict__ w, const SliceGeom& g,
     const storage_t<T>* __restrict__ x, int64_t ldx, int nbn,
@@ -303,7 +313,8 @@ __device__ __forceinline__ void block_matmul_tiles(
 #pragma unroll
       for (int i = 0; i < kBatch; ++i) {
         if (kb + i < kt1) {  // warp-uniform
-          load_b_tile<T, NT>(x, ldx, (kb + i) * kk, g.k, nbn, gq, tq, aligned, b[i]);
+          load_b_tile<T, NT, kSharedX>(x, ldx, (kb + i) * kk, g.k, nbn, gq, tq,
+                                       aligned, b[i]);
         }
       }
 #pragma unroll
@@ -330,8 +341,10 @@ __device__ __forceinline__ void block_matmul_tiles(
 
 // part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
-// global. Ends with __syncthreads; the result is part[0 .. rows_pad*kChunk).
-template <typename T>
+// global (or, kSharedX, tensor-core types only, in shared memory: see
+// load_b_tile). Ends with __syncthreads; the result is
+// part[0 .. rows_pad*kChunk).
+template <typename T, bool kSharedX = false>
 __device__ void block_matmul(const storage_t<T>* __restrict__ w,
                              const SliceGeom& g,
                              const storage_t<T>* __restrict__ x, int64_t ldx,
@@ -339,9 +352,9 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
                              float* __restrict__ xs) {
   if constexpr (kTensorCore<T>) {
     // nbn is uniform over the CTA: every warp takes the same branch.
-    if (nbn <= 8) block_matmul_tiles<T, 1>(w, g, x, ldx, nbn, part);
-    else if (nbn <= 16) block_matmul_tiles<T, 2>(w, g, x, ldx, nbn, part);
-    else block_matmul_tiles<T, 4>(w, g, x, ldx, nbn, part);
+    if (nbn <= 8) block_matmul_tiles<T, 1, kSharedX>(w, g, x, ldx, nbn, part);
+    else if (nbn <= 16) block_matmul_tiles<T, 2, kSharedX>(w, g, x, ldx, nbn, part);
+    else block_matmul_tiles<T, 4, kSharedX>(w, g, x, ldx, nbn, part);
     const int KS = g.ksplit;
     __syncthreads();
     if (KS > 1) {
@@ -354,6 +367,7 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
       __syncthreads();
     }
   } else {
+    static_assert(!kSharedX, "the exact fp32 product stages x itself");
     // Exact fp32: lane = batch row, warp = every kWarps-th weight row. x is
     // staged so each value read from L2 feeds nr FMAs.
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -469,6 +483,109 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
   std::lock_guard<std::mutex> lock(mu);
   cache[key] = plan;
   return plan;
+}
+
+// The launch plan of a cluster kernel (lstm_cluster_fwd): CS <= 16 CTAs per
+// cluster own U = ceil(H / CS) units each (a multiple of 4), and each of NC
+// clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
+// (least work per CTA per step: the step is latency-bound); NC is as many as
+// can be resident at once (cudaOccupancyMaxActiveClusters), at most B.
+// smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device.
+template <typename SmemOf>
+PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
+                            SmemOf smem_of) {
+  static std::mutex mu;
+  static std::map<std::tuple<int, int, int, int>, PersistentPlan> cache;
+  const auto key = std::make_tuple(H, P, B, device);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  PersistentPlan plan;
+  plan.block = kThreads;
+  int clusters_ok = 0, smem_optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&clusters_ok, cudaDevAttrClusterLaunch, device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  plan.reason = "the device does not support thread-block clusters (sm_90 and later)";
+  if (clusters_ok && B > 0) {
+    C10_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
+    C10_CUDA_CHECK(cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    plan.reason = "W_hh does not fit in the shared memory of one cluster of "
+                  "16 CTAs (" + std::to_string(smem_optin) + " bytes each)";
+    // How many clusters of CS CTAs with `smem` bytes each can be resident.
+    auto resident = [&](int CS, size_t smem) {
+      cudaLaunchConfig_t cfg = {};
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = unsigned(CS);
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.gridDim = dim3(unsigned(CS));
+      cfg.blockDim = dim3(kThreads);
+      cfg.dynamicSmemBytes = smem;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      int n = 0;
+      // A size the device cannot schedule is an error here, not a plan.
+      if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+        (void)cudaGetLastError();
+        return 0;
+      }
+      return n;
+    };
+    for (int CS = 16; CS >= 1; --CS) {
+      const int U = ((H + CS - 1) / CS + 3) / 4 * 4;
+      if ((CS - 1) * U >= H) continue;  // a CTA with no units: a smaller CS
+      const size_t smem_one = smem_of(U, P, 1);
+      if (smem_one > size_t(smem_optin)) break;  // smaller clusters need more
+      const int most = resident(CS, smem_one);
+      if (most < 1) continue;
+      const int NC = std::min(B, most);
+      const int BT = (B + NC - 1) / NC;
+      const size_t smem = smem_of(U, P, BT);
+      if (smem > size_t(smem_optin)) {
+        plan.reason = "the batch's h does not fit beside W_hh in one cluster";
+        continue;
+      }
+      plan.fits = true;
+      plan.reason.clear();
+      plan.cluster = CS;
+      plan.units = U;
+      plan.batch_tile = BT;
+      plan.grid = CS * ((B + BT - 1) / BT);
+      plan.smem = smem;
+      break;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  cache[key] = plan;
+  return plan;
+}
+
+// Launches a cluster kernel(params, U, BT) on `stream` with its plan.
+template <typename Params>
+void launch_cluster(const void* kernel, const PersistentPlan& plan,
+                    const Params& params, cudaStream_t stream) {
+  TORCH_CHECK(plan.fits && plan.cluster > 0, "fusedlstm: cluster launch without a plan");
+  Params p = params;
+  int U = plan.units, BT = plan.batch_tile;
+  void* args[] = {&p, &U, &BT};
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(plan.cluster);
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3(unsigned(plan.grid));
+  cfg.blockDim = dim3(unsigned(plan.block));
+  cfg.dynamicSmemBytes = plan.smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  C10_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, args));
 }
 
 // Launches a persistent kernel(params, U, PU) on `stream` with its plan. A

@@ -40,6 +40,31 @@ __device__ __forceinline__ CellInputs load_cell_inputs(
   return in;
 }
 
+// The cell of batch row bg (output row `row`) and unit uu from its recurrent
+// products (gate q at rec[q * gate_stride]) and inputs: writes the activated
+// gates over the preactivations, c_t to the state and to `cells`, and
+// returns m = o * tanh(c_t) in the storage type (h_t without a projection).
+template <typename T>
+__device__ __forceinline__ storage_t<T> forward_cell(const PersistentForwardParams& p,
+                                                     int64_t row, int bg, int uu,
+                                                     const float* rec, int gate_stride,
+                                                     const CellInputs& in) {
+  using S = storage_t<T>;
+  const int H = p.H;
+  const CellOut<float> o = cell_forward_math<float>(
+      rec[0] + in.x[0], rec[gate_stride] + in.x[1], rec[2 * gate_stride] + in.x[2],
+      rec[3 * gate_stride] + in.x[3], in.c);
+  S* gp = static_cast<S*>(p.gates) + row * 4 * H + uu;
+  gp[0] = from_float<T>(o.i);
+  gp[H] = from_float<T>(o.f);
+  gp[2 * H] = from_float<T>(o.g);
+  gp[3 * H] = from_float<T>(o.o);
+  // Only the CTA that owns unit uu ever touches its state.
+  p.c_state[int64_t(bg) * H + uu] = o.c;
+  static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(o.c);
+  return from_float<T>(o.m);
+}
+
 // One CTA: hidden units [u0, u0 + U) with their four gates; with projection
 // also rows [p0, p0 + PU) of W_hr. Arguments and shapes: PersistentForwardParams.
 template <typename T, bool kProj>
@@ -59,11 +84,9 @@ __global__ void __launch_bounds__(kThreads)
 
   S* gates = static_cast<S*>(p.gates);
   S* output = static_cast<S*>(p.output);
-  S* cells = static_cast<S*>(p.cells);
   S* h_buf = static_cast<S*>(p.h_buf);
   S* m_buf = static_cast<S*>(p.m_buf);
   S* h_n = static_cast<S*>(p.h_n);
-  float* c_state = p.c_state;
 
   // Slice row r = q * U + u holds gate q of unit u0 + u, so the four gates of
   // a unit sit U rows apart in the result.
@@ -105,26 +128,13 @@ __global__ void __launch_bounds__(kThreads)
         const int b = e / U, u = e - b * U, uu = u0 + u;
         if (uu >= H) return;
         const int bg = nb0 + b;
-        const int64_t row = row0 + bg;
-        S* gp = gates + row * 4 * H + uu;
-        const float pi = part[(0 * U + u) * kChunk + b] + in.x[0];
-        const float pf = part[(1 * U + u) * kChunk + b] + in.x[1];
-        const float pg = part[(2 * U + u) * kChunk + b] + in.x[2];
-        const float po = part[(3 * U + u) * kChunk + b] + in.x[3];
-        const int64_t ci = int64_t(bg) * H + uu;
-        const CellOut<float> o = cell_forward_math<float>(pi, pf, pg, po, in.c);
-        gp[0] = from_float<T>(o.i);
-        gp[H] = from_float<T>(o.f);
-        gp[2 * H] = from_float<T>(o.g);
-        gp[3 * H] = from_float<T>(o.o);
-        c_state[ci] = o.c;  // only this CTA ever touches unit uu's state
-        cells[row * H + uu] = from_float<T>(o.c);
-        const S m = from_float<T>(o.m);
+        const float* rec = part + u * kChunk + b;  // gate q at rec[q * U * kChunk]
+        const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
         if constexpr (kProj) {
-          m_buf[ci] = m;
+          m_buf[int64_t(bg) * H + uu] = m;
         } else {
           h_nxt[int64_t(bg) * P + uu] = m;
-          output[row * P + uu] = m;
+          output[(row0 + bg) * P + uu] = m;
           if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
         }
       };

@@ -1,0 +1,9 @@
+// The cluster forward kernel for Tf32 (see cluster_fwd.cuh).
+#include "cuda/persistent/cluster_fwd.cuh"
+
+namespace fusedlstm::cuda {
+template PersistentPlan plan_cluster_forward<persistent::Tf32>(int, int, int, int);
+template void launch_cluster_forward<persistent::Tf32>(const PersistentPlan&,
+                                                const PersistentForwardParams&,
+                                                cudaStream_t);
+}  // namespace fusedlstm::cuda

@@ -1,0 +1,159 @@
+// The thread-block-cluster forward kernel (see persistent.h): for layers
+// whose W_hh fits in the shared memory of one cluster. Included only by the
+// small instantiation files under instantiations/.
+//
+// Cluster c runs batch rows [c*BT, c*BT + BT) of every step with all of W_hh;
+// its CTA of rank r owns hidden units [r*U, r*U + U) with their four gates,
+// as the cooperative kernel's CTAs do. Every CTA keeps the tile's whole
+// h_{t-1} in its own shared memory (double-buffered); the cell writes each
+// h_t value into the next buffer of every CTA of the cluster (distributed
+// shared memory), and the cluster synchronises once per step. Clusters never
+// wait for one another: no grid-wide barrier, and nothing to co-schedule
+// beyond one cluster.
+#pragma once
+
+#include <cooperative_groups.h>
+
+#include "cuda/persistent/persistent_fwd.cuh"
+
+namespace fusedlstm::cuda::persistent {
+
+// Shared memory of one CTA: the W_hh slice, then two h buffers of BT rows
+// (stride w1.stride, zero past P), then the partial sums.
+struct ClusterLayout {
+  SliceGeom w1;
+  size_t off_h = 0, h_elems = 0, off_part = 0, total = 0;
+};
+
+template <typename T>
+__host__ __device__ inline ClusterLayout cluster_forward_layout(int U, int P, int BT) {
+  ClusterLayout L;
+  L.w1 = slice_geom<T>(4 * U, P);
+  const size_t es = sizeof(storage_t<T>);
+  L.off_h = align16(size_t(L.w1.rows_pad) * L.w1.stride * es);
+  L.h_elems = size_t(BT) * L.w1.stride;
+  L.off_part = L.off_h + align16(2 * L.h_elems * es);
+  L.total = L.off_part + align16(size_t(L.w1.ksplit) * L.w1.rows_pad * kChunk * 4);
+  return L;
+}
+
+// One CTA of a cluster (no projection; tensor-core types). Arguments and
+// shapes: PersistentForwardParams (h_buf[0] holds h0; nothing writes it).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    lstm_cluster_fwd(const PersistentForwardParams p, int U, int BT) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  // Clusters need sm_90; plan_cluster refuses devices without them, so this
+  // image of the kernel (built for the older targets in the arch list) is
+  // never launched.
+  __trap();
+#else
+  namespace cg = cooperative_groups;
+  using S = storage_t<T>;
+  cg::cluster_group cluster = cg::this_cluster();
+  unsigned char* smem = dynamic_smem();
+  const int H = p.H, P = p.P, T_ = p.sched.steps;
+  const int CS = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const ClusterLayout L = cluster_forward_layout<T>(U, P, BT);
+  const int ld = L.w1.stride;
+  S* w1 = reinterpret_cast<S*>(smem);
+  S* h_local = reinterpret_cast<S*>(smem + L.off_h);  // [2][BT][ld]
+  float* part = reinterpret_cast<float*>(smem + L.off_part);
+  const int u0 = rank * U;
+  const int b0 = (blockIdx.x / CS) * BT;  // the cluster's first batch row
+  const int rows = min(BT, p.B - b0);     // its rows (every step has <= B)
+
+  S* output = static_cast<S*>(p.output);
+  S* h_n = static_cast<S*>(p.h_n);
+  const S* h0 = static_cast<const S*>(p.h_buf);
+
+  load_slice<T>(w1, L.w1, static_cast<const S*>(p.w_hh), P, [&](int r) {
+    const int q = r / U, u = r - q * U;
+    return u0 + u < H ? q * H + u0 + u : -1;
+  });
+  // Both buffers start as h0: rows that join late (a reverse packed batch)
+  // read h0 from whichever buffer their first step reads. Zero past P, which
+  // the product reads up to k_pad.
+  for (size_t e = threadIdx.x; e < 2 * L.h_elems; e += kThreads) {
+    const int b = int((e % L.h_elems) / ld), k = int(e % ld);
+    h_local[e] = b < rows && k < P ? h0[int64_t(b0 + b) * P + k] : S(0);
+  }
+  __syncthreads();
+  cluster.sync();  // every CTA of the cluster runs before any remote store
+
+  for (int s = 0; s < T_; ++s) {
+    const int t = p.reverse ? T_ - 1 - s : s;
+    int bs, bs_next = 0;
+    int64_t row0, unused;
+    p.sched.lookup(t, &bs, &row0);
+    if (s + 1 < T_) p.sched.lookup(p.reverse ? t - 1 : t + 1, &bs_next, &unused);
+    const S* h_cur = h_local + (s & 1) * L.h_elems;
+    S* h_nxt = h_local + ((s + 1) & 1) * L.h_elems;
+    const int active = max(0, min(rows, bs - b0));
+
+    for (int nb0 = 0; nb0 < active; nb0 += kChunk) {
+      const int nbn = min(kChunk, active - nb0);
+      // Cell e of the chunk: tile row nb0 + e / U, unit u0 + e % U (see
+      // lstm_persistent_fwd for the preloading).
+      CellInputs pre[kPreloadCells];
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < nbn * U) {
+          pre[i] = load_cell_inputs<T>(p, static_cast<const S*>(p.gates), e,
+                                       b0 + nb0, U, u0, row0);
+        }
+      }
+      block_matmul<T, true>(w1, L.w1, h_cur + nb0 * ld, ld, nbn, part, nullptr);
+      auto run_cell = [&](int e, const CellInputs& in) {
+        const int b = e / U, u = e - b * U, uu = u0 + u;
+        if (uu >= H) return;
+        const int bt = nb0 + b, bg = b0 + bt;
+        const float* rec = part + u * kChunk + b;
+        const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
+        for (int r = 0; r < CS; ++r) cluster.map_shared_rank(h_nxt, r)[bt * ld + uu] = m;
+        output[(row0 + bg) * P + uu] = m;
+        if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
+      };
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < nbn * U) run_cell(e, pre[i]);
+      }
+      for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U; e += kThreads) {
+        run_cell(e, load_cell_inputs<T>(p, static_cast<const S*>(p.gates), e,
+                                        b0 + nb0, U, u0, row0));
+      }
+      __syncthreads();  // part is rewritten by the next chunk
+    }
+    // h_t complete in every CTA's next buffer; also orders this step's reads
+    // of h_cur before the next step's remote stores into it.
+    cluster.sync();
+  }
+#endif
+}
+
+}  // namespace fusedlstm::cuda::persistent
+
+namespace fusedlstm::cuda {
+
+template <typename T>
+PersistentPlan plan_cluster_forward(int H, int P, int B, int device) {
+  return persistent::plan_cluster(
+      reinterpret_cast<const void*>(persistent::lstm_cluster_fwd<T>), H, P, B,
+      device, [](int U, int P_, int BT) {
+        return persistent::cluster_forward_layout<T>(U, P_, BT).total;
+      });
+}
+
+template <typename T>
+void launch_cluster_forward(const PersistentPlan& plan,
+                            const PersistentForwardParams& params,
+                            cudaStream_t stream) {
+  persistent::launch_cluster(
+      reinterpret_cast<const void*>(persistent::lstm_cluster_fwd<T>), plan,
+      params, stream);
+}
+
+}  // namespace fusedlstm::cuda

@@ -1,0 +1,127 @@
+"""GPU checks of the thread-block-cluster forward (FUSEDLSTM_CUDA_PATH=cluster).
+
+The cluster kernel runs the forward of a layer without projection whose W_hh
+fits in one cluster's shared memory (csrc/cuda/persistent/cluster_fwd.cuh);
+the backward under the same setting is the one ``auto`` chooses. Checked here
+against the float64 reference of test_cuda_parity (same tolerances), against
+the cooperative persistent kernel, for bitwise run-to-run determinism and
+CUDA-graph replay, and for the errors of layers it cannot run. Skipped, with
+the reason shown, where CUDA is absent or the GPU has no clusters (sm_90+).
+"""
+import pytest
+import torch
+
+pytestmark = [
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA device not present"),
+    pytest.mark.skipif(torch.cuda.is_available()
+                       and torch.cuda.get_device_capability() < (9, 0),
+                       reason="thread-block clusters need sm_90 or later"),
+]
+
+from test_cuda_parity import (ARGS, DEV, TOL, _ops, close, make_case,  # noqa: E402
+                              run_layer)
+
+DTYPES = [torch.float16, torch.bfloat16]
+CASES = [
+    dict(),                                  # padded, H24
+    dict(packed=True),                       # packed
+    dict(H=37, I=3, B=1),                    # odd sizes, batch 1
+    dict(H=20, B=40, T=3),                   # batch > one 32-row chunk
+    dict(H=256, I=256, B=8, T=30),           # G3-like width
+    dict(H=512, I=512, B=16, T=12),          # 16-CTA clusters (non-portable)
+]
+
+
+@pytest.fixture
+def cluster(monkeypatch):
+    monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", "cluster")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cfg", CASES, ids=lambda c: "-".join(
+    f"{k}{v}" for k, v in c.items()) or "padded")
+def test_cluster_matches_float64(cluster, dtype, reverse, cfg):
+    case = make_case(dtype, **cfg)
+    fwd, bwd, ref, ref_grads = run_layer(case, dtype, reverse)
+    vtol, gtol = TOL[dtype]
+    for name, a, r in zip(("output", "h_n", "c_n", "gates", "cells"), fwd, ref):
+        assert a.dtype == dtype and a.device.type == "cuda"
+        close(a, r, vtol, name)
+    names = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias")
+    for name, a, r in zip(names, bwd, ref_grads):
+        close(a, r, gtol, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cluster_agrees_with_persistent(monkeypatch, dtype):
+    # Different CTA splits sum the products in different orders, so within
+    # the dtype's tolerance rather than bitwise.
+    case = make_case(dtype, H=256, I=64, B=16, T=20, packed=True)
+    out = {}
+    for path in ("cluster", "persistent"):
+        monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", path)
+        out[path] = run_layer(case, dtype, False)[0]
+    for a, b in zip(out["cluster"], out["persistent"]):
+        close(a, b.double(), TOL[dtype][0], "cluster vs persistent")
+
+
+def test_cluster_tf32(cluster):
+    # float32 runs on the cluster kernel only through TF32, as cuDNN would.
+    case = make_case(torch.float32, H=64, I=16, B=4, T=6)
+    with pytest.raises(RuntimeError, match="tensor cores"):
+        run_layer(case, torch.float32, False)
+    torch.backends.cudnn.allow_tf32 = True  # conftest restores it
+    fwd, _, ref, _ = run_layer(case, torch.float32, False)
+    for name, a, r in zip(("output", "h_n", "c_n"), fwd, ref):
+        close(a, r, TOL[torch.float16][0], name)  # TF32 keeps float16's 10 bits
+
+
+def test_cluster_errors(cluster):
+    with pytest.raises(RuntimeError, match="cluster forward kernel: the cluster "
+                                           "kernel has no projection"):
+        run_layer(make_case(torch.bfloat16, P=8), torch.bfloat16, False)
+    with pytest.raises(RuntimeError, match="float64 has no persistent kernel"):
+        run_layer(make_case(torch.float64), torch.float64, False)
+    # bfloat16 W_hh of H = 1024 is 8 MB: more than 16 CTAs' shared memory.
+    with pytest.raises(RuntimeError, match="does not fit in the shared memory"):
+        run_layer(make_case(torch.bfloat16, H=1024, I=8, B=2, T=2),
+                  torch.bfloat16, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cluster_bitwise_deterministic(cluster, dtype):
+    case = make_case(dtype, H=128, I=32, packed=True, B=40, T=6)
+    a = run_layer(case, dtype, False)
+    b = run_layer(case, dtype, False)
+    for x, y in zip(list(a[0]) + list(a[1]), list(b[0]) + list(b[1])):
+        assert torch.equal(x, y)
+
+
+def test_cluster_cuda_graph_replay_equals_eager(cluster):
+    ops = _ops()
+    dtype = torch.bfloat16
+    case = make_case(dtype, H=64, I=16, packed=True)
+    dev = [case[k].to(DEV) if case[k] is not None else None for k in ARGS]
+    bs = case["batch_sizes"]
+
+    def step(args):
+        return list(ops.lstm_layer_forward(*args, bs, False))
+
+    static = [t.clone() if t is not None else None for t in dev]
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm-up off the capture (plans, workspaces)
+        step(static)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step(static)
+    for t, src in zip(static, dev):
+        if t is not None:
+            t.copy_(src * 0.5)
+    graph.replay()
+    torch.cuda.synchronize()
+    expect = step([t * 0.5 if t is not None else None for t in dev])
+    for a, b in zip(captured, expect):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -133,6 +133,34 @@ std::pair<double, double> tolerances() {
   else return {3e-2, 6e-2};
 }
 
+// The case's schedule table and row count, the emulated device set to the
+// case's, and the case's name for the report.
+template <typename T>
+std::string begin_case(const Case& c, const Inputs& in, bool reverse,
+                       ScheduleTable* table, int64_t* N) {
+  const StepSchedule sched = fusedlstm::make_schedule(in.x, c.B, opt(in.batch_sizes));
+  TORCH_CHECK(make_schedule_table(sched, table), "schedule table");
+  *N = sched.rows;
+  emu::kSms = c.sms;
+  emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
+  return c.name + (reverse ? " rev " : " fwd ") +
+         (std::is_same_v<T, Tf32> ? std::string("TF32")
+                                  : std::string(c10::toString(scalar_type_of<T>())));
+}
+
+// The arguments both kernels' parameter structs share.
+template <typename Params>
+void set_layer_params(Params& p, const Case& c, const Inputs& in,
+                      const ScheduleTable& table, bool reverse, bool proj) {
+  p.B = int(c.B);
+  p.H = int(c.H);
+  p.P = int(c.P ? c.P : c.H);
+  p.reverse = reverse;
+  p.sched = table;
+  p.w_hh = in.w_hh.data_ptr();
+  p.w_hr = proj ? in.w_hr.data_ptr() : nullptr;
+}
+
 // The forward kernels' buffers and arguments (run_persistent of
 // forward_cuda.cpp): unwritten outputs are NaN.
 struct ForwardRun {
@@ -156,13 +184,7 @@ ForwardRun prepare_forward(const Case& c, const Inputs& in,
   r.m_buf = at::full({B, H}, nan, in.x.options());
   r.h_n = in.h0.clone();
   PersistentForwardParams& fp = r.fp;
-  fp.B = int(B);
-  fp.H = int(H);
-  fp.P = int(P);
-  fp.reverse = reverse;
-  fp.sched = table;
-  fp.w_hh = in.w_hh.data_ptr();
-  fp.w_hr = proj ? in.w_hr.data_ptr() : nullptr;
+  set_layer_params(fp, c, in, table, reverse, proj);
   fp.gates = r.gates.data_ptr();
   fp.output = r.output.data_ptr();
   fp.cells = r.cells.data_ptr();
@@ -197,16 +219,10 @@ bool run_case(const Case& c, bool reverse) {
   const at::ScalarType dtype = scalar_type_of<T>();
   const Inputs in = make_inputs(c, dtype);
   const Inputs ref_in = as_double(in);
-  const int64_t H = c.H, P = c.P ? c.P : c.H, B = c.B;
-  const StepSchedule sched = fusedlstm::make_schedule(in.x, B, opt(in.batch_sizes));
-  const int64_t N = sched.rows;
+  const int64_t H = c.H, P = c.P ? c.P : c.H;
   ScheduleTable table;
-  TORCH_CHECK(make_schedule_table(sched, &table), "schedule table");
-  emu::kSms = c.sms;
-  emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
-  const std::string tag = c.name + (reverse ? " rev " : " fwd ") +
-                          (std::is_same_v<T, Tf32> ? std::string("TF32")
-                                                   : std::string(c10::toString(dtype)));
+  int64_t N = 0;
+  const std::string tag = begin_case<T>(c, in, reverse, &table, &N);
 
   // Forward (run_persistent of forward_cuda.cpp).
   const PersistentPlan fplan = plan_persistent_forward<T, kProj>(int(H), int(P), 0);
@@ -234,13 +250,7 @@ bool run_case(const Case& c, bool reverse) {
   at::Tensor dc_state = in.grad_c_n.to(at::kFloat).contiguous().clone();
   const at::Tensor gout = in.grad_out.reshape({N, P}).contiguous();
   PersistentBackwardParams bp;
-  bp.B = int(B);
-  bp.H = int(H);
-  bp.P = int(P);
-  bp.reverse = reverse;
-  bp.sched = table;
-  bp.w_hh = in.w_hh.data_ptr();
-  bp.w_hr = kProj ? in.w_hr.data_ptr() : nullptr;
+  set_layer_params(bp, c, in, table, reverse, kProj);
   bp.gates = gates.data_ptr();
   bp.cells = cells.data_ptr();
   bp.output = output.data_ptr();
@@ -287,14 +297,9 @@ template <typename T>
 void run_cluster_case(const Case& c, bool reverse, int clusters) {
   const at::ScalarType dtype = scalar_type_of<T>();
   const Inputs in = make_inputs(c, dtype);
-  const StepSchedule sched = fusedlstm::make_schedule(in.x, c.B, opt(in.batch_sizes));
   ScheduleTable table;
-  TORCH_CHECK(make_schedule_table(sched, &table), "schedule table");
-  emu::kSms = c.sms;
-  emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
-  const std::string tag = c.name + (reverse ? " rev " : " fwd ") +
-                          (std::is_same_v<T, Tf32> ? std::string("TF32")
-                                                   : std::string(c10::toString(dtype)));
+  int64_t N = 0;
+  const std::string tag = begin_case<T>(c, in, reverse, &table, &N);
   const PersistentPlan plan = plan_cluster_forward<T>(int(c.H), int(c.H), int(c.B), 0);
   ++checks;
   if (!plan.fits || plan.grid != plan.cluster * clusters) {
@@ -303,7 +308,7 @@ void run_cluster_case(const Case& c, bool reverse, int clusters) {
                 tag.c_str(), plan.fits, plan.grid, plan.cluster, plan.reason.c_str());
     return;
   }
-  ForwardRun run = prepare_forward(c, in, table, sched.rows, reverse, false);
+  ForwardRun run = prepare_forward(c, in, table, N, reverse, false);
   emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem, [&] {
     persistent::lstm_cluster_fwd<T>(run.fp, plan.units, plan.batch_tile);
   }, plan.cluster);

@@ -18,8 +18,9 @@ pytestmark = [
                        reason="thread-block clusters need sm_90 or later"),
 ]
 
-from test_cuda_parity import (ARGS, DEV, TOL, _ops, close, make_case,  # noqa: E402
-                              run_layer)
+from test_cuda_parity import (ARGS, DEV, TOL, _ops,  # noqa: E402
+                              assert_graph_replay_equals_eager, check_layer,
+                              close, make_case, run_layer)
 
 DTYPES = [torch.float16, torch.bfloat16]
 CASES = [
@@ -42,15 +43,7 @@ def cluster(monkeypatch):
 @pytest.mark.parametrize("cfg", CASES, ids=lambda c: "-".join(
     f"{k}{v}" for k, v in c.items()) or "padded")
 def test_cluster_matches_float64(cluster, dtype, reverse, cfg):
-    case = make_case(dtype, **cfg)
-    fwd, bwd, ref, ref_grads = run_layer(case, dtype, reverse)
-    vtol, gtol = TOL[dtype]
-    for name, a, r in zip(("output", "h_n", "c_n", "gates", "cells"), fwd, ref):
-        assert a.dtype == dtype and a.device.type == "cuda"
-        close(a, r, vtol, name)
-    names = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh", "grad_bias")
-    for name, a, r in zip(names, bwd, ref_grads):
-        close(a, r, gtol, name)
+    check_layer(make_case(dtype, **cfg), dtype, reverse)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -108,20 +101,4 @@ def test_cluster_cuda_graph_replay_equals_eager(cluster):
     def step(args):
         return list(ops.lstm_layer_forward(*args, bs, False))
 
-    static = [t.clone() if t is not None else None for t in dev]
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # warm-up off the capture (plans, workspaces)
-        step(static)
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = step(static)
-    for t, src in zip(static, dev):
-        if t is not None:
-            t.copy_(src * 0.5)
-    graph.replay()
-    torch.cuda.synchronize()
-    expect = step([t * 0.5 if t is not None else None for t in dev])
-    for a, b in zip(captured, expect):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_graph_replay_equals_eager(step, dev)

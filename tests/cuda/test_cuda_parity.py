@@ -156,7 +156,11 @@ LAYER_CASES = [
 def test_layer_matches_float64(path, dtype, reverse, cfg):
     if path == "persistent" and dtype == torch.float64:
         pytest.skip("float64 has no persistent kernel (see test_persistent_errors)")
-    case = make_case(dtype, **cfg)
+    check_layer(make_case(dtype, **cfg), dtype, reverse)
+
+
+def check_layer(case, dtype, reverse):
+    """Our forward and backward of one layer-direction against float64."""
     fwd, bwd, ref, ref_grads = run_layer(case, dtype, reverse)
     vtol, gtol = TOL[dtype]
     for name, a, r in zip(("output", "h_n", "c_n", "gates", "cells"), fwd, ref):
@@ -263,6 +267,14 @@ def test_cuda_graph_replay_equals_eager(path, proj):
         return list(fwd) + [t for t in bwd if t.numel()]
 
     eager = step(dev)
+    captured = assert_graph_replay_equals_eager(step, dev)
+    assert len(eager) == len(captured)
+
+
+def assert_graph_replay_equals_eager(step, dev):
+    """Captures step(copies of dev) in a CUDA graph, puts new data (dev * 0.5)
+    in the same buffers and replays: the results must equal an eager call on
+    the new data, bitwise. Returns the replayed results."""
     static = [t.clone() if t is not None else None for t in dev]
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
@@ -272,7 +284,6 @@ def test_cuda_graph_replay_equals_eager(path, proj):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         captured = step(static)
-    # New data in the same buffers, then replay: results must follow the data.
     for t, src in zip(static, dev):
         if t is not None:
             t.copy_(src * 0.5)
@@ -281,7 +292,7 @@ def test_cuda_graph_replay_equals_eager(path, proj):
     expect = step([t * 0.5 if t is not None else None for t in dev])
     for a, b in zip(captured, expect):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert len(eager) == len(captured)
+    return captured
 
 
 # ---------------------------------------------------------------------------

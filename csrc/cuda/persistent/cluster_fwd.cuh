@@ -83,48 +83,31 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();  // every CTA of the cluster runs before any remote store
 
   for (int s = 0; s < T_; ++s) {
-    const int t = p.reverse ? T_ - 1 - s : s;
-    int bs, bs_next = 0;
-    int64_t row0, unused;
-    p.sched.lookup(t, &bs, &row0);
-    if (s + 1 < T_) p.sched.lookup(p.reverse ? t - 1 : t + 1, &bs_next, &unused);
+    const ForwardStep st = forward_step(p, s);
+    const int bs = st.bs, bs_next = st.bs_next;
+    const int64_t row0 = st.row0;
     const S* h_cur = h_local + (s & 1) * L.h_elems;
     S* h_nxt = h_local + ((s + 1) & 1) * L.h_elems;
     const int active = max(0, min(rows, bs - b0));
 
     for (int nb0 = 0; nb0 < active; nb0 += kChunk) {
       const int nbn = min(kChunk, active - nb0);
-      // Cell e of the chunk: tile row nb0 + e / U, unit u0 + e % U (see
-      // lstm_persistent_fwd for the preloading).
-      CellInputs pre[kPreloadCells];
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < nbn * U) {
-          pre[i] = load_cell_inputs<T>(p, static_cast<const S*>(p.gates), e,
-                                       b0 + nb0, U, u0, row0);
-        }
-      }
-      block_matmul<T, true>(w1, L.w1, h_cur + nb0 * ld, ld, nbn, part, nullptr);
-      auto run_cell = [&](int e, const CellInputs& in) {
-        const int b = e / U, u = e - b * U, uu = u0 + u;
-        if (uu >= H) return;
-        const int bt = nb0 + b, bg = b0 + bt;
-        const float* rec = part + u * kChunk + b;
-        const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
-        for (int r = 0; r < CS; ++r) cluster.map_shared_rank(h_nxt, r)[bt * ld + uu] = m;
-        output[(row0 + bg) * P + uu] = m;
-        if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
-      };
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < nbn * U) run_cell(e, pre[i]);
-      }
-      for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U; e += kThreads) {
-        run_cell(e, load_cell_inputs<T>(p, static_cast<const S*>(p.gates), e,
-                                        b0 + nb0, U, u0, row0));
-      }
+      // Cell e of the chunk: tile row nb0 + e / U, unit u0 + e % U.
+      const S* gates = static_cast<const S*>(p.gates);
+      cells_after_product(
+          nbn * U,
+          [&](int e) { return load_cell_inputs<T>(p, gates, e, b0 + nb0, U, u0, row0); },
+          [&] { block_matmul<T, true>(w1, L.w1, h_cur + nb0 * ld, ld, nbn, part, nullptr); },
+          [&](int e, const CellInputs& in) {
+            const int b = e / U, u = e - b * U, uu = u0 + u;
+            if (uu >= H) return;
+            const int bt = nb0 + b, bg = b0 + bt;
+            const float* rec = part + u * kChunk + b;
+            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
+            for (int r = 0; r < CS; ++r) cluster.map_shared_rank(h_nxt, r)[bt * ld + uu] = m;
+            output[(row0 + bg) * P + uu] = m;
+            if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
+          });
       __syncthreads();  // part is rewritten by the next chunk
     }
     // h_t complete in every CTA's next buffer; also orders this step's reads

@@ -106,11 +106,8 @@ __device__ __forceinline__ void run_backward_cell(const PersistentBackwardParams
   const int64_t row = cur.row0 + b;
   const CellGrad<float> d = cell_backward_math<float>(
       in.gate[0], in.gate[1], in.gate[2], in.gate[3], in.c, in.c_prev, dm, in.dc);
-  S* dg = static_cast<S*>(p.dgates) + row * 4 * H + uu;
-  dg[0] = from_float<T>(d.d_i);
-  dg[H] = from_float<T>(d.d_f);
-  dg[2 * H] = from_float<T>(d.d_g);
-  dg[3 * H] = from_float<T>(d.d_o);
+  store_gates<T>(static_cast<S*>(p.dgates) + row * 4 * H + uu, H, d.d_i, d.d_f,
+                 d.d_g, d.d_o);
   // Only this CTA ever touches unit uu's state.
   p.dc_state[int64_t(b) * H + uu] = d.dc_prev;
   if constexpr (kGatherH) static_cast<S*>(p.h_prev)[row * p.P + uu] = in.h_prev;
@@ -168,34 +165,24 @@ __global__ void __launch_bounds__(kThreads)
       const StepRows prev = step_rows(p.sched, forward_prev(t));
       const int carried = min(cur.bs, prev.bs);
       // Cell e of the step: row e / U, unit u0 + e % U, the same thread's
-      // every step. The first kPreloadCells are asked for before the product,
-      // so that their loads (from HBM) overlap it.
-      BackwardCellInputs<T> pre[kPreloadCells];
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads, b = e / U, uu = u0 + e % U;
-        if (e < cur.bs * U && uu < H) {
-          pre[i] = load_backward_cell<T, true>(p, cur, prev, carried, b, uu);
-        }
-      }
-      // dh of the rows of the step visited last, this CTA's units (P == H).
-      if (s > 0) dh_from_gate_grads(step_rows(p.sched, step_of(s - 1)), u0, U);
+      // every step; its inputs are asked for before the product
+      // (cells_after_product): dh of the rows of the step visited last, this
+      // CTA's units (P == H).
+      cells_after_product(
+          cur.bs * U,
+          [&](int e) {
+            const int uu = u0 + e % U;
+            return uu < H ? load_backward_cell<T, true>(p, cur, prev, carried, e / U, uu)
+                          : BackwardCellInputs<T>();
+          },
+          [&] { if (s > 0) dh_from_gate_grads(step_rows(p.sched, step_of(s - 1)), u0, U); },
+          [&](int e, const BackwardCellInputs<T>& in) {
+            const int b = e / U, uu = u0 + e % U;
+            if (uu >= H) return;
+            const float dm = dh_state[int64_t(b) * H + uu] + in.grad_out;
+            run_backward_cell<T, true>(p, cur, b, uu, dm, in);
+          });
       if (s == T_) break;
-      auto cell = [&](int e, const BackwardCellInputs<T>& in) {
-        const int b = e / U, uu = u0 + e % U;
-        const float dm = dh_state[int64_t(b) * H + uu] + in.grad_out;
-        run_backward_cell<T, true>(p, cur, b, uu, dm, in);
-      };
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < cur.bs * U && u0 + e % U < H) cell(e, pre[i]);
-      }
-      for (int e = threadIdx.x + kPreloadCells * kThreads; e < cur.bs * U;
-           e += kThreads) {
-        const int b = e / U, uu = u0 + e % U;
-        if (uu < H) cell(e, load_backward_cell<T, true>(p, cur, prev, carried, b, uu));
-      }
       grid.sync();  // every unit's gate gradients of step t are written
     }
   } else {
@@ -233,35 +220,24 @@ __global__ void __launch_bounds__(kThreads)
       for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
         const int nbn = min(kChunk, cur.bs - nb0);
         // Cell e of the chunk: row nb0 + e / U, unit u0 + e % U.
-        BackwardCellInputs<T> pre[kPreloadCells];
-#pragma unroll
-        for (int i = 0; i < kPreloadCells; ++i) {
-          const int e = threadIdx.x + i * kThreads, uu = u0 + e % U;
-          if (e < nbn * U && uu < H) {
-            pre[i] = load_backward_cell<T, false>(p, cur, prev, carried,
-                                                  nb0 + e / U, uu);
-          }
-        }
-        block_matmul<T>(w2, L.w2, grad_h_all + (cur.row0 + nb0) * P, P, nbn,
-                        part, xs);
-        auto cell = [&](int e, const BackwardCellInputs<T>& in) {
-          const int b = e / U, u = e % U;
-          run_backward_cell<T, false>(p, cur, nb0 + b, u0 + u,
-                                      part[u * kChunk + b], in);
-        };
-#pragma unroll
-        for (int i = 0; i < kPreloadCells; ++i) {
-          const int e = threadIdx.x + i * kThreads;
-          if (e < nbn * U && u0 + e % U < H) cell(e, pre[i]);
-        }
-        for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U;
-             e += kThreads) {
-          const int uu = u0 + e % U;
-          if (uu < H) {
-            cell(e, load_backward_cell<T, false>(p, cur, prev, carried,
-                                                 nb0 + e / U, uu));
-          }
-        }
+        cells_after_product(
+            nbn * U,
+            [&](int e) {
+              const int uu = u0 + e % U;
+              return uu < H ? load_backward_cell<T, false>(p, cur, prev, carried,
+                                                           nb0 + e / U, uu)
+                            : BackwardCellInputs<T>();
+            },
+            [&] {
+              block_matmul<T>(w2, L.w2, grad_h_all + (cur.row0 + nb0) * P, P, nbn,
+                              part, xs);
+            },
+            [&](int e, const BackwardCellInputs<T>& in) {
+              const int b = e / U, u = e % U;
+              if (u0 + u >= H) return;
+              run_backward_cell<T, false>(p, cur, nb0 + b, u0 + u,
+                                          part[u * kChunk + b], in);
+            });
         __syncthreads();
       }
       grid.sync();  // all gate gradients of step t are written

@@ -36,6 +36,31 @@ constexpr int kRowsPerWarp = 8;
 // per chunk of the forward: U <= 16 needs no more than 2.
 constexpr int kPreloadCells = 2;
 
+// Runs product() and then cell(e, load(e)) for every cell e < n, this
+// thread's cells being e = threadIdx.x + i * kThreads: the inputs of its
+// first kPreloadCells cells are loaded before the product, so that their
+// latency (they come from HBM) overlaps it instead of following it. load
+// must not depend on the product's results.
+template <typename Load, typename Product, typename Cell>
+__device__ __forceinline__ void cells_after_product(int n, Load load, Product product,
+                                                    Cell cell) {
+  decltype(load(0)) pre[kPreloadCells];
+#pragma unroll
+  for (int i = 0; i < kPreloadCells; ++i) {
+    const int e = threadIdx.x + i * kThreads;
+    if (e < n) pre[i] = load(e);
+  }
+  product();
+#pragma unroll
+  for (int i = 0; i < kPreloadCells; ++i) {
+    const int e = threadIdx.x + i * kThreads;
+    if (e < n) cell(e, pre[i]);
+  }
+  for (int e = threadIdx.x + kPreloadCells * kThreads; e < n; e += kThreads) {
+    cell(e, load(e));
+  }
+}
+
 // The kernels' element types: float (exact FMA products), Tf32 (declared in
 // persistent.h), c10::Half and c10::BFloat16.
 
@@ -63,6 +88,16 @@ __device__ __forceinline__ storage_t<T> from_float(float v) {
   if constexpr (kFloatStorage<T>) return v;
   else if constexpr (std::is_same_v<T, c10::Half>) return __half_as_ushort(__float2half_rn(v));
   else return __bfloat16_as_ushort(__float2bfloat16_rn(v));
+}
+
+// Four per-gate values of one (row, unit) into their places H apart.
+template <typename T>
+__device__ __forceinline__ void store_gates(storage_t<T>* g, int H, float i,
+                                            float f, float gg, float o) {
+  g[0] = from_float<T>(i);
+  g[H] = from_float<T>(f);
+  g[2 * H] = from_float<T>(gg);
+  g[3 * H] = from_float<T>(o);
 }
 
 // Shared-memory geometry of one CTA's weight slice ([rows, k] of W_hh or

@@ -40,6 +40,23 @@ __device__ __forceinline__ CellInputs load_cell_inputs(
   return in;
 }
 
+// The step visited s-th (in the layer's direction): its batch size and
+// first row, and the batch size of the step visited next (0 after the
+// last): rows at or past it end here.
+struct ForwardStep {
+  int bs = 0, bs_next = 0;
+  int64_t row0 = 0;
+};
+__device__ __forceinline__ ForwardStep forward_step(const PersistentForwardParams& p,
+                                                    int s) {
+  const int T_ = p.sched.steps, t = p.reverse ? T_ - 1 - s : s;
+  ForwardStep st;
+  int64_t unused;
+  p.sched.lookup(t, &st.bs, &st.row0);
+  if (s + 1 < T_) p.sched.lookup(p.reverse ? t - 1 : t + 1, &st.bs_next, &unused);
+  return st;
+}
+
 // The cell of batch row bg (output row `row`) and unit uu from its recurrent
 // products (gate q at rec[q * gate_stride]) and inputs: writes the activated
 // gates over the preactivations, c_t to the state and to `cells`, and
@@ -54,11 +71,7 @@ __device__ __forceinline__ storage_t<T> forward_cell(const PersistentForwardPara
   const CellOut<float> o = cell_forward_math<float>(
       rec[0] + in.x[0], rec[gate_stride] + in.x[1], rec[2 * gate_stride] + in.x[2],
       rec[3 * gate_stride] + in.x[3], in.c);
-  S* gp = static_cast<S*>(p.gates) + row * 4 * H + uu;
-  gp[0] = from_float<T>(o.i);
-  gp[H] = from_float<T>(o.f);
-  gp[2 * H] = from_float<T>(o.g);
-  gp[3 * H] = from_float<T>(o.o);
+  store_gates<T>(static_cast<S*>(p.gates) + row * 4 * H + uu, H, o.i, o.f, o.g, o.o);
   // Only the CTA that owns unit uu ever touches its state.
   p.c_state[int64_t(bg) * H + uu] = o.c;
   static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(o.c);
@@ -101,51 +114,35 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
 
   for (int s = 0; s < T_; ++s) {
-    const int t = p.reverse ? T_ - 1 - s : s;
-    int bs, bs_next = 0;
-    int64_t row0, unused;
-    p.sched.lookup(t, &bs, &row0);
-    if (s + 1 < T_) p.sched.lookup(p.reverse ? t - 1 : t + 1, &bs_next, &unused);
+    const ForwardStep st = forward_step(p, s);
+    const int bs = st.bs, bs_next = st.bs_next;
+    const int64_t row0 = st.row0;
     const S* h_cur = h_buf + int64_t(s & 1) * B * P;
     S* h_nxt = h_buf + int64_t((s + 1) & 1) * B * P;
 
     for (int nb0 = 0; nb0 < bs; nb0 += kChunk) {
       const int nbn = min(kChunk, bs - nb0);
       // Cell e of the chunk: row nb0 + e / U, unit u0 + e % U; this thread
-      // runs cells threadIdx.x + i * kThreads, the same ones every step.
-      // Their input parts (x W_ih^T + b) and c_{t-1} do not depend on h_{t-1}:
-      // the first kPreloadCells are asked for before the product, so that
-      // their latency (the gates come from HBM) overlaps the product's
-      // instead of following it.
-      CellInputs pre[kPreloadCells];
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < nbn * U) pre[i] = load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0);
-      }
-      block_matmul<T>(w1, L.w1, h_cur + int64_t(nb0) * P, P, nbn, part, xs);
-      auto run_cell = [&](int e, const CellInputs& in) {
-        const int b = e / U, u = e - b * U, uu = u0 + u;
-        if (uu >= H) return;
-        const int bg = nb0 + b;
-        const float* rec = part + u * kChunk + b;  // gate q at rec[q * U * kChunk]
-        const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
-        if constexpr (kProj) {
-          m_buf[int64_t(bg) * H + uu] = m;
-        } else {
-          h_nxt[int64_t(bg) * P + uu] = m;
-          output[(row0 + bg) * P + uu] = m;
-          if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
-        }
-      };
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < nbn * U) run_cell(e, pre[i]);
-      }
-      for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U; e += kThreads) {
-        run_cell(e, load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0));
-      }
+      // runs the same cells every step. Their input parts (x W_ih^T + b) and
+      // c_{t-1} do not depend on h_{t-1} (cells_after_product).
+      cells_after_product(
+          nbn * U,
+          [&](int e) { return load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0); },
+          [&] { block_matmul<T>(w1, L.w1, h_cur + int64_t(nb0) * P, P, nbn, part, xs); },
+          [&](int e, const CellInputs& in) {
+            const int b = e / U, u = e - b * U, uu = u0 + u;
+            if (uu >= H) return;
+            const int bg = nb0 + b;
+            const float* rec = part + u * kChunk + b;  // gate q at rec[q * U * kChunk]
+            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
+            if constexpr (kProj) {
+              m_buf[int64_t(bg) * H + uu] = m;
+            } else {
+              h_nxt[int64_t(bg) * P + uu] = m;
+              output[(row0 + bg) * P + uu] = m;
+              if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
+            }
+          });
       __syncthreads();  // part is rewritten by the next chunk
     }
     grid.sync();  // h_t (or m_t) complete everywhere

@@ -71,7 +71,7 @@ PersistentChoice choose_cluster(at::ScalarType dtype, const StepSchedule& sched,
   } else if (why_not.empty() && dtype == at::kFloat && !c.tf32) {
     why_not = "the cluster kernel computes on tensor cores: float16, bfloat16, "
               "or float32 where TF32 is allowed (torch.backends.cudnn.allow_tf32)";
-  } else if (why_not.empty()) {
+  } else if (why_not.empty() && sched.batch > 0) {  // batch 0: nothing to launch
     const int h = static_cast<int>(H), s = static_cast<int>(P),
               b = static_cast<int>(sched.batch);
     c.plan = c.tf32 ? plan_cluster_forward<persistent::Tf32>(h, s, b, device)

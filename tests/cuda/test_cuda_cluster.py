@@ -82,6 +82,16 @@ def test_cluster_errors(cluster):
                   torch.bfloat16, False)
 
 
+def test_cluster_batch_zero_like_nn_lstm(cluster):
+    import fusedlstm
+    ref = torch.nn.LSTM(16, 32, device=DEV, dtype=torch.bfloat16)
+    ours = fusedlstm.LSTM(16, 32, device=DEV, dtype=torch.bfloat16)
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(5, 0, 16, device=DEV, dtype=torch.bfloat16)
+    for a, b in zip((ours(x)[0],) + ours(x)[1], (ref(x)[0],) + ref(x)[1]):
+        assert a.shape == b.shape and a.dtype == b.dtype and a.numel() == 0
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_cluster_bitwise_deterministic(cluster, dtype):
     case = make_case(dtype, H=128, I=32, packed=True, B=40, T=6)

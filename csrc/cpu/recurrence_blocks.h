@@ -217,14 +217,13 @@ inline void pack_projection_panel(const float* w_hr, int64_t P, int64_t H, int64
 
 // dst[j][l] = src[j * row_stride + col * col_stride], col = 2Lc + l, for
 // j < depth, zero from col = cols on.
-template <typename T>
-inline void pack_panel(const T* src, int64_t depth, int64_t cols,
+inline void pack_panel(const float* src, int64_t depth, int64_t cols,
                 int64_t row_stride, int64_t col_stride, int64_t c, float* dst) {
   for (int64_t j = 0; j < depth; ++j) {
     for (int64_t l = 0; l < kPanelCols; ++l) {
       const int64_t col = c * kPanelCols + l;
       dst[j * kPanelCols + l] =
-          col < cols ? weight_value(src[j * row_stride + col * col_stride]) : 0.f;
+          col < cols ? src[j * row_stride + col * col_stride] : 0.f;
     }
   }
 }

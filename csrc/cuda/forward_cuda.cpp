@@ -109,13 +109,9 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   p.h_n = h_n.data_ptr();
   const at::ScalarType dtype = opts.dtype().toScalarType();
   if (choice.table.steps > 0 && B > 0 && choice.cluster) {
-    if (choice.tf32) {
-      launch_cluster_forward<persistent::Tf32>(choice.plan, p, stream);
-    } else if (dtype == at::kHalf) {
-      launch_cluster_forward<c10::Half>(choice.plan, p, stream);
-    } else {
-      launch_cluster_forward<c10::BFloat16>(choice.plan, p, stream);
-    }
+    FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
+      launch_cluster_forward<T>(choice.plan, p, stream);
+    });
   } else if (choice.table.steps > 0 && B > 0) {
     FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {

@@ -46,16 +46,16 @@ std::string persistent_precondition(at::ScalarType dtype,
   return "";
 }
 
-// An explicit request is never served by the other path, so benchmarks and
-// tests measure what they ask.
-void check_persistent_request(PathMode mode, const std::string& why_not,
-                              const char* pass, int64_t H, int64_t P,
-                              at::ScalarType dtype) {
-  TORCH_CHECK(mode != PathMode::kPersistent || why_not.empty(),
-              "fusedlstm: FUSEDLSTM_CUDA_PATH=persistent, but this layer "
-              "cannot run on the persistent ", pass, " kernel: ", why_not,
-              " (hidden_size=", H, ", state size=", P, ", dtype=", dtype,
-              "). Use FUSEDLSTM_CUDA_PATH=auto or stepwise.");
+// An explicit request (FUSEDLSTM_CUDA_PATH=`path`) is never served by
+// another path, so benchmarks and tests measure what they ask: raises why
+// `kernel` cannot run the layer, naming the paths that can.
+void check_request(const char* path, const std::string& kernel,
+                   const char* alternatives, const std::string& why_not,
+                   int64_t H, int64_t P, at::ScalarType dtype) {
+  TORCH_CHECK(why_not.empty(), "fusedlstm: FUSEDLSTM_CUDA_PATH=", path,
+              ", but this layer cannot run on the ", kernel, " kernel: ",
+              why_not, " (hidden_size=", H, ", state size=", P, ", dtype=",
+              dtype, "). Use FUSEDLSTM_CUDA_PATH=", alternatives, ".");
 }
 
 // The cluster forward for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
@@ -74,15 +74,13 @@ PersistentChoice choose_cluster(at::ScalarType dtype, const StepSchedule& sched,
   } else if (why_not.empty() && sched.batch > 0) {  // batch 0: nothing to launch
     const int h = static_cast<int>(H), s = static_cast<int>(P),
               b = static_cast<int>(sched.batch);
-    c.plan = c.tf32 ? plan_cluster_forward<persistent::Tf32>(h, s, b, device)
-           : dtype == at::kHalf ? plan_cluster_forward<c10::Half>(h, s, b, device)
-                                : plan_cluster_forward<c10::BFloat16>(h, s, b, device);
+    c.plan = FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, c.tf32, T, [&] {
+      return plan_cluster_forward<T>(h, s, b, device);
+    });
     if (!c.plan.fits) why_not = c.plan.reason;
   }
-  TORCH_CHECK(why_not.empty(), "fusedlstm: FUSEDLSTM_CUDA_PATH=cluster, but this "
-              "layer cannot run on the cluster forward kernel: ", why_not,
-              " (hidden_size=", H, ", state size=", P, ", dtype=", dtype,
-              "). Use FUSEDLSTM_CUDA_PATH=auto, persistent or stepwise.");
+  check_request("cluster", "cluster forward", "auto, persistent or stepwise",
+                why_not, H, P, dtype);
   c.use = true;
   c.cluster = true;
   return c;
@@ -117,8 +115,11 @@ PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
     });
     if (!c.plan.fits) why_not = c.plan.reason;
   }
-  check_persistent_request(mode, why_not, forward ? "forward" : "backward", H,
-                           P, dtype);
+  if (mode == PathMode::kPersistent) {
+    check_request("persistent",
+                  std::string("persistent ") + (forward ? "forward" : "backward"),
+                  "auto or stepwise", why_not, H, P, dtype);
+  }
   c.use = why_not.empty();
   return c;
 }

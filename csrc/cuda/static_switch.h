@@ -48,3 +48,22 @@
                     DTYPE);                                                  \
     }                                                                        \
   }()
+
+// The element types of the cluster kernel, which computes on tensor cores
+// only: float32 as Tf32 (choose_cluster refuses float32 without USE_TF32),
+// c10::Half, c10::BFloat16.
+#define FUSEDLSTM_CLUSTER_TYPE_SWITCH(DTYPE, USE_TF32, TYPE_NAME, ...)       \
+  [&] {                                                                      \
+    if ((DTYPE) == at::kFloat && (USE_TF32)) {                               \
+      using TYPE_NAME = ::fusedlstm::cuda::persistent::Tf32;                 \
+      return __VA_ARGS__();                                                  \
+    } else if ((DTYPE) == at::kHalf) {                                       \
+      using TYPE_NAME = c10::Half;                                           \
+      return __VA_ARGS__();                                                  \
+    } else {                                                                 \
+      TORCH_CHECK((DTYPE) == at::kBFloat16,                                  \
+                  "fusedlstm: no cluster kernel for dtype ", DTYPE);         \
+      using TYPE_NAME = c10::BFloat16;                                       \
+      return __VA_ARGS__();                                                  \
+    }                                                                        \
+  }()

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -451,24 +452,63 @@ __device__ void load_slice(storage_t<T>* dst, const SliceGeom& g,
   }
 }
 
+// Launch plans by shape and device. Each planner keeps one (a static per
+// kernel instantiation), which keeps the occupancy queries off the per-call
+// path; planning itself runs outside the lock.
+template <typename Key>
+class PlanCache {
+ public:
+  std::optional<PersistentPlan> find(const Key& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = plans_.find(key);
+    if (it == plans_.end()) return std::nullopt;
+    return it->second;
+  }
+  PersistentPlan store(const Key& key, const PersistentPlan& plan) {
+    std::lock_guard<std::mutex> lock(mu_);
+    plans_[key] = plan;
+    return plan;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<Key, PersistentPlan> plans_;
+};
+
+// A cluster launch's configuration: `grid` CTAs of kThreads in clusters of
+// `cluster` along x. Holds the attribute its config points to, so it is
+// neither copied nor moved.
+struct ClusterLaunchConfig {
+  ClusterLaunchConfig(int cluster, int grid, size_t smem, cudaStream_t stream) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = unsigned(cluster);
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    config.gridDim = dim3(unsigned(grid));
+    config.blockDim = dim3(kThreads);
+    config.dynamicSmemBytes = smem;
+    config.stream = stream;
+    config.attrs = attr;
+    config.numAttrs = 1;
+  }
+  ClusterLaunchConfig(const ClusterLaunchConfig&) = delete;
+  ClusterLaunchConfig& operator=(const ClusterLaunchConfig&) = delete;
+
+  cudaLaunchAttribute attr[1];
+  cudaLaunchConfig_t config = {};
+};
+
 // The launch plan of a cooperative kernel whose CTA k owns hidden units
 // [k*U, k*U + U) and state columns [k*PU, k*PU + PU), PU = ceil(P / grid).
 // layout(U, PU, H, P) is the CTA's shared memory. Takes the smallest U (a
 // multiple of 4) whose grid is co-resident: smaller U means more CTAs and
-// less shared memory each. Plans depend only on the shape and the device and
-// are cached per kernel (one static cache per instantiation), which keeps the
-// occupancy queries off the per-call path.
+// less shared memory each. Cached per shape and device (PlanCache).
 template <typename T, typename Layout>
 PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
                                 Layout layout) {
-  static std::mutex mu;
-  static std::map<std::tuple<int, int, int>, PersistentPlan> cache;
+  static PlanCache<std::tuple<int, int, int>> cache;
   const auto key = std::make_tuple(H, P, device);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
+  if (const auto hit = cache.find(key)) return *hit;
   PersistentPlan plan;
   plan.block = kThreads;
   int sms = 0, coop = 0, smem_optin = 0;
@@ -515,9 +555,7 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
       }
     }
   }
-  std::lock_guard<std::mutex> lock(mu);
-  cache[key] = plan;
-  return plan;
+  return cache.store(key, plan);
 }
 
 // The launch plan of a cluster kernel (lstm_cluster_fwd): CS <= 16 CTAs per
@@ -525,18 +563,14 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
 // clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
 // (least work per CTA per step: the step is latency-bound); NC is as many as
 // can be resident at once (cudaOccupancyMaxActiveClusters), at most B.
-// smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device.
+// smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device
+// (PlanCache).
 template <typename SmemOf>
 PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
                             SmemOf smem_of) {
-  static std::mutex mu;
-  static std::map<std::tuple<int, int, int, int>, PersistentPlan> cache;
+  static PlanCache<std::tuple<int, int, int, int>> cache;
   const auto key = std::make_tuple(H, P, B, device);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
+  if (const auto hit = cache.find(key)) return *hit;
   PersistentPlan plan;
   plan.block = kThreads;
   int clusters_ok = 0, smem_optin = 0;
@@ -552,20 +586,10 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
                   "16 CTAs (" + std::to_string(smem_optin) + " bytes each)";
     // How many clusters of CS CTAs with `smem` bytes each can be resident.
     auto resident = [&](int CS, size_t smem) {
-      cudaLaunchConfig_t cfg = {};
-      cudaLaunchAttribute attr[1];
-      attr[0].id = cudaLaunchAttributeClusterDimension;
-      attr[0].val.clusterDim.x = unsigned(CS);
-      attr[0].val.clusterDim.y = 1;
-      attr[0].val.clusterDim.z = 1;
-      cfg.gridDim = dim3(unsigned(CS));
-      cfg.blockDim = dim3(kThreads);
-      cfg.dynamicSmemBytes = smem;
-      cfg.attrs = attr;
-      cfg.numAttrs = 1;
+      const ClusterLaunchConfig one(CS, CS, smem, nullptr);
       int n = 0;
       // A size the device cannot schedule is an error here, not a plan.
-      if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+      if (cudaOccupancyMaxActiveClusters(&n, kernel, &one.config) != cudaSuccess) {
         (void)cudaGetLastError();
         return 0;
       }
@@ -595,9 +619,7 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
       break;
     }
   }
-  std::lock_guard<std::mutex> lock(mu);
-  cache[key] = plan;
-  return plan;
+  return cache.store(key, plan);
 }
 
 // Launches a cluster kernel(params, U, BT) on `stream` with its plan.
@@ -608,19 +630,8 @@ void launch_cluster(const void* kernel, const PersistentPlan& plan,
   Params p = params;
   int U = plan.units, BT = plan.batch_tile;
   void* args[] = {&p, &U, &BT};
-  cudaLaunchConfig_t cfg = {};
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = unsigned(plan.cluster);
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.gridDim = dim3(unsigned(plan.grid));
-  cfg.blockDim = dim3(unsigned(plan.block));
-  cfg.dynamicSmemBytes = plan.smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  C10_CUDA_CHECK(cudaLaunchKernelExC(&cfg, kernel, args));
+  const ClusterLaunchConfig launch(plan.cluster, plan.grid, plan.smem, stream);
+  C10_CUDA_CHECK(cudaLaunchKernelExC(&launch.config, kernel, args));
 }
 
 // Launches a persistent kernel(params, U, PU) on `stream` with its plan. A

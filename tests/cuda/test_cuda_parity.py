@@ -104,19 +104,22 @@ def ref_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
         h = torch.cat([hn, h[bs:]])
         c = torch.cat([cn, c[bs:]])
         outs[t], gates[t], cells[t] = hn, torch.cat([i, f, gg, o], 1), cn
-    out = torch.cat(outs)
-    if batch_sizes is None:
-        out = out.view(*input.shape[:2], -1)
-    return out, h, c, torch.cat(gates), torch.cat(cells)
+    out, gates, cells = torch.cat(outs), torch.cat(gates), torch.cat(cells)
+    if batch_sizes is None:  # shaped like the input, as the operators return them
+        out, gates, cells = (t.view(*input.shape[:2], -1) for t in (out, gates, cells))
+    return out, h, c, gates, cells
 
 
 ARGS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 
 
-def run_layer(case, dtype, reverse, grads_seed=1):
-    """Our forward+backward on CUDA and the float64 reference's."""
+def run_layer(case, dtype, reverse, grads_seed=1, device=DEV):
+    """Our forward+backward on `device` and the float64 reference's.
+
+    `device` is CUDA in the GPU tests; test_harness_on_cpu runs this harness on
+    the CPU operators, so that CI checks its plumbing."""
     ops = _ops()
-    dev = {k: (v.to(DEV) if v is not None else None) for k, v in case.items()
+    dev = {k: (v.to(device) if v is not None else None) for k, v in case.items()
            if k != "batch_sizes"}
     bs = case["batch_sizes"]
     fwd = ops.lstm_layer_forward(*(dev[k] for k in ARGS), bs, reverse)
@@ -125,8 +128,8 @@ def run_layer(case, dtype, reverse, grads_seed=1):
     go, gh, gc = (torch.randn(t.shape, generator=g, dtype=torch.float64)
                   for t in (out, h_n, c_n))
     bwd = ops.lstm_layer_backward(
-        go.to(DEV, dtype), gh.to(DEV, dtype), gc.to(DEV, dtype),
-        *(dev[k] for k in ARGS), bs, reverse)
+        go.to(device, dtype), gh.to(device, dtype), gc.to(device, dtype),
+        *(dev[k] for k in ARGS), out, gates, cells, bs, reverse)
 
     ref_in = {k: (case[k].double().requires_grad_() if case[k] is not None else None)
               for k in ARGS}
@@ -159,12 +162,13 @@ def test_layer_matches_float64(path, dtype, reverse, cfg):
     check_layer(make_case(dtype, **cfg), dtype, reverse)
 
 
-def check_layer(case, dtype, reverse):
+def check_layer(case, dtype, reverse, device=DEV):
     """Our forward and backward of one layer-direction against float64."""
-    fwd, bwd, ref, ref_grads = run_layer(case, dtype, reverse)
+    fwd, bwd, ref, ref_grads = run_layer(case, dtype, reverse, device=device)
     vtol, gtol = TOL[dtype]
     for name, a, r in zip(("output", "h_n", "c_n", "gates", "cells"), fwd, ref):
-        assert a.dtype == dtype and a.device.type == "cuda"
+        assert a.dtype == dtype and a.device.type == torch.device(device).type, name
+        assert a.shape == r.shape, (name, a.shape, r.shape)
         close(a, r, vtol, name)
     names = ("grad_input", "grad_h0", "grad_c0", "grad_w_ih", "grad_w_hh",
              "grad_bias", "grad_w_hr")
@@ -260,15 +264,21 @@ def test_cuda_graph_replay_equals_eager(path, proj):
     bs = case["batch_sizes"]
 
     def step(args):
-        fwd = ops.lstm_layer_forward(*args, bs, False)
-        grads = [torch.ones_like(fwd[0]), torch.ones_like(fwd[1]),
-                 torch.ones_like(fwd[2])]
-        bwd = ops.lstm_layer_backward(*grads, *args, bs, False)
-        return list(fwd) + [t for t in bwd if t.numel()]
+        return layer_step(ops, args, bs)
 
     eager = step(dev)
     captured = assert_graph_replay_equals_eager(step, dev)
     assert len(eager) == len(captured)
+
+
+def layer_step(ops, args, bs):
+    """Forward and backward (gradients of ones) of one layer-direction: the
+    work the CUDA-graph test captures. Its outputs, empty ones left out."""
+    fwd = ops.lstm_layer_forward(*args, bs, False)
+    grads = [torch.ones_like(fwd[0]), torch.ones_like(fwd[1]),
+             torch.ones_like(fwd[2])]
+    bwd = ops.lstm_layer_backward(*grads, *args, fwd[0], fwd[3], fwd[4], bs, False)
+    return list(fwd) + [t for t in bwd if t.numel()]
 
 
 def assert_graph_replay_equals_eager(step, dev):

@@ -29,8 +29,9 @@ import common  # noqa: E402
 import implementations  # noqa: E402
 
 DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn"]
-# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=cluster (the cluster forward where
-# a layer fits it; error rows elsewhere), eager and graph-replayed.
+# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=cluster (the cluster kernels,
+# forward and backward, where a layer fits them; error rows elsewhere), eager
+# and graph-replayed.
 ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph"]
 QUICK_SHAPES = "G1,G4,G7"
 QUICK_DTYPES = "float32,bfloat16"

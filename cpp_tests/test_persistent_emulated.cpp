@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/layer_args.h"
+#include "cuda/persistent/cluster_bwd.cuh"
 #include "cuda/persistent/cluster_fwd.cuh"
 #include "cuda/persistent/persistent_bwd.cuh"
 #include "cuda/persistent/persistent_fwd.cuh"
@@ -213,12 +214,66 @@ auto check_forward(const std::string& tag, const Inputs& in, const ForwardRun& r
   return ref;
 }
 
+// The backward (run_persistent of backward_cuda.cpp) on the forward's
+// tensors, run by launch(params), against the CPU implementation in float64:
+// the whole-sequence gradients are formed in float64 from the kernel's gate
+// gradients, so that only the kernel's rounding is judged.
+template <typename T, typename Ref, typename Launch>
+void check_backward(const std::string& tag, const Case& c, const Inputs& in,
+                    const ForwardRun& run, const Ref& ref,
+                    const ScheduleTable& table, int64_t N, bool reverse,
+                    bool proj, Launch launch) {
+  const auto nan = std::numeric_limits<double>::quiet_NaN();
+  const at::Tensor &gates = run.gates, &output = run.output, &cells = run.cells;
+  const Inputs ref_in = as_double(in);
+  const int64_t H = c.H, P = c.P ? c.P : c.H;
+  const at::Tensor x = in.x.reshape({N, c.I});
+  const double gtol = tolerances<T>().second;
+  at::Tensor dgates = at::full({N, 4 * H}, nan, in.x.options());
+  at::Tensor h_prev = at::full({N, P}, nan, in.x.options());
+  at::Tensor grad_h_all = at::full({N, P}, nan, in.x.options());
+  at::Tensor dh_state = in.grad_h_n.to(at::kFloat).contiguous().clone();
+  at::Tensor dc_state = in.grad_c_n.to(at::kFloat).contiguous().clone();
+  const at::Tensor gout = in.grad_out.reshape({N, P}).contiguous();
+  PersistentBackwardParams bp;
+  set_layer_params(bp, c, in, table, reverse, proj);
+  bp.gates = gates.data_ptr();
+  bp.cells = cells.data_ptr();
+  bp.output = output.data_ptr();
+  bp.h0 = in.h0.data_ptr();
+  bp.c0 = in.c0.data_ptr();
+  bp.grad_out = gout.data_ptr();
+  bp.dgates = dgates.data_ptr();
+  bp.h_prev = h_prev.data_ptr();
+  bp.grad_h_all = proj ? grad_h_all.data_ptr() : nullptr;
+  bp.dh_state = dh_state.data_ptr<float>();
+  bp.dc_state = dc_state.data_ptr<float>();
+  launch(bp);
+  const at::Tensor dg = dgates.to(at::kDouble);
+  const auto rg = fusedlstm::lstm_layer_backward(
+      ref_in.grad_out, ref_in.grad_h_n, ref_in.grad_c_n, ref_in.x, ref_in.h0,
+      ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih), opt(ref_in.b_hh),
+      opt(ref_in.w_hr), ref.output, ref.gates, ref.cells, opt(in.batch_sizes),
+      reverse);
+  expect_close(tag + " grad_input", dg.mm(ref_in.w_ih), rg.grad_input, gtol);
+  expect_close(tag + " grad_h0", dh_state, rg.grad_h0, gtol);
+  expect_close(tag + " grad_c0", dc_state, rg.grad_c0, gtol);
+  expect_close(tag + " grad_w_ih", dg.t().mm(x.to(at::kDouble)), rg.grad_w_ih, gtol);
+  expect_close(tag + " grad_w_hh", dg.t().mm(h_prev.to(at::kDouble)), rg.grad_w_hh, gtol);
+  if (c.bias) expect_close(tag + " grad_bias", dg.sum(0), rg.grad_bias, gtol);
+  if (proj) {
+    const at::Tensor g = gates.to(at::kDouble).narrow(1, 3 * H, H);
+    const at::Tensor hidden = g * cells.to(at::kDouble).tanh();
+    expect_close(tag + " grad_w_hr", grad_h_all.to(at::kDouble).t().mm(hidden),
+                 rg.grad_w_hr, gtol);
+  }
+}
+
 // Returns false (and prints why) when the planner says the layer does not fit.
 template <typename T, bool kProj>
 bool run_case(const Case& c, bool reverse) {
   const at::ScalarType dtype = scalar_type_of<T>();
   const Inputs in = make_inputs(c, dtype);
-  const Inputs ref_in = as_double(in);
   const int64_t H = c.H, P = c.P ? c.P : c.H;
   ScheduleTable table;
   int64_t N = 0;
@@ -237,62 +292,21 @@ bool run_case(const Case& c, bool reverse) {
     persistent::lstm_persistent_fwd<T, kProj>(run.fp, fplan.units, fplan.proj_units);
   });
   const auto ref = check_forward<T>(tag, in, run, reverse);
-  const auto nan = std::numeric_limits<double>::quiet_NaN();
-  const at::Tensor &gates = run.gates, &output = run.output, &cells = run.cells;
-  const at::Tensor x = in.x.reshape({N, c.I});
-  const double gtol = tolerances<T>().second;
-
-  // Backward (run_persistent of backward_cuda.cpp) on our forward's tensors.
-  at::Tensor dgates = at::full({N, 4 * H}, nan, in.x.options());
-  at::Tensor h_prev = at::full({N, P}, nan, in.x.options());
-  at::Tensor grad_h_all = at::full({N, P}, nan, in.x.options());
-  at::Tensor dh_state = in.grad_h_n.to(at::kFloat).contiguous().clone();
-  at::Tensor dc_state = in.grad_c_n.to(at::kFloat).contiguous().clone();
-  const at::Tensor gout = in.grad_out.reshape({N, P}).contiguous();
-  PersistentBackwardParams bp;
-  set_layer_params(bp, c, in, table, reverse, kProj);
-  bp.gates = gates.data_ptr();
-  bp.cells = cells.data_ptr();
-  bp.output = output.data_ptr();
-  bp.h0 = in.h0.data_ptr();
-  bp.c0 = in.c0.data_ptr();
-  bp.grad_out = gout.data_ptr();
-  bp.dgates = dgates.data_ptr();
-  bp.h_prev = h_prev.data_ptr();
-  bp.grad_h_all = kProj ? grad_h_all.data_ptr() : nullptr;
-  bp.dh_state = dh_state.data_ptr<float>();
-  bp.dc_state = dc_state.data_ptr<float>();
-  emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
-    persistent::lstm_persistent_bwd<T, kProj>(bp, bplan.units, bplan.proj_units);
-  });
-  // The whole-sequence gradients, in float64 so that only the kernel's
-  // rounding is judged.
-  const at::Tensor dg = dgates.to(at::kDouble);
-  const auto rg = fusedlstm::lstm_layer_backward(
-      ref_in.grad_out, ref_in.grad_h_n, ref_in.grad_c_n, ref_in.x, ref_in.h0,
-      ref_in.c0, ref_in.w_ih, ref_in.w_hh, opt(ref_in.b_ih), opt(ref_in.b_hh),
-      opt(ref_in.w_hr), ref.output, ref.gates, ref.cells, opt(in.batch_sizes),
-      reverse);
-  expect_close(tag + " grad_input", dg.mm(ref_in.w_ih), rg.grad_input, gtol);
-  expect_close(tag + " grad_h0", dh_state, rg.grad_h0, gtol);
-  expect_close(tag + " grad_c0", dc_state, rg.grad_c0, gtol);
-  expect_close(tag + " grad_w_ih", dg.t().mm(x.to(at::kDouble)), rg.grad_w_ih, gtol);
-  expect_close(tag + " grad_w_hh", dg.t().mm(h_prev.to(at::kDouble)), rg.grad_w_hh, gtol);
-  if (c.bias) expect_close(tag + " grad_bias", dg.sum(0), rg.grad_bias, gtol);
-  if (kProj) {
-    const at::Tensor g = gates.to(at::kDouble).narrow(1, 3 * H, H);
-    const at::Tensor hidden = g * cells.to(at::kDouble).tanh();
-    expect_close(tag + " grad_w_hr", grad_h_all.to(at::kDouble).t().mm(hidden),
-                 rg.grad_w_hr, gtol);
-  }
+  check_backward<T>(tag, c, in, run, ref, table, N, reverse, kProj,
+                    [&](const PersistentBackwardParams& bp) {
+                      emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
+                        persistent::lstm_persistent_bwd<T, kProj>(bp, bplan.units,
+                                                                  bplan.proj_units);
+                      });
+                    });
   std::printf("%-44s grid %d/%d  U %d  PU %d  checked\n", tag.c_str(), fplan.grid,
               bplan.grid, bplan.units, bplan.proj_units);
   return true;
 }
 
-// The cluster forward of a case (no projection), with `clusters` the
-// number of clusters its plan must use. Plans are cached per (H, P, B):
-// every cluster case needs its own shape.
+// The cluster forward and backward of a case (no projection), with
+// `clusters` the number of clusters their plans must use. Plans are cached
+// per (H, P, B): every cluster case needs its own shape.
 template <typename T>
 void run_cluster_case(const Case& c, bool reverse, int clusters) {
   const at::ScalarType dtype = scalar_type_of<T>();
@@ -301,21 +315,32 @@ void run_cluster_case(const Case& c, bool reverse, int clusters) {
   int64_t N = 0;
   const std::string tag = begin_case<T>(c, in, reverse, &table, &N);
   const PersistentPlan plan = plan_cluster_forward<T>(int(c.H), int(c.H), int(c.B), 0);
-  ++checks;
-  if (!plan.fits || plan.grid != plan.cluster * clusters) {
-    ++failures;
-    std::printf("  UNEXPECTED plan for %s: fits %d, grid %d, cluster %d (%s)\n",
-                tag.c_str(), plan.fits, plan.grid, plan.cluster, plan.reason.c_str());
-    return;
+  const PersistentPlan bplan = plan_cluster_backward<T>(int(c.H), int(c.B), 0);
+  for (const PersistentPlan* pl : {&plan, &bplan}) {
+    ++checks;
+    if (!pl->fits || pl->grid != pl->cluster * clusters) {
+      ++failures;
+      std::printf("  UNEXPECTED %s plan for %s: fits %d, grid %d, cluster %d (%s)\n",
+                  pl == &plan ? "forward" : "backward", tag.c_str(), pl->fits,
+                  pl->grid, pl->cluster, pl->reason.c_str());
+      return;
+    }
   }
   ForwardRun run = prepare_forward(c, in, table, N, reverse, false);
   emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem, [&] {
     persistent::lstm_cluster_fwd<T>(run.fp, plan.units, plan.batch_tile);
   }, plan.cluster);
-  check_forward<T>(tag, in, run, reverse);
-  std::printf("%-44s grid %d = %d clusters of %d, U %d, BT %d  checked\n",
-              tag.c_str(), plan.grid, clusters, plan.cluster, plan.units,
-              plan.batch_tile);
+  const auto ref = check_forward<T>(tag, in, run, reverse);
+  check_backward<T>(tag, c, in, run, ref, table, N, reverse, false,
+                    [&](const PersistentBackwardParams& bp) {
+                      emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
+                        persistent::lstm_cluster_bwd<T>(bp, bplan.units, bplan.batch_tile);
+                      }, bplan.cluster);
+                    });
+  std::printf("%-44s grid %d/%d = %d clusters of %d/%d, U %d/%d, BT %d/%d  checked\n",
+              tag.c_str(), plan.grid, bplan.grid, clusters, plan.cluster,
+              bplan.cluster, plan.units, bplan.units, plan.batch_tile,
+              bplan.batch_tile);
 }
 
 template <typename T>
@@ -383,7 +408,7 @@ int main() {
   run_all<c10::Half>(cases);
   std::printf("-- bfloat16 (emulated mma.sync)\n");
   run_all<c10::BFloat16>(cases);
-  std::printf("-- cluster forward (emulated clusters and distributed shared memory)\n");
+  std::printf("-- cluster forward and backward (emulated clusters and distributed shared memory)\n");
   run_cluster_all<Tf32>();
   run_cluster_all<c10::Half>();
   run_cluster_all<c10::BFloat16>();

@@ -3,7 +3,7 @@
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
 # builds the extension for sm_90, runs the GPU tests, compute-sanitizer
 # memcheck, racecheck and synccheck on a small smoke run of the CUDA paths,
-# the quick benchmark, the cluster kernel's latency comparison and, if time
+# the quick benchmark, the cluster kernels' latency comparison and, if time
 # is left, the whole suite. Later steps still
 # run when one fails, so one call gives the whole picture; the exit status is
 # non-zero if any step failed or was skipped for lack of time.
@@ -14,7 +14,7 @@
 #    a hung cooperative kernel costs one step, not the call;
 #  * OUTDIR holds few files (a lending tool may return only a handful):
 #    summary.txt, environment.txt, the benchmark's CSV and PNG, the cluster
-#    kernel's CSV (cluster.csv), and
+#    kernels' CSVs (cluster.csv, cluster_training.csv), and
 #    logs.tar.gz with every step's log and JUnit XML, refreshed after each
 #    step so that whatever ran is there even if the call is cut short.
 set -uo pipefail
@@ -96,10 +96,14 @@ else
 fi
 
 step bench 180 python benchmarks/bench_gpu.py --quick --out "$OUT"
-# The cluster forward (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
-# cooperative kernel and cuDNN on the latency shapes (NOTES, change 19).
+# The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
+# cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and
+# 20): the forward in inference, then forward + backward in training.
 step bench_cluster 90 python benchmarks/bench_gpu.py --subset G3,G4,G1 \
   --dtypes bfloat16,float16 --modes inference --no-plot --csv "$OUT/cluster.csv" \
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
+step bench_cluster_training 75 python benchmarks/bench_gpu.py --subset G3,G4 \
+  --dtypes bfloat16 --modes training --no-plot --csv "$OUT/cluster_training.csv" \
   --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
 
 # Everything else (the CPU suite, which CI runs too) on the torch installed

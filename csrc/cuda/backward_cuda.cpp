@@ -3,7 +3,9 @@
 // The recurrence runs the steps in the opposite order to forward, on one of
 // two paths (FUSEDLSTM_CUDA_PATH, as in forward):
 //   persistent: one cooperative kernel for the whole sequence, the transposed
-//               weight slices on chip (persistent/persistent.h);
+//               weight slices on chip (persistent/persistent.h); with
+//               FUSEDLSTM_CUDA_PATH=cluster the same split inside thread-block
+//               clusters (persistent/cluster_bwd.cuh);
 //   stepwise:   per step, (projection only) dh = dh_state + grad_output rows
 //               and dm = dh W_hr, two ATen ops; one fused cell kernel turning
 //               dm (or dh_state + grad_output) and dc_state into the gate
@@ -161,7 +163,11 @@ RecurrentGrads run_persistent(const RecurrentInputs& in,
   p.grad_h_all = d.has_proj ? r.grad_h_all.data_ptr() : nullptr;
   p.dh_state = dh_state.data_ptr<float>();
   p.dc_state = dc_state.data_ptr<float>();
-  if (choice.table.steps > 0 && B > 0) {
+  if (choice.table.steps > 0 && B > 0 && choice.cluster) {
+    FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
+      launch_cluster_backward<T>(choice.plan, p, stream);
+    });
+  } else if (choice.table.steps > 0 && B > 0) {
     FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
       FUSEDLSTM_BOOL_SWITCH(d.has_proj, kProj, [&] {
         launch_persistent_backward<T, kProj>(choice.plan, p, stream);

@@ -58,10 +58,12 @@ void check_request(const char* path, const std::string& kernel,
               dtype, "). Use FUSEDLSTM_CUDA_PATH=", alternatives, ".");
 }
 
-// The cluster forward for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
-// so a layer it cannot run raises rather than taking another path.
-PersistentChoice choose_cluster(at::ScalarType dtype, const StepSchedule& sched,
-                                const LayerDims& d, int device) {
+// The cluster kernels for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
+// so a layer they cannot run raises rather than taking another path.
+PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
+                                const StepSchedule& sched, const LayerDims& d,
+                                int device) {
+  const bool forward = pass == RecurrencePass::kForward;
   PersistentChoice c;
   c.tf32 = recurrent_tf32(dtype);
   const int64_t H = d.hidden_size, P = d.state_size;
@@ -75,12 +77,13 @@ PersistentChoice choose_cluster(at::ScalarType dtype, const StepSchedule& sched,
     const int h = static_cast<int>(H), s = static_cast<int>(P),
               b = static_cast<int>(sched.batch);
     c.plan = FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, c.tf32, T, [&] {
-      return plan_cluster_forward<T>(h, s, b, device);
+      return forward ? plan_cluster_forward<T>(h, s, b, device)
+                     : plan_cluster_backward<T>(h, b, device);
     });
     if (!c.plan.fits) why_not = c.plan.reason;
   }
-  check_request("cluster", "cluster forward", "auto, persistent or stepwise",
-                why_not, H, P, dtype);
+  check_request("cluster", forward ? "cluster forward" : "cluster backward",
+                "auto, persistent or stepwise", why_not, H, P, dtype);
   c.use = true;
   c.cluster = true;
   return c;
@@ -92,14 +95,8 @@ PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
                                    const StepSchedule& sched,
                                    const LayerDims& d, int device) {
   PersistentChoice c;
-  // The cluster kernel is a forward: its backward is the one auto chooses.
-  PathMode mode = requested_path();
-  if (mode == PathMode::kCluster) {
-    if (pass == RecurrencePass::kForward) {
-      return choose_cluster(dtype, sched, d, device);
-    }
-    mode = PathMode::kAuto;
-  }
+  const PathMode mode = requested_path();
+  if (mode == PathMode::kCluster) return choose_cluster(pass, dtype, sched, d, device);
   if (mode == PathMode::kStepwise) return c;
   c.tf32 = recurrent_tf32(dtype);
   const bool forward = pass == RecurrencePass::kForward;

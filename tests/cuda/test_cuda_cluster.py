@@ -1,12 +1,13 @@
-"""GPU checks of the thread-block-cluster forward (FUSEDLSTM_CUDA_PATH=cluster).
+"""GPU checks of the thread-block-cluster kernels (FUSEDLSTM_CUDA_PATH=cluster).
 
-The cluster kernel runs the forward of a layer without projection whose W_hh
-fits in one cluster's shared memory (csrc/cuda/persistent/cluster_fwd.cuh);
-the backward under the same setting is the one ``auto`` chooses. Checked here
-against the float64 reference of test_cuda_parity (same tolerances), against
-the cooperative persistent kernel, for bitwise run-to-run determinism and
-CUDA-graph replay, and for the errors of layers it cannot run. Skipped, with
-the reason shown, where CUDA is absent or the GPU has no clusters (sm_90+).
+The cluster kernels run the forward and the backward of a layer without
+projection whose W_hh fits in one cluster's shared memory
+(csrc/cuda/persistent/cluster_fwd.cuh, cluster_bwd.cuh). Checked here against
+the float64 reference of test_cuda_parity (same tolerances), against the
+cooperative persistent kernels, for bitwise run-to-run determinism and
+CUDA-graph replay, and for the errors of layers they cannot run. Skipped,
+with the reason shown, where CUDA is absent or the GPU has no clusters
+(sm_90+).
 """
 import pytest
 import torch
@@ -20,7 +21,7 @@ pytestmark = [
 
 from test_cuda_parity import (ARGS, DEV, TOL, _ops,  # noqa: E402
                               assert_graph_replay_equals_eager, check_layer,
-                              close, make_case, run_layer)
+                              close, layer_step, make_case, run_layer)
 
 DTYPES = [torch.float16, torch.bfloat16]
 CASES = [
@@ -54,9 +55,12 @@ def test_cluster_agrees_with_persistent(monkeypatch, dtype):
     out = {}
     for path in ("cluster", "persistent"):
         monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", path)
-        out[path] = run_layer(case, dtype, False)[0]
-    for a, b in zip(out["cluster"], out["persistent"]):
-        close(a, b.double(), TOL[dtype][0], "cluster vs persistent")
+        out[path] = run_layer(case, dtype, False)[:2]
+    (fc, gc), (fp, gp) = out["cluster"], out["persistent"]
+    for a, b in zip(fc, fp):
+        close(a, b.double(), TOL[dtype][0], "forward: cluster vs persistent")
+    for a, b in zip(gc, gp):
+        close(a, b.double(), TOL[dtype][1], "backward: cluster vs persistent")
 
 
 def test_cluster_tf32(cluster):
@@ -65,9 +69,12 @@ def test_cluster_tf32(cluster):
     with pytest.raises(RuntimeError, match="tensor cores"):
         run_layer(case, torch.float32, False)
     torch.backends.cudnn.allow_tf32 = True  # conftest restores it
-    fwd, _, ref, _ = run_layer(case, torch.float32, False)
+    fwd, bwd, ref, ref_grads = run_layer(case, torch.float32, False)
     for name, a, r in zip(("output", "h_n", "c_n"), fwd, ref):
         close(a, r, TOL[torch.float16][0], name)  # TF32 keeps float16's 10 bits
+    for name, a, r in zip(("grad_input", "grad_h0", "grad_c0", "grad_w_ih",
+                           "grad_w_hh"), bwd, ref_grads):
+        close(a, r, TOL[torch.float16][1], name)
 
 
 def test_cluster_errors(cluster):
@@ -80,6 +87,17 @@ def test_cluster_errors(cluster):
     with pytest.raises(RuntimeError, match="does not fit in the shared memory"):
         run_layer(make_case(torch.bfloat16, H=1024, I=8, B=2, T=2),
                   torch.bfloat16, False)
+    # H = 512, B = 96 on 16-CTA clusters, of which 4 to 8 are resident on an
+    # H100/H200: 12 to 24 rows per cluster. Beside a CTA's 130 KB of W_hh,
+    # shared memory holds up to ~39 rows of h (the forward runs) but only ~10
+    # of the gate gradients, four times as wide: the backward says so.
+    case = make_case(torch.bfloat16, H=512, I=8, B=96, T=2)
+    ops = _ops()
+    args = [case[k].to(DEV) for k in ARGS[:-1]] + [None]
+    fwd = ops.lstm_layer_forward(*args, None, False)
+    ones = [torch.ones_like(t) for t in fwd[:3]]
+    with pytest.raises(RuntimeError, match="cluster backward kernel: the batch tile"):
+        ops.lstm_layer_backward(*ones, *args, fwd[0], fwd[3], fwd[4], None, False)
 
 
 def test_cluster_batch_zero_like_nn_lstm(cluster):
@@ -108,7 +126,7 @@ def test_cluster_cuda_graph_replay_equals_eager(cluster):
     dev = [case[k].to(DEV) if case[k] is not None else None for k in ARGS]
     bs = case["batch_sizes"]
 
-    def step(args):
-        return list(ops.lstm_layer_forward(*args, bs, False))
+    def step(args):  # forward and backward, both on the cluster kernels
+        return layer_step(ops, args, bs)
 
     assert_graph_replay_equals_eager(step, dev)

@@ -18,23 +18,31 @@
 
 namespace fusedlstm::cuda::persistent {
 
-// Shared memory of one CTA: the W_hh slice, then two h buffers of BT rows
-// (stride w1.stride, zero past P), then the partial sums.
+// Shared memory of one CTA of a cluster kernel: the weight slice w1, then
+// two buffers of BT rows of the product's right operand (stride w1.stride,
+// zero past w1.k: h_{t-1} in the forward, the gate gradients in the
+// backward), then the partial sums.
 struct ClusterLayout {
   SliceGeom w1;
   size_t off_h = 0, h_elems = 0, off_part = 0, total = 0;
 };
 
 template <typename T>
-__host__ __device__ inline ClusterLayout cluster_forward_layout(int U, int P, int BT) {
+__host__ __device__ inline ClusterLayout cluster_layout_of(const SliceGeom& w1, int BT) {
   ClusterLayout L;
-  L.w1 = slice_geom<T>(4 * U, P);
+  L.w1 = w1;
   const size_t es = sizeof(storage_t<T>);
   L.off_h = align16(size_t(L.w1.rows_pad) * L.w1.stride * es);
   L.h_elems = size_t(BT) * L.w1.stride;
   L.off_part = L.off_h + align16(2 * L.h_elems * es);
   L.total = L.off_part + align16(size_t(L.w1.ksplit) * L.w1.rows_pad * kChunk * 4);
   return L;
+}
+
+// The forward's slice: the 4U rows of W_hh of the CTA's units.
+template <typename T>
+__host__ __device__ inline ClusterLayout cluster_forward_layout(int U, int P, int BT) {
+  return cluster_layout_of<T>(slice_geom<T>(4 * U, P), BT);
 }
 
 // One CTA of a cluster (no projection; tensor-core types). Arguments and

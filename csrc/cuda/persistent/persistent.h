@@ -163,11 +163,24 @@ void launch_cluster_forward(const PersistentPlan& plan,
                             const PersistentForwardParams& params,
                             cudaStream_t stream);
 
+// Its backward (instantiations/cluster_bwd_*.cu): the cooperative backward's
+// split of W_hh ([U, 4H] columns per CTA) inside one cluster, the gate
+// gradients of the step visited before exchanged through distributed shared
+// memory, one cluster synchronisation per step; clusters take separate batch
+// rows. No projection (P == H); the same types.
+template <typename T>
+PersistentPlan plan_cluster_backward(int H, int B, int device);
+
+template <typename T>
+void launch_cluster_backward(const PersistentPlan& plan,
+                             const PersistentBackwardParams& params,
+                             cudaStream_t stream);
+
 // Which recurrence a pass runs, and for the persistent kernel its plan.
 enum class RecurrencePass { kForward, kBackward };
 struct PersistentChoice {
   bool use = false;     // the persistent kernel; otherwise the stepwise path
-  bool cluster = false; // with use: the cluster forward (plan.cluster > 0)
+  bool cluster = false; // with use: the cluster kernel (plan.cluster > 0)
   bool tf32 = false;    // float32 products on TF32 tensor cores (plan's type)
   PersistentPlan plan;  // valid when use
   ScheduleTable table;  // valid when use

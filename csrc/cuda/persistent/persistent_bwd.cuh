@@ -95,9 +95,9 @@ __device__ __forceinline__ BackwardCellInputs<T> load_backward_cell(
 
 // The cell backward of row b and unit uu from its inputs and dm, the
 // gradient reaching o * tanh(c_t): writes the gate gradients, dc_{t-1} and
-// (kGatherH) h_{t-1}.
+// (kGatherH) h_{t-1}; returns the gradients (before rounding to T).
 template <typename T, bool kGatherH>
-__device__ __forceinline__ void run_backward_cell(const PersistentBackwardParams& p,
+__device__ __forceinline__ CellGrad<float> run_backward_cell(const PersistentBackwardParams& p,
                                                   StepRows cur, int b, int uu,
                                                   float dm,
                                                   const BackwardCellInputs<T>& in) {
@@ -111,6 +111,7 @@ __device__ __forceinline__ void run_backward_cell(const PersistentBackwardParams
   // Only this CTA ever touches unit uu's state.
   p.dc_state[int64_t(b) * H + uu] = d.dc_prev;
   if constexpr (kGatherH) static_cast<S*>(p.h_prev)[row * p.P + uu] = in.h_prev;
+  return d;
 }
 
 // One CTA: units [u0, u0 + U) (cells, and without a projection also columns

@@ -558,7 +558,7 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
   return cache.store(key, plan);
 }
 
-// The launch plan of a cluster kernel (lstm_cluster_fwd): CS <= 16 CTAs per
+// The launch plan of a cluster kernel (lstm_cluster_fwd, lstm_cluster_bwd): CS <= 16 CTAs per
 // cluster own U = ceil(H / CS) units each (a multiple of 4), and each of NC
 // clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
 // (least work per CTA per step: the step is latency-bound); NC is as many as
@@ -606,7 +606,9 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
       const int BT = (B + NC - 1) / NC;
       const size_t smem = smem_of(U, P, BT);
       if (smem > size_t(smem_optin)) {
-        plan.reason = "the batch's h does not fit beside W_hh in one cluster";
+        plan.reason = "the batch tile's recurrent operand (h, or the gate "
+                      "gradients in the backward) does not fit beside W_hh "
+                      "in one cluster";
         continue;
       }
       plan.fits = true;

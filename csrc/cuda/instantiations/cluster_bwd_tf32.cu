@@ -1,0 +1,9 @@
+// The cluster backward kernel for Tf32 (see cluster_bwd.cuh).
+#include "cuda/persistent/cluster_bwd.cuh"
+
+namespace fusedlstm::cuda {
+template PersistentPlan plan_cluster_backward<persistent::Tf32>(int, int, int);
+template void launch_cluster_backward<persistent::Tf32>(const PersistentPlan&,
+                                          const PersistentBackwardParams&,
+                                          cudaStream_t);
+}  // namespace fusedlstm::cuda

@@ -349,15 +349,21 @@ MODULE_CASES = [
 def test_module_vs_cudnn(path, dtype, cfg):
     if path == "persistent" and dtype == torch.float64:
         pytest.skip("float64 has no persistent kernel (see test_persistent_errors)")
+    check_module(cfg, dtype)
+
+
+def check_module(cfg, dtype, device=DEV):
+    """fusedlstm.LSTM on `device` against float64 (float32, float64) or,
+    for half types, the half-precision rule against torch.nn.LSTM there."""
     LSTM = _module_cls()
     cfg = dict(cfg)
     packed = cfg.pop("packed", False)
     I, H, B, T = 7, 16, 4, 6
     torch.manual_seed(0)
     ref64 = torch.nn.LSTM(I, H, **cfg).double()
-    ours = LSTM(I, H, **cfg).to(DEV, dtype)
+    ours = LSTM(I, H, **cfg).to(device, dtype)
     ours.load_state_dict(ref64.state_dict())
-    cudnn = torch.nn.LSTM(I, H, **cfg).to(DEV, dtype)
+    cudnn = torch.nn.LSTM(I, H, **cfg).to(device, dtype)
     cudnn.load_state_dict(ref64.state_dict())
     # The reference sees exactly the rounded weights and inputs.
     ref64.load_state_dict({k: v.to(dtype).double() for k, v in ref64.state_dict().items()})
@@ -373,17 +379,17 @@ def test_module_vs_cudnn(path, dtype, cfg):
         return x.to(dev, dt), tuple(h.to(dev, dt) for h in hx)
 
     r = _run_module(ref64, *on("cpu", torch.float64), lengths)
-    a = _run_module(ours, *on(DEV, dtype), lengths)
+    a = _run_module(ours, *on(device, dtype), lengths)
     if dtype in (torch.float32, torch.float64):
         vtol, gtol = TOL[dtype]
         for i, (x1, x2) in enumerate(zip(a, r)):
             close(x1, x2, vtol if i < 3 else gtol, f"tensor {i}")
         return
     try:
-        c = _run_module(cudnn, *on(DEV, dtype), lengths)
+        c = _run_module(cudnn, *on(device, dtype), lengths)
     except RuntimeError:  # no cuDNN kernel for this dtype: native CUDA LSTM
         with torch.backends.cudnn.flags(enabled=False):
-            c = _run_module(cudnn, *on(DEV, dtype), lengths)
+            c = _run_module(cudnn, *on(device, dtype), lengths)
     for i, (ours_t, cudnn_t, ref_t) in enumerate(zip(a, c, r)):
         ours_err = (ours_t - ref_t).abs().max().item()
         cudnn_err = (cudnn_t - ref_t).abs().max().item()

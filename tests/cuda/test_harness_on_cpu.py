@@ -11,8 +11,8 @@ activations, and the reference's gates and cells of padded input flattened.)
 import pytest
 import torch
 
-from test_cuda_parity import (ARGS, LAYER_CASES, _ops, check_layer, layer_step,
-                              make_case, ref_forward)
+from test_cuda_parity import (ARGS, LAYER_CASES, MODULE_CASES, _ops, check_layer,
+                              check_module, layer_step, make_case, ref_forward)
 
 # The CPU kernels keep float gates for bfloat16 and float16 layers (oneDNN's
 # convention), where the CUDA ones keep the layer's dtype; the harness is
@@ -52,3 +52,12 @@ def test_layer_step_on_cpu(proj):
     assert len(first) == 5 + 6 + (1 if proj else 0)
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+# The module check compares outputs, so every dtype: the half types take its
+# half-precision rule, against torch.nn.LSTM on the CPU here.
+@pytest.mark.parametrize("dtype", DTYPES + [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("cfg", MODULE_CASES, ids=lambda c: "-".join(
+    f"{k}{v}" for k, v in c.items()))
+def test_check_module_on_cpu(dtype, cfg):
+    check_module(cfg, dtype, device="cpu")

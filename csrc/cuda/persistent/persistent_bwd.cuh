@@ -10,6 +10,7 @@
 #include <cooperative_groups.h>
 
 #include "cuda/cell_math.cuh"
+#include "cuda/persistent/launch_plan.cuh"
 #include "cuda/persistent/persistent_common.cuh"
 
 namespace fusedlstm::cuda::persistent {

@@ -1,21 +1,16 @@
-// Device code shared by the persistent forward and backward kernels: element
-// storage, the shared-memory geometry of a weight slice, the CTA-wide
-// product of a slice with rows read from global memory, the slice loader, and
-// the launch planner. Included only by persistent_fwd.cuh and persistent_bwd.cuh.
+// Device code shared by the persistent and cluster kernels: element storage,
+// the shared-memory geometry of a weight slice, the CTA-wide product of a
+// slice with rows read from global or shared memory, and the slice loader.
+// The host side (plans, launches) is launch_plan.cuh. Included only by the
+// kernels' headers.
 #pragma once
 
-#include <c10/cuda/CUDAException.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cstdint>
-#include <map>
-#include <mutex>
-#include <optional>
-#include <string>
-#include <tuple>
 #include <type_traits>
 
 #include "cuda/persistent/persistent.h"
@@ -450,205 +445,6 @@ __device__ void load_slice(storage_t<T>* dst, const SliceGeom& g,
     dst[e] = (gr >= 0 && k < src_cols) ? to_smem<T>(src[int64_t(gr) * src_cols + k])
                                        : storage_t<T>(0);
   }
-}
-
-// Launch plans by shape and device. Each planner keeps one (a static per
-// kernel instantiation), which keeps the occupancy queries off the per-call
-// path; planning itself runs outside the lock.
-template <typename Key>
-class PlanCache {
- public:
-  std::optional<PersistentPlan> find(const Key& key) {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = plans_.find(key);
-    if (it == plans_.end()) return std::nullopt;
-    return it->second;
-  }
-  PersistentPlan store(const Key& key, const PersistentPlan& plan) {
-    std::lock_guard<std::mutex> lock(mu_);
-    plans_[key] = plan;
-    return plan;
-  }
-
- private:
-  std::mutex mu_;
-  std::map<Key, PersistentPlan> plans_;
-};
-
-// A cluster launch's configuration: `grid` CTAs of kThreads in clusters of
-// `cluster` along x. Holds the attribute its config points to, so it is
-// neither copied nor moved.
-struct ClusterLaunchConfig {
-  ClusterLaunchConfig(int cluster, int grid, size_t smem, cudaStream_t stream) {
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = unsigned(cluster);
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    config.gridDim = dim3(unsigned(grid));
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = smem;
-    config.stream = stream;
-    config.attrs = attr;
-    config.numAttrs = 1;
-  }
-  ClusterLaunchConfig(const ClusterLaunchConfig&) = delete;
-  ClusterLaunchConfig& operator=(const ClusterLaunchConfig&) = delete;
-
-  cudaLaunchAttribute attr[1];
-  cudaLaunchConfig_t config = {};
-};
-
-// The launch plan of a cooperative kernel whose CTA k owns hidden units
-// [k*U, k*U + U) and state columns [k*PU, k*PU + PU), PU = ceil(P / grid).
-// layout(U, PU, H, P) is the CTA's shared memory. Takes the smallest U (a
-// multiple of 4) whose grid is co-resident: smaller U means more CTAs and
-// less shared memory each. Cached per shape and device (PlanCache).
-template <typename T, typename Layout>
-PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
-                                Layout layout) {
-  static PlanCache<std::tuple<int, int, int>> cache;
-  const auto key = std::make_tuple(H, P, device);
-  if (const auto hit = cache.find(key)) return *hit;
-  PersistentPlan plan;
-  plan.block = kThreads;
-  int sms = 0, coop = 0, smem_optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  if (!coop) {
-    plan.reason = "the device does not support cooperative launches";
-  } else {
-    // Always the device maximum, so concurrent callers never race on it.
-    C10_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-    // smem grows with U, so the first U over the limit ends the search.
-    for (int U = 4;; U += 4) {
-      const int grid = (H + U - 1) / U;
-      const int PU = (P + grid - 1) / grid;
-      const SmemLayout L = layout(U, PU, H, P);
-      if (!kTensorCore<T> &&
-          (L.w1.rows_pad > kWarps * kRowsPerWarp || L.w2.rows_pad > kWarps * kRowsPerWarp)) {
-        plan.reason = "the float32 weight slices need more rows per CTA than "
-                      "the kernel holds (hidden_size too large for the SMs)";
-        break;
-      }
-      if (L.total > size_t(smem_optin)) {
-        plan.reason = "the weight slices per CTA need " + std::to_string(L.total) +
-                      " bytes of shared memory, over the device's " +
-                      std::to_string(smem_optin);
-        break;
-      }
-      int per_sm = 0;
-      C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, kernel, kThreads, L.total));
-      if (per_sm >= 1 && grid <= per_sm * sms) {
-        plan.fits = true;
-        plan.grid = grid;
-        plan.units = U;
-        plan.proj_units = PU;
-        plan.smem = L.total;
-        break;
-      }
-      if (U >= H) {
-        plan.reason = "no grid of co-resident CTAs holds the weights";
-        break;
-      }
-    }
-  }
-  return cache.store(key, plan);
-}
-
-// The launch plan of a cluster kernel (lstm_cluster_fwd, lstm_cluster_bwd): CS <= 16 CTAs per
-// cluster own U = ceil(H / CS) units each (a multiple of 4), and each of NC
-// clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
-// (least work per CTA per step: the step is latency-bound); NC is as many as
-// can be resident at once (cudaOccupancyMaxActiveClusters), at most B.
-// smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device
-// (PlanCache).
-template <typename SmemOf>
-PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
-                            SmemOf smem_of) {
-  static PlanCache<std::tuple<int, int, int, int>> cache;
-  const auto key = std::make_tuple(H, P, B, device);
-  if (const auto hit = cache.find(key)) return *hit;
-  PersistentPlan plan;
-  plan.block = kThreads;
-  int clusters_ok = 0, smem_optin = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&clusters_ok, cudaDevAttrClusterLaunch, device));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  plan.reason = "the device does not support thread-block clusters (sm_90 and later)";
-  if (clusters_ok && B > 0) {
-    C10_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
-    C10_CUDA_CHECK(cudaFuncSetAttribute(
-        kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-    plan.reason = "W_hh does not fit in the shared memory of one cluster of "
-                  "16 CTAs (" + std::to_string(smem_optin) + " bytes each)";
-    // How many clusters of CS CTAs with `smem` bytes each can be resident.
-    auto resident = [&](int CS, size_t smem) {
-      const ClusterLaunchConfig one(CS, CS, smem, nullptr);
-      int n = 0;
-      // A size the device cannot schedule is an error here, not a plan.
-      if (cudaOccupancyMaxActiveClusters(&n, kernel, &one.config) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return 0;
-      }
-      return n;
-    };
-    for (int CS = 16; CS >= 1; --CS) {
-      const int U = ((H + CS - 1) / CS + 3) / 4 * 4;
-      if ((CS - 1) * U >= H) continue;  // a CTA with no units: a smaller CS
-      const size_t smem_one = smem_of(U, P, 1);
-      if (smem_one > size_t(smem_optin)) break;  // smaller clusters need more
-      const int most = resident(CS, smem_one);
-      if (most < 1) continue;
-      const int NC = std::min(B, most);
-      const int BT = (B + NC - 1) / NC;
-      const size_t smem = smem_of(U, P, BT);
-      if (smem > size_t(smem_optin)) {
-        plan.reason = "the batch tile's recurrent operand (h, or the gate "
-                      "gradients in the backward) does not fit beside W_hh "
-                      "in one cluster";
-        continue;
-      }
-      plan.fits = true;
-      plan.reason.clear();
-      plan.cluster = CS;
-      plan.units = U;
-      plan.batch_tile = BT;
-      plan.grid = CS * ((B + BT - 1) / BT);
-      plan.smem = smem;
-      break;
-    }
-  }
-  return cache.store(key, plan);
-}
-
-// Launches a cluster kernel(params, U, BT) on `stream` with its plan.
-template <typename Params>
-void launch_cluster(const void* kernel, const PersistentPlan& plan,
-                    const Params& params, cudaStream_t stream) {
-  TORCH_CHECK(plan.fits && plan.cluster > 0, "fusedlstm: cluster launch without a plan");
-  Params p = params;
-  int U = plan.units, BT = plan.batch_tile;
-  void* args[] = {&p, &U, &BT};
-  const ClusterLaunchConfig launch(plan.cluster, plan.grid, plan.smem, stream);
-  C10_CUDA_CHECK(cudaLaunchKernelExC(&launch.config, kernel, args));
-}
-
-// Launches a persistent kernel(params, U, PU) on `stream` with its plan. A
-// cooperative launch either has every CTA resident at once or fails
-// (cudaErrorCooperativeLaunchTooLarge): grid.sync can never deadlock.
-template <typename Params>
-void launch_cooperative(const void* kernel, const PersistentPlan& plan,
-                        const Params& params, cudaStream_t stream) {
-  TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
-  Params p = params;
-  int U = plan.units, PU = plan.proj_units;
-  void* args[] = {&p, &U, &PU};
-  C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(plan.grid),
-                                             dim3(plan.block), args, plan.smem,
-                                             stream));
 }
 
 }  // namespace fusedlstm::cuda::persistent

@@ -42,16 +42,13 @@ __global__ void __launch_bounds__(kThreads)
   cg::cluster_group cluster = cg::this_cluster();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, T_ = p.sched.steps;
-  const int CS = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
+  const ClusterTile tile = cluster_tile(cluster, BT, p.B);
+  const int CS = tile.size, b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
   const ClusterLayout L = cluster_backward_layout<T>(U, H, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
   S* g_local = reinterpret_cast<S*>(smem + L.off_h);  // [2][BT][ld]
   float* part = reinterpret_cast<float*>(smem + L.off_part);
-  const int u0 = rank * U;
-  const int b0 = (blockIdx.x / CS) * BT;  // the cluster's first batch row
-  const int rows = min(BT, p.B - b0);     // its rows (every step has <= B)
   float* dh_state = p.dh_state;
 
   load_slice_transposed<T>(w1, L.w1, static_cast<const S*>(p.w_hh), H,
@@ -62,27 +59,22 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   cluster.sync();  // every CTA of the cluster runs before any remote store
 
-  // Visit order and neighbours as in lstm_persistent_bwd.
-  auto step_of = [&](int s) { return p.reverse ? s : T_ - 1 - s; };
-  auto forward_prev = [&](int t) { return p.reverse ? t + 1 : t - 1; };
   auto tile_rows = [&](int bs) { return max(0, min(rows, bs - b0)); };
   for (int s = 0; s <= T_; ++s) {
-    const int t = step_of(s);
-    const StepRows cur = step_rows(p.sched, t);  // {0, 0} once s == T_
-    const StepRows prev = step_rows(p.sched, forward_prev(t));
-    const int carried = min(cur.bs, prev.bs);
+    const BackwardVisit v = backward_visit(p, s);  // cur = {0, 0} once s == T_
     const S* g_cur = g_local + (s & 1) * L.h_elems;  // dG of visit s - 1
     S* g_nxt = g_local + ((s + 1) & 1) * L.h_elems;
     // The tile's rows of the step visited before (their dG is in g_cur) and
     // of this step.
-    const int visited = s > 0 ? tile_rows(step_rows(p.sched, step_of(s - 1)).bs) : 0;
-    const int active = tile_rows(cur.bs);
+    const int visited = s > 0 ? tile_rows(backward_visit(p, s - 1).cur.bs) : 0;
+    const int active = tile_rows(v.cur.bs);
     // Cell e: tile row e / U, unit u0 + e % U.
     cells_after_product(
         active * U,
         [&](int e) {
           const int uu = u0 + e % U;
-          return uu < H ? load_backward_cell<T, true>(p, cur, prev, carried, b0 + e / U, uu)
+          return uu < H ? load_backward_cell<T, true>(p, v.cur, v.prev, v.carried,
+                                                      b0 + e / U, uu)
                         : BackwardCellInputs<T>();
         },
         [&] {
@@ -104,7 +96,7 @@ __global__ void __launch_bounds__(kThreads)
           if (uu >= H) return;
           const int bg = b0 + bt;
           const float dm = dh_state[int64_t(bg) * H + uu] + in.grad_out;
-          const CellGrad<float> d = run_backward_cell<T, true>(p, cur, bg, uu, dm, in);
+          const CellGrad<float> d = run_backward_cell<T, true>(p, v.cur, bg, uu, dm, in);
           // The values written to dgates, which the weight gradients read.
           const S gi = from_float<T>(d.d_i), gf = from_float<T>(d.d_f),
                   gg = from_float<T>(d.d_g), go = from_float<T>(d.d_o);

@@ -45,6 +45,23 @@ __host__ __device__ inline ClusterLayout cluster_forward_layout(int U, int P, in
   return cluster_layout_of<T>(slice_geom<T>(4 * U, P), BT);
 }
 
+// A CTA's place in the grid of clusters: its rank in the cluster (which
+// owns units [rank*U, rank*U + U)), the cluster's size, and the cluster's
+// batch rows [b0, b0 + rows) of a batch of B (every step has <= B rows).
+struct ClusterTile {
+  int size = 0, rank = 0, b0 = 0, rows = 0;
+};
+
+__device__ __forceinline__ ClusterTile cluster_tile(
+    const cooperative_groups::cluster_group& cluster, int BT, int B) {
+  ClusterTile c;
+  c.size = static_cast<int>(cluster.num_blocks());
+  c.rank = static_cast<int>(cluster.block_rank());
+  c.b0 = static_cast<int>(blockIdx.x) / c.size * BT;
+  c.rows = min(BT, B - c.b0);
+  return c;
+}
+
 // One CTA of a cluster (no projection; tensor-core types). Arguments and
 // shapes: PersistentForwardParams (h_buf[0] holds h0; nothing writes it).
 template <typename T>
@@ -61,16 +78,13 @@ __global__ void __launch_bounds__(kThreads)
   cg::cluster_group cluster = cg::this_cluster();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, T_ = p.sched.steps;
-  const int CS = static_cast<int>(cluster.num_blocks());
-  const int rank = static_cast<int>(cluster.block_rank());
+  const ClusterTile tile = cluster_tile(cluster, BT, p.B);
+  const int CS = tile.size, b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
   const ClusterLayout L = cluster_forward_layout<T>(U, P, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
   S* h_local = reinterpret_cast<S*>(smem + L.off_h);  // [2][BT][ld]
   float* part = reinterpret_cast<float*>(smem + L.off_part);
-  const int u0 = rank * U;
-  const int b0 = (blockIdx.x / CS) * BT;  // the cluster's first batch row
-  const int rows = min(BT, p.B - b0);     // its rows (every step has <= B)
 
   S* output = static_cast<S*>(p.output);
   S* h_n = static_cast<S*>(p.h_n);

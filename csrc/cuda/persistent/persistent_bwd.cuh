@@ -59,6 +59,25 @@ __device__ __forceinline__ StepRows step_rows(const ScheduleTable& sched, int t)
 // that came before in forward order; rows b < carried continue from it, the
 // others start from h0/c0. With kGatherH (no projection, where units and
 // state columns coincide) also h_{t-1} for dW_hh and the row's grad_output.
+// Visit s of the backward, which visits forward's steps in the opposite
+// order: forward's step t, its rows, and the rows of forward's previous step
+// (where c_{t-1} and h_{t-1} live), from which rows b < carried continue; the
+// others start from h0/c0. Past the last visit (s == steps), cur is {0, 0}.
+struct BackwardVisit {
+  int t = 0;
+  StepRows cur, prev;
+  int carried = 0;
+};
+__device__ __forceinline__ BackwardVisit backward_visit(const PersistentBackwardParams& p,
+                                                        int s) {
+  BackwardVisit v;
+  v.t = p.reverse ? s : p.sched.steps - 1 - s;
+  v.cur = step_rows(p.sched, v.t);
+  v.prev = step_rows(p.sched, p.reverse ? v.t + 1 : v.t - 1);
+  v.carried = min(v.cur.bs, v.prev.bs);
+  return v;
+}
+
 template <typename T>
 struct BackwardCellInputs {
   float gate[4] = {0.f, 0.f, 0.f, 0.f};  // activated i, f, g, o
@@ -136,11 +155,9 @@ __global__ void __launch_bounds__(kThreads)
   const S* grad_out = static_cast<const S*>(p.grad_out);
   float* dh_state = p.dh_state;
 
-  // Backward visits forward's steps in the opposite order. At visit s:
-  // step t, the step visited before (forward's next, whose gate gradients
-  // give dh_t), and forward's previous step (where c_{t-1}, h_{t-1} live).
-  auto step_of = [&](int s) { return p.reverse ? s : T_ - 1 - s; };
-  auto forward_prev = [&](int t) { return p.reverse ? t + 1 : t - 1; };
+  // The rows of visit s (backward_visit): those of visit s - 1, whose gate
+  // gradients give dh_t, are visit_rows(s - 1).
+  auto visit_rows = [&](int s) { return backward_visit(p, s).cur; };
   // Columns [c0, c0 + nc) of dh = dG W_hh (w1 holds them) for the rows of
   // one step. Rows beyond the step keep their dh: grad of h_n for sequences
   // not reached yet, grad of h0 for finished ones.
@@ -162,10 +179,9 @@ __global__ void __launch_bounds__(kThreads)
                              [&](int r) { return u0 + r < H ? u0 + r : -1; });
     __syncthreads();
     for (int s = 0; s <= T_; ++s) {
-      const int t = step_of(s);
-      const StepRows cur = step_rows(p.sched, t);  // {0, 0} once s == T_
-      const StepRows prev = step_rows(p.sched, forward_prev(t));
-      const int carried = min(cur.bs, prev.bs);
+      const BackwardVisit v = backward_visit(p, s);  // cur = {0, 0} once s == T_
+      const StepRows cur = v.cur, prev = v.prev;
+      const int carried = v.carried;
       // Cell e of the step: row e / U, unit u0 + e % U, the same thread's
       // every step; its inputs are asked for before the product
       // (cells_after_product): dh of the rows of the step visited last, this
@@ -177,7 +193,7 @@ __global__ void __launch_bounds__(kThreads)
             return uu < H ? load_backward_cell<T, true>(p, cur, prev, carried, e / U, uu)
                           : BackwardCellInputs<T>();
           },
-          [&] { if (s > 0) dh_from_gate_grads(step_rows(p.sched, step_of(s - 1)), u0, U); },
+          [&] { if (s > 0) dh_from_gate_grads(visit_rows(s - 1), u0, U); },
           [&](int e, const BackwardCellInputs<T>& in) {
             const int b = e / U, uu = u0 + e % U;
             if (uu >= H) return;
@@ -209,14 +225,13 @@ __global__ void __launch_bounds__(kThreads)
                                        to_float<T>(grad_out[at]));
       }
     };
-    if (T_ > 0) write_grad_h(step_rows(p.sched, step_of(0)));
+    if (T_ > 0) write_grad_h(visit_rows(0));
     __syncthreads();
     grid.sync();
     for (int s = 0; s < T_; ++s) {
-      const int t = step_of(s);
-      const StepRows cur = step_rows(p.sched, t);
-      const StepRows prev = step_rows(p.sched, forward_prev(t));
-      const int carried = min(cur.bs, prev.bs);
+      const BackwardVisit v = backward_visit(p, s);
+      const StepRows cur = v.cur, prev = v.prev;
+      const int carried = v.carried;
       // Phase 1: dm = dh_t W_hr for this CTA's units needs every column of
       // dh_t; the cell backward follows in place.
       for (int nb0 = 0; nb0 < cur.bs; nb0 += kChunk) {
@@ -253,7 +268,7 @@ __global__ void __launch_bounds__(kThreads)
           h_prev[(cur.row0 + b) * P + pp] =
               b < carried ? out[(prev.row0 + b) * P + pp] : h0[int64_t(b) * P + pp];
         }
-        if (s + 1 < T_) write_grad_h(step_rows(p.sched, step_of(s + 1)));
+        if (s + 1 < T_) write_grad_h(visit_rows(s + 1));
       }
       if (s + 1 < T_) grid.sync();  // the next phase 1 reads all of grad_h_all
     }

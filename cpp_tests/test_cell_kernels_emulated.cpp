@@ -69,12 +69,16 @@ void check_forward(at::ScalarType dtype, int64_t B, int64_t rows, int64_t H,
   at::Tensor cells = at::full({rows, H}, nan, opts);
   at::Tensor hidden = at::full({rows, H}, nan, opts);
   at::Tensor hidden2 = at::full({rows, H}, nan, opts);
-  launch(rows, H, threads, [&] {
-    stepwise::cell_forward_kernel<scalar_t>(
-        rows, H, rec.data_ptr<scalar_t>(), gates.data_ptr<scalar_t>(),
-        c_state.data_ptr<op_t>(), cells.data_ptr<scalar_t>(),
-        hidden.data_ptr<scalar_t>(), second_copy ? hidden2.data_ptr<scalar_t>() : nullptr);
-  });
+  CellForwardArgs a;
+  a.rows = rows;
+  a.H = H;
+  a.rec = rec.data_ptr();
+  a.gates = gates.data_ptr();
+  a.c_state = c_state.data_ptr();
+  a.cells = cells.data_ptr();
+  a.hidden = hidden.data_ptr();
+  a.hidden2 = second_copy ? hidden2.data_ptr() : nullptr;
+  launch(rows, H, threads, [&] { stepwise::cell_forward_kernel<scalar_t>(a); });
   // float64 reference on the same rounded inputs.
   const at::Tensor pre = pre_in.to(at::kDouble) + rec.to(at::kDouble);
   const auto q = pre.chunk(4, 1);

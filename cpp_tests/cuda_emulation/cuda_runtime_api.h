@@ -77,8 +77,9 @@ inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(
   return cudaSuccess;
 }
 
-// The tests launch through emu::launch with the kernel's types; a launch by
-// address cannot be emulated.
+// Under the emulation the launches (launch_plan.cuh, cell_kernels.cu) call
+// emu::launch with the kernel's types; a launch by address cannot be
+// emulated.
 inline cudaError_t cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**,
                                                size_t, cudaStream_t) {
   return cudaErrorNotSupported;

@@ -1,5 +1,6 @@
-// Runs fusedlstm's persistent CUDA kernels on the host, for tests on machines
-// without a GPU (cpp_tests/test_persistent_emulated.cpp). Force-included
+// Runs fusedlstm's CUDA kernels, and the host code that launches them, on the
+// host, for tests on machines without a GPU (cpp_tests/test_*_emulated.cpp;
+// device memory is host memory, CPU tensors stand for CUDA ones). Force-included
 // (-include) before every other header, with this directory first on the
 // include path so that its stand-ins for the CUDA headers win.
 //

@@ -107,7 +107,8 @@ at::ScalarType saved_activation_dtype(const at::Tensor& input,
 
 void check_saved_activations(const char* op, const at::Tensor& input,
                              const LayerDims& d, const at::Tensor& output,
-                             const at::Tensor& gates, const at::Tensor& cells) {
+                             const at::Tensor& gates, const at::Tensor& cells,
+                             at::ScalarType saved) {
   auto check = [&](const char* name, const at::Tensor& t, int64_t width,
                    at::ScalarType dtype) {
     std::vector<int64_t> expected(input.sizes().begin(), input.sizes().end() - 1);
@@ -120,7 +121,6 @@ void check_saved_activations(const char* op, const at::Tensor& input,
     TORCH_CHECK(t.device() == input.device(), op, ": ", name, " is on ",
                 t.device(), " but input is on ", input.device());
   };
-  const at::ScalarType saved = saved_activation_dtype(input, d);
   check("output", output, d.state_size, input.scalar_type());
   check("gates", gates, 4 * d.hidden_size, saved);
   check("cells", cells, d.hidden_size, saved);

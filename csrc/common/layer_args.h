@@ -70,10 +70,12 @@ at::ScalarType saved_activation_dtype(const at::Tensor& input,
 
 // Validates the forward results that backward takes back (see lstm.h):
 // output [..., P] in the input's dtype, gates [..., 4H] and cells [..., H] in
-// saved_activation_dtype, all with input's leading sizes and device.
+// `saved` (the CPU: saved_activation_dtype; the CUDA kernels: the input's
+// dtype), all with input's leading sizes and device.
 void check_saved_activations(const char* op, const at::Tensor& input,
                              const LayerDims& d, const at::Tensor& output,
-                             const at::Tensor& gates, const at::Tensor& cells);
+                             const at::Tensor& gates, const at::Tensor& cells,
+                             at::ScalarType saved);
 
 // Builds the schedule for `input` ([T, B, I], or packed [N, I] with
 // batch_sizes). batch_sizes must be a CPU int64 tensor, non-increasing, with

@@ -159,7 +159,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
   check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
-                          gates, cells);
+                          gates, cells, saved_activation_dtype(input, d));
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;

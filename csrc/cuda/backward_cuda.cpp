@@ -197,12 +197,13 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
-  TORCH_CHECK(input.is_cuda(), "fusedlstm: CUDA kernel called with input on ",
+  TORCH_CHECK(on_kernel_device(input), "fusedlstm: CUDA kernel called with input on ",
               input.device());
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  // The CUDA kernels keep the gates and cells in the input's dtype.
   check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
-                          gates, cells);
+                          gates, cells, input.scalar_type());
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;

@@ -14,19 +14,26 @@ using stepwise::cell_forward_kernel;
 using stepwise::grid_for;
 using stepwise::kThreads;
 
+// A launch of kernel(args) with one thread per cell (grid-stride beyond
+// grid_for's cap), on `stream`; under the host emulation
+// (cpp_tests/cuda_emulation) a call on the host threads.
+template <typename Args>
+void launch_cells(void (*kernel)(Args), const Args& a, int64_t n, cudaStream_t stream) {
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  emu::launch(dim3(grid_for(n)), dim3(kThreads), 0, [&] { kernel(a); });
+#else
+  kernel<<<grid_for(n), kThreads, 0, stream>>>(a);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
+}
+
 void launch_cell_forward(at::ScalarType dtype, const CellForwardArgs& a,
                          cudaStream_t stream) {
   const int64_t n = a.rows * a.H;
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, dtype, "fusedlstm_cell_forward_cuda", [&] {
-        using op_t = at::opmath_type<scalar_t>;
-        cell_forward_kernel<scalar_t><<<grid_for(n), kThreads, 0, stream>>>(
-            a.rows, a.H, static_cast<const scalar_t*>(a.rec),
-            static_cast<scalar_t*>(a.gates), static_cast<op_t*>(a.c_state),
-            static_cast<scalar_t*>(a.cells), static_cast<scalar_t*>(a.hidden),
-            static_cast<scalar_t*>(a.hidden2));
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_cells(&cell_forward_kernel<scalar_t>, a, n, stream);
       });
 }
 
@@ -36,8 +43,7 @@ void launch_cell_backward(at::ScalarType dtype, const CellBackwardArgs& a,
   if (n == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, dtype, "fusedlstm_cell_backward_cuda", [&] {
-        cell_backward_kernel<scalar_t><<<grid_for(n), kThreads, 0, stream>>>(a);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+        launch_cells(&cell_backward_kernel<scalar_t>, a, n, stream);
       });
 }
 

@@ -25,15 +25,15 @@ inline unsigned grid_for(int64_t n) {
 }
 
 template <typename scalar_t>
-__global__ void cell_forward_kernel(int64_t rows, int64_t H,
-                                    const scalar_t* __restrict__ rec,
-                                    scalar_t* __restrict__ gates,
-                                    at::opmath_type<scalar_t>* __restrict__ c_state,
-                                    scalar_t* __restrict__ cells,
-                                    scalar_t* __restrict__ hidden,
-                                    scalar_t* __restrict__ hidden2) {
+__global__ void cell_forward_kernel(CellForwardArgs a) {
   using op_t = at::opmath_type<scalar_t>;
-  const int64_t n = rows * H;
+  const int64_t H = a.H, n = a.rows * H;
+  const scalar_t* __restrict__ rec = static_cast<const scalar_t*>(a.rec);
+  scalar_t* __restrict__ gates = static_cast<scalar_t*>(a.gates);
+  op_t* __restrict__ c_state = static_cast<op_t*>(a.c_state);
+  scalar_t* __restrict__ cells = static_cast<scalar_t*>(a.cells);
+  scalar_t* __restrict__ hidden = static_cast<scalar_t*>(a.hidden);
+  scalar_t* __restrict__ hidden2 = static_cast<scalar_t*>(a.hidden2);
   for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < n;
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = idx / H, j = idx - r * H;

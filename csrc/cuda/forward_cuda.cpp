@@ -135,7 +135,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_forward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
-  TORCH_CHECK(input.is_cuda(), "fusedlstm: CUDA kernel called with input on ",
+  TORCH_CHECK(on_kernel_device(input), "fusedlstm: CUDA kernel called with input on ",
               input.device());
   const c10::cuda::CUDAGuard guard(input.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();

@@ -21,6 +21,17 @@ namespace fusedlstm::cuda {
 
 enum class PathMode { kAuto, kStepwise, kPersistent, kCluster };
 
+// Whether a CUDA entry point's tensor is where its kernels run: on a GPU, or
+// in host memory under the host emulation that runs this host code and the
+// kernels on the CPU (cpp_tests/cuda_emulation).
+inline bool on_kernel_device(const at::Tensor& t) {
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  return t.is_cpu();
+#else
+  return t.is_cuda();
+#endif
+}
+
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();
 

@@ -188,6 +188,15 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
   return cache.store(key, plan);
 }
 
+#ifdef FUSEDLSTM_CUDA_EMULATION
+// The host emulation (cpp_tests/cuda_emulation) calls a kernel as a function:
+// every kernel here takes (Params, int, int), so its address converts back.
+template <typename Params>
+auto emulated_kernel(const void* kernel) {
+  return reinterpret_cast<void (*)(Params, int, int)>(const_cast<void*>(kernel));
+}
+#endif
+
 // Launches a cluster kernel(params, U, BT) on `stream` with its plan.
 template <typename Params>
 void launch_cluster(const void* kernel, const PersistentPlan& plan,
@@ -195,9 +204,14 @@ void launch_cluster(const void* kernel, const PersistentPlan& plan,
   TORCH_CHECK(plan.fits && plan.cluster > 0, "fusedlstm: cluster launch without a plan");
   Params p = params;
   int U = plan.units, BT = plan.batch_tile;
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem,
+              [&] { emulated_kernel<Params>(kernel)(p, U, BT); }, plan.cluster);
+#else
   void* args[] = {&p, &U, &BT};
   const ClusterLaunchConfig launch(plan.cluster, plan.grid, plan.smem, stream);
   C10_CUDA_CHECK(cudaLaunchKernelExC(&launch.config, kernel, args));
+#endif
 }
 
 // Launches a persistent kernel(params, U, PU) on `stream` with its plan. A
@@ -209,10 +223,15 @@ void launch_cooperative(const void* kernel, const PersistentPlan& plan,
   TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
   Params p = params;
   int U = plan.units, PU = plan.proj_units;
+#ifdef FUSEDLSTM_CUDA_EMULATION
+  emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem,
+              [&] { emulated_kernel<Params>(kernel)(p, U, PU); });
+#else
   void* args[] = {&p, &U, &PU};
   C10_CUDA_CHECK(cudaLaunchCooperativeKernel(kernel, dim3(plan.grid),
                                              dim3(plan.block), args, plan.smem,
                                              stream));
+#endif
 }
 
 }  // namespace fusedlstm::cuda::persistent

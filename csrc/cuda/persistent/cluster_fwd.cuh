@@ -52,8 +52,11 @@ struct ClusterTile {
   int size = 0, rank = 0, b0 = 0, rows = 0;
 };
 
-__device__ __forceinline__ ClusterTile cluster_tile(
-    const cooperative_groups::cluster_group& cluster, int BT, int B) {
+// (A template: cooperative_groups has no cluster_group before sm_90, where
+// the kernels' bodies only trap.)
+template <typename ClusterGroup>
+__device__ __forceinline__ ClusterTile cluster_tile(const ClusterGroup& cluster,
+                                                    int BT, int B) {
   ClusterTile c;
   c.size = static_cast<int>(cluster.num_blocks());
   c.rank = static_cast<int>(cluster.block_rank());

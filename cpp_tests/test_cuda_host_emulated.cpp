@@ -15,86 +15,11 @@
 #include <string>
 
 #include "cuda/lstm_cuda.h"
+#include "emulated_layers.h"
 
 namespace {
 
-int failures = 0, checks = 0;
-
-c10::optional<at::Tensor> opt(const at::Tensor& t) {
-  return t.defined() ? c10::optional<at::Tensor>(t) : c10::nullopt;
-}
-
-void expect_close(const std::string& what, const at::Tensor& ours,
-                  const at::Tensor& ref, double tol) {
-  ++checks;
-  const at::Tensor a = ours.to(torch::kDouble).reshape(ref.sizes());
-  const double scale = std::max(1.0, ref.numel() ? ref.abs().max().item<double>() : 1.0);
-  const double err = ref.numel() ? (a - ref).abs().max().item<double>() : 0.0;
-  if (!(ours.numel() == ref.numel() && std::isfinite(err) && err <= tol * scale)) {
-    ++failures;
-    std::printf("  MISMATCH %-48s max abs err %.3g > %.3g\n", what.c_str(), err,
-                tol * scale);
-  }
-}
-
-struct Case {
-  std::string name;
-  int64_t I, H, P, B, T;  // P = 0: no projection
-  bool packed, bias;
-};
-
-// A layer's tensors in `dtype`: input, h0, c0, weights, batch_sizes, and the
-// gradients reaching output, h_n and c_n.
-struct Layer {
-  at::Tensor x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes;
-  at::Tensor g_out, g_h, g_c;
-};
-
-Layer make_layer(const Case& c, at::ScalarType dtype) {
-  torch::manual_seed(0);
-  const int64_t S = c.P ? c.P : c.H;
-  const double k = 1.0 / std::sqrt(double(c.H));
-  auto u = [&](at::IntArrayRef shape) {
-    return ((torch::rand(shape, torch::kDouble) * 2 - 1) * k).to(dtype);
-  };
-  Layer l;
-  l.w_ih = u({4 * c.H, c.I});
-  l.w_hh = u({4 * c.H, S});
-  if (c.bias) {
-    l.b_ih = u({4 * c.H});
-    l.b_hh = u({4 * c.H});
-  }
-  if (c.P) l.w_hr = u({c.P, c.H});
-  l.h0 = u({c.B, S}) * 4;
-  l.c0 = u({c.B, c.H}) * 4;
-  int64_t N = c.T * c.B;
-  if (c.packed) {
-    std::vector<int64_t> bs(c.T);
-    N = 0;
-    for (int64_t t = 0; t < c.T; ++t) {
-      bs[t] = 0;
-      for (int64_t b = 0; b < c.B; ++b) bs[t] += std::max<int64_t>(1, c.T - b * c.T / c.B) > t;
-      N += bs[t];
-    }
-    l.batch_sizes = torch::tensor(bs, torch::kLong);
-    l.x = u({N, c.I}) * 4;
-    l.g_out = torch::randn({N, S}, torch::kDouble).to(dtype);
-  } else {
-    l.x = u({c.T, c.B, c.I}) * 4;
-    l.g_out = torch::randn({c.T, c.B, S}, torch::kDouble).to(dtype);
-  }
-  l.g_h = torch::randn({c.B, S}, torch::kDouble).to(dtype);
-  l.g_c = torch::randn({c.B, c.H}, torch::kDouble).to(dtype);
-  return l;
-}
-
-Layer as_double(const Layer& l) {
-  auto d = [](const at::Tensor& t) {
-    return t.defined() && t.is_floating_point() ? t.to(torch::kDouble) : t;
-  };
-  return {d(l.x), d(l.h0), d(l.c0), d(l.w_ih), d(l.w_hh), d(l.b_ih), d(l.b_hh),
-          d(l.w_hr), l.batch_sizes, d(l.g_out), d(l.g_h), d(l.g_c)};
-}
+using namespace emutest;
 
 // Values, gradients (those of tests/cuda/test_cuda_parity.py).
 std::pair<double, double> tolerances(at::ScalarType t) {
@@ -108,8 +33,8 @@ std::pair<double, double> tolerances(at::ScalarType t) {
 
 void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
   setenv("FUSEDLSTM_CUDA_PATH", path, 1);
-  const Layer l = make_layer(c, dtype);
-  const Layer r = as_double(l);
+  const Inputs l = make_inputs(c, dtype);
+  const Inputs r = as_double(l);
   const std::string tag = std::string(path) + " " + c.name + (reverse ? " rev " : " fwd ") +
                           c10::toString(dtype);
   const auto [out, h_n, c_n, gates, cells] = fusedlstm::cuda::lstm_layer_forward(
@@ -126,10 +51,10 @@ void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
   expect_close(tag + " cells", cells, ref.cells, vtol);
 
   const auto grads = fusedlstm::cuda::lstm_layer_backward(
-      l.g_out, l.g_h, l.g_c, l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
+      l.grad_out, l.grad_h_n, l.grad_c_n, l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
       opt(l.b_hh), opt(l.w_hr), out, gates, cells, opt(l.batch_sizes), reverse);
   const auto rg = fusedlstm::lstm_layer_backward(
-      r.g_out, r.g_h, r.g_c, r.x, r.h0, r.c0, r.w_ih, r.w_hh, opt(r.b_ih),
+      r.grad_out, r.grad_h_n, r.grad_c_n, r.x, r.h0, r.c0, r.w_ih, r.w_hh, opt(r.b_ih),
       opt(r.b_hh), opt(r.w_hr), ref.output, ref.gates, ref.cells,
       opt(l.batch_sizes), reverse);
   expect_close(tag + " grad_input", std::get<0>(grads), rg.grad_input, gtol);

@@ -1,6 +1,5 @@
-// What the emulated CUDA tests (test_persistent_emulated.cpp,
-// test_cuda_host_emulated.cpp) share: a layer case, its inputs in a dtype and
-// in float64, and the comparison they count.
+// What the emulated CUDA tests (cpp_tests/test_*_emulated.cpp) share: a layer
+// case, its inputs in a dtype and in float64, and the comparison they count.
 #pragma once
 
 #include <torch/torch.h>

@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
   unsigned char* smem = dynamic_smem();
   const int H = p.H, T_ = p.sched.steps;
   const ClusterTile tile = cluster_tile(cluster, BT, p.B);
-  const int CS = tile.size, b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
+  const int CS = tile.size, b0 = tile.b0, u0 = tile.rank * U;
   const ClusterLayout L = cluster_backward_layout<T>(U, H, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
@@ -59,15 +59,13 @@ __global__ void __launch_bounds__(kThreads)
   __syncthreads();
   cluster.sync();  // every CTA of the cluster runs before any remote store
 
-  auto tile_rows = [&](int bs) { return max(0, min(rows, bs - b0)); };
+  // The tile's rows of the step visited before: their dG is in g_cur.
+  int visited = 0;
   for (int s = 0; s <= T_; ++s) {
     const BackwardVisit v = backward_visit(p, s);  // cur = {0, 0} once s == T_
     const S* g_cur = g_local + (s & 1) * L.h_elems;  // dG of visit s - 1
     S* g_nxt = g_local + ((s + 1) & 1) * L.h_elems;
-    // The tile's rows of the step visited before (their dG is in g_cur) and
-    // of this step.
-    const int visited = s > 0 ? tile_rows(backward_visit(p, s - 1).cur.bs) : 0;
-    const int active = tile_rows(v.cur.bs);
+    const int active = tile.rows_of(v.cur.bs);  // the tile's rows of this step
     // Cell e: tile row e / U, unit u0 + e % U.
     cells_after_product(
         active * U,
@@ -109,6 +107,7 @@ __global__ void __launch_bounds__(kThreads)
           }
         });
     if (s == T_) break;  // the last visit's cells wrote nothing remote
+    visited = active;
     // dG of step t complete in every CTA's next buffer; also orders this
     // visit's reads of g_cur before the next visit's remote stores into it.
     cluster.sync();

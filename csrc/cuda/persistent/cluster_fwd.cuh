@@ -50,6 +50,10 @@ __host__ __device__ inline ClusterLayout cluster_forward_layout(int U, int P, in
 // batch rows [b0, b0 + rows) of a batch of B (every step has <= B rows).
 struct ClusterTile {
   int size = 0, rank = 0, b0 = 0, rows = 0;
+  // The cluster's rows among a step's first bs rows.
+  __device__ __forceinline__ int rows_of(int bs) const {
+    return max(0, min(rows, bs - b0));
+  }
 };
 
 // (A template: cooperative_groups has no cluster_group before sm_90, where
@@ -113,7 +117,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t row0 = st.row0;
     const S* h_cur = h_local + (s & 1) * L.h_elems;
     S* h_nxt = h_local + ((s + 1) & 1) * L.h_elems;
-    const int active = max(0, min(rows, bs - b0));
+    const int active = tile.rows_of(bs);
 
     for (int nb0 = 0; nb0 < active; nb0 += kChunk) {
       const int nbn = min(kChunk, active - nb0);

@@ -1,5 +1,5 @@
 // Host stand-in for the CUDA runtime API (see prelude.h): the few types and
-// calls the persistent kernels' host code uses, answering for an emulated
+// calls the kernels. host code uses, answering for an emulated
 // device with emu::kSms SMs and an H100's shared memory.
 #pragma once
 
@@ -16,7 +16,6 @@ constexpr int kThreadsPerSm = 2048;
 
 typedef int cudaError_t;
 constexpr cudaError_t cudaSuccess = 0;
-constexpr cudaError_t cudaErrorNotSupported = 801;
 typedef struct CUstream_st* cudaStream_t;
 enum cudaDeviceAttr {
   cudaDevAttrMultiProcessorCount,
@@ -77,14 +76,6 @@ inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(
   return cudaSuccess;
 }
 
-// Under the emulation the launches (launch_plan.cuh, cell_kernels.cu) call
-// emu::launch with the kernel's types; a launch by address cannot be
-// emulated.
-inline cudaError_t cudaLaunchCooperativeKernel(const void*, dim3, dim3, void**,
-                                               size_t, cudaStream_t) {
-  return cudaErrorNotSupported;
-}
-
 // Clusters of the config's size that fit at once: whole clusters of the
 // blocks that fit per SM, over all SMs (the emulated device has no GPCs).
 inline cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, const void* kernel,
@@ -100,10 +91,6 @@ inline cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, const void* ker
   }
   *clusters = size > 16 ? 0 : per_sm * emu::kSms / int(size);
   return cudaSuccess;
-}
-
-inline cudaError_t cudaLaunchKernelExC(const cudaLaunchConfig_t*, const void*, void**) {
-  return cudaErrorNotSupported;
 }
 
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }

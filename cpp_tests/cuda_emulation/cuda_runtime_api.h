@@ -1,6 +1,7 @@
 // Host stand-in for the CUDA runtime API (see prelude.h): the few types and
-// calls the kernels. host code uses, answering for an emulated
-// device with emu::kSms SMs and an H100's shared memory.
+// calls the kernels' host code uses (the launches themselves call
+// emu::launch under the emulation), answering for an emulated device with
+// emu::kSms SMs and an H100's shared memory.
 #pragma once
 
 #include <cstddef>

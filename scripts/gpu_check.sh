@@ -102,12 +102,13 @@ fi
 # The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
 # cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and
 # 21): the forward in inference, then forward + backward in training.
+CLUSTER_IMPLS=fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
 step bench_cluster 90 python benchmarks/bench_gpu.py --subset G3,G4,G1 \
   --dtypes bfloat16,float16 --modes inference --no-plot --csv "$OUT/cluster.csv" \
-  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
+  --impls "$CLUSTER_IMPLS"
 step bench_cluster_training 75 python benchmarks/bench_gpu.py --subset G3,G4 \
   --dtypes bfloat16 --modes training --no-plot --csv "$OUT/cluster_training.csv" \
-  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
+  --impls "$CLUSTER_IMPLS"
 
 # The fixed grid G1-G9 with every default implementation, until the
 # deadline (its own time limit is the rest of the call).

@@ -1,33 +1,52 @@
-"""``replace_lstm``: swap fusedlstm's modules into an existing model."""
+"""``replace_lstm`` and ``restore_lstm``: swap fusedlstm's modules into an
+existing model, and back."""
 from __future__ import annotations
+
+from typing import Callable
 
 from torch import nn
 
 from .modules import LSTM, LSTMCell
 
+# (from, to) module types, each way. Exact types only: a subclass may
+# override forward, and swapping it would drop that.
+_TO_FUSED = {nn.LSTM: LSTM, nn.LSTMCell: LSTMCell}
+_TO_TORCH = {LSTM: nn.LSTM, LSTMCell: nn.LSTMCell}
 
-def _convert(module: nn.Module) -> nn.Module:
-    if type(module) is nn.LSTM:
-        new = LSTM(
+
+def _convert(module: nn.Module, mapping: dict) -> nn.Module:
+    target = mapping.get(type(module))
+    if target is None:
+        return module
+    if issubclass(target, nn.LSTMCell):
+        new = target(module.input_size, module.hidden_size, bias=module.bias,
+                     device="meta")
+    else:
+        new = target(
             module.input_size, module.hidden_size, num_layers=module.num_layers,
             bias=module.bias, batch_first=module.batch_first,
             dropout=module.dropout, bidirectional=module.bidirectional,
             proj_size=module.proj_size, device="meta",
         )
-    elif type(module) is nn.LSTMCell:
-        new = LSTMCell(
-            module.input_size, module.hidden_size, bias=module.bias, device="meta"
-        )
-    else:
-        return module
     # Take the very Parameter objects, so optimizers and hooks holding them
     # keep working, and device, dtype and values are kept as they are.
     for name, param in module.named_parameters(recurse=False):
         setattr(new, name, param)
-    if isinstance(new, LSTM):
+    if isinstance(new, nn.RNNBase):
         new._init_flat_weights()
     new.train(module.training)
     return new
+
+
+def _swap(model: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    converted = convert(model)
+    if converted is not model:
+        return converted
+    for name, child in list(model.named_children()):
+        new = _swap(child, convert)
+        if new is not child:
+            setattr(model, name, new)
+    return model
 
 
 def replace_lstm(model: nn.Module) -> nn.Module:
@@ -38,11 +57,14 @@ def replace_lstm(model: nn.Module) -> nn.Module:
     ``nn.LSTM`` or ``nn.LSTMCell``, returns its replacement. Subclasses of
     ``nn.LSTM`` are left alone: they may override ``forward``.
     """
-    converted = _convert(model)
-    if converted is not model:
-        return converted
-    for name, child in list(model.named_children()):
-        new = replace_lstm(child)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+    return _swap(model, lambda m: _convert(m, _TO_FUSED))
+
+
+def restore_lstm(model: nn.Module) -> nn.Module:
+    """The inverse of :func:`replace_lstm`: replaces every
+    ``fusedlstm.LSTM`` and ``fusedlstm.LSTMCell`` in ``model`` by
+    ``nn.LSTM`` / ``nn.LSTMCell`` in place, with the same ``Parameter``
+    objects. For what needs torch's own modules, such as ``torch.jit.script``
+    or an export to a format that knows only ``aten::lstm``.
+    """
+    return _swap(model, lambda m: _convert(m, _TO_TORCH))

@@ -106,3 +106,45 @@ def test_replace_is_idempotent_and_shared_modules():
     fusedlstm.replace_lstm(model)
     assert type(model["a"]) is fusedlstm.LSTM
     assert model["a"].weight_ih_l0 is model["b"].weight_ih_l0
+
+
+def test_restore_undoes_replace_with_the_same_parameters():
+    torch.manual_seed(0)
+    model = Model().double()
+    model.encoder.eval()
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    expected = _grads(model, x)
+    r = repr(model)
+    params = dict(model.named_parameters())
+    fusedlstm.replace_lstm(model)
+    assert fusedlstm.restore_lstm(model) is model
+    assert type(model.encoder) is nn.LSTM
+    assert type(model.inner["cell"]) is nn.LSTMCell
+    assert type(model.inner["proj"]) is nn.LSTM
+    assert type(model.layers[0]) is nn.LSTM
+    assert repr(model) == r
+    assert not model.encoder.training and model.inner["proj"].training
+    after = dict(model.named_parameters())
+    assert list(after) == list(params) and all(after[n] is params[n] for n in after)
+    assert model.encoder._flat_weights[0] is model.encoder.weight_ih_l0
+    # Both are torch's own modules again, on the same weights: bit for bit.
+    torch.testing.assert_close(_grads(model, x), expected, rtol=0, atol=0)
+
+
+def test_restore_top_level_and_leaves_others_alone():
+    class MyLSTM(fusedlstm.LSTM):
+        pass
+
+    torch.manual_seed(0)
+    ours = fusedlstm.LSTM(3, 4, proj_size=2, batch_first=True)
+    theirs = fusedlstm.restore_lstm(ours)
+    assert type(theirs) is nn.LSTM and theirs.proj_size == 2 and theirs.batch_first
+    assert theirs.weight_hr_l0 is ours.weight_hr_l0
+    x = torch.randn(2, 5, 3)
+    assert_results_close(run_lstm(theirs, x), run_lstm(ours, x))
+    cell = fusedlstm.LSTMCell(3, 4, bias=False)
+    restored = fusedlstm.restore_lstm(cell)
+    assert type(restored) is nn.LSTMCell and restored.bias is False
+    model = nn.Sequential(MyLSTM(3, 4), nn.LSTM(3, 4))
+    fusedlstm.restore_lstm(model)
+    assert type(model[0]) is MyLSTM and type(model[1]) is nn.LSTM

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import ops, reference
+from ._tracing import shapes_fixed_by_module
 
 
 def lstm(
@@ -87,7 +88,9 @@ def lstm_cell(
     b_hh: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     """One LSTM step: input [B, I], hx = (h [B, H], c [B, H]); returns (h', c')."""
-    if w_ih.shape[0] == 0:
+    with shapes_fixed_by_module():
+        no_units = bool(w_ih.shape[0] == 0)
+    if no_units:
         # hidden_size 0, which nn.LSTMCell accepts: the fused kernels need at
         # least one unit, and the composite gives the same empty states (and
         # zero gradients for input and hx).

@@ -17,6 +17,7 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional
+from ._tracing import shapes_fixed_by_module
 from ._dtype_names import aten_name
 
 
@@ -29,6 +30,9 @@ class LSTM(nn.RNNBase):
 
     def __init__(self, *args, **kwargs):
         super().__init__("LSTM", *args, **kwargs)
+
+    def __prepare_scriptable__(self):
+        _refuse_torchscript(self)
 
     # nn.LSTM's own shape checks, so that errors read exactly the same.
     get_expected_cell_size = nn.LSTM.get_expected_cell_size
@@ -130,7 +134,10 @@ class LSTM(nn.RNNBase):
         self._check_forward_args(input, hx, batch_sizes, batch)
         if not packed:
             self._check_hx_like_kernel(input, hx, weights, batch_sizes)
-        if not packed and input.size(1 if self.batch_first else 0) == 0:
+        # Under torch.jit.trace this comparison would be frozen into the
+        # trace (with a TracerWarning); the operator raises the same error.
+        if (not packed and not torch.jit.is_tracing()
+                and input.size(1 if self.batch_first else 0) == 0):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         plan = None
         if lower is None:
@@ -176,6 +183,9 @@ class LSTMCell(nn.LSTMCell):
         "outputs; see torch.nn.LSTMCell for their meaning.\n"
     )
 
+    def __prepare_scriptable__(self):
+        _refuse_torchscript(self)
+
     def forward(self, input: Tensor, hx=None):
         # nn.LSTMCell.forward's own steps, in its order, so that odd hx
         # (a bare tensor, a 3-tuple) meets the same checks and errors.
@@ -206,7 +216,8 @@ class LSTMCell(nn.LSTMCell):
             )
         if len(hx) != 2:
             raise RuntimeError("lstm_cell expects two hidden states")
-        _check_cell_args(input, hx, self.input_size, self.hidden_size)
+        with shapes_fixed_by_module():
+            _check_cell_args(input, hx, self.input_size, self.hidden_size)
         weights = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         lower = _autocast.lower_dtype(input, cell=True)
         plan = None
@@ -260,3 +271,16 @@ def _check_matmul_dtypes(input: Tensor, weight: Tensor) -> None:
             "mat1 and mat2 must have the same dtype, but got "
             f"{aten_name(input.dtype)} and {aten_name(weight.dtype)}"
         )
+
+
+def _refuse_torchscript(module: nn.Module) -> None:
+    # TorchScript (deprecated in PyTorch) cannot compile the Python around
+    # the operators; without this, scripting fails with messages that do not
+    # name the cause.
+    name = type(module).__name__
+    raise NotImplementedError(
+        f"fusedlstm.{name} does not support torch.jit.script. Use "
+        "torch.compile or torch.export (both supported) or torch.jit.trace; "
+        f"fusedlstm.restore_lstm(model) swaps torch.nn.{name} back in (same "
+        "parameters, torch's kernels) for code that needs torch's own module."
+    )

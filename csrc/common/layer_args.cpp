@@ -38,6 +38,10 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   TORCH_CHECK(input.dim() == (packed ? 2 : 3), op, ": expected a ",
               packed ? "packed 2-D [N, I]" : "3-D [T, B, I]",
               " input, got ", input.dim(), "-D");
+  // nn.LSTM's own message: modules skip their copy of this check while
+  // torch.jit.trace records them, so a traced module still rejects T = 0.
+  TORCH_CHECK(packed || input.size(0) > 0,
+              "Expected sequence length to be larger than 0 in RNN");
   TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2, op,
               ": w_ih and w_hh must be 2-D");
   TORCH_CHECK(w_ih.size(0) % 4 == 0 && w_ih.size(0) > 0, op,

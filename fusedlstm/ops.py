@@ -10,6 +10,7 @@ from typing import Optional
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from . import _C  # noqa: F401  (loads the library, registering the operators)
 from . import reference
@@ -42,6 +43,9 @@ def lstm_layer(
     for backward.
     """
     args = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    if _functorch_active() or _dual_tensors_present(args[:8]):
+        output, h_n, c_n, _, _ = _FunctorchLayer.apply(*args)
+        return output, h_n, c_n
     if not _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
         return _inference_op(*args)
     output, h_n, c_n, _, _ = _forward_op(*args)
@@ -142,7 +146,8 @@ def _forward_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
+def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells,
+                      backward_op=_backward_op):
     (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells,
      batch_sizes) = ctx.saved_tensors
     # An output that received no gradient contributes zero.
@@ -152,7 +157,7 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
         grad_h_n = torch.zeros_like(h0)
     if grad_c_n is None:
         grad_c_n = torch.zeros_like(c0)
-    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = _backward_op(
+    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = backward_op(
         grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
         w_hr, out, gates, cells, batch_sizes, ctx.reverse,
     )
@@ -256,3 +261,200 @@ torch.library.register_autograd(
     "fusedlstm::lstm_layer_backward", _backward_backward,
     setup_context=_backward_setup_context,
 )
+
+
+# ------------------------------------------- torch.func and forward-mode AD
+#
+# torch.func (grad, vjp, jacrev, jacfwd, hessian, vmap) runs an
+# autograd.Function only if it defines setup_context, which the Functions
+# that torch.library.register_autograd generates for C++-declared operators
+# do not (pytorch/pytorch#170834); nor can those carry a forward-mode rule.
+# Under a functorch transform, or with forward-mode dual tensors, the layer
+# therefore runs through the two Functions below: the same operators and the
+# same reverse-mode formulas as above, so values and gradients are those of
+# plain autograd. Their extra rules:
+#   vmap: one call per batch entry, stacked. No batching of the kernel, but
+#         exact, and jacrev / jacfwd need it (nn.LSTM has no vmap rule).
+#   jvp:  the tangent of the composite reference, as for the second order.
+
+
+def _functorch_active() -> bool:
+    # Not peek_interpreter_stack(): Dynamo reports a stack there even with no
+    # transform active, and would then trace the Functions below.
+    return torch._C._are_functorch_transforms_active()
+
+
+def _dual_tensors_present(tensors) -> bool:
+    if getattr(forward_ad, "_current_level", 0) < 0:
+        return False  # no dual level open: nothing can carry a tangent
+    return any(
+        t is not None and forward_ad.unpack_dual(t).tangent is not None
+        for t in tensors
+    )
+
+
+def _loop_vmap(function):
+    """A vmap rule for `function` that applies it to each batch entry."""
+
+    def vmap(info, in_dims, *args):
+        per_entry = [
+            function.apply(*(
+                a if d is None else a.select(d, index)
+                for a, d in zip(args, in_dims)
+            ))
+            for index in range(info.batch_size)
+        ]
+        stacked = tuple(torch.stack(parts) for parts in zip(*per_entry))
+        return stacked, (0,) * len(stacked)
+
+    return staticmethod(vmap)
+
+
+def _present(values):
+    """Positions of the values that are not None, and a function that puts
+    replacements for them back among the Nones."""
+    where = [i for i, v in enumerate(values) if v is not None]
+
+    def rebuild(replacements):
+        full = list(values)
+        for i, r in zip(where, replacements):
+            full[i] = r
+        return full
+
+    return where, rebuild
+
+
+def _tangents_for(values, tangents):
+    return tuple(
+        torch.zeros_like(v) if t is None else t
+        for v, t in zip(values, tangents) if v is not None
+    )
+
+
+def _reference_first_order(cotangents, primals, batch_sizes, reverse):
+    """What lstm_layer_backward returns, derived from the composite
+    reference with torch.func.vjp so that it can be differentiated again
+    under any transform."""
+    where, rebuild = _present(primals)
+
+    def layer(*present):
+        return reference.lstm_layer(*rebuild(present), batch_sizes, reverse)
+
+    _, pullback = torch.func.vjp(layer, *(primals[i] for i in where))
+    grads = dict(zip(where, pullback(tuple(cotangents))))
+    empty = primals[0].new_empty(0)
+    # Bias: b_ih (position 5) and b_hh get the same gradient.
+    return (grads[0], grads[1], grads[2], grads[3], grads[4],
+            grads.get(5, empty), grads.get(7, empty))
+
+
+def _jvp_by_double_vjp(fn, primals, tangents, output_zeros):
+    """fn's Jacobian-vector product from two reverse passes: the pullback is
+    linear in its cotangent u, and its own pullback applied to the tangents
+    is J @ tangents. Forward mode (torch.func.jvp) cannot serve: a jvp rule
+    may run inside an open forward-AD level, and forward AD does not nest.
+    output_zeros: zeros shaped as fn's outputs (the point u is taken at)."""
+
+    def pullback_at(u):
+        _, pullback = torch.func.vjp(fn, *primals)
+        return pullback(u)
+
+    _, pullback_of_pullback = torch.func.vjp(pullback_at, output_zeros)
+    (product,) = pullback_of_pullback(tangents)
+    return product
+
+
+def _layer_jvp(ctx, *tangents):
+    (*primals, batch_sizes) = ctx.saved_tensors
+    input, h0, c0 = primals[:3]
+    where, rebuild = _present(primals)
+    out_tangents = _jvp_by_double_vjp(
+        lambda *present: reference.lstm_layer(*rebuild(present), batch_sizes, ctx.reverse),
+        tuple(primals[i] for i in where),
+        _tangents_for(primals, tangents[:8]),
+        (_with_width(input, h0.shape[-1]).zero_(), torch.zeros_like(h0),
+         torch.zeros_like(c0)),
+    )
+    # gates and cells are not differentiable.
+    return (*out_tangents, None, None)
+
+
+def _backward_jvp(ctx, *tangents):
+    (*values, batch_sizes) = ctx.saved_tensors  # 3 cotangents, 8 primals
+    where, rebuild = _present(values)
+
+    def first_order(*present):
+        full = rebuild(present)
+        return _reference_first_order(full[:3], full[3:], batch_sizes, ctx.reverse)
+
+    input, h0, c0, w_ih, w_hh, b_ih, _, w_hr = values[3:]
+    empty = input.new_zeros(0)
+    # The saved output, gates and cells (inputs 11-13) are functions of the
+    # primals; the recomputation already carries their tangents.
+    return _jvp_by_double_vjp(
+        first_order,
+        tuple(values[i] for i in where),
+        _tangents_for(values, tangents[:11]),
+        tuple(torch.zeros_like(t) if t is not None else empty
+              for t in (input, h0, c0, w_ih, w_hh, b_ih, w_hr)),
+    )
+
+
+def _backward_backward_composite(ctx, *grads_of_grads):
+    # Unlike _backward_backward (torch.autograd.grad on the reference, which
+    # functorch does not allow inside a transform), this stays differentiable
+    # under an enclosing transform, to any order.
+    (*values, batch_sizes) = ctx.saved_tensors  # 3 cotangents, 8 primals
+    where, rebuild = _present(values)
+
+    def first_order(*present):
+        full = rebuild(present)
+        return _reference_first_order(full[:3], full[3:], batch_sizes, ctx.reverse)
+
+    grads, pullback = torch.func.vjp(first_order, *(values[i] for i in where))
+    weights = tuple(
+        torch.zeros_like(g) if w is None else w for g, w in zip(grads, grads_of_grads)
+    )
+    second = rebuild(pullback(weights))
+    # Remaining inputs: out, gates, cells, batch_sizes, reverse.
+    return (*second, None, None, None, None, None)
+
+
+def _layer_setup_context(ctx, inputs, output):
+    _forward_setup_context(ctx, inputs, output)
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, _ = inputs
+    ctx.save_for_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes)
+
+
+def _layer_backward_setup_context(ctx, inputs, output):
+    _backward_setup_context(ctx, inputs, output)
+    ctx.save_for_forward(*inputs[:11], inputs[14])
+
+
+class _FunctorchLayerBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _backward_op(*args)
+
+    setup_context = staticmethod(_layer_backward_setup_context)
+    backward = staticmethod(_backward_backward_composite)
+    jvp = staticmethod(_backward_jvp)
+
+
+_FunctorchLayerBackward.vmap = _loop_vmap(_FunctorchLayerBackward)
+
+
+class _FunctorchLayer(torch.autograd.Function):
+    @staticmethod
+    def forward(*args):
+        return _forward_op(*args)
+
+    setup_context = staticmethod(_layer_setup_context)
+    jvp = staticmethod(_layer_jvp)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        return _forward_backward(ctx, *grads, backward_op=_FunctorchLayerBackward.apply)
+
+
+_FunctorchLayer.vmap = _loop_vmap(_FunctorchLayer)

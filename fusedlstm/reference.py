@@ -2,8 +2,9 @@
 
 It computes exactly what ``torch.ops.fusedlstm.lstm_layer_forward`` computes,
 one step at a time, so that autograd can differentiate it twice. fusedlstm
-uses it only for the second derivative (double backward); first-order
-gradients always come from the fused kernels.
+uses it only for the second derivative (double backward) and for tangents
+(forward-mode AD, torch.func.jvp); first-order reverse-mode gradients always
+come from the fused kernels.
 
 Packed input is handled with static shapes only (a gather to [T, B], and a
 mask per step), never by reading batch_sizes' values on the host, so that

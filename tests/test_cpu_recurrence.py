@@ -20,7 +20,7 @@ import sys
 import pytest
 import torch
 
-from helpers import make_lstm_pair, parity_check, run_lstm
+from helpers import make_cell_pair, make_lstm_pair, parity_check, run_lstm
 
 import fusedlstm
 
@@ -172,6 +172,38 @@ def test_bad_environment_value_is_an_error():
     assert done.returncode != 0
     assert ("FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx512', 'avx2' or 'blas', "
             "got 'fast'") in done.stderr
+
+
+# ------------------------------------------------------- calls of few rows
+#
+# A call of at most 8 rows (steps x batch) runs the forward's direct product,
+# from W_hh as it is, with no packing (kDirectMaxRows in
+# recurrence_forward_impl.h); a call of one row runs the backward as the BLAS
+# loop. These straddle both limits (8 and 9 rows, 1 and 2), with unit blocks
+# that end partial (H = 40, 136 and 300 are not multiples of 16; 40 and 300
+# not of 8) and contractions whose length is not a multiple of the lanes
+# (P = 40, 300, and 37 with a projection), on one and two workers.
+FEW_ROWS = [(1, 1), (2, 1), (1, 8), (8, 1), (3, 3), (1, 9), (9, 1)]  # (steps, batch)
+
+
+@pytest.mark.parametrize("steps,batch", FEW_ROWS)
+@pytest.mark.parametrize("hidden,proj", [(40, 0), (136, 0), (300, 0), (100, 37)])
+def test_few_rows_match_nn_lstm(threads, steps, batch, hidden, proj):
+    ref, ours = make_lstm_pair(13, hidden, proj_size=proj, num_layers=2,
+                               seed=hidden + steps)
+    x = torch.randn(steps, batch, 13)
+    hx = (torch.randn(2, batch, proj or hidden), torch.randn(2, batch, hidden))
+    parity_check(ref, ours, x, hx)
+    with torch.no_grad():  # the inference operator
+        torch.testing.assert_close(ours(x, hx), ref(x, hx))
+
+
+def test_single_row_cell_matches_nn_lstmcell(threads):
+    # LSTMCell at batch 1 (and unbatched) is the one-row case of both.
+    ref, ours = make_cell_pair(300, 136, seed=2)
+    for x, hx in [(torch.randn(1, 300), (torch.randn(1, 136), torch.randn(1, 136))),
+                  (torch.randn(300), (torch.randn(136), torch.randn(136)))]:
+        parity_check(ref, ours, x, hx)
 
 
 # ------------------------------------------- the backward with a projection

@@ -124,11 +124,12 @@ namespace avx512bf16 {
 void recurrent_forward(const RecurrentForward& args);
 void recurrent_backward(const RecurrentBackward& args);
 // W_ih [4H, I] (bfloat16 bits) as bfloat16 pairs by unit block.
-at::Tensor pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I);
+// Returns a workspace (cpu/workspace.h: kInputWeights) of the calling thread.
+const uint32_t* pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I);
 // out[r] (row stride 4H) = x[r] . W_ih^T for r < rows, in bfloat16 dot
 // products. x: bfloat16 rows of stride ldx, even (zero past I when I is odd);
 // packed: pack_input_weights's.
-void input_projection(const at::Tensor& packed, const uint16_t* x,
+void input_projection(const uint32_t* packed, const uint16_t* x,
                       int64_t rows, int64_t ldx, int64_t H, int64_t I,
                       float* out);
 }  // namespace avx512bf16

@@ -124,9 +124,10 @@ void backward_projected(const RecurrentBackward& a) {
   if (steps == 0 || B == 0) return;
   const int64_t dm_blocks = ceil_div(H, kPanelCols);
   const int64_t dh_blocks = ceil_div(P, kPanelCols);
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  const at::Tensor dm_panels = at::empty({dm_blocks * P * kPanelCols}, f32);
-  const at::Tensor dh_panels = at::empty({dh_blocks * G * kPanelCols}, f32);
+  float* const dm_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
+                                            dm_blocks * P * kPanelCols);
+  float* const dh_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
+                                            dh_blocks * G * kPanelCols);
   const int64_t workers =
       choose_workers(10 * B * H * P, std::min(dm_blocks, dh_blocks));
   PhaseCounter meeting;
@@ -134,15 +135,13 @@ void backward_projected(const RecurrentBackward& a) {
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(dm_blocks, workers, w0, w1);
     const Share cols(dh_blocks, workers, w0, w1);
-    float* m_panels = dm_panels.data_ptr<float>();
-    float* h_panels = dh_panels.data_ptr<float>();
-    for (int64_t u = units.begin; u < units.end; ++u) {
-      // W_hr is [P, H]: row p of the panel is units [2Lu, 2Lu + 2L) of row p.
-      pack_panel(a.w_hr, P, H, H, 1, u, m_panels + u * P * kPanelCols);
-    }
-    for (int64_t c = cols.begin; c < cols.end; ++c) {
-      pack_panel(a.w_hh, G, P, P, 1, c, h_panels + c * G * kPanelCols);
-    }
+    float* m_panels = dm_panels;
+    float* h_panels = dh_panels;
+    // W_hr is [P, H]: row p of panel u is units [2Lu, 2Lu + 2L) of row p.
+    pack_panels(a.w_hr, P, H, H, units.begin, units.end, m_panels,
+                P * kPanelCols);
+    pack_panels(a.w_hh, G, P, P, cols.begin, cols.end, h_panels,
+                G * kPanelCols);
     std::vector<float> partial(B * kPanelCols);
     // The first processed step's dh_t, before anyone's phase A reads it.
     const int64_t t0 = sched.step_at(0, !a.reverse);
@@ -197,7 +196,8 @@ void recurrent_backward(const RecurrentBackward& a) {
   // The contraction of dh_{t-1} = dG_t W_hh: over 4H, or its pairs.
   const int64_t depth = kBf16Dot ? G / 2 : G;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  const at::Tensor panels = at::empty({dh_blocks * depth * kPanelCols}, f32);
+  float* const panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
+                                         dh_blocks * depth * kPanelCols);
   const at::Tensor spare = at::empty({B, H}, f32);
   float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
@@ -206,20 +206,19 @@ void recurrent_backward(const RecurrentBackward& a) {
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(unit_blocks, workers, w0, w1);
     const Share cols(dh_blocks, workers, w0, w1);
-    float* w_panels = panels.data_ptr<float>();
+    float* w_panels = panels;
 #if defined(FUSEDLSTM_BF16_DOT)
     uint16_t* const gate_grads = a.dgates16;
 #else
     float* const gate_grads = a.dgates;
 #endif
-    for (int64_t c = cols.begin; c < cols.end; ++c) {
-      float* panel = w_panels + c * depth * kPanelCols;
 #if defined(FUSEDLSTM_BF16_DOT)
-      pack_panel_pairs(a.w_hh16, G, H, H, c, reinterpret_cast<uint32_t*>(panel));
+    pack_panels_pairs(a.w_hh16, G, H, H, cols.begin, cols.end,
+                      reinterpret_cast<uint32_t*>(w_panels), depth * kPanelCols);
 #else
-      pack_panel(a.w_hh, G, H, H, 1, c, panel);
+    pack_panels(a.w_hh, G, H, H, cols.begin, cols.end, w_panels,
+                depth * kPanelCols);
 #endif
-    }
     std::vector<float> partial(B * kPanelCols);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = sched.step_at(s, !a.reverse);

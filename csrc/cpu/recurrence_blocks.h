@@ -12,10 +12,18 @@
 
 #include "cpu/recurrence_tiles.h"
 #include "cpu/step_sync.h"
+#include "cpu/workspace.h"
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// `count` elements of T in the calling thread's workspace for `role`.
+template <typename T>
+T* workspace(WorkspaceRole role, int64_t count) {
+  return static_cast<T*>(
+      workspace_bytes(role, static_cast<std::size_t>(count) * sizeof(T)));
+}
 
 #if defined(FUSEDLSTM_BF16_DOT)
 // The per-step products run over pairs of k in bfloat16 dot products (see
@@ -215,32 +223,43 @@ inline void pack_projection_panel(const float* w_hr, int64_t P, int64_t H, int64
                   H, dst, kPanelCols);
 }
 
-// dst[j][l] = src[j * row_stride + col * col_stride], col = 2Lc + l, for
-// j < depth, zero from col = cols on.
-inline void pack_panel(const float* src, int64_t depth, int64_t cols,
-                int64_t row_stride, int64_t col_stride, int64_t c, float* dst) {
+// Panels [c_begin, c_end) of src (depth rows of row_stride floats, cols
+// columns), panel c at dst + c * panel_stride: panel[j][l] = src[j][2Lc + l],
+// zero from column cols on. Row by row, each row's columns of these panels
+// read front to back: panel by panel, the 4H rows 4H apart took a new page
+// every 128 bytes, and the packing took most of the recurrence's time in a
+// batch-1 backward at H = 1024 (NOTES change 22).
+inline void pack_panels(const float* src, int64_t depth, int64_t cols,
+                        int64_t row_stride, int64_t c_begin, int64_t c_end,
+                        float* dst, int64_t panel_stride) {
   for (int64_t j = 0; j < depth; ++j) {
-    for (int64_t l = 0; l < kPanelCols; ++l) {
-      const int64_t col = c * kPanelCols + l;
-      dst[j * kPanelCols + l] =
-          col < cols ? src[j * row_stride + col * col_stride] : 0.f;
+    const float* row = src + j * row_stride;
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t col0 = c * kPanelCols;
+      const int64_t n = std::clamp<int64_t>(cols - col0, 0, kPanelCols);
+      float* out = dst + c * panel_stride + j * kPanelCols;
+      if (n == kPanelCols) {
+        std::memcpy(out, row + col0, kPanelCols * sizeof(float));
+      } else {
+        std::memcpy(out, row + col0, n * sizeof(float));
+        std::fill(out + n, out + kPanelCols, 0.f);
+      }
     }
   }
 }
 
 #if defined(FUSEDLSTM_BF16_DOT)
-// pack_panel's panel of rows [0, depth) of bfloat16 values (col_stride 1) as
-// pairs, in one pass: dst[p][l] = (src[2p][col], src[2p + 1][col]) for
-// col = c * 2L + l < cols, low half first; zero past the last column and,
-// for odd depth, in the high half of the last pair. Two rows' 32 columns are
-// interleaved by 16-bit permutes; bits are moved, never computed with.
-inline void pack_panel_pairs(const uint16_t* src, int64_t depth, int64_t cols,
-                             int64_t row_stride, int64_t c, uint32_t* dst) {
+// pack_panels for bfloat16 values, as pairs of rows, in one pass:
+// panel[p][l] = (src[2p][col], src[2p + 1][col]) for col = c * 2L + l < cols,
+// low half first; zero past the last column and, for odd depth, in the high
+// half of the last pair. Two rows' 32 columns are interleaved by 16-bit
+// permutes; bits are moved, never computed with. Row pair by row pair, for
+// the reason pack_panels gives.
+inline void pack_panels_pairs(const uint16_t* src, int64_t depth, int64_t cols,
+                              int64_t row_stride, int64_t c_begin,
+                              int64_t c_end, uint32_t* dst,
+                              int64_t panel_stride) {
   static_assert(kPanelCols == 32, "one 512-bit row of 16-bit columns per panel");
-  const int64_t col0 = c * kPanelCols;
-  const int64_t n = std::clamp<int64_t>(cols - col0, 0, kPanelCols);
-  const __mmask32 live =
-      n == kPanelCols ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
   // Output 16-bit element 2m takes column m of the even row, 2m + 1 column m
   // of the odd row (index bit 5 picks the second source); `high` does the
   // same for columns 16-31.
@@ -253,15 +272,21 @@ inline void pack_panel_pairs(const uint16_t* src, int64_t depth, int64_t cols,
   }
   const __m512i low = _mm512_load_si512(low_idx), high = _mm512_load_si512(high_idx);
   for (int64_t p = 0; 2 * p < depth; ++p) {
-    const uint16_t* even_row = src + 2 * p * row_stride + col0;
-    const __m512i even = _mm512_maskz_loadu_epi16(live, even_row);
-    const __m512i odd = 2 * p + 1 < depth
-        ? _mm512_maskz_loadu_epi16(live, even_row + row_stride)
-        : _mm512_setzero_si512();
-    _mm512_storeu_si512(dst + p * kPanelCols,
-                        _mm512_permutex2var_epi16(even, low, odd));
-    _mm512_storeu_si512(dst + p * kPanelCols + kLanes,
-                        _mm512_permutex2var_epi16(even, high, odd));
+    const uint16_t* even_row = src + 2 * p * row_stride;
+    const bool has_odd = 2 * p + 1 < depth;
+    for (int64_t c = c_begin; c < c_end; ++c) {
+      const int64_t col0 = c * kPanelCols;
+      const int64_t n = std::clamp<int64_t>(cols - col0, 0, kPanelCols);
+      const __mmask32 live =
+          n == kPanelCols ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
+      const __m512i even = _mm512_maskz_loadu_epi16(live, even_row + col0);
+      const __m512i odd =
+          has_odd ? _mm512_maskz_loadu_epi16(live, even_row + row_stride + col0)
+                  : _mm512_setzero_si512();
+      uint32_t* out = dst + c * panel_stride + p * kPanelCols;
+      _mm512_storeu_si512(out, _mm512_permutex2var_epi16(even, low, odd));
+      _mm512_storeu_si512(out + kLanes, _mm512_permutex2var_epi16(even, high, odd));
+    }
   }
 }
 #endif  // FUSEDLSTM_BF16_DOT

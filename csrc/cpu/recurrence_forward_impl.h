@@ -91,6 +91,59 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
   }
 }
 
+#if !defined(FUSEDLSTM_BF16_DOT)
+// The direct product, for calls of few steps (plan_forward says when): one
+// gate of a unit block for one row, h_{t-1} . W_hh[q*H + j + l] for each unit
+// l, read from W_hh as it is ([4H, P], rows P apart) with no packing. Lanes
+// run along k; each unit's lanes are summed at the end. kFull: all kLanes
+// units exist (every block but a last, partial one).
+template <bool kFull>
+inline Reg direct_gate(const float* w, int64_t P, int64_t n, const float* h) {
+  Reg acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
+  const int64_t units = kFull ? kLanes : n;
+  int64_t k = 0;
+  for (; k + kLanes <= P; k += kLanes) {
+    const Reg x = reg_load(h + k);
+    for (int64_t l = 0; l < units; ++l) {
+      acc[l] = reg_fma(reg_load(w + l * P + k), x, acc[l]);
+    }
+  }
+  if (k < P) {
+    const int64_t rest = P - k;
+    const Reg x = load(h + k, rest);
+    for (int64_t l = 0; l < units; ++l) {
+      acc[l] = reg_fma(load(w + l * P + k, rest), x, acc[l]);
+    }
+  }
+  return reg_lane_sums(acc);
+}
+
+// unit_block_step with the direct product: row by row, the four gates, then
+// the cell.
+void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
+  const RecurrentForward& a = *st.args;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
+  const int64_t n = std::min(kLanes, H - j);
+  for (int64_t b = 0; b < rows; ++b) {
+    const float* h = st.h_prev + b * P;
+    Reg acc[4];
+    for (int64_t q = 0; q < 4; ++q) {
+      const float* w = a.w_hh + (q * H + j) * P;
+      acc[q] = n == kLanes ? direct_gate<true>(w, P, n, h)
+                           : direct_gate<false>(w, P, n, h);
+    }
+    const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
+    cell_from_tile(acc, H, n,
+                   {a.bias + j, a.gates + gate_row * G + j,
+                    a.cells ? a.cells + gate_row * H + j : nullptr,
+                    a.c_state + b * H + j, st.h_next + b * P + j,
+                    a.output + row * P + j,
+                    st.hidden ? st.hidden + b * H + j : nullptr});
+  }
+}
+#endif  // !FUSEDLSTM_BF16_DOT
+
 void unit_block_step(UnitBlockStep st, int64_t rows) {
   const int64_t depth = product_depth(st.args->state);
   // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
@@ -112,13 +165,17 @@ void unit_block_step(UnitBlockStep st, int64_t rows) {
   }
 }
 
+// The most rows (steps x batch) of a call that runs the direct product.
+constexpr int64_t kDirectMaxRows = 8;
+
 // What every chunk of steps shares: the packed weights, the work split and the
 // state buffers. h alternates between two buffers step by step.
 struct ForwardPlan {
   const RecurrentForward* args;
   int64_t unit_blocks, proj_blocks, workers, phases;
-  at::Tensor unit_panels;  // [unit_blocks][product_depth(P)][4L]
-  at::Tensor proj_panels;  // [proj_blocks][H][2L]
+  bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
+  float* unit_panels;  // [unit_blocks][product_depth(P)][4L] (a workspace)
+  float* proj_panels;  // [proj_blocks][H][2L] (a workspace)
   at::Tensor spare;        // [B, P]: the second h buffer
   at::Tensor hidden;       // [B, H] o * tanh(c_t) with a projection
   float* h_buf[2];
@@ -137,9 +194,18 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
       8 * B * H * P + 2 * B * H * (proj ? P : 0),
       proj ? std::min(plan.unit_blocks, plan.proj_blocks) : plan.unit_blocks);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  plan.unit_panels =
-      at::empty({plan.unit_blocks * product_depth(P) * kUnitCols}, f32);
-  plan.proj_panels = at::empty({plan.proj_blocks * H * kPanelCols}, f32);
+  // Packing W_hh reads and writes it once more than the steps read it, which
+  // pays only over enough rows: with caches cold (a 64 MiB pass between
+  // calls), the direct product was faster where steps x batch <= 8 (H =
+  // 1024, 1 thread: batch 1, T = 1 2.15 against 3.24 ms, T = 8 4.63 against
+  // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
+  // at H = 256 (NOTES change 23).
+  plan.direct = !kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows;
+  plan.unit_panels = plan.direct ? nullptr : workspace<float>(
+      WorkspaceRole::kRecurrentWeights,
+      plan.unit_blocks * product_depth(P) * kUnitCols);
+  plan.proj_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
+                                      plan.proj_blocks * H * kPanelCols);
   plan.spare = at::empty({B, P}, f32);
   plan.hidden = at::empty({proj ? B : 0, H}, f32);
   plan.h_buf[0] = a.h_state;
@@ -152,8 +218,8 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
 void pack_weights(const ForwardPlan& plan) {
   const RecurrentForward& a = *plan.args;
   const int64_t H = a.hidden, P = a.state, workers = plan.workers;
-  float* u_panels = plan.unit_panels.data_ptr<float>();
-  float* p_panels = plan.proj_panels.data_ptr<float>();
+  float* u_panels = plan.unit_panels;
+  float* p_panels = plan.proj_panels;
   const int64_t depth = product_depth(P);
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(plan.unit_blocks, workers, w0, w1);
@@ -166,7 +232,7 @@ void pack_weights(const ForwardPlan& plan) {
           reinterpret_cast<uint32_t*>(u_panels + u * depth * kUnitCols));
     }
 #else
-    for (int64_t u = units.begin; u < units.end; ++u) {
+    for (int64_t u = units.begin; !plan.direct && u < units.end; ++u) {
       pack_unit_block(a.w_hh, H, P, u, u_panels + u * depth * kUnitCols);
     }
 #endif
@@ -185,8 +251,8 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
   const int64_t H = a.hidden, P = a.state, B = sched.batch;
   const int64_t workers = plan.workers, phases = plan.phases;
   const bool proj = a.w_hr != nullptr;
-  const float* u_panels = plan.unit_panels.const_data_ptr<float>();
-  const float* p_panels = plan.proj_panels.const_data_ptr<float>();
+  const float* u_panels = plan.unit_panels;
+  const float* p_panels = plan.proj_panels;
   float* hidden = proj ? plan.hidden.data_ptr<float>() : nullptr;
   PhaseCounter meeting;
 
@@ -207,11 +273,20 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
       round_rows_to_bf16(h_prev, bs, P, h16.data(), ld16);
 #endif
       for (int64_t u = units.begin; u < units.end; ++u) {
-        unit_block_step({&a, h_prev, h_next, hidden,
-                         u_panels + u * depth * kUnitCols, h16.data(), ld16,
-                         partial.data(), u * kLanes, first, first - gate_base,
-                         0, 0},
-                        bs);
+        const UnitBlockStep step{
+            &a, h_prev, h_next, hidden,
+            plan.direct ? nullptr : u_panels + u * depth * kUnitCols,
+            h16.data(), ld16, partial.data(), u * kLanes, first,
+            first - gate_base, 0, 0};
+#if defined(FUSEDLSTM_BF16_DOT)
+        unit_block_step(step, bs);
+#else
+        if (plan.direct) {
+          direct_unit_block_step(step, bs);
+        } else {
+          unit_block_step(step, bs);
+        }
+#endif
         if (!proj) {
           carry_rows(h_prev, h_next, P, bs, B, u * kLanes,
                      std::min(kLanes, H - u * kLanes));
@@ -271,11 +346,10 @@ void recurrent_forward(const RecurrentForward& a) {
 // x and W_ih are bfloat16 values, so every product is exact and only the
 // order of the float sums differs from the float GEMM on the widened values.
 
-at::Tensor pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
+const uint32_t* pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
   const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
-  at::Tensor packed = at::empty({blocks * depth * kUnitCols},
-                                at::TensorOptions().dtype(at::kInt));
-  auto* dst = reinterpret_cast<uint32_t*>(packed.data_ptr<int32_t>());
+  uint32_t* dst = workspace<uint32_t>(WorkspaceRole::kInputWeights,
+                                      blocks * depth * kUnitCols);
   at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> scratch(std::max<int64_t>(I, 1) * kUnitCols);
     for (int64_t u = u0; u < u1; ++u) {
@@ -283,7 +357,7 @@ at::Tensor pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
                             dst + u * depth * kUnitCols);
     }
   });
-  return packed;
+  return dst;
 }
 
 namespace {
@@ -304,12 +378,11 @@ void project_rows(const uint32_t* block, int64_t depth, const uint16_t* x,
 
 }  // namespace
 
-void input_projection(const at::Tensor& packed, const uint16_t* x,
+void input_projection(const uint32_t* packed, const uint16_t* x,
                       int64_t rows, int64_t ldx, int64_t H, int64_t I,
                       float* out) {
   const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
-  const auto* weights =
-      reinterpret_cast<const uint32_t*>(packed.const_data_ptr<int32_t>());
+  const uint32_t* weights = packed;
   // Tasks are (unit block, chunk of rows) pairs, block-major: a thread's
   // contiguous share of them is whole blocks where the threads divide the
   // blocks, so the shares do equal work. (Chunk-major, the short last chunk

@@ -58,4 +58,31 @@ constexpr int64_t kChunk = 256;
 
 static_assert(V::size() == kLanes, "at::vec width differs from the target's");
 
+// The sums of eight 8-lane registers: lane l of the result is the sum of the
+// lanes of a[l]. (hadd pairs neighbours within each 128-bit half; the last
+// step adds the two halves.)
+inline __m256 sums_of_eight(const __m256* a) {
+  const __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+  // u0 = [sums over lanes 0-3 of a0..a3 | over lanes 4-7], u1 for a4..a7.
+  const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                       _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+// Lane l of the result: the sum of the lanes of a[l].
+inline Reg reg_lane_sums(const Reg (&a)[kLanes]) {
+#if defined(FUSEDLSTM_ISA_AVX512)
+  __m256 halves[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    halves[l] = _mm256_add_ps(_mm512_castps512_ps256(a[l]),
+                              _mm512_extractf32x8_ps(a[l], 1));
+  }
+  return _mm512_insertf32x8(_mm512_castps256_ps512(sums_of_eight(halves)),
+                            sums_of_eight(halves + 8), 1);
+#else
+  return sums_of_eight(a);
+#endif
+}
+
 }  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

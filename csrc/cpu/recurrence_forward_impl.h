@@ -176,8 +176,8 @@ struct ForwardPlan {
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
   float* unit_panels;  // [unit_blocks][product_depth(P)][4L] (a workspace)
   float* proj_panels;  // [proj_blocks][H][2L] (a workspace)
-  at::Tensor spare;        // [B, P]: the second h buffer
-  at::Tensor hidden;       // [B, H] o * tanh(c_t) with a projection
+  at::Tensor spare;    // [B, P]: the second h buffer
+  at::Tensor hidden;   // [B, H] o * tanh(c_t) with a projection
   float* h_buf[2];
 };
 

@@ -3,7 +3,8 @@
 // callers reach the same CPU or CUDA kernel as Python does.
 //
 // Backend kernels are registered beside their code (cpu/register_cpu.cpp,
-// cuda/register_cuda.cu); fake kernels and autograd live in fusedlstm/ops.py.
+// cuda/register_cuda.cu); fake kernels and autograd live in fusedlstm/ops.py,
+// except the inference operator's Autograd kernel (inference_autograd.cpp).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 

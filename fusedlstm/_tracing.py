@@ -6,8 +6,18 @@ import warnings
 
 import torch
 
+# Stateless, so one instance serves every call outside tracing (a generator
+# context manager per call costs a microsecond or two of a small step).
+_NOTHING_TO_QUIET = contextlib.nullcontext()
+
 
 @contextlib.contextmanager
+def _tracer_warnings_hidden():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 def shapes_fixed_by_module():
     """Around Python code that compares shapes which a traced module fixes:
     argument checks (run on the example inputs; they leave nothing in the
@@ -15,8 +25,5 @@ def shapes_fixed_by_module():
     such comparison that the trace may not generalise; here it does, so the
     warning is hidden, as torch hides those of its own modules."""
     if not torch.jit.is_tracing():
-        yield
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
+        return _NOTHING_TO_QUIET
+    return _tracer_warnings_hidden()

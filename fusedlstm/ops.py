@@ -179,20 +179,9 @@ torch.library.register_autograd(
 )
 
 
-def _inference_backward(ctx, *grads):
-    raise RuntimeError(
-        "fusedlstm::lstm_layer_inference keeps no activations for backward; "
-        "fusedlstm.ops.lstm_layer runs lstm_layer_forward instead whenever a "
-        "gradient is needed, so call that (or the modules) to differentiate"
-    )
-
-
-# Registered so that a gradient through the inference operator fails loudly
-# instead of silently coming out as None.
-torch.library.register_autograd(
-    "fusedlstm::lstm_layer_inference", _inference_backward,
-    setup_context=lambda ctx, inputs, output: None,
-)
+# lstm_layer_inference has its Autograd kernel in C++
+# (csrc/inference_autograd.cpp): it passes calls that need no gradient on, and
+# makes a backward through the operator raise.
 
 
 # ------------------------------------------------------- second-order autograd

@@ -396,14 +396,23 @@ def _layer_jvp(ctx, *tangents):
     return (*out_tangents, None, None)
 
 
-def _backward_jvp(ctx, *tangents):
-    (*values, batch_sizes) = ctx.saved_tensors  # 3 cotangents, 8 primals
+def _saved_first_order(ctx):
+    """For the saved inputs of a backward call (3 cotangents, 8 primals,
+    batch_sizes): the 11 values, the positions of those present, a function
+    that puts replacements for them back, and lstm_layer_backward's results
+    as a differentiable function of the present values."""
+    (*values, batch_sizes) = ctx.saved_tensors
     where, rebuild = _present(values)
 
     def first_order(*present):
         full = rebuild(present)
         return _reference_first_order(full[:3], full[3:], batch_sizes, ctx.reverse)
 
+    return values, where, rebuild, first_order
+
+
+def _backward_jvp(ctx, *tangents):
+    values, where, _, first_order = _saved_first_order(ctx)
     input, h0, c0, w_ih, w_hh, b_ih, _, w_hr = values[3:]
     empty = input.new_zeros(0)
     # The saved output, gates and cells (inputs 11-13) are functions of the
@@ -421,13 +430,7 @@ def _backward_backward_composite(ctx, *grads_of_grads):
     # Unlike _backward_backward (torch.autograd.grad on the reference, which
     # functorch does not allow inside a transform), this stays differentiable
     # under an enclosing transform, to any order.
-    (*values, batch_sizes) = ctx.saved_tensors  # 3 cotangents, 8 primals
-    where, rebuild = _present(values)
-
-    def first_order(*present):
-        full = rebuild(present)
-        return _reference_first_order(full[:3], full[3:], batch_sizes, ctx.reverse)
-
+    values, where, rebuild, first_order = _saved_first_order(ctx)
     grads, pullback = torch.func.vjp(first_order, *(values[i] for i in where))
     weights = tuple(
         torch.zeros_like(g) if w is None else w for g, w in zip(grads, grads_of_grads)
@@ -449,6 +452,8 @@ def _layer_backward_setup_context(ctx, inputs, output):
 
 
 class _FunctorchLayerBackward(torch.autograd.Function):
+    """lstm_layer_backward under transforms, differentiable to any order."""
+
     @staticmethod
     def forward(*args):
         return _backward_op(*args)
@@ -462,6 +467,8 @@ _FunctorchLayerBackward.vmap = _loop_vmap(_FunctorchLayerBackward)
 
 
 class _FunctorchLayer(torch.autograd.Function):
+    """lstm_layer_forward under transforms and with dual tensors."""
+
     @staticmethod
     def forward(*args):
         return _forward_op(*args)

@@ -124,10 +124,10 @@ void backward_projected(const RecurrentBackward& a) {
   if (steps == 0 || B == 0) return;
   const int64_t dm_blocks = ceil_div(H, kPanelCols);
   const int64_t dh_blocks = ceil_div(P, kPanelCols);
-  float* const dm_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
-                                            dm_blocks * P * kPanelCols);
-  float* const dh_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
-                                            dh_blocks * G * kPanelCols);
+  float* const m_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
+                                           dm_blocks * P * kPanelCols);
+  float* const h_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
+                                           dh_blocks * G * kPanelCols);
   const int64_t workers =
       choose_workers(10 * B * H * P, std::min(dm_blocks, dh_blocks));
   PhaseCounter meeting;
@@ -135,8 +135,6 @@ void backward_projected(const RecurrentBackward& a) {
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(dm_blocks, workers, w0, w1);
     const Share cols(dh_blocks, workers, w0, w1);
-    float* m_panels = dm_panels;
-    float* h_panels = dh_panels;
     // W_hr is [P, H]: row p of panel u is units [2Lu, 2Lu + 2L) of row p.
     pack_panels(a.w_hr, P, H, H, units.begin, units.end, m_panels,
                 P * kPanelCols);
@@ -196,8 +194,8 @@ void recurrent_backward(const RecurrentBackward& a) {
   // The contraction of dh_{t-1} = dG_t W_hh: over 4H, or its pairs.
   const int64_t depth = kBf16Dot ? G / 2 : G;
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
-  float* const panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
-                                         dh_blocks * depth * kPanelCols);
+  float* const w_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
+                                           dh_blocks * depth * kPanelCols);
   const at::Tensor spare = at::empty({B, H}, f32);
   float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
@@ -206,7 +204,6 @@ void recurrent_backward(const RecurrentBackward& a) {
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(unit_blocks, workers, w0, w1);
     const Share cols(dh_blocks, workers, w0, w1);
-    float* w_panels = panels;
 #if defined(FUSEDLSTM_BF16_DOT)
     uint16_t* const gate_grads = a.dgates16;
 #else

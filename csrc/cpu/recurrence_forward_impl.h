@@ -232,8 +232,10 @@ void pack_weights(const ForwardPlan& plan) {
           reinterpret_cast<uint32_t*>(u_panels + u * depth * kUnitCols));
     }
 #else
-    for (int64_t u = units.begin; !plan.direct && u < units.end; ++u) {
-      pack_unit_block(a.w_hh, H, P, u, u_panels + u * depth * kUnitCols);
+    if (!plan.direct) {
+      for (int64_t u = units.begin; u < units.end; ++u) {
+        pack_unit_block(a.w_hh, H, P, u, u_panels + u * depth * kUnitCols);
+      }
     }
 #endif
     for (int64_t c = cols.begin; c < cols.end; ++c) {

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <new>
 
 #if defined(__linux__)
 #include <sys/mman.h>

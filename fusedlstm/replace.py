@@ -2,8 +2,6 @@
 existing model, and back."""
 from __future__ import annotations
 
-from typing import Callable
-
 from torch import nn
 
 from .modules import LSTM, LSTMCell
@@ -38,12 +36,12 @@ def _convert(module: nn.Module, mapping: dict) -> nn.Module:
     return new
 
 
-def _swap(model: nn.Module, convert: Callable[[nn.Module], nn.Module]) -> nn.Module:
-    converted = convert(model)
+def _swap(model: nn.Module, mapping: dict) -> nn.Module:
+    converted = _convert(model, mapping)
     if converted is not model:
         return converted
     for name, child in list(model.named_children()):
-        new = _swap(child, convert)
+        new = _swap(child, mapping)
         if new is not child:
             setattr(model, name, new)
     return model
@@ -57,14 +55,15 @@ def replace_lstm(model: nn.Module) -> nn.Module:
     ``nn.LSTM`` or ``nn.LSTMCell``, returns its replacement. Subclasses of
     ``nn.LSTM`` are left alone: they may override ``forward``.
     """
-    return _swap(model, lambda m: _convert(m, _TO_FUSED))
+    return _swap(model, _TO_FUSED)
 
 
 def restore_lstm(model: nn.Module) -> nn.Module:
     """The inverse of :func:`replace_lstm`: replaces every
     ``fusedlstm.LSTM`` and ``fusedlstm.LSTMCell`` in ``model`` by
     ``nn.LSTM`` / ``nn.LSTMCell`` in place, with the same ``Parameter``
-    objects. For what needs torch's own modules, such as ``torch.jit.script``
-    or an export to a format that knows only ``aten::lstm``.
+    objects. For code that needs torch's own modules, such as
+    ``torch.jit.script`` of an ``LSTMCell`` (torch 2.13 cannot script
+    ``nn.LSTM`` itself).
     """
-    return _swap(model, lambda m: _convert(m, _TO_TORCH))
+    return _swap(model, _TO_TORCH)

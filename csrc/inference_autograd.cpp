@@ -8,32 +8,28 @@
 // torch.library.register_autograd in fusedlstm/ops.py: that Python kernel
 // took about 15 us of every call, most of a small LSTMCell step
 // (benchmarks/NOTES.md, change 24).
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <tuple>
+
+#include "fusedlstm/lstm.h"
 
 namespace {
 
 using Optional = c10::optional<at::Tensor>;
 using Outputs = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
+// The backend kernel, through lstm.h's entry point with autograd excluded.
 Outputs call_backend(const at::Tensor& input, const at::Tensor& h0,
                      const at::Tensor& c0, const at::Tensor& w_ih,
                      const at::Tensor& w_hh, const Optional& b_ih,
                      const Optional& b_hh, const Optional& w_hr,
                      const Optional& batch_sizes, bool reverse) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fusedlstm::lstm_layer_inference", "")
-          .typed<Outputs(const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, const Optional&, const Optional&,
-                         const Optional&, const Optional&, bool)>();
   at::AutoDispatchBelowADInplaceOrView below_autograd;
-  return op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
-                 reverse);
+  auto [output, h_n, c_n] = fusedlstm::lstm_layer_inference(
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
+  return {output, h_n, c_n};
 }
 
 struct NoBackward : public torch::autograd::Function<NoBackward> {

@@ -4,8 +4,9 @@
 // the host emulation (cpp_tests/cuda_emulation), against fusedlstm's CPU
 // implementation in float64. test_persistent_emulated.cpp checks the
 // persistent kernels with host code of its own; this checks the host code
-// that will run on the GPU, on each FUSEDLSTM_CUDA_PATH. Exits non-zero on
-// any mismatch.
+// that will run on the GPU, on each FUSEDLSTM_CUDA_PATH, on an emulated
+// H100 or, with --turing, an emulated T4 (sm_75). Exits non-zero on any
+// mismatch.
 #include <torch/torch.h>
 
 #include <fusedlstm/lstm.h>
@@ -14,7 +15,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "common/layer_args.h"
 #include "cuda/lstm_cuda.h"
+#include "cuda/persistent/persistent.h"
 #include "emulated_layers.h"
 
 namespace {
@@ -67,9 +70,96 @@ void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
   std::printf("%-56s checked\n", tag.c_str());
 }
 
+// Runs `call` and checks that it raises a c10::Error whose message holds
+// `needle`.
+template <typename Call>
+void expect_raises(const std::string& what, const std::string& needle, Call call) {
+  ++checks;
+  try {
+    call();
+  } catch (const c10::Error& e) {
+    const std::string msg = e.what_without_backtrace();
+    if (msg.find(needle) != std::string::npos) {
+      std::printf("%-56s raised\n", what.c_str());
+      return;
+    }
+    ++failures;
+    std::printf("  WRONG MESSAGE %s: %s\n", what.c_str(), msg.c_str());
+    return;
+  }
+  ++failures;
+  std::printf("  NO ERROR %s\n", what.c_str());
+}
+
+// What choose_persistent makes of the forward of case c in `dtype`.
+fusedlstm::cuda::PersistentChoice forward_choice(const Case& c, at::ScalarType dtype) {
+  const Inputs l = make_inputs(c, dtype);
+  const fusedlstm::LayerDims d = fusedlstm::check_layer_args(
+      "choice", l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih), opt(l.b_hh),
+      opt(l.w_hr), opt(l.batch_sizes));
+  const fusedlstm::StepSchedule sched =
+      fusedlstm::make_schedule(l.x, l.h0.size(0), opt(l.batch_sizes));
+  return fusedlstm::cuda::choose_persistent(fusedlstm::cuda::RecurrencePass::kForward,
+                                            dtype, sched, d, l.x.get_device());
+}
+
+void expect(const std::string& what, bool ok) {
+  ++checks;
+  if (!ok) ++failures;
+  std::printf("%-56s %s\n", what.c_str(), ok ? "as expected" : "  WRONG");
+}
+
+// An emulated Turing GPU (compute capability 7.5) running a build with
+// sm_75 code: float16 takes the persistent kernel through sm_75's m16n8k8
+// MMA, float32 the exact-FMA kernel although PyTorch allows TF32 (there is
+// none before sm_80, and cuDNN computes float32 exactly there too),
+// bfloat16 the stepwise path; explicit requests the device cannot serve
+// raise. First the same device with a build that has no code for it.
+int turing(const std::vector<Case>& cases) {
+  emu::kComputeCapability = 75;
+  emu::kImageArch = 75;
+  emu::kNoImage = true;
+  setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+  expect_raises("sm_75 build without sm_75 code", "has no GPU code for", [&] {
+    const Inputs l = make_inputs(cases[0], at::kFloat);
+    fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
+                                        opt(l.b_hh), opt(l.w_hr), opt(l.batch_sizes), false);
+  });
+  emu::kNoImage = false;
+
+  at::globalContext().setAllowTF32CuDNN(true);  // PyTorch's default
+  const auto f32 = forward_choice(cases[0], at::kFloat);
+  expect("sm_75 float32: persistent, exact products", f32.use && !f32.tf32);
+  expect("sm_75 float16: persistent", forward_choice(cases[0], at::kHalf).use);
+  expect("sm_75 bfloat16: stepwise", !forward_choice(cases[0], at::kBFloat16).use);
+  for (const char* path : {"persistent", "auto"}) {
+    for (at::ScalarType dtype : {at::kFloat, at::kHalf, at::kBFloat16}) {
+      if (dtype == at::kBFloat16 && std::string(path) == "persistent") continue;
+      for (const Case& c : cases) {
+        for (bool reverse : {false, true}) run(path, c, dtype, reverse);
+      }
+    }
+  }
+  const Inputs bf = make_inputs(cases[0], at::kBFloat16);
+  setenv("FUSEDLSTM_CUDA_PATH", "persistent", 1);
+  expect_raises("sm_75 bfloat16 persistent request", "need compute capability 8.0", [&] {
+    fusedlstm::cuda::lstm_layer_forward(bf.x, bf.h0, bf.c0, bf.w_ih, bf.w_hh,
+                                        opt(bf.b_ih), opt(bf.b_hh), opt(bf.w_hr),
+                                        opt(bf.batch_sizes), false);
+  });
+  setenv("FUSEDLSTM_CUDA_PATH", "cluster", 1);
+  expect_raises("sm_75 cluster request", "thread-block clusters", [&] {
+    const Inputs l = make_inputs(cases[0], at::kHalf);
+    fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
+                                        opt(l.b_hh), opt(l.w_hr), opt(l.batch_sizes), false);
+  });
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  return failures == 0 && checks > 0 ? 0 : 1;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   // Exact float32 products, so that float32's tolerance means something.
   at::globalContext().setAllowTF32CuDNN(false);
   emu::kSms = 4;
@@ -80,6 +170,7 @@ int main() {
       {"packed H20 no bias", 6, 20, 0, 6, 5, true, false},
       {"packed proj P5", 7, 16, 5, 4, 4, true, true},
   };
+  if (argc > 1 && std::string(argv[1]) == "--turing") return turing(cases);
   const at::ScalarType types[] = {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16};
   for (const char* path : {"stepwise", "persistent", "auto"}) {
     for (at::ScalarType dtype : types) {

@@ -13,16 +13,28 @@ inline int kMaxBlocksPerSm = 8;            // a cap the tests lower to force lar
 constexpr int kSmemOptin = 227 * 1024;     // per block, opt-in
 constexpr int kSmemPerSm = 228 * 1024;
 constexpr int kThreadsPerSm = 2048;
+// Compute capability of the emulated device and the GPU target its image of
+// every kernel was built for, both x 10 (an H100 by default; a test sets
+// them to 75 for a Turing GPU, whose kernels then take their sm_75 forms).
+inline int kComputeCapability = 90;
+inline int kImageArch = 90;
+// True: the build holds no image the device can run (cudaFuncGetAttributes
+// fails as for a TORCH_CUDA_ARCH_LIST without the device's target).
+inline bool kNoImage = false;
 }  // namespace emu
 
 typedef int cudaError_t;
 constexpr cudaError_t cudaSuccess = 0;
+constexpr cudaError_t cudaErrorInvalidDeviceFunction = 98;
+constexpr cudaError_t cudaErrorNoKernelImageForDevice = 209;
 typedef struct CUstream_st* cudaStream_t;
 enum cudaDeviceAttr {
   cudaDevAttrMultiProcessorCount,
   cudaDevAttrCooperativeLaunch,
   cudaDevAttrMaxSharedMemoryPerBlockOptin,
   cudaDevAttrClusterLaunch,
+  cudaDevAttrComputeCapabilityMajor,
+  cudaDevAttrComputeCapabilityMinor,
 };
 enum cudaFuncAttribute {
   cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -56,8 +68,23 @@ inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int) 
     case cudaDevAttrMultiProcessorCount: *value = emu::kSms; break;
     case cudaDevAttrCooperativeLaunch: *value = 1; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kSmemOptin; break;
-    case cudaDevAttrClusterLaunch: *value = 1; break;
+    case cudaDevAttrClusterLaunch: *value = emu::kComputeCapability >= 90; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = emu::kComputeCapability / 10; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = emu::kComputeCapability % 10; break;
   }
+  return cudaSuccess;
+}
+
+// The two fields the host code reads.
+struct cudaFuncAttributes {
+  int ptxVersion = 0;
+  int binaryVersion = 0;
+};
+
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void*) {
+  if (emu::kNoImage) return cudaErrorNoKernelImageForDevice;
+  attr->ptxVersion = emu::kImageArch;
+  attr->binaryVersion = emu::kComputeCapability;
   return cudaSuccess;
 }
 

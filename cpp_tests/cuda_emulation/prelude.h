@@ -229,6 +229,23 @@ void emulated_mma16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
       });
 }
 
+// mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 (sm_75's float16 MMA):
+// two 16-bit elements per register, A in a[0..1], B in b. A: a0 (row g, k
+// 2tig..+1), a1 (row g+8). B: b (k 2tig..+1, col g). C as in m16n8k16.
+inline void emulated_mma1688_f16(float c[4], const uint32_t a[2], uint32_t b) {
+  const uint32_t a4[4] = {a[0], a[1], 0u, 0u};
+  const uint32_t b2[2] = {b, 0u};
+  emulated_mma<8>(
+      c, a4, b2,
+      [](const emu::Warp& w, int row, int k) {
+        const int src = (row % 8) * 4 + k / 2;
+        return emu_bits_to_float_f16(emu_half_of(w.a[src][row >= 8 ? 1 : 0], k % 2));
+      },
+      [](const emu::Warp& w, int k, int col) {
+        return emu_bits_to_float_f16(emu_half_of(w.b[col * 4 + k / 2][0], k % 2));
+      });
+}
+
 // mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32: one 32-bit element
 // per register. A: a0 (row g, k tig), a1 (row g+8), a2 (k tig+4), a3 (row
 // g+8, k tig+4). B: b0 (k tig, col g), b1 (k tig+4). C as in m16n8k16.

@@ -200,6 +200,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   TORCH_CHECK(on_kernel_device(input), "fusedlstm: CUDA kernel called with input on ",
               input.device());
   const c10::cuda::CUDAGuard guard(input.device());
+  check_kernel_image(input.get_device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   // The CUDA kernels keep the gates and cells in the input's dtype.
   check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,

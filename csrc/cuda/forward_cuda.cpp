@@ -138,6 +138,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   TORCH_CHECK(on_kernel_device(input), "fusedlstm: CUDA kernel called with input on ",
               input.device());
   const c10::cuda::CUDAGuard guard(input.device());
+  check_kernel_image(input.get_device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;

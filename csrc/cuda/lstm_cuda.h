@@ -35,6 +35,12 @@ inline bool on_kernel_device(const at::Tensor& t) {
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();
 
+// Raises a RuntimeError naming this build's GPU targets and the device's
+// compute capability where the build holds no code the (current) device
+// `device` can run, instead of a first launch failing with "no kernel image
+// is available". Queries once per device that passes.
+void check_kernel_image(int device);
+
 // Returns (output, h_n, c_n, gates, cells).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
 lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,

@@ -2,6 +2,7 @@
 // (with its plan) or the stepwise path. Shared by forward and backward, which
 // differ only in their planner.
 #include <ATen/Context.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
@@ -15,8 +16,13 @@ namespace fusedlstm::cuda {
 
 namespace {
 
-bool recurrent_tf32(at::ScalarType dtype) {
+bool recurrent_tf32(at::ScalarType dtype, int device) {
   if (dtype != at::kFloat) return false;
+  // TF32 arrived with sm_80. Before it the flag changes nothing: cuDNN
+  // computes float32 exactly, and so does the exact-FMA kernel.
+  int major = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  if (major < 8) return false;
   // The RNN flag itself where torch has per-operator flags: asking without
   // an operator raises once a user has set the conv and RNN precisions apart
   // (torch.backends.cudnn.{conv,rnn}.fp32_precision).
@@ -65,14 +71,15 @@ PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
                                 int device) {
   const bool forward = pass == RecurrencePass::kForward;
   PersistentChoice c;
-  c.tf32 = recurrent_tf32(dtype);
+  c.tf32 = recurrent_tf32(dtype, device);
   const int64_t H = d.hidden_size, P = d.state_size;
   std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
   if (why_not.empty() && d.has_proj) {
     why_not = "the cluster kernel has no projection (proj_size)";
   } else if (why_not.empty() && dtype == at::kFloat && !c.tf32) {
     why_not = "the cluster kernel computes on tensor cores: float16, bfloat16, "
-              "or float32 where TF32 is allowed (torch.backends.cudnn.allow_tf32)";
+              "or float32 where TF32 is allowed (torch.backends.cudnn.allow_tf32) "
+              "and the device has it (compute capability 8.0 and later)";
   } else if (why_not.empty() && sched.batch > 0) {  // batch 0: nothing to launch
     const int h = static_cast<int>(H), s = static_cast<int>(P),
               b = static_cast<int>(sched.batch);
@@ -98,7 +105,7 @@ PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
   const PathMode mode = requested_path();
   if (mode == PathMode::kCluster) return choose_cluster(pass, dtype, sched, d, device);
   if (mode == PathMode::kStepwise) return c;
-  c.tf32 = recurrent_tf32(dtype);
+  c.tf32 = recurrent_tf32(dtype, device);
   const bool forward = pass == RecurrencePass::kForward;
   const int64_t H = d.hidden_size, P = d.state_size;
   std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);

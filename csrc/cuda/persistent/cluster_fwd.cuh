@@ -75,9 +75,9 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     lstm_cluster_fwd(const PersistentForwardParams p, int U, int BT) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-  // Clusters need sm_90; plan_cluster refuses devices without them, so this
-  // image of the kernel (built for the older targets in the arch list) is
-  // never launched.
+  // Clusters need sm_90; plan_cluster refuses devices without them and any
+  // device that would run this image (built for the older targets in the
+  // arch list), so it is never launched.
   __trap();
 #else
   namespace cg = cooperative_groups;

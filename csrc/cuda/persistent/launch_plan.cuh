@@ -62,6 +62,26 @@ struct ClusterLaunchConfig {
   cudaLaunchConfig_t config = {};
 };
 
+// The GPU target (compute capability x 10) that the current device's image
+// of `kernel` was compiled for: its PTX target, which is what __CUDA_ARCH__
+// was (binaryVersion is the device's own where older PTX was JIT-compiled).
+inline int kernel_image_arch(const void* kernel) {
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  return attr.ptxVersion;
+}
+
+// Why a kernel whose instructions need target `needed` cannot run from an
+// image for `image`, or "" if it can. An image built for an older target (a
+// TORCH_CUDA_ARCH_LIST entry below `needed`, or older PTX) only traps.
+inline std::string image_refusal(int image, int needed, const char* instructions) {
+  if (image >= needed) return "";
+  return std::string("its ") + instructions + " need compute capability " +
+         std::to_string(needed / 10) + "." + std::to_string(needed % 10) +
+         ", and this device runs the build's code for " + std::to_string(image / 10) +
+         "." + std::to_string(image % 10);
+}
+
 // The launch plan of a cooperative kernel whose CTA k owns hidden units
 // [k*U, k*U + U) and state columns [k*PU, k*PU + PU), PU = ceil(P / grid).
 // layout(U, PU, H, P) is the CTA's shared memory. Takes the smallest U (a
@@ -79,8 +99,12 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const std::string old_image = image_refusal(
+      kernel_image_arch(kernel), kMinImageArch<T>, "tensor-core (mma.sync) instructions");
   if (!coop) {
     plan.reason = "the device does not support cooperative launches";
+  } else if (!old_image.empty()) {
+    plan.reason = old_image;
   } else {
     // Always the device maximum, so concurrent callers never race on it.
     C10_CUDA_CHECK(cudaFuncSetAttribute(
@@ -141,6 +165,14 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&clusters_ok, cudaDevAttrClusterLaunch, device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
   plan.reason = "the device does not support thread-block clusters (sm_90 and later)";
+  if (clusters_ok) {
+    const std::string old_image =
+        image_refusal(kernel_image_arch(kernel), 90, "thread-block clusters");
+    if (!old_image.empty()) {
+      plan.reason = old_image;
+      clusters_ok = 0;
+    }
+  }
   if (clusters_ok && B > 0) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));

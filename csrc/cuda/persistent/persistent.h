@@ -22,8 +22,11 @@
 // sequence GEMMs afterwards, as on the stepwise path.
 //
 // Gates are computed with mma.sync m16n8k16 (fp32 accumulate) for float16 and
-// bfloat16, and with exact fp32 FFMA for float32 (exact is always allowed;
-// the TF32 variant is left to the performance issue).
+// bfloat16 (on sm_75, float16 as two m16n8k8), with m16n8k8 TF32 for float32
+// where PyTorch allows TF32 for its cuDNN LSTM and the device has it, and
+// with exact fp32 FFMA otherwise. The planners refuse a device whose image
+// of the kernel lacks those instructions (persistent_common.cuh,
+// kMinImageArch).
 #pragma once
 
 #include <c10/core/ScalarType.h>

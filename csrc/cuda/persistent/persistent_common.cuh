@@ -68,6 +68,17 @@ template <typename T>
 using storage_t = std::conditional_t<kFloatStorage<T>, float, unsigned short>;
 template <typename T>
 constexpr bool kTensorCore = !std::is_same_v<T, float>;
+// The oldest GPU target whose instructions a kernel of element type T
+// needs, as a compute capability x 10: the half types' m16n8k16 MMA is
+// sm_80's, but sm_75 (Turing) has float16's as two m16n8k8 (see mma16816);
+// bfloat16 and TF32 MMAs exist from sm_80; float32 runs on plain FMA. The
+// planners refuse a device whose image of the kernel is older (an image
+// built for an older target, in the arch list for that target, only traps).
+template <typename T>
+constexpr int kMinImageArch = std::is_same_v<T, float>      ? 0
+                              : std::is_same_v<T, c10::Half> ? 75
+                                                             : 80;
+
 // Contraction depth of one MMA: m16n8k16 for the half types, m16n8k8 for TF32.
 template <typename T>
 constexpr int kMmaK = std::is_same_v<T, Tf32> ? 8 : 16;
@@ -183,11 +194,37 @@ __device__ __forceinline__ unsigned char* dynamic_smem() {
 }
 #endif
 
+// c += A (16x16, row) B (16x8, col), half-type inputs, fp32 accumulation.
 template <typename T>
 __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
                                          const uint32_t b[2]) {
 #ifdef FUSEDLSTM_CUDA_EMULATION
-  emulated_mma16816<T>(c, a, b);  // cpp_tests/cuda_emulation/prelude.h
+  // cpp_tests/cuda_emulation/prelude.h; an emulated sm_75 image takes the
+  // Turing form below.
+  if (std::is_same_v<T, c10::Half> && emu::kImageArch < 80) {
+    emulated_mma1688_f16(c, a, b[0]);
+    emulated_mma1688_f16(c, a + 2, b[1]);
+  } else {
+    emulated_mma16816<T>(c, a, b);
+  }
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  // sm_75: the k = 16 fragments are two k = 8 fragments side by side (a0,
+  // a1, b0 hold k 0-7; a2, a3, b1 hold k 8-15, in the k8 shape's layout).
+  // Older targets, and bfloat16 before sm_80, have no such MMA.
+#if __CUDA_ARCH__ >= 750
+  if constexpr (std::is_same_v<T, c10::Half>) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+          "{%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+          : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+          : "r"(a[2 * half]), "r"(a[2 * half + 1]), "r"(b[half]));
+    }
+    return;
+  }
+#endif
+  __trap();
 #else
   if constexpr (std::is_same_v<T, c10::Half>) {
     asm volatile(
@@ -210,6 +247,9 @@ __device__ __forceinline__ void mma16816(float c[4], const uint32_t a[4],
 __device__ __forceinline__ float to_tf32(float v) {
 #ifdef FUSEDLSTM_CUDA_EMULATION
   return emulated_to_tf32(v);  // cpp_tests/cuda_emulation/prelude.h
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // TF32 is sm_80's (kMinImageArch): this image never runs
+  return v;
 #else
   uint32_t r;
   asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(v));
@@ -222,6 +262,8 @@ __device__ __forceinline__ void mma1688_tf32(float c[4], const uint32_t a[4],
                                              const uint32_t b[2]) {
 #ifdef FUSEDLSTM_CUDA_EMULATION
   emulated_mma1688_tf32(c, a, b);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // as in to_tf32
 #else
   asm volatile(
       "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "

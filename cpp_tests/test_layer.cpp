@@ -1,6 +1,7 @@
 // Checks the C++ API of fusedlstm against libtorch's own LSTM (torch::lstm)
-// and its autograd: forward outputs, and every gradient from
-// fusedlstm::lstm_layer_backward. Exits non-zero on the first mismatch.
+// and its autograd: forward outputs, and every gradient, from
+// fusedlstm::lstm_layer_backward and through libtorch's autograd of
+// fusedlstm::lstm_layer_forward. Exits non-zero on the first mismatch.
 #include <torch/torch.h>
 
 #include <fusedlstm/lstm.h>
@@ -89,6 +90,23 @@ void check(bool reverse, bool with_proj) {
     expect_close(tag + " grad_w_hh", bwd.grad_w_hh, grads[4]);
     expect_close(tag + " grad_bias", bwd.grad_bias, grads[5]);
     if (with_proj) expect_close(tag + " grad_w_hr", bwd.grad_w_hr, grads[6]);
+
+    // libtorch's autograd through lstm_layer_forward (its C++ Autograd
+    // kernel, csrc/autograd.cpp): the same gradients, b_hh's equal to b_ih's.
+    c10::optional<at::Tensor> proj_grad =
+        with_proj ? c10::optional<at::Tensor>(w_hr) : c10::nullopt;
+    auto ours = fusedlstm::lstm_layer_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh,
+                                              proj_grad, c10::nullopt, reverse);
+    auto our_loss = (ours.output * g_out).sum() + (ours.h_n * g_hn).sum() +
+                    (ours.c_n * g_cn).sum();
+    std::vector<at::Tensor> wrt_all = wrt;
+    wrt_all.push_back(b_hh);
+    auto via_autograd = torch::autograd::grad({our_loss}, wrt_all);
+    const char* names[] = {"input", "h0", "c0", "w_ih", "w_hh", "b_ih", "w_hr"};
+    for (size_t i = 0; i < wrt.size(); ++i) {
+      expect_close(tag + " autograd grad_" + names[i], via_autograd[i], grads[i]);
+    }
+    expect_close(tag + " autograd grad_b_hh", via_autograd.back(), grads[5]);
   }
 }
 

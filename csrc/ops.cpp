@@ -4,7 +4,7 @@
 //
 // Backend kernels are registered beside their code (cpu/register_cpu.cpp,
 // cuda/register_cuda.cu); fake kernels and autograd live in fusedlstm/ops.py,
-// except the inference operator's Autograd kernel (inference_autograd.cpp).
+// except the Autograd kernels of the two forward operators (autograd.cpp).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 

@@ -48,11 +48,7 @@ def lstm_layer(
         return output, h_n, c_n
     if not _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):
         return _inference_op(*args)
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        # The registered operator: one node in the graph, with its autograd.
-        output, h_n, c_n, _, _ = _forward_op(*args)
-    else:
-        output, h_n, c_n, _, _ = _EagerLayer.apply(*args)
+    output, h_n, c_n, _, _ = _forward_op(*args)
     return output, h_n, c_n
 
 
@@ -135,6 +131,11 @@ def _backward_fake(
 
 
 # -------------------------------------------------------- first-order autograd
+#
+# lstm_layer_forward's and lstm_layer_inference's Autograd kernels are C++
+# (csrc/autograd.cpp): a Python one cost tens of microseconds of every small
+# call (NOTES changes 24 and 26). The forward's formulas below are the same
+# ones again, for the torch.func Function further down (_FunctorchLayer).
 
 
 def _forward_setup_context(ctx, inputs, output):
@@ -145,13 +146,12 @@ def _forward_setup_context(ctx, inputs, output):
         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells, batch_sizes
     )
     ctx.mark_non_differentiable(gates, cells)
-    # Autograd would otherwise fill a zero gradient for gates and cells
-    # ([N, 4H] and [N, H], never read): a tenth of a batch-64 backward.
+    # As in csrc/autograd.cpp: no zero gradients for gates and cells.
     ctx.set_materialize_grads(False)
 
 
 def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells,
-                      backward_op=_backward_op):
+                      backward_op):
     (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells,
      batch_sizes) = ctx.saved_tensors
     # An output that received no gradient contributes zero.
@@ -161,17 +161,9 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
         grad_h_n = torch.zeros_like(h0)
     if grad_c_n is None:
         grad_c_n = torch.zeros_like(c0)
-    args = (grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
-            b_hh, w_hr, out, gates, cells, batch_sizes, ctx.reverse)
-    if backward_op is _backward_op and not torch.is_grad_enabled():
-        # A first-order backward (no create_graph): nothing differentiates
-        # this call, so it goes straight to the kernel, past the Python
-        # autograd kernel that only double backward needs (NOTES change 25).
-        with torch._C._AutoDispatchBelowAutograd():
-            grads = _backward_op(*args)
-    else:
-        grads = backward_op(*args)
-    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = grads
+    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = backward_op(
+        grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
+        b_hh, w_hr, out, gates, cells, batch_sizes, ctx.reverse)
     has_bias = b_ih is not None
     return (
         g_input, g_h0, g_c0, g_w_ih, g_w_hh,
@@ -182,34 +174,6 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
         g_w_hr if w_hr is not None else None,
         None, None,
     )
-
-
-torch.library.register_autograd(
-    "fusedlstm::lstm_layer_forward", _forward_backward,
-    setup_context=_forward_setup_context,
-)
-
-
-class _EagerLayer(torch.autograd.Function):
-    """lstm_layer_forward with the formulas registered above, applied
-    directly in eager mode. Through the operator, the same formulas run
-    inside torch.library's Python autograd kernel, which re-parses the
-    arguments and redispatches in Python on every call: tens of microseconds
-    of a small training step (NOTES change 25). Compiled and traced graphs
-    keep the registered operator."""
-
-    @staticmethod
-    def forward(*args):
-        with torch._C._AutoDispatchBelowAutograd():
-            return _forward_op(*args)
-
-    setup_context = staticmethod(_forward_setup_context)
-    backward = staticmethod(_forward_backward)
-
-
-# lstm_layer_inference has its Autograd kernel in C++
-# (csrc/inference_autograd.cpp): it passes calls that need no gradient on, and
-# makes a backward through the operator raise.
 
 
 # ------------------------------------------------------- second-order autograd
@@ -282,10 +246,13 @@ torch.library.register_autograd(
 
 # ------------------------------------------- torch.func and forward-mode AD
 #
-# torch.func (grad, vjp, jacrev, jacfwd, hessian, vmap) runs an
-# autograd.Function only if it defines setup_context, which the Functions
-# that torch.library.register_autograd generates for C++-declared operators
-# do not (pytorch/pytorch#170834); nor can those carry a forward-mode rule.
+# torch.func (grad, vjp, jacrev, jacfwd, hessian, vmap) refuses a C++
+# torch::autograd::Function ("cannot use C++ torch::autograd::Function with
+# functorch transforms": the forward's Autograd kernel), and runs a Python
+# one only if it defines setup_context, which the Functions that
+# torch.library.register_autograd generates for C++-declared operators do
+# not (pytorch/pytorch#170834: the backward's); nor can either carry a
+# forward-mode rule.
 # Under a functorch transform, or with forward-mode dual tensors, the layer
 # therefore runs through the two Functions below: the same operators and the
 # same reverse-mode formulas as above, so values and gradients are those of

@@ -36,7 +36,15 @@ PY
   [ -z "$missing" ] || { echo "== installing $missing"; pip_install $missing; }
 fi
 
-echo "== building fusedlstm ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"
+# On a machine with a GPU, build for that GPU only (setup.py's default list
+# of five targets is for builds that travel); an explicit list wins.
+if [ -z "${TORCH_CUDA_ARCH_LIST:-}" ]; then
+  local_arch=$("$PY" -c 'import torch
+if torch.version.cuda and torch.cuda.is_available():
+    print(".".join(map(str, torch.cuda.get_device_capability())))' 2>/dev/null || true)
+  if [ -n "$local_arch" ]; then export TORCH_CUDA_ARCH_LIST="$local_arch"; fi
+fi
+echo "== building fusedlstm ($("$PY" -c 'import torch; print("torch", torch.__version__)'))${TORCH_CUDA_ARCH_LIST:+ for GPU target $TORCH_CUDA_ARCH_LIST}"
 MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation -e .
 
 if [ "$job" = report ]; then

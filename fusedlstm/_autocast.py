@@ -76,6 +76,8 @@ _AUTOCAST_DEVICE_TYPES = _autocast_device_types()
 def lower_dtype(input: Tensor, *, cell: bool) -> Optional[torch.dtype]:
     """The dtype autocast casts nn.LSTM's (``cell``: nn.LSTMCell's) GEMM
     operands to on ``input``'s device; None where autocast is off there."""
+    if not torch._C._is_any_autocast_enabled():
+        return None  # the common case, answered without the device lookup
     kind = input.device.type
     if kind not in _AUTOCAST_DEVICE_TYPES or not torch.is_autocast_enabled(kind):
         return None

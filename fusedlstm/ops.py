@@ -53,14 +53,13 @@ def lstm_layer(
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
-    wanted = any(t is not None and t.requires_grad for t in tensors)
-    if torch.jit.is_tracing():
-        # torch.jit.trace checks a trace by tracing again under no_grad; the
-        # operator recorded must not depend on the grad mode, or the two
-        # graphs differ. A trace taken with parameters that require grad
-        # records the training operator, which also serves inference.
-        return wanted
-    return torch.is_grad_enabled() and wanted
+    # torch.jit.trace checks a trace by tracing again under no_grad; the
+    # operator recorded must not depend on the grad mode, or the two graphs
+    # differ. A trace taken with parameters that require grad records the
+    # training operator, which also serves inference.
+    if not torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return False
+    return any(t is not None and t.requires_grad for t in tensors)
 
 
 # ---------------------------------------------------------------- fake kernels

@@ -87,7 +87,14 @@ def lstm_cell(
     b_ih: Optional[Tensor] = None,
     b_hh: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
-    """One LSTM step: input [B, I], hx = (h [B, H], c [B, H]); returns (h', c')."""
+    """One LSTM step: input [B, I], hx = (h [B, H], c [B, H]); returns (h', c').
+
+    h is in the input's dtype. A c of another dtype is promoted in the cell
+    update, as by ``torch.nn.LSTMCell``: h' and c' come out in the promoted
+    dtype (float64 for a float64 c, the input's dtype for a lower-precision
+    or integer c)."""
+    if hx[1].dtype != input.dtype:
+        return _cell_step_promoting_c(input, hx, w_ih, w_hh, b_ih, b_hh)
     with shapes_fixed_by_module():
         no_units = bool(w_ih.shape[0] == 0)
     if no_units:
@@ -100,3 +107,14 @@ def lstm_cell(
         return h, c
     _, h, c = ops.lstm_layer(input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
     return h, c
+
+
+def _cell_step_promoting_c(input, hx, w_ih, w_hh, b_ih, b_hh):
+    # The fused kernels keep the cell in the input's dtype, so this case runs
+    # torch's own composite step (ATen's lstm_cell, in its order of
+    # operations): the same values and gradients as nn.LSTMCell, unfused.
+    h, c = hx
+    gates = F.linear(h, w_hh, b_hh) + F.linear(input, w_ih, b_ih)
+    i, f, g, o = gates.chunk(4, 1)
+    c_next = f.sigmoid() * c + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c_next.tanh(), c_next

@@ -222,7 +222,9 @@ class LSTMCell(nn.LSTMCell):
         lower = _autocast.lower_dtype(input, cell=True)
         plan = None
         if lower is None:
-            _check_state_dtypes(input, hx)
+            # h must match; a c of another dtype is promoted, as by
+            # nn.LSTMCell (functional.lstm_cell).
+            _check_state_dtypes(input, hx[:1])
         else:
             plan = _autocast.cell_plan(lower, input, hx, self.weight_ih, self.weight_hh)
             input = input.to(plan.compute)

@@ -265,9 +265,10 @@ OUR_BACKEND_MESSAGES = re.compile(
 
 
 def dtype_only_on_c(call: Call) -> bool:
-    """c0 alone has a dtype other than the input's."""
-    return (call.hx in ("tuple", "list", "three") and call.c.dtype != call.x.dtype
-            and call.h.dtype == call.x.dtype)
+    """A layer's c0 alone has a dtype other than the input's (LSTMCell
+    promotes such a c as nn.LSTMCell does)."""
+    return (call.kind != "cell" and call.hx in ("tuple", "list", "three")
+            and call.c.dtype != call.x.dtype and call.h.dtype == call.x.dtype)
 
 
 def packed_c0_of_one_row(call: Call) -> bool:
@@ -284,10 +285,10 @@ def packed_c0_of_one_row(call: Call) -> bool:
 # matching the pattern).
 # * c0_dtype_promoted: a c0 in another dtype than the input (h0 in the
 #   input's) is taken by torch's native cell, which computes f * c0 + i * g
-#   with type promotion: a lower-precision or integer c0 with packed input,
-#   a float64 c0 in nn.LSTMCell (whose results then are float64).
-#   fusedlstm requires the states in the input's dtype and says so (strict
-#   xfails in tests/test_errors.py and tests/test_edge_cases.py).
+#   with type promotion: a lower-precision or integer c0 with packed input.
+#   fusedlstm.LSTM requires the states in the input's dtype and says so
+#   (strict xfails in tests/test_edge_cases.py); fusedlstm.LSTMCell
+#   promotes like nn.LSTMCell (tests/test_errors.py).
 # * packed_c0_broadcast: nn.LSTM checks no state shape for packed input, and
 #   ATen's native cell broadcasts a c0 of one row over all the sequences
 #   (f * c0); fusedlstm raises nn.LSTM's message for the same mistake with

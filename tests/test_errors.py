@@ -359,12 +359,28 @@ def test_cell_backend_errors_same_type(case):
     assert messages[0] != messages[1], messages
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known divergence: torch promotes a float64 c0 against float32 weights "
-    "and returns float64 results; fusedlstm requires c0 in the input's dtype "
-    "and raises"))
-def test_cell_c_double_promotes_like_torch():
+@pytest.mark.parametrize("c_dtype", [torch.float64, torch.float16, torch.bfloat16,
+                                     torch.int64, torch.complex64],
+                         ids=lambda d: str(d).replace("torch.", ""))
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "unbatched"])
+def test_cell_c_of_another_dtype_is_promoted_like_torch(c_dtype, batched):
+    """nn.LSTMCell takes a c of any dtype beside float32 input, weights and h
+    and promotes in f * c + i * g: float64 (or complex) results for a
+    float64 (complex) c, float32 for a lower-precision or integer one. Same
+    dtypes, values and gradients (of the input, h, c and every parameter)."""
     ref, ours = make_cell_pair(4, 6)
-    args = (torch.randn(2, 4), (torch.randn(2, 6), torch.randn(2, 6, dtype=torch.float64)))
-    ref_res = ref(*args)
-    _compare_results(ref_res, ours(*args))
+    lead = (2,) if batched else ()
+    torch.manual_seed(1)
+    x = torch.randn(*lead, 4, requires_grad=True)
+    h = torch.randn(*lead, 6, requires_grad=True)
+    c = (torch.randn(*lead, 6) * 3).to(c_dtype)
+    if c_dtype.is_floating_point or c_dtype.is_complex:
+        c.requires_grad_()
+    leaves = [x, h] + ([c] if c.requires_grad else [])
+    results = []
+    for module in (ref, ours):
+        h_next, c_next = module(x, (h, c))
+        loss = (h_next.abs() ** 2).sum() + (c_next.abs() ** 2).sum()
+        grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
+        results.append((h_next, c_next, *grads))
+    _compare_results(results[0], results[1])

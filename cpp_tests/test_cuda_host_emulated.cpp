@@ -34,15 +34,20 @@ std::pair<double, double> tolerances(at::ScalarType t) {
   }
 }
 
+// The CUDA entry point's forward of inputs l.
+auto cuda_forward(const Inputs& l, bool reverse) {
+  return fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh,
+                                             opt(l.b_ih), opt(l.b_hh), opt(l.w_hr),
+                                             opt(l.batch_sizes), reverse);
+}
+
 void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
   setenv("FUSEDLSTM_CUDA_PATH", path, 1);
   const Inputs l = make_inputs(c, dtype);
   const Inputs r = as_double(l);
   const std::string tag = std::string(path) + " " + c.name + (reverse ? " rev " : " fwd ") +
                           c10::toString(dtype);
-  const auto [out, h_n, c_n, gates, cells] = fusedlstm::cuda::lstm_layer_forward(
-      l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih), opt(l.b_hh), opt(l.w_hr),
-      opt(l.batch_sizes), reverse);
+  const auto [out, h_n, c_n, gates, cells] = cuda_forward(l, reverse);
   const auto ref = fusedlstm::lstm_layer_forward(
       r.x, r.h0, r.c0, r.w_ih, r.w_hh, opt(r.b_ih), opt(r.b_hh), opt(r.w_hr),
       opt(l.batch_sizes), reverse);
@@ -121,9 +126,7 @@ int turing(const std::vector<Case>& cases) {
   emu::kNoImage = true;
   setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
   expect_raises("sm_75 build without sm_75 code", "has no GPU code for", [&] {
-    const Inputs l = make_inputs(cases[0], at::kFloat);
-    fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
-                                        opt(l.b_hh), opt(l.w_hr), opt(l.batch_sizes), false);
+    cuda_forward(make_inputs(cases[0], at::kFloat), false);
   });
   emu::kNoImage = false;
 
@@ -140,18 +143,13 @@ int turing(const std::vector<Case>& cases) {
       }
     }
   }
-  const Inputs bf = make_inputs(cases[0], at::kBFloat16);
   setenv("FUSEDLSTM_CUDA_PATH", "persistent", 1);
   expect_raises("sm_75 bfloat16 persistent request", "need compute capability 8.0", [&] {
-    fusedlstm::cuda::lstm_layer_forward(bf.x, bf.h0, bf.c0, bf.w_ih, bf.w_hh,
-                                        opt(bf.b_ih), opt(bf.b_hh), opt(bf.w_hr),
-                                        opt(bf.batch_sizes), false);
+    cuda_forward(make_inputs(cases[0], at::kBFloat16), false);
   });
   setenv("FUSEDLSTM_CUDA_PATH", "cluster", 1);
   expect_raises("sm_75 cluster request", "thread-block clusters", [&] {
-    const Inputs l = make_inputs(cases[0], at::kHalf);
-    fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
-                                        opt(l.b_hh), opt(l.w_hr), opt(l.batch_sizes), false);
+    cuda_forward(make_inputs(cases[0], at::kHalf), false);
   });
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures == 0 && checks > 0 ? 0 : 1;

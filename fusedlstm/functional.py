@@ -114,7 +114,4 @@ def _cell_step_promoting_c(input, hx, w_ih, w_hh, b_ih, b_hh):
     # torch's own composite step (ATen's lstm_cell, in its order of
     # operations): the same values and gradients as nn.LSTMCell, unfused.
     h, c = hx
-    gates = F.linear(h, w_hh, b_hh) + F.linear(input, w_ih, b_ih)
-    i, f, g, o = gates.chunk(4, 1)
-    c_next = f.sigmoid() * c + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c_next.tanh(), c_next
+    return reference.cell_update(F.linear(h, w_hh, b_hh) + F.linear(input, w_ih, b_ih), c)

@@ -134,7 +134,8 @@ def _backward_fake(
 # lstm_layer_forward's and lstm_layer_inference's Autograd kernels are C++
 # (csrc/autograd.cpp): a Python one cost tens of microseconds of every small
 # call (NOTES changes 24 and 26). The forward's formulas below are the same
-# ones again, for the torch.func Function further down (_FunctorchLayer).
+# ones again, for the torch.func Function further down (_FunctorchLayer),
+# whose backward is _FunctorchLayerBackward (differentiable under transforms).
 
 
 def _forward_setup_context(ctx, inputs, output):
@@ -149,8 +150,7 @@ def _forward_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells,
-                      backward_op):
+def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_cells):
     (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, out, gates, cells,
      batch_sizes) = ctx.saved_tensors
     # An output that received no gradient contributes zero.
@@ -160,7 +160,7 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
         grad_h_n = torch.zeros_like(h0)
     if grad_c_n is None:
         grad_c_n = torch.zeros_like(c0)
-    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = backward_op(
+    g_input, g_h0, g_c0, g_w_ih, g_w_hh, g_bias, g_w_hr = _FunctorchLayerBackward.apply(
         grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih,
         b_hh, w_hr, out, gates, cells, batch_sizes, ctx.reverse)
     has_bias = b_ih is not None
@@ -442,9 +442,7 @@ class _FunctorchLayer(torch.autograd.Function):
     setup_context = staticmethod(_layer_setup_context)
     jvp = staticmethod(_layer_jvp)
 
-    @staticmethod
-    def backward(ctx, *grads):
-        return _forward_backward(ctx, *grads, backward_op=_FunctorchLayerBackward.apply)
+    backward = staticmethod(_forward_backward)
 
 
 _FunctorchLayer.vmap = _loop_vmap(_FunctorchLayer)

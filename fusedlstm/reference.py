@@ -2,9 +2,11 @@
 
 It computes exactly what ``torch.ops.fusedlstm.lstm_layer_forward`` computes,
 one step at a time, so that autograd can differentiate it twice. fusedlstm
-uses it only for the second derivative (double backward) and for tangents
-(forward-mode AD, torch.func.jvp); first-order reverse-mode gradients always
-come from the fused kernels.
+uses it for the second derivative (double backward) and for tangents
+(forward-mode AD, torch.func.jvp), and for the LSTMCell calls the fused
+kernels do not take (hidden_size 0; through ``cell_update``, a c of another
+dtype than the input); every other first-order gradient comes from the
+fused kernels.
 
 Packed input is handled with static shapes only (a gather to [T, B], and a
 mask per step), never by reading batch_sizes' values on the host, so that
@@ -56,6 +58,15 @@ def _rounded(value: Tensor, dtype: torch.dtype) -> Tensor:
     return value + (value.to(dtype).to(value.dtype) - value).detach()
 
 
+def cell_update(gates: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    """(h', c') from the step's gate preactivations [B, 4H] (input, forget,
+    cell, output) and c [B, H], in the order of operations of ATen's
+    lstm_cell; c of another dtype is promoted as there."""
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+
 def lstm_layer(
     input: Tensor,
     h0: Tensor,
@@ -101,9 +112,7 @@ def lstm_layer(
         gates = projected[t] + h_in @ w_hh.t()
         if round_gate_grads_to is not None:
             gates = _RoundGradient.apply(gates, round_gate_grads_to)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        h_new, c_new = cell_update(gates, c)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
         if active is not None:

@@ -91,7 +91,7 @@ void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
       at::Tensor gh = buf.grad_h_all.narrow(0, row, bs);
       at::Tensor dm = buf.dm.narrow(0, 0, bs);
       at::add_out(gh, dh_active, grad_out);
-      at::mm_out(dm, gh, w_hr);
+      blas_mm_out(dm, gh, w_hr, /*accumulate=*/false);
     } else {
       at::Tensor dm = buf.dm.narrow(0, 0, bs);
       at::add_out(dm, dh_active, grad_out);
@@ -104,7 +104,8 @@ void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
                             buf.dc_state.data_ptr<scalar_t>(), dgates);
     // Only the active rows are overwritten: the others still hold the
     // gradient for a sequence that has not started yet in this order.
-    at::mm_out(dh_active, buf.dgates.narrow(0, row, bs), w_hh);
+    blas_mm_out(dh_active, buf.dgates.narrow(0, row, bs), w_hh,
+                /*accumulate=*/false);
   }
 }
 

@@ -54,7 +54,7 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
     const int64_t row = sched.offsets[t];
     if (bs == 0) continue;
     at::Tensor pre = buf.gates.narrow(0, row, bs);
-    pre.addmm_(buf.h_state.narrow(0, 0, bs), w_hh_t);
+    blas_mm_out(pre, buf.h_state.narrow(0, 0, bs), w_hh_t, /*accumulate=*/true);
     scalar_t* g = pre.data_ptr<scalar_t>();
     scalar_t* cells = buf.cells.data_ptr<scalar_t>() + row * H;
     scalar_t* c_state = buf.c_state.data_ptr<scalar_t>();
@@ -62,7 +62,7 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
       cell_kernels<scalar_t>().forward(bs, H, g, g, c_state, cells,
                              buf.hidden.data_ptr<scalar_t>(), nullptr);
       at::Tensor h_rows = buf.output.narrow(0, row, bs);
-      at::mm_out(h_rows, buf.hidden.narrow(0, 0, bs), w_hr_t);
+      blas_mm_out(h_rows, buf.hidden.narrow(0, 0, bs), w_hr_t, /*accumulate=*/false);
       buf.h_state.narrow(0, 0, bs).copy_(h_rows);
     } else {
       cell_kernels<scalar_t>().forward(bs, H, g, g, c_state, cells,
@@ -158,8 +158,9 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   if (bf16_dot) {
     Bf16InputProjection(input, w_ih, N, H, I)(0, N, buf.gates.data_ptr<float>());
   } else if (d.has_bias && !fused) {
-    at::addmm_out(buf.gates, at::add(w(*b_ih), w(*b_hh)),
-                  w(input).reshape({N, I}), w(w_ih).t());
+    buf.gates.copy_(at::add(w(*b_ih), w(*b_hh)).expand({N, 4 * H}));
+    blas_mm_out(buf.gates, w(input).reshape({N, I}), w(w_ih).t(),
+                /*accumulate=*/true);
   } else {
     gemm_out(buf.gates, w(input).reshape({N, I}), w(w_ih).t());
   }

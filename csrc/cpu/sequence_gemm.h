@@ -26,9 +26,33 @@ GemmBackend float_gemm_backend();
 bool onednn_gemm_forced();
 constexpr int64_t kOneDnnMinMacs = int64_t{1} << 18;
 
+// Every product here is exact in the operands' dtype: float32 ones stay
+// float32 where torch.set_float32_matmul_precision("medium") (or oneDNN's
+// fp32_precision = "bf16"/"tf32") lets PyTorch round float32 CPU products to
+// bfloat16 or TF32, as nn.LSTM's oneDNN RNN does.
+
 // out = a . b. a: [M, K], b: [K, N], any strides (transposed views included);
 // out: [M, N], contiguous, float or double like a and b. Overwrites out.
 void gemm_out(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b);
+
+// The per-step products of the BLAS loops: out = a . b, or out += a . b
+// with `accumulate`, always in BLAS (at::mm_out / addmm_). out: [M, N] rows
+// of a contiguous buffer (stride(1) == 1).
+void blas_mm_out(const at::Tensor& out, const at::Tensor& a,
+                 const at::Tensor& b, bool accumulate);
+
+namespace detail {
+// The two exact float32 products the above take where PyTorch's matmul
+// precision is reduced (exposed for cpp_tests/test_exact_gemm.cpp):
+// out (+)= a . b through the BLAS sgemm libtorch exports (a and b any 2-D
+// layout; out rows with stride(1) == 1, stride(0) >= N; sizes below 2^31),
+// or in float64 rounded once into out.
+bool sgemm_available();
+void float_gemm_by_sgemm(const at::Tensor& out, const at::Tensor& a,
+                         const at::Tensor& b, bool accumulate);
+void float_gemm_by_double(const at::Tensor& out, const at::Tensor& a,
+                          const at::Tensor& b, bool accumulate);
+}  // namespace detail
 
 // a . b into a new contiguous tensor (large ones advised for huge pages).
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);

@@ -370,3 +370,55 @@ def test_other_builds_pass_the_recurrence_suite_and_parity_grid(isa):
         env=env, cwd=here, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and " failed" not in done.stdout
+
+
+# On CPUs with AMX (and Linux's permission to use it), the bfloat16 dot
+# products of the forward recurrence and input projection run on AMX tiles
+# (csrc/cpu/recurrence_amx.h): the suite above then runs them, and the AVX-512
+# BF16 build's own dot products are held to the same suite here under
+# FUSEDLSTM_CPU_AMX=0.
+
+
+def test_amx_is_used_exactly_where_it_runs():
+    if os.environ.get("FUSEDLSTM_CPU_AMX", "auto") not in ("", "auto"):
+        pytest.skip("FUSEDLSTM_CPU_AMX is set for this run")
+    flags = _cpu_flags()
+    expected = ({"amx_bf16", "amx_tile", "avx512_bf16"} <= flags
+                and torch.ops.fusedlstm.cpu_bfloat16_dot())
+    assert torch.ops.fusedlstm.cpu_amx() == expected
+
+
+def test_amx_environment_values():
+    code = "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_amx())"
+    for value, accepted in (("0", True), ("auto", True), ("sometimes", False)):
+        done = subprocess.run([sys.executable, "-c", code],
+                              env=dict(os.environ, FUSEDLSTM_CPU_AMX=value),
+                              capture_output=True, text=True, timeout=120)
+        if accepted:
+            assert done.returncode == 0, done.stderr
+            if value == "0":
+                assert done.stdout.split() == ["False"]
+        else:
+            assert "FUSEDLSTM_CPU_AMX must be 'auto', '0' or '1', got 'sometimes'" in done.stderr
+    done = subprocess.run([sys.executable, "-c", code],
+                          env=dict(os.environ, FUSEDLSTM_CPU_AMX="1"),
+                          capture_output=True, text=True, timeout=120)
+    if torch.ops.fusedlstm.cpu_amx():
+        assert done.stdout.split() == ["True"], done.stderr
+    else:
+        assert "FUSEDLSTM_CPU_AMX=1, but AMX bfloat16 tiles do not run here" in done.stderr
+
+
+def test_bfloat16_dot_products_without_amx_pass_the_suite():
+    if not torch.ops.fusedlstm.cpu_amx():
+        pytest.skip("no AMX here: the suite above already ran the AVX-512 BF16 dot products")
+    here = os.path.dirname(os.path.abspath(__file__))
+    env = dict(os.environ, FUSEDLSTM_CPU_AMX="0")
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         os.path.join(here, "test_modules_parity.py"),
+         os.path.join(here, "test_reduced_precision.py"),
+         os.path.join(here, "test_inference_op.py")],
+        env=env, cwd=here, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and " failed" not in done.stdout

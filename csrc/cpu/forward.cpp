@@ -74,13 +74,14 @@ void run_steps(const StepSchedule& sched, const LayerDims& d, bool reverse,
 
 // x W_ih^T of a bfloat16 layer in bfloat16 dot products (where
 // bf16_recurrent_product holds): exact products, float sums, twice the float
-// GEMM's rate. x is kept in bfloat16, with a zero column where I is odd (the
-// dot products take k in pairs).
+// GEMM's rate (AMX tiles, where they run: many times that). x is kept in
+// bfloat16, zero-padded to input_row_stride (the dot products take k in
+// pairs, the tiles in steps of 32).
 class Bf16InputProjection {
  public:
   Bf16InputProjection(const at::Tensor& input, const at::Tensor& w_ih,
                       int64_t N, int64_t H, int64_t I)
-      : H_(H), I_(I), ldx_(I + (I & 1)) {
+      : H_(H), I_(I), ldx_(row_stride(I)) {
     const at::Tensor rows = input.reshape({N, I});
     if (ldx_ == I) {
       x_ = rows.contiguous();
@@ -106,6 +107,14 @@ class Bf16InputProjection {
   }
 
  private:
+  static int64_t row_stride(int64_t I) {
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
+    return avx512bf16::input_row_stride(I);
+#else
+    return I + (I & 1);
+#endif
+  }
+
   int64_t H_, I_, ldx_;
   at::Tensor x_;
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace

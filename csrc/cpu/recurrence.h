@@ -96,6 +96,11 @@ const char* fused_recurrence_isa();
 // to bfloat16, so backward takes dW_hh from the rounded outputs.
 bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj);
 
+// Whether those bfloat16 dot products run on AMX tiles (recurrence_amx.h):
+// a CPU with AMX-BF16 that Linux lets this process use, unless
+// FUSEDLSTM_CPU_AMX=0 (read once; =1 raises where AMX cannot run).
+bool amx_tiles_available();
+
 // True when this CPU runs a fused recurrence (x86-64 builds only).
 bool fused_recurrence_supported();
 
@@ -126,8 +131,11 @@ void recurrent_backward(const RecurrentBackward& args);
 // W_ih [4H, I] (bfloat16 bits) as bfloat16 pairs by unit block.
 // Returns a workspace (cpu/workspace.h: kInputWeights) of the calling thread.
 const uint32_t* pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I);
+// The row stride input_projection needs for x (its columns past I zero):
+// I rounded up to pairs, or to whole AMX tile steps.
+int64_t input_row_stride(int64_t I);
 // out[r] (row stride 4H) = x[r] . W_ih^T for r < rows, in bfloat16 dot
-// products. x: bfloat16 rows of stride ldx, even (zero past I when I is odd);
+// products. x: bfloat16 rows of stride input_row_stride(I), zero past I;
 // packed: pack_input_weights's.
 void input_projection(const uint32_t* packed, const uint16_t* x,
                       int64_t rows, int64_t ldx, int64_t H, int64_t I,

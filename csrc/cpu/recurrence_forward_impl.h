@@ -18,11 +18,18 @@
 
 #include "cpu/recurrence.h"
 #include "cpu/recurrence_blocks.h"
+#if defined(FUSEDLSTM_BF16_DOT)
+#include "cpu/recurrence_amx.h"
+#endif
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 
 namespace {
+
+#if !defined(FUSEDLSTM_BF16_DOT)
+constexpr int64_t kAmxRows = 16;  // no tiles in this build: plan.amx is false
+#endif
 
 // Steps of the contraction over P: k, or pairs of k with bfloat16 operands.
 inline int64_t product_depth(int64_t P) { return kBf16Dot ? (P + 1) / 2 : P; }
@@ -35,7 +42,8 @@ struct UnitBlockStep {
   float* h_next;        // [B, P]
   float* hidden;        // [B, H] with a projection, else nullptr
   const float* packed;  // this block's [P][4L] slice of W_hh (bfloat16 dot:
-                        //   [P/2][4L] words of pairs)
+                        //   [P/2][4L] words of pairs, zero rows up to
+                        //   amx_depth on AMX)
   const uint16_t* h16;  // bfloat16 dot: h_prev rounded, [B][ld16]
   int64_t ld16;
   float* partial;       // [B][4L] sums of the earlier chunks
@@ -144,6 +152,36 @@ void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
 }
 #endif  // !FUSEDLSTM_BF16_DOT
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// unit_block_step on AMX tiles: 16 rows at a time over the whole depth (the
+// tiles hold the four gates' sums, so nothing is parked between chunks),
+// then the cell row by row from the stored tiles. h16 has whole row tiles
+// (zero or stale rows past `rows`, whose results are not used).
+void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
+                         float* tile_out) {
+  const RecurrentForward& a = *st.args;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
+  const int64_t n = std::min(kLanes, H - j);
+  const auto* panel = reinterpret_cast<const uint32_t*>(st.packed);
+  for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
+    amx_block_product(st.h16 + r0 * st.ld16, st.ld16, panel, depth, tile_out);
+    const int64_t count = std::min(kAmxRows, rows - r0);
+    for (int64_t r = 0; r < count; ++r) {
+      const int64_t b = r0 + r, row = st.first_row + b;
+      const int64_t gate_row = st.gate_row + b;
+      Reg acc[4];
+      for (int q = 0; q < 4; ++q) acc[q] = reg_load(tile_out + r * kUnitCols + q * kLanes);
+      cell_from_tile(acc, H, n,
+                     {a.bias + j, a.gates + gate_row * G + j,
+                      a.cells ? a.cells + gate_row * H + j : nullptr,
+                      a.c_state + b * H + j, st.h_next + b * P + j,
+                      a.output + row * P + j,
+                      st.hidden ? st.hidden + b * H + j : nullptr});
+    }
+  }
+}
+#endif  // FUSEDLSTM_BF16_DOT
+
 void unit_block_step(UnitBlockStep st, int64_t rows) {
   const int64_t depth = product_depth(st.args->state);
   // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
@@ -174,7 +212,10 @@ struct ForwardPlan {
   const RecurrentForward* args;
   int64_t unit_blocks, proj_blocks, workers, phases;
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
-  float* unit_panels;  // [unit_blocks][product_depth(P)][4L] (a workspace)
+  bool amx;            // bfloat16 dot products on AMX tiles
+  int64_t depth;       // rows of a unit block's panel: product_depth(P),
+                       //   padded to whole tile steps on AMX
+  float* unit_panels;  // [unit_blocks][depth][4L] (a workspace)
   float* proj_panels;  // [proj_blocks][H][2L] (a workspace)
   at::Tensor spare;    // [B, P]: the second h buffer
   at::Tensor hidden;   // [B, H] o * tanh(c_t) with a projection
@@ -201,9 +242,16 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
   // at H = 256 (NOTES change 23).
   plan.direct = !kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows;
+#if defined(FUSEDLSTM_BF16_DOT)
+  plan.amx = amx_tiles_available();
+  plan.depth = plan.amx ? amx_depth(product_depth(P)) : product_depth(P);
+#else
+  plan.amx = false;
+  plan.depth = product_depth(P);
+#endif
   plan.unit_panels = plan.direct ? nullptr : workspace<float>(
       WorkspaceRole::kRecurrentWeights,
-      plan.unit_blocks * product_depth(P) * kUnitCols);
+      plan.unit_blocks * plan.depth * kUnitCols);
   plan.proj_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
                                       plan.proj_blocks * H * kPanelCols);
   plan.spare = at::empty({B, P}, f32);
@@ -220,16 +268,19 @@ void pack_weights(const ForwardPlan& plan) {
   const int64_t H = a.hidden, P = a.state, workers = plan.workers;
   float* u_panels = plan.unit_panels;
   float* p_panels = plan.proj_panels;
-  const int64_t depth = product_depth(P);
+  const int64_t depth = plan.depth;
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
 #if defined(FUSEDLSTM_BF16_DOT)
     std::vector<float> scratch(P * kUnitCols);
+    const int64_t pairs = product_depth(P);
     for (int64_t u = units.begin; u < units.end; ++u) {
-      pack_unit_block_pairs(
-          a.w_hh16, H, P, u, scratch.data(),
-          reinterpret_cast<uint32_t*>(u_panels + u * depth * kUnitCols));
+      float* panel = u_panels + u * depth * kUnitCols;
+      pack_unit_block_pairs(a.w_hh16, H, P, u, scratch.data(),
+                            reinterpret_cast<uint32_t*>(panel));
+      std::memset(panel + pairs * kUnitCols, 0,
+                  (depth - pairs) * kUnitCols * sizeof(float));
     }
 #else
     if (!plan.direct) {
@@ -262,9 +313,16 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
     std::vector<float> partial(B * std::max(kUnitCols, kPanelCols));
-    const int64_t depth = product_depth(P), ld16 = 2 * depth;
-    // bfloat16 dot: this worker's bfloat16 copy of the step's h_{t-1}.
-    std::vector<uint16_t> h16(kBf16Dot ? B * ld16 : 0);
+    const int64_t depth = plan.depth, ld16 = 2 * depth;
+    // bfloat16 dot: this worker's bfloat16 copy of the step's h_{t-1}, in
+    // whole row tiles on AMX (zeros past P and, until a step writes them,
+    // past B).
+    const int64_t h16_rows = plan.amx ? ceil_div(B, kAmxRows) * kAmxRows : B;
+    std::vector<uint16_t> h16(kBf16Dot ? h16_rows * ld16 : 0);
+    std::vector<float> tile_out(plan.amx ? kAmxRows * kUnitCols : 0);
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (plan.amx) amx_configure();
+#endif
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = sched.step_at(s, a.reverse);
       const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
@@ -281,7 +339,11 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
             h16.data(), ld16, partial.data(), u * kLanes, first,
             first - gate_base, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
-        unit_block_step(step, bs);
+        if (plan.amx) {
+          amx_unit_block_step(step, bs, depth, tile_out.data());
+        } else {
+          unit_block_step(step, bs);
+        }
 #else
         if (plan.direct) {
           direct_unit_block_step(step, bs);
@@ -309,6 +371,9 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
       }
       meeting.arrive(w1 - w0);
     }
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (plan.amx) amx_release();
+#endif
   });
 }
 
@@ -348,15 +413,30 @@ void recurrent_forward(const RecurrentForward& a) {
 // x and W_ih are bfloat16 values, so every product is exact and only the
 // order of the float sums differs from the float GEMM on the widened values.
 
+namespace {
+
+// Pairs of k in a block of the packed W_ih: on AMX padded to whole tile steps.
+int64_t input_depth(int64_t I) {
+  const int64_t pairs = (I + 1) / 2;
+  return amx_tiles_available() ? amx_depth(pairs) : pairs;
+}
+
+}  // namespace
+
+int64_t input_row_stride(int64_t I) { return 2 * input_depth(I); }
+
 const uint32_t* pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
-  const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
+  const int64_t blocks = ceil_div(H, kLanes), depth = input_depth(I);
+  const int64_t pairs = (I + 1) / 2;
   uint32_t* dst = workspace<uint32_t>(WorkspaceRole::kInputWeights,
                                       blocks * depth * kUnitCols);
   at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
     std::vector<float> scratch(std::max<int64_t>(I, 1) * kUnitCols);
     for (int64_t u = u0; u < u1; ++u) {
-      pack_unit_block_pairs(w_ih, H, I, u, scratch.data(),
-                            dst + u * depth * kUnitCols);
+      uint32_t* block = dst + u * depth * kUnitCols;
+      pack_unit_block_pairs(w_ih, H, I, u, scratch.data(), block);
+      std::memset(block + pairs * kUnitCols, 0,
+                  (depth - pairs) * kUnitCols * sizeof(uint32_t));
     }
   });
   return dst;
@@ -378,13 +458,58 @@ void project_rows(const uint32_t* block, int64_t depth, const uint16_t* x,
   }
 }
 
+// input_projection on AMX tiles: 16 rows of x at a time (the last, partial
+// tile copied into zero rows first: a tile reads 16 whole rows), the same
+// block-major split of (unit block, chunk of rows) tasks.
+void amx_input_projection(const uint32_t* weights, int64_t depth,
+                          const uint16_t* x, int64_t rows, int64_t ldx,
+                          int64_t H, float* out) {
+  const int64_t blocks = ceil_div(H, kLanes);
+  constexpr int64_t kRowsPerChunk = 12 * kAmxRows;
+  const int64_t chunks = ceil_div(rows, kRowsPerChunk);
+  at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<float> tile_out(kAmxRows * kUnitCols);
+    std::vector<uint16_t> tail;
+    amx_configure();
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t u = t / chunks, c = t % chunks;
+      const int64_t first = c * kRowsPerChunk;
+      const int64_t count = std::min(kRowsPerChunk, rows - first);
+      const uint32_t* block = weights + u * depth * kUnitCols;
+      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+      for (int64_t r0 = 0; r0 < count; r0 += kAmxRows) {
+        const int64_t tile_rows = std::min(kAmxRows, count - r0);
+        const uint16_t* a = x + (first + r0) * ldx;
+        if (tile_rows < kAmxRows) {
+          tail.assign(kAmxRows * ldx, 0);
+          std::memcpy(tail.data(), a, tile_rows * ldx * sizeof(uint16_t));
+          a = tail.data();
+        }
+        amx_block_product(a, ldx, block, depth, tile_out.data());
+        for (int64_t r = 0; r < tile_rows; ++r) {
+          float* row = out + (first + r0 + r) * 4 * H + j;
+          for (int q = 0; q < 4; ++q) {
+            store(V(reg_load(tile_out.data() + r * kUnitCols + q * kLanes)),
+                  row + q * H, n);
+          }
+        }
+      }
+    }
+    amx_release();
+  });
+}
+
 }  // namespace
 
 void input_projection(const uint32_t* packed, const uint16_t* x,
                       int64_t rows, int64_t ldx, int64_t H, int64_t I,
                       float* out) {
-  const int64_t blocks = ceil_div(H, kLanes), depth = (I + 1) / 2;
+  const int64_t blocks = ceil_div(H, kLanes), depth = input_depth(I);
   const uint32_t* weights = packed;
+  if (amx_tiles_available()) {
+    amx_input_projection(weights, depth, x, rows, ldx, H, out);
+    return;
+  }
   // Tasks are (unit block, chunk of rows) pairs, block-major: a thread's
   // contiguous share of them is whole blocks where the threads divide the
   // blocks, so the shares do equal work. (Chunk-major, the short last chunk

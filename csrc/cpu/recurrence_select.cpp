@@ -5,6 +5,14 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include "cpu/bf16_dot_build.h"
 #include "cpu/recurrence.h"
 
@@ -56,7 +64,58 @@ bool bf16_dot_available() {
 #endif
 }
 
+// FUSEDLSTM_CPU_AMX: auto (default), 0 (the bfloat16 dot products in
+// AVX-512 BF16 even where AMX exists), 1 (raise where AMX cannot run).
+enum class AmxRequest { kAuto, kOff, kOn };
+
+AmxRequest amx_request() {
+  const char* value = std::getenv("FUSEDLSTM_CPU_AMX");
+  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
+    return AmxRequest::kAuto;
+  }
+  if (std::strcmp(value, "0") == 0) return AmxRequest::kOff;
+  TORCH_CHECK(std::strcmp(value, "1") == 0,
+              "FUSEDLSTM_CPU_AMX must be 'auto', '0' or '1', got '", value, "'");
+  return AmxRequest::kOn;
+}
+
+// The CPU has AMX tiles with bfloat16 products, the OS saves their state
+// (XCR0 bits 17 and 18), and Linux lets this process use them (since 5.16
+// a process asks once: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)).
+bool amx_runs_here() {
+#if defined(__x86_64__) && defined(__GNUC__) && defined(__linux__)
+  unsigned eax, ebx, ecx, edx;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  const bool tile = (edx >> 24) & 1u, bf16 = (edx >> 22) & 1u;
+  if (!tile || !bf16) return false;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !((ecx >> 27) & 1u)) {
+    return false;  // no OSXSAVE: XCR0 cannot be read
+  }
+  unsigned xcr0_lo, xcr0_hi;
+  asm volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if (((xcr0_lo >> 17) & 3u) != 3u) return false;
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
+
+bool amx_tiles_available() {
+  static const bool available = [] {
+    const AmxRequest request = amx_request();
+    if (request == AmxRequest::kOff) return false;
+    const bool runs = bf16_dot_available() && amx_runs_here();
+    TORCH_CHECK(runs || request == AmxRequest::kAuto,
+                "FUSEDLSTM_CPU_AMX=1, but AMX bfloat16 tiles do not run here "
+                "(they need a CPU with AMX-BF16, Linux 5.16+ and the bfloat16 "
+                "dot-product build)");
+    return runs;
+  }();
+  return available;
+}
 
 const char* fused_recurrence_isa() {
   static const char* isa = detect_isa();

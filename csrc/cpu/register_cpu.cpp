@@ -39,9 +39,17 @@ bool cpu_bfloat16_dot() {
   return fusedlstm::cpu::bf16_recurrent_product(at::kBFloat16, false);
 }
 
+// Whether those bfloat16 dot products run on AMX tiles here
+// (cpu/recurrence_amx.h; FUSEDLSTM_CPU_AMX).
+bool cpu_amx() {
+  // Asked first: it checks FUSEDLSTM_CPU_AMX whatever else runs.
+  return fusedlstm::cpu::amx_tiles_available() && cpu_bfloat16_dot();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
+  m.def("cpu_amx() -> bool", &cpu_amx);
   m.def("cpu_bfloat16_dot() -> bool", &cpu_bfloat16_dot);
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
   m.def("cpu_recurrence() -> str", &cpu_recurrence);

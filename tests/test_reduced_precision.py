@@ -111,6 +111,12 @@ def test_layer_is_the_float_computation_rounded_once(sample, dtype):
 # size (x gets a zero column) and a hidden size that ends in a partial block.
 LONG = [("long_odd_input", 50, 9, 33, 40, 0, True, None, False),
         ("long_packed_reverse", 45, 11, 33, 21, 0, True, [45] * 4 + [30] * 4 + [7] * 3, True)]
+# AMX tiles (where they run) take 16 rows at a time, backward two row tiles
+# and only for H % 8 == 0: batches across one and two tiles, with a partial
+# last tile at the end of the gate-gradient buffer, padded and packed.
+LONG += [("tiles_two_row_tiles", 6, 37, 32, 16, 0, True, None, False),
+         ("tiles_packed_tail", 5, 35, 64, 24, 0, True, [5] * 20 + [3] * 10 + [1] * 5, True),
+         ("tiles_hidden_not_multiple_of_8", 4, 18, 40, 36, 0, True, None, True)]
 
 
 @pytest.mark.parametrize("sample", SAMPLES + LONG, ids=IDS + [s[0] for s in LONG])

@@ -32,9 +32,11 @@ inline int64_t amx_depth(int64_t pairs) {
   return (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs;
 }
 
-// The tile registers: 0-3 the four gates' [16 x 16] float accumulators, 4
-// the rows, 5 and 6 a gate's [16 pairs x 16 units] weights (two, so that a
-// load need not wait for the product reading the other).
+// Every tile register as [16 rows x 64 bytes]. amx_block_product: 0-3 the
+// four gates' float accumulators, 4 the rows, 5 and 6 a gate's [16 pairs x
+// 16 units] weights (two, so that a load need not wait for the product
+// reading the other); amx_panel_product: 0-3 the accumulators of two row
+// tiles by two column halves, 4 and 7 the rows, 5 and 6 the weights.
 struct alignas(64) AmxTileConfig {
   uint8_t palette = 1;
   uint8_t start_row = 0;
@@ -52,7 +54,7 @@ inline void tile_memory_barrier() { asm volatile("" ::: "memory"); }
 // itself whenever it runs).
 __attribute__((target("amx-tile,amx-bf16"))) inline void amx_configure() {
   AmxTileConfig config;
-  for (int t = 0; t < 7; ++t) {
+  for (int t = 0; t < 8; ++t) {
     config.colsb[t] = 64;
     config.rows[t] = 16;
   }
@@ -93,6 +95,47 @@ amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
   _tile_stored(1, out + 16, kPanelBytes);
   _tile_stored(2, out + 32, kPanelBytes);
   _tile_stored(3, out + 48, kPanelBytes);
+  tile_memory_barrier();
+}
+
+// out[r][0..32) = the same pairwise dot products for 16 * T rows of a
+// (bfloat16, row stride lda, 2 * depth columns) and a [depth][32]-word
+// panel of pairs (pack_panels_pairs's; backward's dG_t W_hh); depth a
+// multiple of kAmxPairs; out [16 * T][32] floats. With two row tiles each
+// weight tile serves both, halving the weight loads, which bound the tiles.
+template <int T>
+__attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_panel_product(
+    const uint16_t* a, int64_t lda, const uint32_t* panel, int64_t depth,
+    float* out) {
+  static_assert(T == 1 || T == 2, "one or two row tiles");
+  constexpr int64_t kPanelBytes = 32 * sizeof(uint32_t);
+  const int64_t a_bytes = lda * static_cast<int64_t>(sizeof(uint16_t));
+  tile_memory_barrier();
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (T == 2) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t p = 0; p < depth; p += kAmxPairs) {
+    const uint32_t* w = panel + p * 32;
+    _tile_loadd(4, a + 2 * p, a_bytes);
+    _tile_loadd(5, w, kPanelBytes);
+    _tile_dpbf16ps(0, 4, 5);
+    _tile_loadd(6, w + 16, kPanelBytes);
+    _tile_dpbf16ps(1, 4, 6);
+    if constexpr (T == 2) {
+      _tile_loadd(7, a + kAmxRows * lda + 2 * p, a_bytes);
+      _tile_dpbf16ps(2, 7, 5);
+      _tile_dpbf16ps(3, 7, 6);
+    }
+  }
+  _tile_stored(0, out, kPanelBytes);
+  _tile_stored(1, out + 16, kPanelBytes);
+  if constexpr (T == 2) {
+    _tile_stored(2, out + kAmxRows * 32, kPanelBytes);
+    _tile_stored(3, out + kAmxRows * 32 + 16, kPanelBytes);
+  }
   tile_memory_barrier();
 }
 

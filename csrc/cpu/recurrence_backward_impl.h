@@ -18,6 +18,9 @@
 
 #include "cpu/recurrence.h"
 #include "cpu/recurrence_blocks.h"
+#if defined(FUSEDLSTM_BF16_DOT)
+#include "cpu/recurrence_amx.h"
+#endif
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
@@ -37,6 +40,12 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 // rows past the step keep their gradient without a copy.
 
 namespace {
+
+#if defined(FUSEDLSTM_BF16_DOT)
+constexpr int64_t kAmxRowsOrZero = kAmxRows;
+#else
+constexpr int64_t kAmxRowsOrZero = 0;  // no tiles in this build
+#endif
 
 // One 2L-unit block's phase A of a step.
 struct DmBlockStep {
@@ -177,6 +186,41 @@ void backward_projected(const RecurrentBackward& a) {
   });
 }
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// One column panel of dh_{t-1} = dG_t W_hh on AMX tiles: out[b][0..n) for
+// the step's `rows` rows, which start at row `first` of dgates16 ([N, G]),
+// two row tiles at a time. Tiles read 16 whole rows: rows past the step are
+// read and dropped, and the rows of a tile that would run past the buffer's
+// end are copied into `tail` ([32][G], zeros below them) first.
+void amx_dh_panel(const uint16_t* dgates16, int64_t first, int64_t rows,
+                  int64_t N, int64_t G, const uint32_t* panel, int64_t depth,
+                  float* out, int64_t ldo, int64_t n, float* tile_out,
+                  uint16_t* tail) {
+  for (int64_t r0 = 0; r0 < rows; r0 += 2 * kAmxRows) {
+    const int64_t count = std::min(2 * kAmxRows, rows - r0);
+    const int64_t tiles = count > kAmxRows ? 2 : 1;
+    const uint16_t* a = dgates16 + (first + r0) * G;
+    if (first + r0 + tiles * kAmxRows > N) {
+      std::memset(tail, 0, 2 * kAmxRows * G * sizeof(uint16_t));
+      std::memcpy(tail, a, count * G * sizeof(uint16_t));
+      a = tail;
+    }
+    if (tiles == 2) {
+      amx_panel_product<2>(a, G, panel, depth, tile_out);
+    } else {
+      amx_panel_product<1>(a, G, panel, depth, tile_out);
+    }
+    for (int64_t r = 0; r < count; ++r) {
+      const float* src = tile_out + r * kPanelCols;
+      float* dst = out + (r0 + r) * ldo;
+      const int64_t n0 = std::min(kLanes, n);
+      store(V(reg_load(src)), dst, n0);
+      if (n > n0) store(V(reg_load(src + kLanes)), dst + kLanes, n - n0);
+    }
+  }
+}
+#endif  // FUSEDLSTM_BF16_DOT
+
 }  // namespace
 
 void recurrent_backward(const RecurrentBackward& a) {
@@ -200,6 +244,13 @@ void recurrent_backward(const RecurrentBackward& a) {
   float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
   PhaseCounter meeting;
+  // AMX tiles take the contraction in whole steps of 32 (4H = 32k: H % 8 ==
+  // 0); other hidden sizes keep the AVX-512 BF16 dot products.
+#if defined(FUSEDLSTM_BF16_DOT)
+  const bool amx = amx_tiles_available() && H % 8 == 0;
+#else
+  const bool amx = false;
+#endif
 
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(unit_blocks, workers, w0, w1);
@@ -217,6 +268,11 @@ void recurrent_backward(const RecurrentBackward& a) {
                 depth * kPanelCols);
 #endif
     std::vector<float> partial(B * kPanelCols);
+    std::vector<float> tile_out(amx ? 2 * kAmxRowsOrZero * kPanelCols : 0);
+    std::vector<uint16_t> tail(amx ? 2 * kAmxRowsOrZero * G : 0);
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (amx) amx_configure();
+#endif
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = sched.step_at(s, !a.reverse);
       const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
@@ -242,12 +298,23 @@ void recurrent_backward(const RecurrentBackward& a) {
                        dh_next + col, H, nullptr, 0, n, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
         step.a16 = gate_grads + first * G;
-#endif
+        if (amx) {
+          amx_dh_panel(gate_grads, first, bs, sched.rows, G,
+                       reinterpret_cast<const uint32_t*>(step.packed), depth,
+                       dh_next + col, H, n, tile_out.data(), tail.data());
+        } else {
+          panel_product(step, bs);
+        }
+#else
         panel_product(step, bs);
+#endif
         carry_rows(dh_cur, dh_next, H, bs, B, col, n);
       }
       meeting.arrive(w1 - w0);
     }
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (amx) amx_release();
+#endif
   });
   if (steps & 1) std::memcpy(a.dh_state, dh_buf[1], B * H * sizeof(float));
 }

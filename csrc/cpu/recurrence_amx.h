@@ -98,6 +98,42 @@ amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
   tile_memory_barrier();
 }
 
+// amx_block_product for 32 rows (two row tiles, out [32][64]), in two
+// passes of two gates: each weight tile then serves both row tiles, which
+// halves the weight loads that bound the tiles (a standalone loop over 16
+// panels in L2: 23.9 against 27.7 ns per product; NOTES change 32).
+__attribute__((noinline, target("amx-tile,amx-bf16"))) inline void
+amx_block_product_x2(const uint16_t* a, int64_t lda, const uint32_t* panel,
+                     int64_t depth, float* out) {
+  constexpr int64_t kPanelBytes = 64 * sizeof(uint32_t);
+  const int64_t a_bytes = lda * static_cast<int64_t>(sizeof(uint16_t));
+  const uint16_t* a1 = a + kAmxRows * lda;
+  tile_memory_barrier();
+  for (int64_t gate = 0; gate < 4; gate += 2) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t p = 0; p < depth; p += kAmxPairs) {
+      const uint32_t* w = panel + p * 64 + gate * 16;
+      _tile_loadd(4, a + 2 * p, a_bytes);
+      _tile_loadd(5, w, kPanelBytes);
+      _tile_dpbf16ps(0, 4, 5);
+      _tile_loadd(7, a1 + 2 * p, a_bytes);
+      _tile_dpbf16ps(2, 7, 5);
+      _tile_loadd(6, w + 16, kPanelBytes);
+      _tile_dpbf16ps(1, 4, 6);
+      _tile_dpbf16ps(3, 7, 6);
+    }
+    float* o = out + gate * 16;
+    _tile_stored(0, o, kPanelBytes);
+    _tile_stored(1, o + 16, kPanelBytes);
+    _tile_stored(2, o + kAmxRows * 64, kPanelBytes);
+    _tile_stored(3, o + kAmxRows * 64 + 16, kPanelBytes);
+  }
+  tile_memory_barrier();
+}
+
 // out[r][0..32) = the same pairwise dot products for 16 * T rows of a
 // (bfloat16, row stride lda, 2 * depth columns) and a [depth][32]-word
 // panel of pairs (pack_panels_pairs's; backward's dG_t W_hh); depth a

@@ -153,8 +153,9 @@ void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
 #endif  // !FUSEDLSTM_BF16_DOT
 
 #if defined(FUSEDLSTM_BF16_DOT)
-// unit_block_step on AMX tiles: 16 rows at a time over the whole depth (the
-// tiles hold the four gates' sums, so nothing is parked between chunks),
+// unit_block_step on AMX tiles: 32 (or, last, 16) rows at a time over the
+// whole depth (the tiles hold the gates' sums, so nothing is parked between
+// chunks),
 // then the cell row by row from the stored tiles. h16 has whole row tiles
 // (zero or stale rows past `rows`, whose results are not used).
 void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
@@ -163,9 +164,13 @@ void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
   const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
   const int64_t n = std::min(kLanes, H - j);
   const auto* panel = reinterpret_cast<const uint32_t*>(st.packed);
-  for (int64_t r0 = 0; r0 < rows; r0 += kAmxRows) {
-    amx_block_product(st.h16 + r0 * st.ld16, st.ld16, panel, depth, tile_out);
-    const int64_t count = std::min(kAmxRows, rows - r0);
+  for (int64_t r0 = 0; r0 < rows; r0 += 2 * kAmxRows) {
+    const int64_t count = std::min(2 * kAmxRows, rows - r0);
+    if (count > kAmxRows) {
+      amx_block_product_x2(st.h16 + r0 * st.ld16, st.ld16, panel, depth, tile_out);
+    } else {
+      amx_block_product(st.h16 + r0 * st.ld16, st.ld16, panel, depth, tile_out);
+    }
     for (int64_t r = 0; r < count; ++r) {
       const int64_t b = r0 + r, row = st.first_row + b;
       const int64_t gate_row = st.gate_row + b;
@@ -319,7 +324,7 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
     // past B).
     const int64_t h16_rows = plan.amx ? ceil_div(B, kAmxRows) * kAmxRows : B;
     std::vector<uint16_t> h16(kBf16Dot ? h16_rows * ld16 : 0);
-    std::vector<float> tile_out(plan.amx ? kAmxRows * kUnitCols : 0);
+    std::vector<float> tile_out(plan.amx ? 2 * kAmxRows * kUnitCols : 0);
 #if defined(FUSEDLSTM_BF16_DOT)
     if (plan.amx) amx_configure();
 #endif
@@ -458,7 +463,7 @@ void project_rows(const uint32_t* block, int64_t depth, const uint16_t* x,
   }
 }
 
-// input_projection on AMX tiles: 16 rows of x at a time (the last, partial
+// input_projection on AMX tiles: 32 rows of x at a time (a last, partial
 // tile copied into zero rows first: a tile reads 16 whole rows), the same
 // block-major split of (unit block, chunk of rows) tasks.
 void amx_input_projection(const uint32_t* weights, int64_t depth,
@@ -468,7 +473,7 @@ void amx_input_projection(const uint32_t* weights, int64_t depth,
   constexpr int64_t kRowsPerChunk = 12 * kAmxRows;
   const int64_t chunks = ceil_div(rows, kRowsPerChunk);
   at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> tile_out(kAmxRows * kUnitCols);
+    std::vector<float> tile_out(2 * kAmxRows * kUnitCols);
     std::vector<uint16_t> tail;
     amx_configure();
     for (int64_t t = t0; t < t1; ++t) {
@@ -477,15 +482,20 @@ void amx_input_projection(const uint32_t* weights, int64_t depth,
       const int64_t count = std::min(kRowsPerChunk, rows - first);
       const uint32_t* block = weights + u * depth * kUnitCols;
       const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
-      for (int64_t r0 = 0; r0 < count; r0 += kAmxRows) {
-        const int64_t tile_rows = std::min(kAmxRows, count - r0);
+      for (int64_t r0 = 0; r0 < count; r0 += 2 * kAmxRows) {
+        const int64_t tile_rows = std::min(2 * kAmxRows, count - r0);
+        const int64_t tiles = tile_rows > kAmxRows ? 2 : 1;
         const uint16_t* a = x + (first + r0) * ldx;
-        if (tile_rows < kAmxRows) {
-          tail.assign(kAmxRows * ldx, 0);
+        if (tile_rows < tiles * kAmxRows) {
+          tail.assign(tiles * kAmxRows * ldx, 0);
           std::memcpy(tail.data(), a, tile_rows * ldx * sizeof(uint16_t));
           a = tail.data();
         }
-        amx_block_product(a, ldx, block, depth, tile_out.data());
+        if (tiles == 2) {
+          amx_block_product_x2(a, ldx, block, depth, tile_out.data());
+        } else {
+          amx_block_product(a, ldx, block, depth, tile_out.data());
+        }
         for (int64_t r = 0; r < tile_rows; ++r) {
           float* row = out + (first + r0 + r) * 4 * H + j;
           for (int q = 0; q < 4; ++q) {

@@ -20,4 +20,5 @@ def c10_name(dtype: torch.dtype) -> str:
     return {
         torch.float64: "double", torch.float32: "float",
         torch.bfloat16: "c10::BFloat16", torch.float16: "c10::Half",
+        torch.complex64: "c10::complex<float>", torch.complex128: "c10::complex<double>",
     }.get(dtype, str(dtype).replace("torch.", ""))

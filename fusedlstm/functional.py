@@ -50,6 +50,11 @@ def lstm(
             f"tensors, got {len(weights)}"
         )
     h0, c0 = hx
+    steps = batch_sizes.size(0) if batch_sizes is not None else input.size(1 if batch_first else 0)
+    if (c0.dtype != input.dtype and num_layers == 1 and steps == 1 and proj_size == 0
+            and h0.dtype == input.dtype):
+        return _one_step_promoting_c(input, hx, weights, bias=bias, directions=directions,
+                                     batch_first=batch_first, packed=batch_sizes is not None)
     layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input
     h_n, c_n = [], []
     for layer in range(num_layers):
@@ -107,6 +112,25 @@ def lstm_cell(
         return h, c
     _, h, c = ops.lstm_layer(input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
     return h, c
+
+
+def _one_step_promoting_c(input, hx, weights, *, bias, directions, batch_first, packed):
+    # One step of one layer with a c0 of another dtype: each direction is
+    # one cell step, in which torch's native loop promotes c0 (for a wider
+    # c0 it returns wider results; see fusedlstm/_state_dtypes.py).
+    x = input if packed else (input[:, 0] if batch_first else input[0])
+    per_direction = len(weights) // directions
+    hs, cs = [], []
+    for direction in range(directions):
+        w = weights[direction * per_direction : (direction + 1) * per_direction]
+        h, c = _cell_step_promoting_c(x, (hx[0][direction], hx[1][direction]), w[0], w[1],
+                                      w[2] if bias else None, w[3] if bias else None)
+        hs.append(h)
+        cs.append(c)
+    output = torch.cat(hs, -1) if directions == 2 else hs[0]
+    if not packed:
+        output = output.unsqueeze(1 if batch_first else 0)
+    return output, torch.stack(hs), torch.stack(cs)
 
 
 def _cell_step_promoting_c(input, hx, w_ih, w_hh, b_ih, b_hh):

@@ -18,6 +18,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional
 from ._tracing import shapes_fixed_by_module
+from . import _state_dtypes
 from ._dtype_names import aten_name
 
 
@@ -141,7 +142,16 @@ class LSTM(nn.RNNBase):
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         plan = None
         if lower is None:
-            _check_state_dtypes(input, hx)
+            if (input.device.type == "cpu" and weights[0].dtype == input.dtype
+                    and (hx[0].dtype != input.dtype or hx[1].dtype != input.dtype)
+                    and _state_dtypes.nn_runs_native_loop(input, batch_sizes,
+                                                          self.proj_size > 0)):
+                steps = batch_sizes.size(0) if packed else input.size(1 if self.batch_first else 0)
+                hx = _state_dtypes.native_loop_states(
+                    input, hx, weights[1], proj=self.proj_size > 0,
+                    single_step=self.num_layers == 1 and steps == 1)
+            else:
+                _check_state_dtypes(input, hx)
         else:
             steps = batch_sizes.size(0) if packed else input.size(1 if self.batch_first else 0)
             plan = _autocast.lstm_plan(

@@ -1,0 +1,85 @@
+"""What ``nn.LSTM`` does on the CPU with states of another dtype than the input.
+
+nn.LSTM runs one of two CPU kernels (ATen's ``lstm`` in RNN.cpp). oneDNN's
+RNN, where oneDNN is enabled and takes the input's dtype (float32; bfloat16
+or, without grad, float16 where the CPU supports them), the input is not
+empty, there is no projection, and the input is padded or packed with every
+batch size equal. Otherwise its native loop of ``linear``/``matmul`` and
+elementwise ops, which fusedlstm computes too. oneDNN refuses states of
+another dtype (with messages of its own); the native loop
+
+* multiplies h0 by W_hh first: an h0 of another dtype fails that ``linear``;
+* computes c = f * c0 + i * g, which promotes: a c0 whose dtype promotes into
+  the input's (a narrower float, an integer, bool) computes as
+  ``c0.to(input.dtype)``; a wider one (float64 with float32 input, float32
+  with bfloat16) makes c, and so h, wider, and the next product fails (the
+  projection's, else the next step's or layer's), unless the call was one
+  step of one layer, which returns the wider results.
+
+fusedlstm.LSTM follows both on the CPU: on oneDNN's calls it keeps its own
+check (``expected scalar type``), on the native loop's it takes c0 as the loop
+does and raises the loop's messages. A one-step, one-layer call with a wider
+c0 runs torch's own cell step (functional.lstm).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import ops
+from ._dtype_names import aten_name, c10_name
+
+
+def _onednn_fp16_supported() -> bool:
+    op = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", None)
+    return bool(op()) if op is not None else False
+
+
+# Read once: properties of the CPU.
+_ONEDNN_FP16 = _onednn_fp16_supported()
+
+
+def nn_runs_native_loop(input: Tensor, batch_sizes: Optional[Tensor], proj: bool) -> bool:
+    """Whether nn.LSTM runs ATen's native loop (not oneDNN) for this CPU call."""
+    if proj or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return True
+    dtype = input.dtype
+    onednn_dtype = (
+        dtype == torch.float32
+        or (dtype == torch.bfloat16 and ops._ONEDNN_BF16)
+        or (dtype == torch.float16 and not torch.is_grad_enabled() and _ONEDNN_FP16)
+    )
+    if not onednn_dtype or input.numel() == 0:
+        return True
+    if batch_sizes is not None and batch_sizes.numel() > 0:
+        return bool((batch_sizes != batch_sizes[0]).any())
+    return False
+
+
+def native_loop_states(input: Tensor, hx, w_hh: Tensor, *, proj: bool,
+                       single_step: bool) -> tuple[Tensor, Tensor]:
+    """(h0, c0) as the native loop takes them, or its error. A wider c0 is
+    returned as it is only where the loop returns wider results (one step
+    of one layer, no projection)."""
+    h0, c0 = hx
+    if h0.dtype != w_hh.dtype:
+        raise RuntimeError(
+            "mat1 and mat2 must have the same dtype, but got "
+            f"{aten_name(h0.dtype)} and {aten_name(w_hh.dtype)}"
+        )
+    state = torch.promote_types(input.dtype, c0.dtype)
+    if state == input.dtype:
+        return h0, c0.to(input.dtype)
+    if proj:
+        raise RuntimeError(
+            "expected m1 and m2 to have the same dtype, but got: "
+            f"{c10_name(state)} != {c10_name(input.dtype)}"
+        )
+    if not single_step:
+        raise RuntimeError(
+            "mat1 and mat2 must have the same dtype, but got "
+            f"{aten_name(state)} and {aten_name(input.dtype)}"
+        )
+    return h0, c0

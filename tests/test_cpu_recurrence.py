@@ -354,19 +354,21 @@ def test_other_builds_pass_the_recurrence_suite_and_parity_grid(isa):
         pytest.skip("no AVX-512 BF16 here: the suite above already ran the float AVX-512 build")
     if os.environ.get("FUSEDLSTM_CPU_RECURRENCE"):
         pytest.skip("already inside a run with FUSEDLSTM_CPU_RECURRENCE set")
-    here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE=isa)
     check = subprocess.run(
         [sys.executable, "-c", "import torch, fusedlstm; "
          "print(torch.ops.fusedlstm.cpu_recurrence(), torch.ops.fusedlstm.cpu_bfloat16_dot())"],
         env=env, capture_output=True, text=True, timeout=120)
     assert check.stdout.split() == [isa, "False"], check.stderr
+    _suite_passes_in_subprocess(env, ["test_cpu_recurrence.py", "test_modules_parity.py",
+                                      "test_reduced_precision.py", "test_inference_op.py"])
+
+
+def _suite_passes_in_subprocess(env: dict, files: list) -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(here, "test_cpu_recurrence.py"),
-         os.path.join(here, "test_modules_parity.py"),
-         os.path.join(here, "test_reduced_precision.py"),
-         os.path.join(here, "test_inference_op.py")],
+         *(os.path.join(here, f) for f in files)],
         env=env, cwd=here, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and " failed" not in done.stdout
@@ -412,13 +414,6 @@ def test_amx_environment_values():
 def test_bfloat16_dot_products_without_amx_pass_the_suite():
     if not torch.ops.fusedlstm.cpu_amx():
         pytest.skip("no AMX here: the suite above already ran the AVX-512 BF16 dot products")
-    here = os.path.dirname(os.path.abspath(__file__))
-    env = dict(os.environ, FUSEDLSTM_CPU_AMX="0")
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         os.path.join(here, "test_modules_parity.py"),
-         os.path.join(here, "test_reduced_precision.py"),
-         os.path.join(here, "test_inference_op.py")],
-        env=env, cwd=here, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
+    _suite_passes_in_subprocess(dict(os.environ, FUSEDLSTM_CPU_AMX="0"),
+                                ["test_modules_parity.py", "test_reduced_precision.py",
+                                 "test_inference_op.py"])

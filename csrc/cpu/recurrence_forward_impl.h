@@ -53,6 +53,17 @@ struct UnitBlockStep {
   int64_t k0, k1;       // the chunk
 };
 
+// Where the cell of the step's row b writes, for the block's units.
+inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
+  const RecurrentForward& a = *st.args;
+  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
+  const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
+  return {a.bias + j, a.gates + gate_row * G + j,
+          a.cells ? a.cells + gate_row * H + j : nullptr,
+          a.c_state + b * H + j, st.h_next + b * P + j, a.output + row * P + j,
+          st.hidden ? st.hidden + b * H + j : nullptr};
+}
+
 template <int R>
 void unit_rows(const UnitBlockStep& st, int64_t r0) {
   const RecurrentForward& a = *st.args;
@@ -87,16 +98,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
     park_tile<R, 4>(acc, partial);
     return;
   }
-  for (int r = 0; r < R; ++r) {
-    const int64_t b = r0 + r, row = st.first_row + b;
-    const int64_t gate_row = st.gate_row + b;
-    cell_from_tile(acc[r], H, n,
-                   {a.bias + j, a.gates + gate_row * G + j,
-                    a.cells ? a.cells + gate_row * H + j : nullptr,
-                    a.c_state + b * H + j, st.h_next + b * P + j,
-                    a.output + row * P + j,
-                    st.hidden ? st.hidden + b * H + j : nullptr});
-  }
+  for (int r = 0; r < R; ++r) cell_from_tile(acc[r], H, n, cell_row(st, r0 + r));
 }
 
 #if !defined(FUSEDLSTM_BF16_DOT)
@@ -131,7 +133,7 @@ inline Reg direct_gate(const float* w, int64_t P, int64_t n, const float* h) {
 // the cell.
 void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
   const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
+  const int64_t H = a.hidden, P = a.state, j = st.unit;
   const int64_t n = std::min(kLanes, H - j);
   for (int64_t b = 0; b < rows; ++b) {
     const float* h = st.h_prev + b * P;
@@ -141,13 +143,7 @@ void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
       acc[q] = n == kLanes ? direct_gate<true>(w, P, n, h)
                            : direct_gate<false>(w, P, n, h);
     }
-    const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
-    cell_from_tile(acc, H, n,
-                   {a.bias + j, a.gates + gate_row * G + j,
-                    a.cells ? a.cells + gate_row * H + j : nullptr,
-                    a.c_state + b * H + j, st.h_next + b * P + j,
-                    a.output + row * P + j,
-                    st.hidden ? st.hidden + b * H + j : nullptr});
+    cell_from_tile(acc, H, n, cell_row(st, b));
   }
 }
 #endif  // !FUSEDLSTM_BF16_DOT
@@ -155,14 +151,11 @@ void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
 #if defined(FUSEDLSTM_BF16_DOT)
 // unit_block_step on AMX tiles: 32 (or, last, 16) rows at a time over the
 // whole depth (the tiles hold the gates' sums, so nothing is parked between
-// chunks),
-// then the cell row by row from the stored tiles. h16 has whole row tiles
-// (zero or stale rows past `rows`, whose results are not used).
+// chunks), then the cell row by row from the stored tiles. h16 has whole
+// row tiles (zero or stale rows past `rows`, whose results are not used).
 void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
                          float* tile_out) {
-  const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
-  const int64_t n = std::min(kLanes, H - j);
+  const int64_t H = st.args->hidden, n = std::min(kLanes, H - st.unit);
   const auto* panel = reinterpret_cast<const uint32_t*>(st.packed);
   for (int64_t r0 = 0; r0 < rows; r0 += 2 * kAmxRows) {
     const int64_t count = std::min(2 * kAmxRows, rows - r0);
@@ -172,16 +165,9 @@ void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
       amx_block_product(st.h16 + r0 * st.ld16, st.ld16, panel, depth, tile_out);
     }
     for (int64_t r = 0; r < count; ++r) {
-      const int64_t b = r0 + r, row = st.first_row + b;
-      const int64_t gate_row = st.gate_row + b;
       Reg acc[4];
       for (int q = 0; q < 4; ++q) acc[q] = reg_load(tile_out + r * kUnitCols + q * kLanes);
-      cell_from_tile(acc, H, n,
-                     {a.bias + j, a.gates + gate_row * G + j,
-                      a.cells ? a.cells + gate_row * H + j : nullptr,
-                      a.c_state + b * H + j, st.h_next + b * P + j,
-                      a.output + row * P + j,
-                      st.hidden ? st.hidden + b * H + j : nullptr});
+      cell_from_tile(acc, H, n, cell_row(st, r0 + r));
     }
   }
 }

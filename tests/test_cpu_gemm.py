@@ -210,9 +210,10 @@ def test_torch_itself_rounds_under_the_setting_where_onednn_has_bf16():
     a = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
     b = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
     exact = a @ b
+    before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
     try:
         reduced = a @ b
     finally:
-        torch.set_float32_matmul_precision("highest")
+        torch.set_float32_matmul_precision(before)
     assert (reduced - exact).abs().max() > 1e-3

@@ -41,6 +41,11 @@ def lstm(
         weights: ``nn.LSTM._flat_weights`` order: per layer and direction
             w_ih [4H, I_l], w_hh [4H, P], then b_ih, b_hh [4H] if ``bias``,
             then w_hr [P, H] if ``proj_size``.
+
+    The states are in the input's dtype, except c0 for one step of one
+    layer without ``proj_size``: there each direction runs torch's own cell
+    step, which promotes it as ``nn.LSTM``'s native loop does (see
+    fusedlstm/_state_dtypes.py, which casts a narrower c0 before this).
     """
     directions = 2 if bidirectional else 1
     per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)

@@ -406,6 +406,20 @@ void recurrent_forward(const RecurrentForward& a) {
 
 namespace {
 
+// Task t of the input projection's (unit block, chunk of rows) pairs,
+// block-major (see input_projection).
+struct ProjectionTask {
+  ProjectionTask(int64_t t, int64_t chunks, int64_t rows_per_chunk,
+                 int64_t rows, int64_t H)
+      : block(t / chunks),
+        first((t % chunks) * rows_per_chunk),
+        count(std::min(rows_per_chunk, rows - first)),
+        unit(block * kLanes),
+        units(std::min(kLanes, H - unit)) {}
+  int64_t block, first, count;
+  int64_t unit, units;  // the block's first unit, and how many exist
+};
+
 // Pairs of k in a block of the packed W_ih: on AMX padded to whole tile steps.
 int64_t input_depth(int64_t I) {
   const int64_t pairs = (I + 1) / 2;
@@ -463,11 +477,9 @@ void amx_input_projection(const uint32_t* weights, int64_t depth,
     std::vector<uint16_t> tail;
     amx_configure();
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t u = t / chunks, c = t % chunks;
-      const int64_t first = c * kRowsPerChunk;
-      const int64_t count = std::min(kRowsPerChunk, rows - first);
-      const uint32_t* block = weights + u * depth * kUnitCols;
-      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+      const ProjectionTask task(t, chunks, kRowsPerChunk, rows, H);
+      const int64_t first = task.first, count = task.count, j = task.unit, n = task.units;
+      const uint32_t* block = weights + task.block * depth * kUnitCols;
       for (int64_t r0 = 0; r0 < count; r0 += 2 * kAmxRows) {
         const int64_t tile_rows = std::min(2 * kAmxRows, count - r0);
         const int64_t tiles = tile_rows > kAmxRows ? 2 : 1;
@@ -516,11 +528,9 @@ void input_projection(const uint32_t* packed, const uint16_t* x,
   const int64_t chunks = ceil_div(rows, kRowsPerChunk);
   at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t u = t / chunks, c = t % chunks;
-      const int64_t first = c * kRowsPerChunk;
-      const int64_t count = std::min(kRowsPerChunk, rows - first);
-      const uint32_t* block = weights + u * depth * kUnitCols;
-      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+      const ProjectionTask task(t, chunks, kRowsPerChunk, rows, H);
+      const int64_t first = task.first, count = task.count, j = task.unit, n = task.units;
+      const uint32_t* block = weights + task.block * depth * kUnitCols;
       const uint16_t* xs = x + first * ldx;
       float* os = out + first * 4 * H;
       int64_t r = 0;

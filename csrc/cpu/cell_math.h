@@ -40,9 +40,8 @@ inline V exp_cell(const V& x) {
   // Ordered comparisons are false for NaN, which keeps the NaN of p.
   // 127.5 ln 2: n would reach 128. -126 ln 2: n would fall below -126 (the
   // results there are below the smallest normal float; flushed to 0).
-  y = V::blendv(y, V(INFINITY), x > V(88.3762626647949f));
-  y = V::blendv(y, V(0.f), x < V(-87.3365447504f));
-  return y;
+  y = select_past<true>(x, 88.3762626647949f, V(INFINITY), y);
+  return select_past<false>(x, -87.3365447504f, V(0.f), y);
 }
 
 inline V sigmoid_cell(const V& x) {
@@ -66,7 +65,7 @@ inline V tanh_cell(const V& x) {
   p = at::vec::fmadd(p, z, V(1.333144158e-01f));
   p = at::vec::fmadd(p, z, V(-3.333328068e-01f));
   const V near_zero = at::vec::fmadd(p * z, x, x);
-  return V::blendv(saturating, near_zero, x.abs() < V(0.625f));
+  return select_past<false>(x.abs(), 0.625f, near_zero, saturating);
 }
 
 }  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -64,14 +64,25 @@ __attribute__((target("amx-tile,amx-bf16"))) inline void amx_configure() {
 
 __attribute__((target("amx-tile"))) inline void amx_release() { _tile_release(); }
 
+// The work that amx_block_product and amx_block_product_x2 run between
+// their tile steps: `between(i, steps)` after step i of `steps` (none by
+// default). Why: TDPBF16PS runs on the tile unit while the core's vector
+// units stay free, so the cells of the previous product, spread over the
+// steps, run in the time the tiles take anyway (NOTES change 34).
+struct NothingBetween {
+  void operator()(int64_t, int64_t) const {}
+};
+
 // out[r][q*16 + l] = sum over pairs p < depth of a[r][2p] * W[2p][q, l] +
 // a[r][2p + 1] * W[2p + 1][q, l], for 16 rows r of a (bfloat16, row stride
 // lda elements, depth * 2 columns, zero-padded) and `panel` ([depth][64]
 // words of pairs, see tile_product_bf16); depth a multiple of kAmxPairs;
-// out [16][64] floats.
-__attribute__((noinline, target("amx-tile,amx-bf16"))) inline void
-amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
-                  int64_t depth, float* out) {
+// out [16][64] floats; `between` as above, after each of depth / kAmxPairs
+// steps.
+template <typename Between = NothingBetween>
+__attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_block_product(
+    const uint16_t* a, int64_t lda, const uint32_t* panel, int64_t depth,
+    float* out, Between between = {}) {
   constexpr int64_t kPanelBytes = 64 * sizeof(uint32_t);
   const int64_t a_bytes = lda * static_cast<int64_t>(sizeof(uint16_t));
   tile_memory_barrier();
@@ -79,6 +90,7 @@ amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
   _tile_zero(1);
   _tile_zero(2);
   _tile_zero(3);
+  const int64_t steps = depth / kAmxPairs;
   for (int64_t p = 0; p < depth; p += kAmxPairs) {
     const uint32_t* w = panel + p * 64;
     _tile_loadd(4, a + 2 * p, a_bytes);
@@ -90,6 +102,7 @@ amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
     _tile_dpbf16ps(2, 4, 5);
     _tile_loadd(6, w + 48, kPanelBytes);
     _tile_dpbf16ps(3, 4, 6);
+    between(p / kAmxPairs, steps);
   }
   _tile_stored(0, out, kPanelBytes);
   _tile_stored(1, out + 16, kPanelBytes);
@@ -102,12 +115,15 @@ amx_block_product(const uint16_t* a, int64_t lda, const uint32_t* panel,
 // passes of two gates: each weight tile then serves both row tiles, which
 // halves the weight loads that bound the tiles (a standalone loop over 16
 // panels in L2: 23.9 against 27.7 ns per product; NOTES change 32).
-__attribute__((noinline, target("amx-tile,amx-bf16"))) inline void
+// `between` after each of 2 * depth / kAmxPairs steps.
+template <typename Between = NothingBetween>
+__attribute__((noinline, target("amx-tile,amx-bf16"))) void
 amx_block_product_x2(const uint16_t* a, int64_t lda, const uint32_t* panel,
-                     int64_t depth, float* out) {
+                     int64_t depth, float* out, Between between = {}) {
   constexpr int64_t kPanelBytes = 64 * sizeof(uint32_t);
   const int64_t a_bytes = lda * static_cast<int64_t>(sizeof(uint16_t));
   const uint16_t* a1 = a + kAmxRows * lda;
+  const int64_t half = depth / kAmxPairs;
   tile_memory_barrier();
   for (int64_t gate = 0; gate < 4; gate += 2) {
     _tile_zero(0);
@@ -124,6 +140,7 @@ amx_block_product_x2(const uint16_t* a, int64_t lda, const uint32_t* panel,
       _tile_loadd(6, w + 16, kPanelBytes);
       _tile_dpbf16ps(1, 4, 6);
       _tile_dpbf16ps(3, 7, 6);
+      between(gate / 2 * half + p / kAmxPairs, 2 * half);
     }
     float* o = out + gate * 16;
     _tile_stored(0, o, kPanelBytes);

@@ -253,35 +253,56 @@ struct CellRow {
   float* hidden;      // [H] o * tanh(c_t) ahead of the projection, or nullptr
 };
 
-// The gate's preactivation: recurrent part + input part + bias.
-inline V preactivation(const Reg& acc, const CellRow& row, int64_t offset,
-                       int64_t n) {
-  return V(acc) + (load(row.gates + offset, n) + load(row.bias + offset, n));
+// n lanes at p: all kLanes of them where kFull (every unit block but a last,
+// partial one), which leaves the cell without a branch at each load and
+// store (perf: those compares were among the cell's hottest instructions).
+template <bool kFull>
+inline V load_lanes(const float* p, int64_t n) {
+  return kFull ? V::loadu(p) : V::loadu(p, n);
+}
+template <bool kFull>
+inline void store_lanes(const V& v, float* p, int64_t n) {
+  if (kFull) v.store(p); else v.store(p, n);
 }
 
 // The cell of one row and unit block from its recurrent product in
 // registers; the same arithmetic as cell_kernels.h.
-inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
-                           const CellRow& row) {
-  const V i = sigmoid_cell(preactivation(acc[0], row, 0, n));
-  const V f = sigmoid_cell(preactivation(acc[1], row, H, n));
-  const V g = tanh_cell(preactivation(acc[2], row, 2 * H, n));
-  const V o = sigmoid_cell(preactivation(acc[3], row, 3 * H, n));
-  const V c_new = f * load(row.c_state, n) + i * g;
+template <bool kFull>
+inline void cell_of_row(const Reg (&acc)[4], int64_t H, int64_t n,
+                        const CellRow& row) {
+  // The gate's preactivation: recurrent part + (input part + bias).
+  const auto pre = [&](int q) {
+    return V(acc[q]) + (load_lanes<kFull>(row.gates + q * H, n) +
+                        load_lanes<kFull>(row.bias + q * H, n));
+  };
+  const V i = sigmoid_cell(pre(0));
+  const V f = sigmoid_cell(pre(1));
+  const V g = tanh_cell(pre(2));
+  const V o = sigmoid_cell(pre(3));
+  const V c_new = f * load_lanes<kFull>(row.c_state, n) + i * g;
   const V h = o * tanh_cell(c_new);
   if (row.cells != nullptr) {
-    store(i, row.gates, n);
-    store(f, row.gates + H, n);
-    store(g, row.gates + 2 * H, n);
-    store(o, row.gates + 3 * H, n);
-    store(c_new, row.cells, n);
+    store_lanes<kFull>(i, row.gates, n);
+    store_lanes<kFull>(f, row.gates + H, n);
+    store_lanes<kFull>(g, row.gates + 2 * H, n);
+    store_lanes<kFull>(o, row.gates + 3 * H, n);
+    store_lanes<kFull>(c_new, row.cells, n);
   }
-  store(c_new, row.c_state, n);
+  store_lanes<kFull>(c_new, row.c_state, n);
   if (row.hidden != nullptr) {
-    store(h, row.hidden, n);
+    store_lanes<kFull>(h, row.hidden, n);
   } else {
-    store(h, row.h_next, n);
-    store(h, row.output, n);
+    store_lanes<kFull>(h, row.h_next, n);
+    store_lanes<kFull>(h, row.output, n);
+  }
+}
+
+inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
+                           const CellRow& row) {
+  if (n == kLanes) {
+    cell_of_row<true>(acc, H, n, row);
+  } else {
+    cell_of_row<false>(acc, H, n, row);
   }
 }
 

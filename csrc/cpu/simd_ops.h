@@ -58,6 +58,25 @@ constexpr int64_t kChunk = 256;
 
 static_assert(V::size() == kLanes, "at::vec width differs from the target's");
 
+// Lanes of `if_true` where x < bound (less) or x > bound (greater), else of
+// `otherwise`; false for NaN. at::vec's blendv on a comparison turns the
+// AVX-512 mask register into a vector and back, three dependent operations
+// more than this in each of the cell's exp and tanh evaluations.
+template <bool kGreater>
+inline V select_past(const V& x, float bound, const V& if_true,
+                     const V& otherwise) {
+  constexpr int kPredicate = kGreater ? _CMP_GT_OQ : _CMP_LT_OQ;
+#if defined(FUSEDLSTM_ISA_AVX512)
+  return _mm512_mask_blend_ps(
+      _mm512_cmp_ps_mask(__m512(x), _mm512_set1_ps(bound), kPredicate),
+      __m512(otherwise), __m512(if_true));
+#else
+  return _mm256_blendv_ps(
+      __m256(otherwise), __m256(if_true),
+      _mm256_cmp_ps(__m256(x), _mm256_set1_ps(bound), kPredicate));
+#endif
+}
+
 // The sums of eight 8-lane registers: lane l of the result is the sum of the
 // lanes of a[l]. (hadd pairs neighbours within each 128-bit half; the last
 // step adds the two halves.)

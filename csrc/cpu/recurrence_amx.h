@@ -156,10 +156,11 @@ amx_block_product_x2(const uint16_t* a, int64_t lda, const uint32_t* panel,
 // panel of pairs (pack_panels_pairs's; backward's dG_t W_hh); depth a
 // multiple of kAmxPairs; out [16 * T][32] floats. With two row tiles each
 // weight tile serves both, halving the weight loads, which bound the tiles.
-template <int T>
+// `between` as above, after each of depth / kAmxPairs steps.
+template <int T, typename Between = NothingBetween>
 __attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_panel_product(
     const uint16_t* a, int64_t lda, const uint32_t* panel, int64_t depth,
-    float* out) {
+    float* out, Between between = {}) {
   static_assert(T == 1 || T == 2, "one or two row tiles");
   constexpr int64_t kPanelBytes = 32 * sizeof(uint32_t);
   const int64_t a_bytes = lda * static_cast<int64_t>(sizeof(uint16_t));
@@ -182,6 +183,7 @@ __attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_panel_product(
       _tile_dpbf16ps(2, 7, 5);
       _tile_dpbf16ps(3, 7, 6);
     }
+    between(p / kAmxPairs, depth / kAmxPairs);
   }
   _tile_stored(0, out, kPanelBytes);
   _tile_stored(1, out + 16, kPanelBytes);

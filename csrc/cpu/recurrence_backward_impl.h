@@ -41,12 +41,6 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 
 namespace {
 
-#if defined(FUSEDLSTM_BF16_DOT)
-constexpr int64_t kAmxRowsOrZero = kAmxRows;
-#else
-constexpr int64_t kAmxRowsOrZero = 0;  // no tiles in this build
-#endif
-
 // One 2L-unit block's phase A of a step.
 struct DmBlockStep {
   const RecurrentBackward* args;
@@ -188,27 +182,30 @@ void backward_projected(const RecurrentBackward& a) {
 
 #if defined(FUSEDLSTM_BF16_DOT)
 // One column panel of dh_{t-1} = dG_t W_hh on AMX tiles: out[b][0..n) for
-// the step's `rows` rows, which start at row `first` of dgates16 ([N, G]),
-// two row tiles at a time. Tiles read 16 whole rows: rows past the step are
-// read and dropped, and the rows of a tile that would run past the buffer's
-// end are copied into `tail` ([32][G], zeros below them) first.
+// the step's `rows` rows, which start at row `first` of dgates16, two row
+// tiles at a time. Tiles read 16 whole rows: rows past the step are read
+// and dropped, up to row `readable` (rows there may be written meanwhile, or
+// the buffer ends); the rows of a tile that would run past it are copied
+// into `tail` ([32][G]) first. `between` runs between the tile steps.
+template <typename Between = NothingBetween>
 void amx_dh_panel(const uint16_t* dgates16, int64_t first, int64_t rows,
-                  int64_t N, int64_t G, const uint32_t* panel, int64_t depth,
-                  float* out, int64_t ldo, int64_t n, float* tile_out,
-                  uint16_t* tail) {
+                  int64_t readable, int64_t G, const uint32_t* panel,
+                  int64_t depth, float* out, int64_t ldo, int64_t n,
+                  float* tile_out, uint16_t* tail, Between between = {}) {
   for (int64_t r0 = 0; r0 < rows; r0 += 2 * kAmxRows) {
     const int64_t count = std::min(2 * kAmxRows, rows - r0);
     const int64_t tiles = count > kAmxRows ? 2 : 1;
     const uint16_t* a = dgates16 + (first + r0) * G;
-    if (first + r0 + tiles * kAmxRows > N) {
-      std::memset(tail, 0, 2 * kAmxRows * G * sizeof(uint16_t));
+    if (first + r0 + tiles * kAmxRows > readable) {
+      // The rows past `count` give rows of the product that are dropped:
+      // whatever the tail holds there (zeros at first) does no harm.
       std::memcpy(tail, a, count * G * sizeof(uint16_t));
       a = tail;
     }
     if (tiles == 2) {
-      amx_panel_product<2>(a, G, panel, depth, tile_out);
+      amx_panel_product<2>(a, G, panel, depth, tile_out, between);
     } else {
-      amx_panel_product<1>(a, G, panel, depth, tile_out);
+      amx_panel_product<1>(a, G, panel, depth, tile_out, between);
     }
     for (int64_t r = 0; r < count; ++r) {
       const float* src = tile_out + r * kPanelCols;
@@ -218,6 +215,127 @@ void amx_dh_panel(const uint16_t* dgates16, int64_t first, int64_t rows,
       if (n > n0) store(V(reg_load(src + kLanes)), dst + kLanes, n - n0);
     }
   }
+}
+
+// The cell backward of one panel's unit blocks (kPanelCols = 2 units blocks)
+// at one step, run a share at a time between the tile steps of the next
+// panel's dh product: the tile unit works through the product while the
+// vector units run the cells (NOTES change 35). Items are (unit block, row)
+// pairs, rows fastest.
+class PendingCellBackward {
+ public:
+  void start(const RecurrentBackward& a, int64_t u0, int64_t u1,
+             int64_t first, int64_t rows, const float* dh, uint16_t* dgates) {
+    a_ = &a;
+    u0_ = u0;
+    first_ = first;
+    rows_ = rows;
+    dh_ = dh;
+    dgates_ = dgates;
+    count_ = (u1 - u0) * rows;
+    done_ = 0;
+  }
+  void operator()(int64_t i, int64_t steps) {
+    run_until((i + 1) * count_ / steps);
+  }
+  void finish() { run_until(count_); }
+
+ private:
+  void run_until(int64_t end) {
+    const RecurrentBackward& a = *a_;
+    const int64_t H = a.hidden, G = 4 * H;
+    for (; done_ < end; ++done_) {
+      const int64_t u = u0_ + done_ / rows_, b = done_ % rows_;
+      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
+      const int64_t row = first_ + b;
+      cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
+                    a.c_prev + row * H + j, dh_ + b * H + j,
+                    a.grad_output + row * H + j, a.dc_state + b * H + j,
+                    dgates_ + row * G + j);
+    }
+  }
+
+  const RecurrentBackward* a_ = nullptr;
+  int64_t u0_ = 0, first_ = 0, rows_ = 1, count_ = 0, done_ = 0;
+  const float* dh_ = nullptr;
+  uint16_t* dgates_ = nullptr;
+};
+
+// recurrent_backward on AMX tiles, with one meeting per step instead of two:
+// a worker owns column panels of dh and the unit blocks under them, so that
+// the cell backward of its units needs only the dh columns it computed
+// itself. Step s: once every worker has stored dG of step s - 1, each
+// worker's panels of dh = dG_{s-1} W_hh, with the cells of step s for one
+// panel's units running beside the product of the next panel; then meet.
+// After the last step, dh of the last dG: the gradient of h0.
+void amx_recurrent_backward(const RecurrentBackward& a, float* w_panels,
+                            int64_t workers, int64_t depth) {
+  const StepSchedule& sched = *a.schedule;
+  const int64_t H = a.hidden, G = 4 * H, B = sched.batch;
+  const int64_t steps = sched.steps();
+  const int64_t unit_blocks = ceil_div(H, kLanes);
+  const int64_t dh_blocks = ceil_div(H, kPanelCols);
+  static_assert(kPanelCols == 2 * kLanes, "a panel spans two unit blocks");
+  const at::Tensor spare = at::empty({B, H}, at::TensorOptions().dtype(at::kFloat));
+  float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
+  // Over-read rows (whole tiles) must not be rows that other workers write
+  // during the product: dG of the step being processed. Processing runs
+  // down the buffer (time T-1 to 0, step rows earlier in memory), except
+  // for a reverse layer's backward, where the next rows are the step's own.
+  const bool next_rows_written = a.reverse;
+  PhaseCounter meeting;
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share cols(dh_blocks, workers, w0, w1);
+    pack_panels_pairs(a.w_hh16, G, H, H, cols.begin, cols.end,
+                      reinterpret_cast<uint32_t*>(w_panels), depth * kPanelCols);
+    std::vector<float> tile_out(2 * kAmxRows * kPanelCols);
+    std::vector<uint16_t> tail(2 * kAmxRows * G);
+    PendingCellBackward pending;
+    amx_configure();
+    // dh of the step processed before s (rows [0, bs) of that step) into
+    // dh_buf[s & 1], panel by panel; cells(c) starts the cells of panel c.
+    const auto dh_products = [&](int64_t s, auto&& cells) {
+      const int64_t t = sched.step_at(s - 1, !a.reverse);
+      const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+      const int64_t readable = next_rows_written ? first + bs : sched.rows;
+      const float* dh_prev = dh_buf[(s - 1) & 1];
+      float* dh = dh_buf[s & 1];
+      for (int64_t c = cols.begin; c < cols.end; ++c) {
+        const int64_t col = c * kPanelCols, n = std::min(kPanelCols, H - col);
+        amx_dh_panel(a.dgates16, first, bs, readable, G,
+                     reinterpret_cast<const uint32_t*>(w_panels) + c * depth * kPanelCols,
+                     depth, dh + col, H, n, tile_out.data(), tail.data(),
+                     std::ref(pending));
+        carry_rows(dh_prev, dh, H, bs, B, col, n);
+        pending.finish();
+        cells(c);
+      }
+      pending.finish();
+    };
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t t = sched.step_at(s, !a.reverse);
+      const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+      const float* dh = dh_buf[s & 1];
+      const auto cells = [&](int64_t c) {
+        pending.start(a, 2 * c, std::min(2 * c + 2, unit_blocks), first, bs,
+                      dh, a.dgates16);
+      };
+      if (s == 0) {
+        for (int64_t c = cols.begin; c < cols.end; ++c) {
+          cells(c);
+          pending.finish();
+        }
+      } else {
+        meeting.wait_for(s * workers);
+        dh_products(s, cells);
+      }
+      meeting.arrive(w1 - w0);
+    }
+    meeting.wait_for(steps * workers);
+    dh_products(steps, [](int64_t) {});
+    amx_release();
+  });
+  if (steps & 1) std::memcpy(a.dh_state, dh_buf[1], B * H * sizeof(float));
 }
 #endif  // FUSEDLSTM_BF16_DOT
 
@@ -237,20 +355,20 @@ void recurrent_backward(const RecurrentBackward& a) {
   const int64_t dh_blocks = ceil_div(H, kPanelCols);
   // The contraction of dh_{t-1} = dG_t W_hh: over 4H, or its pairs.
   const int64_t depth = kBf16Dot ? G / 2 : G;
-  const auto f32 = at::TensorOptions().dtype(at::kFloat);
   float* const w_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
                                            dh_blocks * depth * kPanelCols);
-  const at::Tensor spare = at::empty({B, H}, f32);
-  float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
-  PhaseCounter meeting;
+#if defined(FUSEDLSTM_BF16_DOT)
   // AMX tiles take the contraction in whole steps of 32 (4H = 32k: H % 8 ==
   // 0); other hidden sizes keep the AVX-512 BF16 dot products.
-#if defined(FUSEDLSTM_BF16_DOT)
-  const bool amx = amx_tiles_available() && H % 8 == 0;
-#else
-  const bool amx = false;
+  if (amx_tiles_available() && H % 8 == 0) {
+    amx_recurrent_backward(a, w_panels, workers, depth);
+    return;
+  }
 #endif
+  const at::Tensor spare = at::empty({B, H}, at::TensorOptions().dtype(at::kFloat));
+  float* dh_buf[2] = {a.dh_state, spare.data_ptr<float>()};
+  PhaseCounter meeting;
 
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     const Share units(unit_blocks, workers, w0, w1);
@@ -268,11 +386,6 @@ void recurrent_backward(const RecurrentBackward& a) {
                 depth * kPanelCols);
 #endif
     std::vector<float> partial(B * kPanelCols);
-    std::vector<float> tile_out(amx ? 2 * kAmxRowsOrZero * kPanelCols : 0);
-    std::vector<uint16_t> tail(amx ? 2 * kAmxRowsOrZero * G : 0);
-#if defined(FUSEDLSTM_BF16_DOT)
-    if (amx) amx_configure();
-#endif
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = sched.step_at(s, !a.reverse);
       const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
@@ -298,23 +411,12 @@ void recurrent_backward(const RecurrentBackward& a) {
                        dh_next + col, H, nullptr, 0, n, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
         step.a16 = gate_grads + first * G;
-        if (amx) {
-          amx_dh_panel(gate_grads, first, bs, sched.rows, G,
-                       reinterpret_cast<const uint32_t*>(step.packed), depth,
-                       dh_next + col, H, n, tile_out.data(), tail.data());
-        } else {
-          panel_product(step, bs);
-        }
-#else
-        panel_product(step, bs);
 #endif
+        panel_product(step, bs);
         carry_rows(dh_cur, dh_next, H, bs, B, col, n);
       }
       meeting.arrive(w1 - w0);
     }
-#if defined(FUSEDLSTM_BF16_DOT)
-    if (amx) amx_release();
-#endif
   });
   if (steps & 1) std::memcpy(a.dh_state, dh_buf[1], B * H * sizeof(float));
 }

@@ -217,7 +217,7 @@ void amx_dh_panel(const uint16_t* dgates16, int64_t first, int64_t rows,
   }
 }
 
-// The cell backward of one panel's unit blocks (kPanelCols = 2 units blocks)
+// The cell backward of one panel's unit blocks (a panel spans two of them)
 // at one step, run a share at a time between the tile steps of the next
 // panel's dh product: the tile unit works through the product while the
 // vector units run the cells (NOTES change 35). Items are (unit block, row)

@@ -374,8 +374,6 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
 #if defined(FUSEDLSTM_BF16_DOT)
     PendingCells pending;
     int64_t flip = 0;
-#endif
-#if defined(FUSEDLSTM_BF16_DOT)
     if (plan.amx) amx_configure();
 #endif
     for (int64_t s = s0; s < s1; ++s) {

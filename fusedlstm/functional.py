@@ -55,9 +55,8 @@ def lstm(
             f"tensors, got {len(weights)}"
         )
     h0, c0 = hx
-    steps = batch_sizes.size(0) if batch_sizes is not None else input.size(1 if batch_first else 0)
-    if (c0.dtype != input.dtype and num_layers == 1 and steps == 1 and proj_size == 0
-            and h0.dtype == input.dtype):
+    if (c0.dtype != input.dtype and h0.dtype == input.dtype and proj_size == 0
+            and _one_step_of_one_layer(input, batch_sizes, num_layers, batch_first)):
         return _one_step_promoting_c(input, hx, weights, bias=bias, directions=directions,
                                      batch_first=batch_first, packed=batch_sizes is not None)
     layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input
@@ -117,6 +116,17 @@ def lstm_cell(
         return h, c
     _, h, c = ops.lstm_layer(input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh)
     return h, c
+
+
+def _one_step_of_one_layer(input, batch_sizes, num_layers, batch_first) -> bool:
+    """Whether a layer call is a single time step of a single layer, where
+    torch's native loop returns the results of a wider c0 instead of failing
+    at the next product (fusedlstm/_state_dtypes.py)."""
+    if num_layers != 1:
+        return False
+    if batch_sizes is not None:
+        return batch_sizes.size(0) == 1
+    return input.size(1 if batch_first else 0) == 1
 
 
 def _one_step_promoting_c(input, hx, weights, *, bias, directions, batch_first, packed):

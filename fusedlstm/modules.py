@@ -146,17 +146,17 @@ class LSTM(nn.RNNBase):
                     and (hx[0].dtype != input.dtype or hx[1].dtype != input.dtype)
                     and _state_dtypes.nn_runs_native_loop(input, batch_sizes,
                                                           self.proj_size > 0)):
-                steps = batch_sizes.size(0) if packed else input.size(1 if self.batch_first else 0)
                 hx = _state_dtypes.native_loop_states(
                     input, hx, weights[1], proj=self.proj_size > 0,
-                    single_step=self.num_layers == 1 and steps == 1)
+                    single_step=functional._one_step_of_one_layer(
+                        input, batch_sizes, self.num_layers, self.batch_first))
             else:
                 _check_state_dtypes(input, hx)
         else:
-            steps = batch_sizes.size(0) if packed else input.size(1 if self.batch_first else 0)
             plan = _autocast.lstm_plan(
                 lower, input, hx, weights[0], weights[1], proj=self.proj_size > 0,
-                single_step=self.num_layers == 1 and steps == 1,
+                single_step=functional._one_step_of_one_layer(
+                    input, batch_sizes, self.num_layers, self.batch_first),
             )
             input = input.to(plan.compute)
             hx = (hx[0].to(plan.compute), hx[1].to(plan.compute))

@@ -180,6 +180,21 @@ void backward_projected(const RecurrentBackward& a) {
   });
 }
 
+// The cell backward of unit block u for row b of the step that starts at
+// row `first` of the [N, ...] buffers; dh: the step's [B, H] gradient
+// reaching h_t from later steps.
+template <typename GateGrad>
+inline void cell_backward_of(const RecurrentBackward& a, int64_t u,
+                             int64_t first, int64_t b, const float* dh,
+                             GateGrad* dgates) {
+  const int64_t H = a.hidden, G = 4 * H;
+  const int64_t j = u * kLanes, n = std::min(kLanes, H - j), row = first + b;
+  cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
+                a.c_prev + row * H + j, dh + b * H + j,
+                a.grad_output + row * H + j, a.dc_state + b * H + j,
+                dgates + row * G + j);
+}
+
 #if defined(FUSEDLSTM_BF16_DOT)
 // One column panel of dh_{t-1} = dG_t W_hh on AMX tiles: out[b][0..n) for
 // the step's `rows` rows, which start at row `first` of dgates16, two row
@@ -242,16 +257,9 @@ class PendingCellBackward {
 
  private:
   void run_until(int64_t end) {
-    const RecurrentBackward& a = *a_;
-    const int64_t H = a.hidden, G = 4 * H;
     for (; done_ < end; ++done_) {
-      const int64_t u = u0_ + done_ / rows_, b = done_ % rows_;
-      const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
-      const int64_t row = first_ + b;
-      cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
-                    a.c_prev + row * H + j, dh_ + b * H + j,
-                    a.grad_output + row * H + j, a.dc_state + b * H + j,
-                    dgates_ + row * G + j);
+      cell_backward_of(*a_, u0_ + done_ / rows_, first_, done_ % rows_, dh_,
+                       dgates_);
     }
   }
 
@@ -393,13 +401,8 @@ void recurrent_backward(const RecurrentBackward& a) {
       float* dh_next = dh_buf[(s + 1) & 1];
       if (s > 0) meeting.wait_for(2 * s * workers);
       for (int64_t u = units.begin; u < units.end; ++u) {
-        const int64_t j = u * kLanes, n = std::min(kLanes, H - j);
         for (int64_t b = 0; b < bs; ++b) {
-          const int64_t row = first + b;
-          cell_backward(H, n, a.gates + row * G + j, a.cells + row * H + j,
-                        a.c_prev + row * H + j, dh_cur + b * H + j,
-                        a.grad_output + row * H + j, a.dc_state + b * H + j,
-                        gate_grads + row * G + j);
+          cell_backward_of(a, u, first, b, dh_cur, gate_grads);
         }
       }
       meeting.arrive(w1 - w0);

@@ -9,6 +9,7 @@ Environment:
 """
 import glob
 import os
+import sys
 
 from setuptools import setup
 from torch.utils import cpp_extension
@@ -34,11 +35,14 @@ def _extension():
     # OpenMP: at::parallel_for is inline, and without -fopenmp it runs on one
     # thread. The runtime is the libgomp that torch has already loaded.
     cxx = ["-O3", "-fopenmp"]
+    # -ldl: cpu/mkl_bf16_gemm.cpp looks up MKL's routine at run time (glibc
+    # before 2.34 keeps dlsym in libdl).
+    link = ["-fopenmp"] + (["-ldl"] if sys.platform.startswith("linux") else [])
     include_dirs = [os.path.join(CSRC), os.path.join(CSRC, "include")]
     if not _want_cuda():
         return cpp_extension.CppExtension(
             "fusedlstm._C", sources, include_dirs=include_dirs,
-            extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"],
+            extra_compile_args={"cxx": cxx}, extra_link_args=link,
             py_limited_api=True,
         )
     # From Turing (T4) up; the PTX of 9.0 serves newer GPUs. Each kernel
@@ -51,7 +55,7 @@ def _extension():
     return cpp_extension.CUDAExtension(
         "fusedlstm._C", sorted(set(sources)), include_dirs=include_dirs,
         extra_compile_args={"cxx": cxx + ["-DFUSEDLSTM_WITH_CUDA"], "nvcc": nvcc},
-        extra_link_args=["-fopenmp"], py_limited_api=True,
+        extra_link_args=link, py_limited_api=True,
     )
 
 

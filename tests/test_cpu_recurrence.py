@@ -417,3 +417,85 @@ def test_bfloat16_dot_products_without_amx_pass_the_suite():
     _suite_passes_in_subprocess(dict(os.environ, FUSEDLSTM_CPU_AMX="0"),
                                 ["test_modules_parity.py", "test_reduced_precision.py",
                                  "test_inference_op.py"])
+
+
+# On AMX, the input projection of bfloat16 layers runs in MKL's bfloat16 GEMM
+# where PyTorch's binary carries it (csrc/cpu/mkl_bf16_gemm.h): the suite
+# above then runs it, and our own projection tiles are held to the bfloat16
+# tests here under FUSEDLSTM_CPU_MKL_BF16=0.
+
+
+def _torch_exports_mkl_bf16_gemm() -> bool:
+    import ctypes
+    lib = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    try:
+        return hasattr(ctypes.CDLL(lib), "gemm_bf16bf16f32_64")
+    except OSError:
+        return False
+
+
+def test_mkl_bf16_gemm_is_used_exactly_where_it_runs():
+    if os.environ.get("FUSEDLSTM_CPU_MKL_BF16", "auto") not in ("", "auto"):
+        pytest.skip("FUSEDLSTM_CPU_MKL_BF16 is set for this run")
+    expected = torch.ops.fusedlstm.cpu_amx() and _torch_exports_mkl_bf16_gemm()
+    # False where the routine exists but fails its self-check: then this fails.
+    assert torch.ops.fusedlstm.cpu_mkl_bf16() == expected
+
+
+def test_mkl_bf16_environment_values():
+    code = "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_mkl_bf16())"
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDLSTM_CPU_MKL_BF16"}
+
+    def run(value):
+        return subprocess.run([sys.executable, "-c", code],
+                              env=dict(env, FUSEDLSTM_CPU_MKL_BF16=value),
+                              capture_output=True, text=True, timeout=120)
+
+    done = run("0")
+    assert done.returncode == 0 and done.stdout.split() == ["False"], done.stderr
+    done = run("auto")
+    assert done.returncode == 0, done.stderr
+    runs_here = done.stdout.split() == ["True"]
+    assert "FUSEDLSTM_CPU_MKL_BF16 must be 'auto', '0' or '1', got 'often'" in run("often").stderr
+    done = run("1")
+    if runs_here:
+        assert done.stdout.split() == ["True"], done.stderr
+    else:
+        assert "FUSEDLSTM_CPU_MKL_BF16=1, but MKL's bfloat16 GEMM does not run here" in done.stderr
+
+
+def test_bfloat16_projection_tiles_pass_the_bfloat16_suite():
+    if not torch.ops.fusedlstm.cpu_mkl_bf16():
+        pytest.skip("MKL's bfloat16 GEMM does not run here: the suite above ran our tiles")
+    _suite_passes_in_subprocess(dict(os.environ, FUSEDLSTM_CPU_MKL_BF16="0"),
+                                ["test_reduced_precision.py", "test_inference_op.py"])
+
+
+_PROJECTION_SAMPLE = """
+import sys, torch, fusedlstm
+torch.manual_seed(0)
+m = fusedlstm.LSTM(77, 50, num_layers=2, bidirectional=True).bfloat16()
+x = torch.randn(9, 40, 77).bfloat16()
+with torch.no_grad():
+    y, (h, c) = m(x)
+y2, _ = m(x)
+y2.float().sum().backward()
+torch.save([y, h, c, y2.detach()] + [p.grad for p in m.parameters()], sys.argv[1])
+"""
+
+
+def test_mkl_and_tile_projections_give_the_same_bits(tmp_path):
+    """Both sum each output over k in order, in float, from exact products:
+    the same bits (csrc/cpu/mkl_bf16_gemm.h), in inference and training."""
+    if not torch.ops.fusedlstm.cpu_mkl_bf16():
+        pytest.skip("MKL's bfloat16 GEMM does not run here")
+    results = []
+    for value in ("auto", "0"):
+        path = tmp_path / f"{value}.pt"
+        done = subprocess.run([sys.executable, "-c", _PROJECTION_SAMPLE, str(path)],
+                              env=dict(os.environ, FUSEDLSTM_CPU_MKL_BF16=value),
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        results.append(torch.load(path))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)

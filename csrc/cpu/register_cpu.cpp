@@ -3,6 +3,7 @@
 #include <string>
 
 #include "cpu/lstm_cpu.h"
+#include "cpu/mkl_bf16_gemm.h"
 #include "cpu/recurrence.h"
 #include "cpu/sequence_gemm.h"
 
@@ -46,10 +47,17 @@ bool cpu_amx() {
   return fusedlstm::cpu::amx_tiles_available() && cpu_bfloat16_dot();
 }
 
+// Whether the input projection of those bfloat16 layers runs in MKL's
+// bfloat16 GEMM here (cpu/mkl_bf16_gemm.h; FUSEDLSTM_CPU_MKL_BF16).
+bool cpu_mkl_bf16() {
+  return fusedlstm::cpu::mkl_bf16_gemm_available() && cpu_bfloat16_dot();
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
   m.def("cpu_amx() -> bool", &cpu_amx);
+  m.def("cpu_mkl_bf16() -> bool", &cpu_mkl_bf16);
   m.def("cpu_bfloat16_dot() -> bool", &cpu_bfloat16_dot);
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
   m.def("cpu_recurrence() -> str", &cpu_recurrence);

@@ -30,6 +30,7 @@
 #include "cpu/recurrence.h"
 #include "cpu/sequence_gemm.h"
 #include "cpu/widen.h"
+#include "cpu/workspace.h"
 
 namespace fusedlstm::cpu {
 
@@ -273,7 +274,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   // No step has more than B rows.
   const int64_t chunk_rows = std::min(N, chunk_steps * B);
 
-  at::Tensor gates = at::empty({chunk_rows, 4 * H}, opts);
+  // Kept by this thread between calls (cpu/workspace.h): fresh, it faulted
+  // in again on many calls.
+  at::Tensor gates = at::from_blob(
+      workspace_bytes(WorkspaceRole::kInferenceGates,
+                      static_cast<std::size_t>(chunk_rows * row_bytes)),
+      {chunk_rows, 4 * H}, opts);
   std::function<void(int64_t, int64_t)> project;
   std::optional<Bf16InputProjection> bf16_projection;
   at::Tensor x, w_ih_t;

@@ -46,7 +46,7 @@ void* workspace_bytes(WorkspaceRole role, std::size_t bytes) {
       (std::max<std::size_t>(bytes, 1) + align - 1) / align * align;
   void* data = std::aligned_alloc(align, size);
   TORCH_CHECK(data != nullptr, "fusedlstm: could not allocate a ", size,
-              "-byte workspace for the packed weights");
+              "-byte workspace");
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   // Advisory: an error (an old kernel, THP compiled out) changes nothing.
   if (large) (void)madvise(data, size, MADV_HUGEPAGE);

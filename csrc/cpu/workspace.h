@@ -1,4 +1,5 @@
-// Per-thread buffers for the weights that the CPU recurrence packs.
+// Per-thread buffers for the weights that the CPU recurrence packs, and for
+// inference's chunk of projected rows.
 //
 // Why: the recurrence packs W_hh (and W_hr, and a bfloat16 layer's W_ih) into
 // its own layout on every call, a buffer as large as the weight. Allocated
@@ -7,7 +8,11 @@
 // backward at H = 1024 took 9-14 ms instead of 2.5 ms, with 4,300 faults a
 // call (benchmarks/NOTES.md, change 22). So, like oneDNN's scratchpad, each
 // calling thread keeps one buffer per role between calls, grown to the
-// largest layer it has run and freed when the thread exits. Buffers from
+// largest layer it has run and freed when the thread exits. Inference's
+// gates chunk (4-16 MiB) had the same fate by chance: whether glibc trimmed
+// it depended on the other buffers of the call, and in a 2-layer bfloat16
+// model it faulted in again on every call in most processes (C4: 7 against
+// 4 ms, 2,200 faults a call; NOTES change 37). Buffers from
 // 4 MiB are advised for transparent huge pages: the packed W_hh is read
 // every step.
 #pragma once
@@ -22,7 +27,8 @@ enum class WorkspaceRole : int {
   kRecurrentWeights = 0,   // W_hh packed (forward unit panels, backward panels)
   kProjectionWeights = 1,  // W_hr packed
   kInputWeights = 2,       // a bfloat16 layer's W_ih packed into pairs
-  kCount = 3,
+  kInferenceGates = 3,     // inference's chunk of x W_ih^T rows (forward.cpp)
+  kCount = 4,
 };
 
 // At least `bytes`, 64-byte aligned, contents unspecified. Owned by the

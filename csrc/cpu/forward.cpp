@@ -186,7 +186,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   } else {
     gemm_out(buf.gates, w(input).reshape({N, I}), w(w_ih).t());
   }
-  buf.output = empty_fresh({N, P}, opts);
+  // bfloat16 dot products write the output rounded, in the layer's dtype.
+  buf.output = empty_fresh({N, P}, bf16_dot ? input.options() : opts);
   buf.cells = empty_fresh({N, H}, opts);
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
@@ -202,11 +203,14 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                           bias.const_data_ptr<float>(),
                           buf.gates.data_ptr<float>(),
                           buf.cells.data_ptr<float>(),
-                          buf.output.data_ptr<float>(),
+                          bf16_dot ? nullptr : buf.output.data_ptr<float>(),
                           buf.h_state.data_ptr<float>(),
                           buf.c_state.data_ptr<float>()};
     args.bf16_dot = bf16_dot;
-    if (bf16_dot) args.w_hh16 = bf16_bits(w_hh_c);
+    if (bf16_dot) {
+      args.w_hh16 = bf16_bits(w_hh_c);
+      args.output16 = mutable_bf16_bits(buf.output);
+    }
     recurrent_forward_fused(args);
     return finish(input, buf, d);
   }
@@ -300,7 +304,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                                      : at::zeros({4 * H}, opts);
   const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
-  at::Tensor output = empty_fresh({N, P}, opts);
+  // bfloat16 dot products write the output rounded, in the layer's dtype.
+  at::Tensor output = empty_fresh({N, P}, bf16_dot ? input.options() : opts);
   at::Tensor h_state = w.owned(h0);
   at::Tensor c_state = w.owned(c0);
   RecurrentForward args{&sched, reverse, H, P,
@@ -308,12 +313,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         d.has_proj ? w_hr_c.const_data_ptr<float>() : nullptr,
                         bias.const_data_ptr<float>(),
                         gates.data_ptr<float>(), /*cells=*/nullptr,
-                        output.data_ptr<float>(), h_state.data_ptr<float>(),
-                        c_state.data_ptr<float>()};
+                        bf16_dot ? nullptr : output.data_ptr<float>(),
+                        h_state.data_ptr<float>(), c_state.data_ptr<float>()};
   args.project = &project;
   args.chunk_steps = chunk_steps;
   args.bf16_dot = bf16_dot;
-  if (bf16_dot) args.w_hh16 = bf16_bits(w_hh_c);
+  if (bf16_dot) {
+    args.w_hh16 = bf16_bits(w_hh_c);
+    args.output16 = mutable_bf16_bits(output);
+  }
   recurrent_forward_fused(args);
 
   const at::ScalarType dtype = input.scalar_type();

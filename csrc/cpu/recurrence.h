@@ -42,7 +42,7 @@ struct RecurrentForward {
                          //   (with `project`: the chunk's rows, not N)
   float* cells;          // [N, H]  out: c_t; nullptr: neither c_t nor the
                          //   activated gates are kept (inference)
-  float* output;         // [N, P]  out: h_t
+  float* output;         // [N, P]  out: h_t (unused where output16 is set)
   float* h_state;        // [B, P]  in: h0, out: h_n
   float* c_state;        // [B, H]  in: c0, out: c_n
   // Inference: the recurrence runs in chunks of `chunk_steps` steps and,
@@ -57,6 +57,10 @@ struct RecurrentForward {
   // w_hh unused.
   bool bf16_dot = false;
   const uint16_t* w_hh16 = nullptr;
+  // With bf16_dot: [N, P] bfloat16 bits, h_t rounded to bfloat16 (the value
+  // the next step multiplies), written instead of `output`. A float output
+  // would cost twice the fresh pages and a conversion pass afterwards.
+  uint16_t* output16 = nullptr;
 };
 
 struct RecurrentBackward {

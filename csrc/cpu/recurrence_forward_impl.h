@@ -61,8 +61,10 @@ inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
   const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
   return {a.bias + j, a.gates + gate_row * G + j,
           a.cells ? a.cells + gate_row * H + j : nullptr,
-          a.c_state + b * H + j, st.h_next + b * P + j, a.output + row * P + j,
-          st.hidden ? st.hidden + b * H + j : nullptr};
+          a.c_state + b * H + j, st.h_next + b * P + j,
+          a.output16 ? nullptr : a.output + row * P + j,
+          st.hidden ? st.hidden + b * H + j : nullptr,
+          a.output16 ? a.output16 + row * P + j : nullptr};
 }
 
 template <int R>

@@ -251,7 +251,24 @@ struct CellRow {
   float* h_next;      // [P] h_t for the next step
   float* output;      // [P] h_t in the output
   float* hidden;      // [H] o * tanh(c_t) ahead of the projection, or nullptr
+  uint16_t* output16 = nullptr;  // [P] h_t rounded to bfloat16 in the output,
+                                 //   instead of `output` (bfloat16 dot build)
 };
+
+// Stores n lanes in the destination's type: float, or (bfloat16 dot
+// products) rounded to bfloat16, to nearest even as Tensor.to(torch.bfloat16)
+// and oneDNN's bfloat16 LSTM round theirs.
+inline void store_as(const V& v, float* p, int64_t n) { store(v, p, n); }
+#if defined(FUSEDLSTM_BF16_DOT)
+inline void store_as(const V& v, uint16_t* p, int64_t n) {
+  const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(__m512(v));
+  if (n == kLanes) {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), rounded);
+  } else {
+    _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1u), rounded);
+  }
+}
+#endif
 
 // n lanes at p: all kLanes of them where kFull (every unit block but a last,
 // partial one), which leaves the cell without a branch at each load and
@@ -293,6 +310,12 @@ inline void cell_of_row(const Reg (&acc)[4], int64_t H, int64_t n,
     store_lanes<kFull>(h, row.hidden, n);
   } else {
     store_lanes<kFull>(h, row.h_next, n);
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (row.output16 != nullptr) {
+      store_as(h, row.output16, n);
+      return;
+    }
+#endif
     store_lanes<kFull>(h, row.output, n);
   }
 }
@@ -305,21 +328,6 @@ inline void cell_from_tile(const Reg (&acc)[4], int64_t H, int64_t n,
     cell_of_row<false>(acc, H, n, row);
   }
 }
-
-// Stores n lanes in the destination's type: float, or (bfloat16 dot
-// products) rounded to bfloat16, to nearest even as Tensor.to(torch.bfloat16)
-// and oneDNN's bfloat16 LSTM round theirs.
-inline void store_as(const V& v, float* p, int64_t n) { store(v, p, n); }
-#if defined(FUSEDLSTM_BF16_DOT)
-inline void store_as(const V& v, uint16_t* p, int64_t n) {
-  const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(__m512(v));
-  if (n == kLanes) {
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), rounded);
-  } else {
-    _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1u), rounded);
-  }
-}
-#endif
 
 // The cell backward of one row and unit block from dm, the gradient reaching
 // o * tanh(c_t) (dh_t + grad_output without a projection, dh_t W_hr with

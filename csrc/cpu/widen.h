@@ -36,4 +36,10 @@ inline const uint16_t* bf16_bits(const at::Tensor& t) {
   return reinterpret_cast<const uint16_t*>(t.const_data_ptr<at::BFloat16>());
 }
 
+inline uint16_t* mutable_bf16_bits(at::Tensor& t) {
+  TORCH_CHECK(t.scalar_type() == at::kBFloat16 && t.is_contiguous(),
+              "fusedlstm: expected a contiguous bfloat16 tensor");
+  return reinterpret_cast<uint16_t*>(t.data_ptr<at::BFloat16>());
+}
+
 }  // namespace fusedlstm::cpu

@@ -78,7 +78,7 @@ template <typename scalar_t>
 void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
                         bool reverse, const at::Tensor& w_hh,
                         const at::Tensor& w_hr, BackwardBuffers& buf) {
-  const int64_t H = d.hidden_size, P = d.state_size, G = 4 * H;
+  const int64_t H = d.hidden_size, G = 4 * H;
   for (int64_t s = 0; s < sched.steps(); ++s) {
     const int64_t t = sched.step_at(s, !reverse);
     const int64_t bs = sched.batch_sizes[t];

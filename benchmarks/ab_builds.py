@@ -60,12 +60,7 @@ def child(args) -> None:
         x = torch.randn(shape.T, shape.B, shape.I).to(dtype).requires_grad_()
         for mode in args.modes.split(","):
             def run():
-                if mode == "inference":
-                    with torch.no_grad():
-                        module(x)
-                else:
-                    y, _ = module(x)
-                    y.float().sum().backward()
+                common.quick_call(module, x, mode)
 
             for _ in range(3):
                 run()

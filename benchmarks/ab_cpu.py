@@ -50,12 +50,7 @@ def main(argv=None):
         x = torch.randn(T, B, I).to(dtype).requires_grad_()
         for mode in args.modes.split(","):
             def run(module):
-                if mode == "inference":
-                    with torch.no_grad():
-                        module(x)
-                else:
-                    y, _ = module(x)
-                    y.float().sum().backward()
+                common.quick_call(module, x, mode)
 
             times = ([], [])
             for module in (ours, ref):

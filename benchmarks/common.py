@@ -253,6 +253,19 @@ def sweep(cells: list[tuple]):
         yield cell
 
 
+def quick_call(module, x: torch.Tensor, mode: str) -> None:
+    """One call as the quick A/B tools (ab_cpu.py, ab_builds.py) time it:
+    the forward under no_grad (inference), or the forward and the backward
+    of the output's float sum (training; the sweeps use ``autograd.grad``
+    with a fixed cotangent instead, see the module docstring)."""
+    if mode == "inference":
+        with torch.no_grad():
+            module(x)
+    else:
+        y, _ = module(x)
+        y.float().sum().backward()
+
+
 def max_abs_err(a: torch.Tensor, b: torch.Tensor) -> float:
     if a.shape != b.shape:
         return float("nan")

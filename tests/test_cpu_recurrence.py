@@ -390,25 +390,33 @@ def test_amx_is_used_exactly_where_it_runs():
     assert torch.ops.fusedlstm.cpu_amx() == expected
 
 
-def test_amx_environment_values():
-    code = "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_amx())"
-    for value, accepted in (("0", True), ("auto", True), ("sometimes", False)):
-        done = subprocess.run([sys.executable, "-c", code],
-                              env=dict(os.environ, FUSEDLSTM_CPU_AMX=value),
+@pytest.mark.parametrize("variable, query, cannot_run", [
+    ("FUSEDLSTM_CPU_AMX", "cpu_amx",
+     "FUSEDLSTM_CPU_AMX=1, but AMX bfloat16 tiles do not run here"),
+    ("FUSEDLSTM_CPU_MKL_BF16", "cpu_mkl_bf16",
+     "FUSEDLSTM_CPU_MKL_BF16=1, but MKL's bfloat16 GEMM does not run here"),
+], ids=["amx", "mkl_bf16"])
+def test_auto_0_1_switch_environment_values(variable, query, cannot_run):
+    """0 switches the path off, auto takes it where it runs, 1 raises where it
+    cannot run, and any other value raises with the accepted ones."""
+    code = f"import torch, fusedlstm; print(torch.ops.fusedlstm.{query}())"
+    env = {k: v for k, v in os.environ.items() if k != variable}
+
+    def run(value):
+        return subprocess.run([sys.executable, "-c", code], env=dict(env, **{variable: value}),
                               capture_output=True, text=True, timeout=120)
-        if accepted:
-            assert done.returncode == 0, done.stderr
-            if value == "0":
-                assert done.stdout.split() == ["False"]
-        else:
-            assert "FUSEDLSTM_CPU_AMX must be 'auto', '0' or '1', got 'sometimes'" in done.stderr
-    done = subprocess.run([sys.executable, "-c", code],
-                          env=dict(os.environ, FUSEDLSTM_CPU_AMX="1"),
-                          capture_output=True, text=True, timeout=120)
-    if torch.ops.fusedlstm.cpu_amx():
-        assert done.stdout.split() == ["True"], done.stderr
+
+    done = run("0")
+    assert done.returncode == 0 and done.stdout.split() == ["False"], done.stderr
+    done = run("auto")
+    assert done.returncode == 0, done.stderr
+    runs_here = done.stdout.split() == ["True"]
+    assert f"{variable} must be 'auto', '0' or '1', got 'often'" in run("often").stderr
+    done = run("1")
+    if runs_here:
+        assert done.returncode == 0 and done.stdout.split() == ["True"], done.stderr
     else:
-        assert "FUSEDLSTM_CPU_AMX=1, but AMX bfloat16 tiles do not run here" in done.stderr
+        assert cannot_run in done.stderr
 
 
 def test_bfloat16_dot_products_without_amx_pass_the_suite():
@@ -440,28 +448,6 @@ def test_mkl_bf16_gemm_is_used_exactly_where_it_runs():
     expected = torch.ops.fusedlstm.cpu_amx() and _torch_exports_mkl_bf16_gemm()
     # False where the routine exists but fails its self-check: then this fails.
     assert torch.ops.fusedlstm.cpu_mkl_bf16() == expected
-
-
-def test_mkl_bf16_environment_values():
-    code = "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_mkl_bf16())"
-    env = {k: v for k, v in os.environ.items() if k != "FUSEDLSTM_CPU_MKL_BF16"}
-
-    def run(value):
-        return subprocess.run([sys.executable, "-c", code],
-                              env=dict(env, FUSEDLSTM_CPU_MKL_BF16=value),
-                              capture_output=True, text=True, timeout=120)
-
-    done = run("0")
-    assert done.returncode == 0 and done.stdout.split() == ["False"], done.stderr
-    done = run("auto")
-    assert done.returncode == 0, done.stderr
-    runs_here = done.stdout.split() == ["True"]
-    assert "FUSEDLSTM_CPU_MKL_BF16 must be 'auto', '0' or '1', got 'often'" in run("often").stderr
-    done = run("1")
-    if runs_here:
-        assert done.stdout.split() == ["True"], done.stderr
-    else:
-        assert "FUSEDLSTM_CPU_MKL_BF16=1, but MKL's bfloat16 GEMM does not run here" in done.stderr
 
 
 def test_bfloat16_projection_tiles_pass_the_bfloat16_suite():

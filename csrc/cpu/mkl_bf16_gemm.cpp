@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #endif
 
+#include "common/env_choice.h"
 #include "cpu/recurrence.h"
 
 namespace fusedlstm::cpu {
@@ -101,15 +102,8 @@ bool passes_self_check(GemmBf16Bf16F32 gemm) {
 enum class MklRequest { kAuto, kOff, kOn };
 
 MklRequest mkl_request() {
-  const char* value = std::getenv("FUSEDLSTM_CPU_MKL_BF16");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
-    return MklRequest::kAuto;
-  }
-  if (std::strcmp(value, "0") == 0) return MklRequest::kOff;
-  TORCH_CHECK(std::strcmp(value, "1") == 0,
-              "FUSEDLSTM_CPU_MKL_BF16 must be 'auto', '0' or '1', got '",
-              value, "'");
-  return MklRequest::kOn;
+  // In the enum's order.
+  return static_cast<MklRequest>(env_choice("FUSEDLSTM_CPU_MKL_BF16", {"auto", "0", "1"}));
 }
 
 GemmBf16Bf16F32 routine() {

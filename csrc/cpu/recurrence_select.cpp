@@ -13,6 +13,7 @@
 #include <unistd.h>
 #endif
 
+#include "common/env_choice.h"
 #include "cpu/bf16_dot_build.h"
 #include "cpu/recurrence.h"
 
@@ -23,16 +24,9 @@ namespace {
 enum class Requested { kAuto, kAvx512, kAvx2, kBlas };
 
 Requested requested_by_environment() {
-  const char* value = std::getenv("FUSEDLSTM_CPU_RECURRENCE");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
-    return Requested::kAuto;
-  }
-  if (std::strcmp(value, "avx512") == 0) return Requested::kAvx512;
-  if (std::strcmp(value, "avx2") == 0) return Requested::kAvx2;
-  TORCH_CHECK(std::strcmp(value, "blas") == 0,
-              "FUSEDLSTM_CPU_RECURRENCE must be 'auto', 'avx512', 'avx2' or "
-              "'blas', got '", value, "'");
-  return Requested::kBlas;
+  // In the enum's order.
+  return static_cast<Requested>(env_choice(
+      "FUSEDLSTM_CPU_RECURRENCE", {"auto", "avx512", "avx2", "blas"}));
 }
 
 const char* detect_isa() {
@@ -69,14 +63,8 @@ bool bf16_dot_available() {
 enum class AmxRequest { kAuto, kOff, kOn };
 
 AmxRequest amx_request() {
-  const char* value = std::getenv("FUSEDLSTM_CPU_AMX");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
-    return AmxRequest::kAuto;
-  }
-  if (std::strcmp(value, "0") == 0) return AmxRequest::kOff;
-  TORCH_CHECK(std::strcmp(value, "1") == 0,
-              "FUSEDLSTM_CPU_AMX must be 'auto', '0' or '1', got '", value, "'");
-  return AmxRequest::kOn;
+  // In the enum's order.
+  return static_cast<AmxRequest>(env_choice("FUSEDLSTM_CPU_AMX", {"auto", "0", "1"}));
 }
 
 // The CPU has AMX tiles with bfloat16 products, the OS saves their state

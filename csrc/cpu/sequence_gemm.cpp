@@ -14,6 +14,7 @@
 #include <dlfcn.h>
 #endif
 
+#include "common/env_choice.h"
 #include "cpu/fresh_buffer.h"
 
 namespace fusedlstm::cpu {
@@ -68,15 +69,8 @@ bool cpu_has_avx512f() {
 enum class Requested { kAuto, kBlas, kOneDnn };
 
 Requested requested_backend() {
-  const char* value = std::getenv("FUSEDLSTM_CPU_GEMM");
-  if (value == nullptr || *value == '\0' || std::strcmp(value, "auto") == 0) {
-    return Requested::kAuto;
-  }
-  if (std::strcmp(value, "blas") == 0) return Requested::kBlas;
-  TORCH_CHECK(std::strcmp(value, "onednn") == 0,
-              "FUSEDLSTM_CPU_GEMM must be 'auto', 'blas' or 'onednn', got '",
-              value, "'");
-  return Requested::kOneDnn;
+  // In the enum's order.
+  return static_cast<Requested>(env_choice("FUSEDLSTM_CPU_GEMM", {"auto", "blas", "onednn"}));
 }
 
 GemmBackend resolve_backend() {

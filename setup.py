@@ -35,8 +35,8 @@ def _extension():
     # OpenMP: at::parallel_for is inline, and without -fopenmp it runs on one
     # thread. The runtime is the libgomp that torch has already loaded.
     cxx = ["-O3", "-fopenmp"]
-    # -ldl: cpu/mkl_bf16_gemm.cpp looks up MKL's routine at run time (glibc
-    # before 2.34 keeps dlsym in libdl).
+    # -ldl: cpu/sequence_gemm.cpp looks up PyTorch's undeclared routines at
+    # run time (torch_cpu_symbol; glibc before 2.34 keeps dlopen in libdl).
     link = ["-fopenmp"] + (["-ldl"] if sys.platform.startswith("linux") else [])
     include_dirs = [os.path.join(CSRC), os.path.join(CSRC, "include")]
     if not _want_cuda():

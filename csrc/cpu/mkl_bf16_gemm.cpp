@@ -3,16 +3,12 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <vector>
 
-#if defined(__linux__)
-#include <dlfcn.h>
-#endif
-
 #include "common/env_choice.h"
 #include "cpu/recurrence.h"
+#include "cpu/sequence_gemm.h"
 
 namespace fusedlstm::cpu {
 
@@ -31,22 +27,6 @@ using GemmBf16Bf16F32 = void (*)(const char* transa, const char* transb,
                                  const int64_t* ldc);
 
 constexpr const char* kSymbol = "gemm_bf16bf16f32_64";
-
-GemmBf16Bf16F32 find_routine() {
-#if defined(__linux__)
-  void* found = dlsym(RTLD_DEFAULT, kSymbol);
-  if (found == nullptr) {
-    // libtorch_cpu loaded into a local scope: ask it directly.
-    if (void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD)) {
-      found = dlsym(torch_cpu, kSymbol);
-      dlclose(torch_cpu);
-    }
-  }
-  return reinterpret_cast<GemmBf16Bf16F32>(found);
-#else
-  return nullptr;
-#endif
-}
 
 void call(GemmBf16Bf16F32 gemm, const uint16_t* x, int64_t ldx,
           const uint16_t* w, int64_t ldw, float* out, int64_t ldo,
@@ -112,7 +92,7 @@ GemmBf16Bf16F32 routine() {
     if (request == MklRequest::kOff) return nullptr;
     GemmBf16Bf16F32 found = nullptr;
     if (amx_tiles_available()) {
-      found = find_routine();
+      found = reinterpret_cast<GemmBf16Bf16F32>(torch_cpu_symbol(kSymbol));
       if (found != nullptr && !passes_self_check(found)) found = nullptr;
     }
     TORCH_CHECK(found != nullptr || request == MklRequest::kAuto,

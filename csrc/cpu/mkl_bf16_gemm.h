@@ -11,7 +11,7 @@
 // float additions could differ (every product is exact either way).
 //
 // PyTorch links MKL statically on x86-64 Linux and exports its symbols; the
-// routine is looked up at run time (dlsym), checked once on a small product,
+// routine is looked up at run time (torch_cpu_symbol), checked once on a small product,
 // and where it is missing or wrong the caller keeps its own tiles.
 #pragma once
 

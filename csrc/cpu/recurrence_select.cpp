@@ -2,7 +2,6 @@
 // BLAS loop.
 #include <c10/util/Exception.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -7,8 +7,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstdlib>
-#include <cstring>
 
 #if defined(__linux__)
 #include <dlfcn.h>
@@ -36,16 +34,6 @@ using Sgemm = void (*)(const char* transa, const char* transb, const int* m,
                        const float* a, const int* lda, const float* b,
                        const int* ldb, const float* beta, float* c,
                        const int* ldc);
-
-void* torch_cpu_symbol(const char* name) {
-#if defined(__linux__)
-  void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
-  return torch_cpu == nullptr ? nullptr : dlsym(torch_cpu, name);
-#else
-  (void)name;
-  return nullptr;
-#endif
-}
 
 MkldnnMatmul mkldnn_matmul() {
   static const auto fn = reinterpret_cast<MkldnnMatmul>(
@@ -154,6 +142,16 @@ void exact_float_gemm(const at::Tensor& out, const at::Tensor& a,
 }
 
 }  // namespace
+
+void* torch_cpu_symbol(const char* name) {
+#if defined(__linux__)
+  void* torch_cpu = dlopen("libtorch_cpu.so", RTLD_LAZY | RTLD_NOLOAD);
+  return torch_cpu == nullptr ? nullptr : dlsym(torch_cpu, name);
+#else
+  (void)name;
+  return nullptr;
+#endif
+}
 
 GemmBackend float_gemm_backend() {
   static const GemmBackend backend = resolve_backend();

@@ -57,4 +57,10 @@ void float_gemm_by_double(const at::Tensor& out, const at::Tensor& a,
 // a . b into a new contiguous tensor (large ones advised for huge pages).
 at::Tensor gemm(const at::Tensor& a, const at::Tensor& b);
 
+// A routine that libtorch_cpu exports but whose header the wheels do not ship
+// (oneDNN's matmul, MKL's BLAS), by its symbol name; nullptr where this
+// PyTorch lacks it (or off Linux), so the extension still loads and the
+// caller keeps its own path.
+void* torch_cpu_symbol(const char* name);
+
 }  // namespace fusedlstm::cpu

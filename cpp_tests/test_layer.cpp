@@ -110,12 +110,45 @@ void check(bool reverse, bool with_proj) {
   }
 }
 
+// bfloat16 input with a float32 c0 (lstm.h): c_n and grad_c0 come back in
+// float32, and with c0's values representable in bfloat16 everything else is
+// bitwise the call with a bfloat16 c0, c_n to its final rounding.
+void check_float32_c0() {
+  torch::manual_seed(1);
+  const int64_t T = 5, B = 2, I = 3, H = 4;
+  auto bf16 = torch::TensorOptions().dtype(torch::kBFloat16);
+  auto x = torch::randn({T, B, I}, bf16), h0 = torch::randn({B, H}, bf16);
+  auto c0 = torch::randn({B, H}, bf16);
+  auto w_ih = torch::randn({4 * H, I}, bf16), w_hh = torch::randn({4 * H, H}, bf16);
+  auto low = fusedlstm::lstm_layer_forward(x, h0, c0, w_ih, w_hh, c10::nullopt,
+                                           c10::nullopt, c10::nullopt,
+                                           c10::nullopt, false);
+  auto wide = fusedlstm::lstm_layer_forward(x, h0, c0.to(torch::kFloat), w_ih,
+                                            w_hh, c10::nullopt, c10::nullopt,
+                                            c10::nullopt, c10::nullopt, false);
+  auto g_out = torch::randn({T, B, H}, bf16), g_hn = torch::randn({B, H}, bf16);
+  auto g_cn = torch::randn({B, H}, bf16);
+  auto bwd = fusedlstm::lstm_layer_backward(
+      g_out, g_hn, g_cn.to(torch::kFloat), x, h0, c0.to(torch::kFloat), w_ih,
+      w_hh, c10::nullopt, c10::nullopt, c10::nullopt, wide.output, wide.gates,
+      wide.cells, c10::nullopt, false);
+  const bool ok = wide.c_n.scalar_type() == torch::kFloat &&
+                  bwd.grad_c0.scalar_type() == torch::kFloat &&
+                  bwd.grad_h0.scalar_type() == torch::kBFloat16 &&
+                  at::equal(wide.output, low.output) &&
+                  at::equal(wide.h_n, low.h_n) &&
+                  at::equal(wide.c_n.to(torch::kBFloat16), low.c_n);
+  std::printf("%-40s %s\n", "bfloat16 input, float32 c0", ok ? "ok" : "MISMATCH");
+  if (!ok) ++failures;
+}
+
 }  // namespace
 
 int main() {
   for (bool reverse : {false, true}) {
     for (bool with_proj : {false, true}) check(reverse, with_proj);
   }
+  check_float32_c0();
   std::printf("%s\n", failures == 0 ? "all checks passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

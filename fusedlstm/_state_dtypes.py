@@ -16,8 +16,13 @@ another dtype (with messages of its own); the native loop
   projection's, else the next step's or layer's), unless the call was one
   step of one layer, which returns the wider results.
 
-fusedlstm.LSTM follows both on the CPU: on oneDNN's calls it keeps its own
-check (``expected scalar type``), on the native loop's it takes c0 as the loop
+oneDNN takes one mix: bfloat16 or float16 input and h0 with a float32 c0. It
+carries c in float32 (as it does for a c0 in the input's dtype) and returns
+c_n, and c0's gradient, in float32.
+
+fusedlstm.LSTM follows both on the CPU. On oneDNN's calls it takes that mix
+(its CPU operators carry c in float32 too) and refuses the rest with its own
+check (``expected scalar type``); on the native loop's it takes c0 as the loop
 does and raises the loop's messages. A one-step, one-layer call with a wider
 c0 runs torch's own cell step (functional.lstm).
 """
@@ -41,9 +46,16 @@ def _onednn_fp16_supported() -> bool:
 _ONEDNN_FP16 = _onednn_fp16_supported()
 
 
+@torch.compiler.assume_constant_result
+def _onednn_enabled() -> bool:
+    # TorchDynamo cannot trace torch.backends.mkldnn; under torch.compile the
+    # switch is read once, when the graph is traced.
+    return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
 def nn_runs_native_loop(input: Tensor, batch_sizes: Optional[Tensor], proj: bool) -> bool:
     """Whether nn.LSTM runs ATen's native loop (not oneDNN) for this CPU call."""
-    if proj or not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+    if proj or not _onednn_enabled():
         return True
     dtype = input.dtype
     onednn_dtype = (
@@ -83,3 +95,14 @@ def native_loop_states(input: Tensor, hx, w_hh: Tensor, *, proj: bool,
             f"{aten_name(state)} and {aten_name(input.dtype)}"
         )
     return h0, c0
+
+
+def onednn_takes_float32_c0(input: Tensor, hx, batch_sizes: Optional[Tensor],
+                            proj: bool) -> bool:
+    """Whether nn.LSTM takes this CPU call's float32 c0 with bfloat16/float16
+    input and h0: oneDNN runs it and keeps c in float32."""
+    h0, c0 = hx
+    return (input.device.type == "cpu"
+            and input.dtype in (torch.bfloat16, torch.float16)
+            and h0.dtype == input.dtype and c0.dtype == torch.float32
+            and not nn_runs_native_loop(input, batch_sizes, proj))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import ops, reference
+from . import _state_dtypes, ops, reference
 from ._tracing import shapes_fixed_by_module
 
 
@@ -42,10 +42,15 @@ def lstm(
             w_ih [4H, I_l], w_hh [4H, P], then b_ih, b_hh [4H] if ``bias``,
             then w_hr [P, H] if ``proj_size``.
 
-    The states are in the input's dtype, except c0 for one step of one
-    layer without ``proj_size``: there each direction runs torch's own cell
-    step, which promotes it as ``nn.LSTM``'s native loop does (see
-    fusedlstm/_state_dtypes.py, which casts a narrower c0 before this).
+    The states are in the input's dtype, with two exceptions that follow
+    ``nn.LSTM`` on the CPU (fusedlstm/_state_dtypes.py, which casts a
+    narrower c0 before this):
+
+    * a float32 c0 with bfloat16/float16 input where nn.LSTM runs oneDNN:
+      c is carried in float32, and c_n returned in float32;
+    * otherwise, c0 of another dtype for one step of one layer without
+      ``proj_size``: each direction runs torch's own cell step, which
+      promotes it as nn.LSTM's native loop does.
     """
     directions = 2 if bidirectional else 1
     per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)
@@ -56,7 +61,8 @@ def lstm(
         )
     h0, c0 = hx
     if (c0.dtype != input.dtype and h0.dtype == input.dtype and proj_size == 0
-            and _one_step_of_one_layer(input, batch_sizes, num_layers, batch_first)):
+            and _one_step_of_one_layer(input, batch_sizes, num_layers, batch_first)
+            and not _state_dtypes.onednn_takes_float32_c0(input, hx, batch_sizes, False)):
         return _one_step_promoting_c(input, hx, weights, bias=bias, directions=directions,
                                      batch_first=batch_first, packed=batch_sizes is not None)
     layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input

@@ -150,7 +150,8 @@ class LSTM(nn.RNNBase):
                     input, hx, weights[1], proj=self.proj_size > 0,
                     single_step=functional._one_step_of_one_layer(
                         input, batch_sizes, self.num_layers, self.batch_first))
-            else:
+            elif not _state_dtypes.onednn_takes_float32_c0(input, hx, batch_sizes,
+                                                           self.proj_size > 0):
                 _check_state_dtypes(input, hx)
         else:
             plan = _autocast.lstm_plan(

@@ -79,23 +79,28 @@ def _onednn_bf16_supported() -> bool:
 _ONEDNN_BF16 = _onednn_bf16_supported()
 
 
-def saved_activation_dtype(input: Tensor, packed: bool, has_proj: bool) -> torch.dtype:
+def saved_activation_dtype(input: Tensor, packed: bool, has_proj: bool,
+                           c0_dtype: Optional[torch.dtype] = None) -> torch.dtype:
     """The dtype of the gates and cells that lstm_layer_forward keeps for
     backward: what nn.LSTM's own kernel for the call keeps. float32 for
     bfloat16 on the CPU where nn.LSTM runs oneDNN (padded input, no
-    projection, a CPU with oneDNN bfloat16 support), whose float activations
-    set the accuracy bar there; else the input's dtype. Mirrors
-    saved_activation_dtype in csrc/common/layer_args.h."""
-    if (input.device.type == "cpu" and input.dtype == torch.bfloat16
-            and not packed and not has_proj and _ONEDNN_BF16):
-        return torch.float32
+    projection, a CPU with oneDNN bfloat16 support), and for bfloat16 with
+    a float32 c0 on the CPU (which nn.LSTM takes only on oneDNN): oneDNN's
+    float activations set the accuracy bar there. Else the input's dtype.
+    c0_dtype defaults to the input's. Mirrors saved_activation_dtype in
+    csrc/common/layer_args.h."""
+    if input.device.type == "cpu" and input.dtype == torch.bfloat16:
+        if not packed and not has_proj and _ONEDNN_BF16:
+            return torch.float32
+        if c0_dtype == torch.float32:
+            return torch.float32
     return input.dtype
 
 
 @torch.library.register_fake("fusedlstm::lstm_layer_forward")
 def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
     hidden = w_ih.shape[0] // 4
-    saved = saved_activation_dtype(input, batch_sizes is not None, w_hr is not None)
+    saved = saved_activation_dtype(input, batch_sizes is not None, w_hr is not None, c0.dtype)
     return (
         _with_width(input, h0.shape[-1]),
         torch.empty_like(h0, memory_format=torch.contiguous_format),

@@ -113,6 +113,9 @@ def lstm_layer(
         if round_gate_grads_to is not None:
             gates = _RoundGradient.apply(gates, round_gate_grads_to)
         h_new, c_new = cell_update(gates, c)
+        # A float32 c0 with reduced-precision input (the CPU operators take
+        # it) keeps c in float32; h stays in the input's dtype.
+        h_new = h_new.to(h0.dtype)
         if w_hr is not None:
             h_new = h_new @ w_hr.t()
         if active is not None:

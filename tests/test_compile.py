@@ -118,6 +118,32 @@ def test_compile_cell_loop():
     assert_results_close(got, eager)
 
 
+def test_compile_float32_c0_with_bfloat16_input():
+    """oneDNN's mix (bfloat16 input and h0, float32 c0; fusedlstm/_state_dtypes.py)
+    compiles without a graph break and returns eager's values and dtypes,
+    forward and backward."""
+    from fusedlstm import _state_dtypes
+    torch._dynamo.reset()
+    lstm = fusedlstm.LSTM(5, 8, num_layers=2, bidirectional=True).bfloat16()
+    x = torch.randn(4, 3, 5).bfloat16()
+    hx = (torch.randn(4, 3, 8).bfloat16(), torch.randn(4, 3, 8))
+    if not _state_dtypes.onednn_takes_float32_c0(x, hx, None, False):
+        pytest.skip("no oneDNN bfloat16 on this CPU: nn.LSTM refuses the call")
+
+    def run(module):
+        leaves = [x.clone().requires_grad_(), hx[1].clone().requires_grad_()]
+        out, (h, c) = module(leaves[0], (hx[0], leaves[1]))
+        (out.float().square().sum() + c.square().sum()).backward()
+        return [out, h, c, leaves[0].grad, leaves[1].grad]
+
+    eager = run(lstm)
+    got = run(torch.compile(lstm, fullgraph=True, backend="aot_eager"))
+    assert [t.dtype for t in got] == [t.dtype for t in eager]
+    assert eager[2].dtype == eager[4].dtype == torch.float32
+    for a, b in zip(got, eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
 def test_no_graph_break():
     torch._dynamo.reset()
     model = Tagger(num_layers=2, bidirectional=True)

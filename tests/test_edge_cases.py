@@ -10,6 +10,7 @@ bugs the fuzz sweep (tests/test_fuzz.py) found, and its known divergences.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -510,21 +511,75 @@ def test_state_dtype_cases_cover_accepted_and_refused_calls():
     assert {"returned", "mat1 and mat2", "expected m1 and"} <= outcomes, outcomes
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known divergence: oneDNN's bfloat16 LSTM keeps c in float32 and takes a "
-    "float32 c0 (h0 in bfloat16), returning c_n in float32; fusedlstm's "
-    "operators take both states in the input's dtype and raise"))
-def test_float32_c0_with_bfloat16_input_on_onednn_like_nn_lstm():
-    from fusedlstm import ops
-    if not ops._ONEDNN_BF16:
-        pytest.skip("no oneDNN bfloat16 here: nn.LSTM runs its native loop, which refuses it too")
+# Calls where nn.LSTM runs oneDNN with bfloat16/float16 input and h0 and a
+# float32 c0: oneDNN carries c in float32 and returns c_n (and c0's gradient)
+# in float32. Each: (module kwargs, dtype, (kind, shape), backward).
+FLOAT32_C0_CASES = {
+    "bfloat16": ({}, torch.bfloat16, ("padded", 6), True),
+    "bfloat16_two_layers_bidirectional": (
+        dict(num_layers=2, bidirectional=True), torch.bfloat16, ("padded", 5), True),
+    "bfloat16_batch_first_no_bias": (
+        dict(batch_first=True, bias=False), torch.bfloat16, ("padded", 4), True),
+    "bfloat16_packed_equal_lengths": ({}, torch.bfloat16, ("packed", [5, 5, 5]), True),
+    "bfloat16_one_step": ({}, torch.bfloat16, ("padded", 1), True),
+    "bfloat16_one_step_bidirectional": (
+        dict(bidirectional=True), torch.bfloat16, ("padded", 1), True),
+    "bfloat16_long_three_layers": (dict(num_layers=3), torch.bfloat16, ("padded", 40), True),
+    "float16_inference": ({}, torch.float16, ("padded", 6), False),
+    "float16_inference_two_layers_packed": (
+        dict(num_layers=2), torch.float16, ("packed", [4, 4]), False),
+}
+
+
+@pytest.mark.parametrize("case", list(FLOAT32_C0_CASES), ids=list(FLOAT32_C0_CASES))
+def test_float32_c0_with_reduced_input_on_onednn_like_nn_lstm(case):
+    """nn.LSTM's dtypes (c_n and c0's gradient float32, the rest in the
+    input's dtype), and its values by the half-precision rule: within twice
+    nn.LSTM's own error against the float64 model."""
+    kwargs, dtype, (kind, shape), backward = FLOAT32_C0_CASES[case]
+    from fusedlstm import _state_dtypes
+    ref, ours = make_lstm_pair(3, 5, dtype=dtype, **kwargs)
+    T = max(shape) if kind == "packed" else shape
+    batch = len(shape) if kind == "packed" else 2
+    x = _randn(T, batch, 3, dtype=dtype)
+    if ours.batch_first:
+        x = x.transpose(0, 1).contiguous()
+    h0, c0 = _states(ours, batch, dtype=dtype)
+    c0 = _randn(*c0.shape, seed=9)  # float32, most values not bfloat16's
+    lengths = shape if kind == "packed" else None
+    inp = pack_padded_sequence(x, lengths, batch_first=ours.batch_first) if lengths else x
+    context = contextlib.nullcontext if backward else torch.no_grad
+    with context():
+        if not _state_dtypes.onednn_takes_float32_c0(
+                getattr(inp, "data", inp), (h0, c0), getattr(inp, "batch_sizes", None), False):
+            pytest.skip("no oneDNN support for this dtype on this CPU: nn.LSTM runs its "
+                        "native loop, which refuses the call (STATE_DTYPE_CASES)")
+        ours_result, torch_result = parity_check(ref, ours, x, (h0, c0), lengths=lengths,
+                                                 backward=backward)
+    assert ours_result["c_n"].dtype == torch.float32
+    assert ours_result["h_n"].dtype == ours_result["output"].dtype == dtype
+    if backward:
+        assert ours_result["grad_c0"].dtype == torch.float32
+        assert ours_result["grad_h0"].dtype == dtype
+
+
+def test_float32_c0_is_carried_unrounded():
+    """The float32 c0 enters unrounded and c_n leaves unrounded: against the
+    same call with c0 rounded to bfloat16, c_n moves by more than bfloat16's
+    rounding of it would, and c_n is not a bfloat16 value."""
     ref, ours = make_lstm_pair(3, 5, dtype=torch.bfloat16)
     x = _randn(3, 2, 3, dtype=torch.bfloat16)
-    hx = (_randn(1, 2, 5, dtype=torch.bfloat16, seed=1), _randn(1, 2, 5, seed=2))
-    expected = _flat(ref(x, hx))  # returns: the xfail is about fusedlstm alone
-    assert expected[2].dtype == torch.float32
-    for a, b in zip(_flat(ours(x, hx)), expected):
-        torch.testing.assert_close(a, b)
+    h0 = _randn(1, 2, 5, dtype=torch.bfloat16, seed=1)
+    c0 = _randn(1, 2, 5, seed=2)
+    from fusedlstm import _state_dtypes
+    if not _state_dtypes.onednn_takes_float32_c0(x, (h0, c0), None, False):
+        pytest.skip("no oneDNN bfloat16 here: nn.LSTM refuses the call")
+    with torch.no_grad():
+        _, (_, c_n) = ours(x, (h0, c0))
+        _, (_, c_n_rounded_c0) = ours(x, (h0, c0.bfloat16().float()))
+    assert c_n.dtype == c_n_rounded_c0.dtype == torch.float32
+    assert not torch.equal(c_n, c_n.bfloat16().float())
+    assert not torch.equal(c_n, c_n_rounded_c0)
 
 
 def _tolerance(dtype):

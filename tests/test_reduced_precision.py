@@ -275,3 +275,150 @@ def test_inference_op_equals_forward_op_across_projection_chunks(dtype, reverse)
     actual = torch.ops.fusedlstm.lstm_layer_inference(*args)
     for name, a, b in zip(("output", "h_n", "c_n"), actual, expected):
         assert torch.equal(a, b), name
+
+
+# ------------------------------------------- a float32 c0 with reduced input
+#
+# The CPU operators take c0 in float32 with bfloat16/half input (as oneDNN's
+# LSTM, which nn.LSTM runs there, does) and return c_n and c0's gradient in
+# float32; c is carried in float32 within the layer either way.
+
+
+def _with_float32_c0(args, representable):
+    args = list(args)
+    c0 = args[2].float()
+    if not representable:
+        # Low bits below the input dtype's precision, so rounding shows.
+        c0 = c0 + torch.full_like(c0, 2.0**-12)
+    args[2] = c0
+    return args
+
+
+def _float32_c0_saved(sample, dtype):
+    return torch.float32 if dtype == torch.bfloat16 else _expected_saved(sample, dtype)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+@pytest.mark.parametrize("dtype", REDUCED, ids=str)
+def test_float32_c0_of_representable_values_gives_the_same_bits(sample, dtype):
+    """With c0's values representable in the input's dtype, a float32 c0
+    changes nothing but c_n's final rounding: output and h_n are bitwise
+    those of the call with c0 in the input's dtype, c_n rounds to its c_n.
+    Where both calls keep the same activations, every gradient is bitwise
+    the same too (c0's, to its rounding); bfloat16 elsewhere keeps float32
+    activations for a float32 c0 (saved_activation_dtype)."""
+    args = make_args(sample, dtype, requires_grad=False)
+    wide_args = _with_float32_c0(args, representable=True)
+    low = FWD(*args)
+    wide = FWD(*wide_args)
+    assert wide[2].dtype == torch.float32
+    assert (wide[3].dtype, wide[4].dtype) == (_float32_c0_saved(sample, dtype),) * 2
+    assert torch.equal(wide[0], low[0]) and torch.equal(wide[1], low[1])
+    assert torch.equal(wide[2].to(dtype), low[2])
+    assert not torch.equal(wide[2], wide[2].to(dtype).float()), "c_n was rounded"
+
+    if wide[3].dtype != low[3].dtype:
+        return
+    cot = _cotangents(low, dtype)
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    rest = (w_ih, w_hh, b_ih, b_hh, w_hr)
+    grads_low = BWD(*cot, x, h0, c0, *rest, *low[0:1], *low[3:], batch_sizes, reverse)
+    grads_wide = BWD(cot[0], cot[1], cot[2].float(), x, h0, wide_args[2], *rest,
+                     *wide[0:1], *wide[3:], batch_sizes, reverse)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
+    for name, a, b in zip(names, grads_wide, grads_low):
+        if name == "c0":
+            assert a.dtype == torch.float32
+            a = a.to(dtype)
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
+@pytest.mark.parametrize("dtype", REDUCED, ids=str)
+def test_float32_c0_is_the_float_computation(sample, dtype):
+    """Where the layer computes in float (no bfloat16 dot products), a
+    float32 c0 of any value gives the float32 operator's results on the
+    widened values: output and h_n rounded once (one ulp), c_n and, where
+    forward keeps float activations, every gradient, as float32 computes
+    them (float32's ulp; rounded once in the input's dtype but c0's)."""
+    if _bf16_dot(sample, dtype):
+        pytest.skip("bfloat16 dot products here: the product takes h rounded to bfloat16")
+    args = _with_float32_c0(make_args(sample, dtype, requires_grad=False), representable=False)
+    low = FWD(*args)
+    high = FWD(*_widened(args))
+    eps, eps32 = torch.finfo(dtype).eps, torch.finfo(torch.float32).eps
+    torch.testing.assert_close(low[0], high[0].to(dtype), rtol=eps, atol=0)
+    torch.testing.assert_close(low[1], high[1].to(dtype), rtol=eps, atol=0)
+    torch.testing.assert_close(low[2], high[2], rtol=eps32, atol=0)
+    if low[3].dtype != torch.float32:
+        return
+    cot = _cotangents(low, dtype)
+    cot[2] = cot[2].float()
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
+    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
+    grads_high = BWD(*_widened(cot), *_widened(primals), *high[0:1], *high[3:],
+                     batch_sizes, reverse)
+    names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
+    for name, a, b in zip(names, grads_low, grads_high):
+        if name == "c0":
+            assert a.dtype == torch.float32
+            torch.testing.assert_close(a, b, rtol=eps32, atol=0)
+        else:
+            torch.testing.assert_close(a, b.to(dtype), rtol=eps, atol=0,
+                                       msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+@pytest.mark.parametrize("sample", SAMPLES + LONG, ids=IDS + [s[0] for s in LONG])
+def test_float32_c0_bfloat16_dot_layer(sample):
+    """Where bfloat16 layers use bfloat16 dot products, with a float32 c0 of
+    any value: the forward is the float64 model whose h_{t-1} enters the
+    product rounded to bfloat16 (test_bfloat16_dot_layer), output and h_n
+    rounded once and c_n in float32, within one bfloat16 ulp: float32 and
+    float64 may round an h_t to neighbouring bfloat16 values, which moves
+    later steps' values by a fraction of that ulp (atol: 2**-12 of the
+    largest entry, as for the gradients there)."""
+    dtype = torch.bfloat16
+    if not _bf16_dot(sample, dtype):
+        pytest.skip("this sample or CPU does not take bfloat16 dot products")
+    args = _with_float32_c0(make_args(sample, dtype, requires_grad=False), representable=False)
+    low = FWD(*args)
+    model, _ = _bf16_dot_model(args, low, round_gate_grads=True)
+    eps = torch.finfo(dtype).eps
+    assert low[2].dtype == torch.float32
+    for name, a, b in zip(("output", "h_n", "c_n"), low[:3], model):
+        atol = 2.0**-12 * b.abs().max().item()
+        torch.testing.assert_close(a, b.to(a.dtype), rtol=eps, atol=atol,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
+@pytest.mark.parametrize("sample", [SAMPLES[0], SAMPLES[2], SAMPLES[5]],
+                         ids=[IDS[0], IDS[2], IDS[5]])
+@pytest.mark.parametrize("dtype", REDUCED, ids=str)
+def test_opcheck_float32_c0(sample, dtype):
+    """The fake kernels report c_n, c0's gradient and the kept activations
+    in the dtypes the CPU returns for a float32 c0."""
+    args = _with_float32_c0(make_args(sample, dtype, requires_grad=False), representable=False)
+    torch.library.opcheck(FWD, args)
+    torch.library.opcheck(torch.ops.fusedlstm.lstm_layer_inference, args)
+    output, h_n, c_n, gates, cells = FWD(*args)
+    assert ops.saved_activation_dtype(args[0], _packed(sample), _projected(sample),
+                                      torch.float32) == gates.dtype
+    cot = _cotangents((output, h_n, c_n), dtype)
+    cot[2] = cot[2].float()
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    torch.library.opcheck(BWD, [*cot, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                output, gates, cells, batch_sizes, reverse])
+
+
+def test_float32_c0_with_float32_or_double_input_is_refused():
+    """Only reduced input takes a c0 of another dtype: the operator's check
+    names the argument."""
+    args = make_args(SAMPLES[0], torch.float32, requires_grad=False)
+    args[2] = args[2].double()
+    with pytest.raises(RuntimeError, match="c0 has dtype Double but input has Float"):
+        FWD(*args)
+    args = make_args(SAMPLES[0], torch.bfloat16, requires_grad=False)
+    args[2] = args[2].double()
+    with pytest.raises(RuntimeError, match="c0 has dtype Double but input has BFloat16"):
+        FWD(*args)

@@ -24,6 +24,12 @@ void check_shape(const char* op, const char* name, const at::Tensor& t,
 
 }  // namespace
 
+bool float32_c0_allowed(const at::Tensor& input, const at::Tensor& c0) {
+  const at::ScalarType dtype = input.scalar_type();
+  return (dtype == at::kBFloat16 || dtype == at::kHalf) &&
+         c0.scalar_type() == at::kFloat && input.device().is_cpu();
+}
+
 LayerDims check_layer_args(const char* op, const at::Tensor& input,
                            const at::Tensor& h0, const at::Tensor& c0,
                            const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -58,6 +64,7 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
               ": b_ih and b_hh must be given together or not at all");
   d.has_bias = has_b_ih;
   d.packed = packed;
+  d.float32_c0 = float32_c0_allowed(input, c0);
 
   const int64_t H = d.hidden_size, P = d.state_size;
   const int64_t batch = packed ? h0.size(-2) : input.size(1);
@@ -68,7 +75,12 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   check_same_kind(op, "w_ih", w_ih, input);
   check_same_kind(op, "w_hh", w_hh, input);
   check_same_kind(op, "h0", h0, input);
-  check_same_kind(op, "c0", c0, input);
+  if (d.float32_c0) {
+    TORCH_CHECK(c0.device() == input.device(), op, ": c0 is on ", c0.device(),
+                " but input is on ", input.device());
+  } else {
+    check_same_kind(op, "c0", c0, input);
+  }
   if (d.has_bias) {
     check_shape(op, "b_ih", *b_ih, {4 * H});
     check_shape(op, "b_hh", *b_hh, {4 * H});
@@ -103,9 +115,9 @@ bool onednn_bf16_supported() {
 at::ScalarType saved_activation_dtype(const at::Tensor& input,
                                       const LayerDims& d) {
   const at::ScalarType dtype = input.scalar_type();
-  const bool float_like_onednn = dtype == at::kBFloat16 &&
-                                 input.device().is_cpu() && !d.packed &&
-                                 !d.has_proj && onednn_bf16_supported();
+  const bool float_like_onednn =
+      dtype == at::kBFloat16 && input.device().is_cpu() &&
+      ((!d.packed && !d.has_proj && onednn_bf16_supported()) || d.float32_c0);
   return float_like_onednn ? at::kFloat : dtype;
 }
 

@@ -42,7 +42,16 @@ struct LayerDims {
   bool has_bias = false;
   bool has_proj = false;
   bool packed = false;      // batch_sizes given: input is packed [N, I]
+  bool float32_c0 = false;  // a float32 c0 with reduced input (float32_c0_allowed)
 };
+
+// Whether c0 may be float32 while input is bfloat16 or half: on the CPU,
+// whose kernels carry c in float32 within a layer whatever the dtypes, a
+// float32 c0 is taken as it is and c_n returned in float32 (c0's dtype), as
+// oneDNN's reduced-precision LSTM, which nn.LSTM runs there, does. The CUDA
+// operators take c0 in the input's dtype only (what cuDNN's nn.LSTM takes
+// there is not yet checked on a GPU).
+bool float32_c0_allowed(const at::Tensor& input, const at::Tensor& c0);
 
 // Validates the forward arguments of one layer-direction (see lstm.h) and
 // returns its sizes. Raises c10::Error with a message naming the argument.
@@ -58,9 +67,11 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
 // backward: what nn.LSTM's own kernel for the same call keeps, so that both
 // its accuracy and its memory are the bar. That is float32 for bfloat16 on
 // the CPU where nn.LSTM runs oneDNN (padded input, no projection, a CPU with
-// oneDNN bfloat16 support): oneDNN keeps float activations, and a bfloat16
-// rounding of every saved gate left our weight gradients several ulps behind
-// its ~0.1 ulp. Everywhere else the input's dtype (nn.LSTM's native path keeps
+// oneDNN bfloat16 support), and for bfloat16 with a float32 c0 on the CPU,
+// which nn.LSTM takes only on oneDNN (packed input too): oneDNN keeps float
+// activations, and a bfloat16 rounding of every saved gate left our weight
+// gradients several ulps behind its ~0.1 ulp (and a float32 c0's gradient,
+// multiplied by a rounded forget gate, 5x behind). Everywhere else the input's dtype (nn.LSTM's native path keeps
 // bfloat16/half, and the CUDA kernels keep the input's dtype). The CPU
 // computes reduced types in float either way. Ignores
 // torch.backends.mkldnn.enabled, so that the rule is fixed for a process

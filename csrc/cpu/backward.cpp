@@ -120,7 +120,8 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
                                        const at::Tensor& input,
                                        const at::Tensor& h0,
                                        const at::Tensor& w_ih,
-                                       const at::Tensor& output, bool reverse) {
+                                       const at::Tensor& output, bool reverse,
+                                       at::ScalarType c_dtype) {
   const int64_t N = sched.rows, I = d.input_size, P = d.state_size;
   const at::ScalarType dtype = input.scalar_type();
   const at::Tensor dgates_t = buf.dgates.t();
@@ -135,7 +136,7 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
   at::mm_out(grad_input, buf.dgates, w_ih);
   return {grad_input.view(input.sizes()),
           buf.dh_state.to(dtype),
-          buf.dc_state.to(dtype),
+          buf.dc_state.to(c_dtype),
           at::mm(dgates_t, x),
           at::mm(dgates_t, h_prev),
           grad_bias,
@@ -229,7 +230,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   if (bf16_dot) {
     return bf16_sequence_gradients(buf, d, sched, input, h0, w_ih, output,
-                                   reverse);
+                                   reverse, c0.scalar_type());
   }
   const at::Tensor x = w(input).reshape({N, I});
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
@@ -262,9 +263,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
   return {converted_fresh(grad_input, dtype), buf.dh_state.to(dtype),
-          buf.dc_state.to(dtype),     grad_w_ih.to(dtype),
-          grad_w_hh.to(dtype),        grad_bias.to(dtype),
-          grad_w_hr.to(dtype)};
+          buf.dc_state.to(c0.scalar_type()), grad_w_ih.to(dtype),
+          grad_w_hh.to(dtype), grad_bias.to(dtype), grad_w_hr.to(dtype)};
 }
 
 }  // namespace fusedlstm::cpu

@@ -133,11 +133,13 @@ class Bf16InputProjection {
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace
 };
 
-// The op's outputs in the input's layout: output and states in its dtype, the
+// The op's outputs in the input's layout: output and h_n in its dtype, c_n in
+// c0's (float32 c0 with reduced input, common/layer_args.h), the
 // gates and cells kept for backward in saved_activation_dtype (float: the
 // compute type, no conversion; else rounded to the input's dtype).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
-    const at::Tensor& input, const ForwardBuffers& buf, const LayerDims& d) {
+    const at::Tensor& input, const ForwardBuffers& buf, const LayerDims& d,
+    at::ScalarType c_dtype) {
   const int64_t P = d.state_size, H = d.hidden_size;
   const at::ScalarType dtype = input.scalar_type();
   const at::ScalarType saved = saved_activation_dtype(input, d);
@@ -147,7 +149,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
     return converted_fresh(t, as).view(sizes);
   };
   return {shaped(buf.output, P, dtype), buf.h_state.to(dtype),
-          buf.c_state.to(dtype), shaped(buf.gates, 4 * H, saved),
+          buf.c_state.to(c_dtype), shaped(buf.gates, 4 * H, saved),
           shaped(buf.cells, H, saved)};
 }
 
@@ -212,7 +214,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
       args.output16 = mutable_bf16_bits(buf.output);
     }
     recurrent_forward_fused(args);
-    return finish(input, buf, d);
+    return finish(input, buf, d, c0.scalar_type());
   }
   // The BLAS loop from here on.
   // W_hh^T (and W_hr^T) as transposed views, which BLAS takes as they are,
@@ -235,7 +237,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   AT_DISPATCH_FLOATING_TYPES(w.compute, "lstm_layer_forward_cpu", [&] {
     run_steps<scalar_t>(sched, d, reverse, w_hh_t, w_hr_t, buf);
   });
-  return finish(input, buf, d);
+  return finish(input, buf, d, c0.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
@@ -327,7 +329,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   const at::ScalarType dtype = input.scalar_type();
   std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
   sizes.push_back(P);
-  return {output.to(dtype).view(sizes), h_state.to(dtype), c_state.to(dtype)};
+  return {output.to(dtype).view(sizes), h_state.to(dtype),
+          c_state.to(c0.scalar_type())};
 }
 
 }  // namespace fusedlstm::cpu

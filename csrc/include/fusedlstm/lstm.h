@@ -28,7 +28,8 @@ namespace fusedlstm {
 struct LayerForwardResult {
   at::Tensor output;  // [T, B, P] or [N, P]: h_t for every step
   at::Tensor h_n;     // [B, P]: h at each sequence's last processed step
-  at::Tensor c_n;     // [B, H]: c at each sequence's last processed step
+  at::Tensor c_n;     // [B, H]: c at each sequence's last processed step, in
+                      //   c0's dtype
   at::Tensor gates;   // [T, B, 4H] or [N, 4H]: activated gates (i, f, g, o),
                       //   kept for backward
   at::Tensor cells;   // [T, B, H] or [N, H]: c_t for every step, kept for backward
@@ -47,7 +48,10 @@ struct LayerForwardResult {
 //   w_hr:        [P, H], or undefined (no projection)
 //   batch_sizes: int64 CPU tensor [T], non-increasing, or undefined (padded)
 //   reverse:     process the sequence from its last step to its first
-// All floating tensors share input's dtype and device.
+// All floating tensors share input's dtype and device, except that on the
+// CPU c0 may be float32 for bfloat16 or half input (as oneDNN's LSTM, which
+// nn.LSTM runs there, takes it): c is carried in float32 within the layer in
+// any case, and c_n is returned in c0's dtype.
 LayerForwardResult lstm_layer_forward(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -78,7 +82,7 @@ LayerInferenceResult lstm_layer_inference(
 struct LayerBackwardResult {
   at::Tensor grad_input;  // like input
   at::Tensor grad_h0;     // [B, P]
-  at::Tensor grad_c0;     // [B, H]
+  at::Tensor grad_c0;     // [B, H], in c0's dtype
   at::Tensor grad_w_ih;   // [4H, I]
   at::Tensor grad_w_hh;   // [4H, P]
   at::Tensor grad_bias;   // [4H]: the gradient of b_ih and of b_hh alike, since

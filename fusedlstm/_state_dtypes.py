@@ -49,7 +49,12 @@ _ONEDNN_FP16 = _onednn_fp16_supported()
 @torch.compiler.assume_constant_result
 def _onednn_enabled() -> bool:
     # TorchDynamo cannot trace torch.backends.mkldnn; under torch.compile the
-    # switch is read once, when the graph is traced.
+    # switch is read once, when the graph is traced. torch.export turns it
+    # off while it traces (so that no backend's decomposition enters the
+    # graph), and an exported nn.LSTM takes oneDNN's calls where it runs: an
+    # export reads oneDNN's default, on wherever torch has it.
+    if torch.compiler.is_exporting():
+        return bool(torch.backends.mkldnn.is_available())
     return bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
 
 

@@ -143,3 +143,35 @@ def test_export_run_decompositions_keeps_the_operator():
     with torch.no_grad():
         assert_results_close(
             dict(enumerate(ep.module()(x))), dict(enumerate(ref.eval()(x))))
+
+
+class _StateOut(nn.Module):
+    def __init__(self, lstm):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x, h0, c0):
+        out, (h, c) = self.lstm(x, (h0, c0))
+        return out, h, c
+
+
+def test_export_float32_c0_with_bfloat16_input():
+    """oneDNN's mix (fusedlstm/_state_dtypes.py): torch.export turns oneDNN
+    off while tracing, yet an exported nn.LSTM takes the call where oneDNN
+    runs; the exported fusedlstm model takes it too, with eager's dtypes
+    and bits."""
+    from fusedlstm import _state_dtypes
+    lstm = fusedlstm.LSTM(3, 5, num_layers=2).bfloat16()
+    ref = nn.LSTM(3, 5, num_layers=2).bfloat16()
+    ref.load_state_dict(lstm.state_dict())
+    args = (torch.randn(4, 2, 3).bfloat16(), torch.randn(2, 2, 5).bfloat16(),
+            torch.randn(2, 2, 5))
+    if not _state_dtypes.onednn_takes_float32_c0(args[0], args[1:], None, False):
+        pytest.skip("no oneDNN bfloat16 on this CPU: nn.LSTM refuses the call")
+    exported = torch.export.export(_StateOut(lstm), args).module()(*args)
+    eager = _StateOut(lstm)(*args)
+    theirs = torch.export.export(_StateOut(ref), args).module()(*args)
+    assert [t.dtype for t in exported] == [t.dtype for t in theirs] == [
+        torch.bfloat16, torch.bfloat16, torch.float32]
+    for a, b in zip(exported, eager):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

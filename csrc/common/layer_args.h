@@ -71,11 +71,12 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
 // which nn.LSTM takes only on oneDNN (packed input too): oneDNN keeps float
 // activations, and a bfloat16 rounding of every saved gate left our weight
 // gradients several ulps behind its ~0.1 ulp (and a float32 c0's gradient,
-// multiplied by a rounded forget gate, 5x behind). Everywhere else the input's dtype (nn.LSTM's native path keeps
-// bfloat16/half, and the CUDA kernels keep the input's dtype). The CPU
-// computes reduced types in float either way. Ignores
-// torch.backends.mkldnn.enabled, so that the rule is fixed for a process
-// (traced graphs rely on it); mirrored by fusedlstm.ops.saved_activation_dtype.
+// multiplied by a rounded forget gate, 5x behind). Everywhere else the
+// input's dtype (nn.LSTM's native path keeps bfloat16/half, and the CUDA
+// kernels keep the input's dtype). The CPU computes reduced types in float
+// either way. Ignores torch.backends.mkldnn.enabled, so that the rule is
+// fixed for a process (traced graphs rely on it); mirrored by
+// fusedlstm.ops.saved_activation_dtype.
 at::ScalarType saved_activation_dtype(const at::Tensor& input,
                                       const LayerDims& d);
 

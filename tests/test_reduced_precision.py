@@ -55,6 +55,17 @@ def _widened(args):
             for a in args]
 
 
+def _gradients_of_both(args, low, high, cot):
+    """lstm_layer_backward for cotangents cot: of the reduced call (forward
+    results low) and of the float32 call on the widened values (high)."""
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
+    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
+    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
+    grads_high = BWD(*_widened(cot), *_widened(primals), *high[0:1], *high[3:],
+                     batch_sizes, reverse)
+    return grads_low, grads_high
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 @pytest.mark.parametrize("dtype", REDUCED, ids=str)
 def test_saved_activation_dtype_follows_nn_lstm_kernel(sample, dtype):
@@ -93,13 +104,7 @@ def test_layer_is_the_float_computation_rounded_once(sample, dtype):
 
     if _expected_saved(sample, dtype) != torch.float32:
         return  # backward starts from rounded activations: the parity suite's rule
-    gen = torch.Generator().manual_seed(11)
-    cot = [torch.randn(t.shape, generator=gen).to(dtype) for t in low[:3]]
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
-    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
-    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
-    grads_high = BWD(*_widened(cot), *_widened(primals), *high[0:1], *high[3:],
-                     batch_sizes, reverse)
+    grads_low, grads_high = _gradients_of_both(args, low, high, _cotangents(low, dtype))
     names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
     for name, a, b in zip(names, grads_low, grads_high):
         assert a.dtype == dtype, (name, a.dtype)
@@ -354,11 +359,7 @@ def test_float32_c0_is_the_float_computation(sample, dtype):
         return
     cot = _cotangents(low, dtype)
     cot[2] = cot[2].float()
-    x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse = args
-    primals = [x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr]
-    grads_low = BWD(*cot, *primals, *low[0:1], *low[3:], batch_sizes, reverse)
-    grads_high = BWD(*_widened(cot), *_widened(primals), *high[0:1], *high[3:],
-                     batch_sizes, reverse)
+    grads_low, grads_high = _gradients_of_both(args, low, high, cot)
     names = ("input", "h0", "c0", "w_ih", "w_hh", "bias", "w_hr")
     for name, a, b in zip(names, grads_low, grads_high):
         if name == "c0":

@@ -3,8 +3,10 @@
 nn.LSTM runs one of two CPU kernels (ATen's ``lstm`` in RNN.cpp). oneDNN's
 RNN, where oneDNN is enabled and takes the input's dtype (float32; bfloat16
 or, without grad, float16 where the CPU supports them), the input is not
-empty, there is no projection, and the input is padded or packed with every
-batch size equal. Otherwise its native loop of ``linear``/``matmul`` and
+empty, there is no projection, and the input is padded or (torch 2.13;
+torch 2.11 runs every packed input in the native loop, see
+``_ONEDNN_TAKES_EQUAL_PACKED``) packed with every batch size equal.
+Otherwise its native loop of ``linear``/``matmul`` and
 elementwise ops, which fusedlstm computes too. oneDNN refuses states of
 another dtype (with messages of its own); the native loop
 
@@ -28,6 +30,7 @@ c0 runs torch's own cell step (functional.lstm).
 """
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -42,8 +45,31 @@ def _onednn_fp16_supported() -> bool:
     return bool(op()) if op is not None else False
 
 
-# Read once: properties of the CPU.
+def _onednn_takes_equal_packed() -> bool:
+    """Whether this torch runs packed input of equal lengths on oneDNN (2.13
+    does, 2.11 does not), asked of nn.LSTM itself: with a float64 c0 oneDNN
+    refuses the dtype in a message of its own ("get_mkldnn_dtype: ..."),
+    while the native loop fails at its second step's product."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    # The operator nn.LSTM calls for packed input, on zero weights: a module
+    # would draw its initial weights from the caller's RNG.
+    data, batch_sizes = torch.zeros(2, 1), torch.tensor([1, 1])
+    state = [torch.zeros(1, 1, 1), torch.zeros(1, 1, 1, dtype=torch.float64)]
+    weights = [torch.zeros(4, 1), torch.zeros(4, 1), torch.zeros(4), torch.zeros(4)]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        with torch.backends.mkldnn.flags(enabled=True):
+            try:
+                torch.lstm(data, batch_sizes, state, weights, True, 1, 0.0, False, False)
+            except RuntimeError as error:
+                return "mkldnn" in str(error)
+    return False
+
+
+# Read once: properties of the CPU and of this torch.
 _ONEDNN_FP16 = _onednn_fp16_supported()
+_ONEDNN_TAKES_EQUAL_PACKED = _onednn_takes_equal_packed()
 
 
 @torch.compiler.assume_constant_result
@@ -71,6 +97,8 @@ def nn_runs_native_loop(input: Tensor, batch_sizes: Optional[Tensor], proj: bool
     if not onednn_dtype or input.numel() == 0:
         return True
     if batch_sizes is not None and batch_sizes.numel() > 0:
+        if not _ONEDNN_TAKES_EQUAL_PACKED:
+            return True
         return bool((batch_sizes != batch_sizes[0]).any())
     return False
 

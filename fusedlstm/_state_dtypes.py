@@ -4,7 +4,7 @@ nn.LSTM runs one of two CPU kernels (ATen's ``lstm`` in RNN.cpp). oneDNN's
 RNN, where oneDNN is enabled and takes the input's dtype (float32; bfloat16
 or, without grad, float16 where the CPU supports them), the input is not
 empty, there is no projection, and the input is padded or (torch 2.13;
-torch 2.11 runs every packed input in the native loop, see
+torch 2.11 and 2.12 run every packed input in the native loop, see
 ``_ONEDNN_TAKES_EQUAL_PACKED``) packed with every batch size equal.
 Otherwise its native loop of ``linear``/``matmul`` and
 elementwise ops, which fusedlstm computes too. oneDNN refuses states of
@@ -47,9 +47,10 @@ def _onednn_fp16_supported() -> bool:
 
 def _onednn_takes_equal_packed() -> bool:
     """Whether this torch runs packed input of equal lengths on oneDNN (2.13
-    does, 2.11 does not), asked of nn.LSTM itself: with a float64 c0 oneDNN
-    refuses the dtype in a message of its own ("get_mkldnn_dtype: ..."),
-    while the native loop fails at its second step's product."""
+    does, 2.11 and 2.12 do not), asked of the operator nn.LSTM calls: with
+    a float64 c0 oneDNN refuses the dtype in a message of its own
+    ("get_mkldnn_dtype: ..."), while the native loop fails at its second
+    step's product."""
     if not torch.backends.mkldnn.is_available():
         return False
     # The operator nn.LSTM calls for packed input, on zero weights: a module

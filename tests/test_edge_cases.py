@@ -477,8 +477,13 @@ def test_states_of_another_dtype_like_nn_lstm(case):
         grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
         return results + list(grads)
 
-    ref_err, expected = _outcome(lambda: call(ref))
-    our_err, actual = _outcome(lambda: call(ours))
+    _assert_same_outcome(lambda: call(ref), lambda: call(ours))
+
+
+def _assert_same_outcome(ref_call, our_call):
+    """nn.LSTM's exception and message, or its results' dtypes and values."""
+    ref_err, expected = _outcome(ref_call)
+    our_err, actual = _outcome(our_call)
     if ref_err is not None:
         assert our_err is not None, f"torch.nn raised {ref_err!r}, fusedlstm did not"
         assert (type(our_err), str(our_err)) == (type(ref_err), str(ref_err))
@@ -554,16 +559,8 @@ def test_float32_c0_with_reduced_input_on_onednn_like_nn_lstm(case):
     with context():
         if not _state_dtypes.onednn_takes_float32_c0(
                 getattr(inp, "data", inp), (h0, c0), getattr(inp, "batch_sizes", None), False):
-            ref_err, expected = _outcome(lambda: _flat(ref(inp, (h0, c0))))
-            our_err, actual = _outcome(lambda: _flat(ours(inp, (h0, c0))))
-            if ref_err is not None:
-                assert our_err is not None, f"torch.nn raised {ref_err!r}; fusedlstm did not"
-                assert (type(our_err), str(our_err)) == (type(ref_err), str(ref_err))
-                return
-            assert our_err is None, f"torch.nn returned; fusedlstm raised {our_err!r}"
-            for a, b in zip(actual, expected):
-                assert a.dtype == b.dtype
-                torch.testing.assert_close(a, b, **_tolerance(b.dtype))
+            _assert_same_outcome(lambda: _flat(ref(inp, (h0, c0))),
+                                 lambda: _flat(ours(inp, (h0, c0))))
             return
         ours_result, torch_result = parity_check(ref, ours, x, (h0, c0), lengths=lengths,
                                                  backward=backward)

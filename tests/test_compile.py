@@ -16,6 +16,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedlstm
+from fusedlstm import _state_dtypes
 from helpers import assert_results_close
 
 
@@ -122,7 +123,6 @@ def test_compile_float32_c0_with_bfloat16_input():
     """oneDNN's mix (bfloat16 input and h0, float32 c0; fusedlstm/_state_dtypes.py)
     compiles without a graph break and returns eager's values and dtypes,
     forward and backward."""
-    from fusedlstm import _state_dtypes
     torch._dynamo.reset()
     lstm = fusedlstm.LSTM(5, 8, num_layers=2, bidirectional=True).bfloat16()
     x = torch.randn(4, 3, 5).bfloat16()

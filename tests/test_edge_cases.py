@@ -18,6 +18,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedlstm
+from fusedlstm import _state_dtypes
 from fuzz_harness import low_precision_rule
 from helpers import (assert_low_precision_parity, make_cell_pair, make_lstm_pair, parity_check,
                      run_lstm, state_shapes, to_reference)
@@ -544,7 +545,6 @@ def test_float32_c0_with_reduced_input_on_onednn_like_nn_lstm(case):
     native loop instead (a CPU without oneDNN for the dtype; torch 2.11 for
     packed input), its error, or for one step its promoted results."""
     kwargs, dtype, (kind, shape), backward = FLOAT32_C0_CASES[case]
-    from fusedlstm import _state_dtypes
     ref, ours = make_lstm_pair(3, 5, dtype=dtype, **kwargs)
     T = max(shape) if kind == "packed" else shape
     batch = len(shape) if kind == "packed" else 2
@@ -579,7 +579,6 @@ def test_float32_c0_is_carried_unrounded():
     x = _randn(3, 2, 3, dtype=torch.bfloat16)
     h0 = _randn(1, 2, 5, dtype=torch.bfloat16, seed=1)
     c0 = _randn(1, 2, 5, seed=2)
-    from fusedlstm import _state_dtypes
     if not _state_dtypes.onednn_takes_float32_c0(x, (h0, c0), None, False):
         pytest.skip("no oneDNN bfloat16 here: nn.LSTM refuses the call")
     with torch.no_grad():

@@ -17,6 +17,7 @@ from torch.export import Dim
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import fusedlstm
+from fusedlstm import _state_dtypes
 from helpers import assert_results_close
 
 
@@ -160,7 +161,6 @@ def test_export_float32_c0_with_bfloat16_input():
     off while tracing, yet an exported nn.LSTM takes the call where oneDNN
     runs; the exported fusedlstm model takes it too, with eager's dtypes
     and bits."""
-    from fusedlstm import _state_dtypes
     lstm = fusedlstm.LSTM(3, 5, num_layers=2).bfloat16()
     ref = nn.LSTM(3, 5, num_layers=2).bfloat16()
     ref.load_state_dict(lstm.state_dict())

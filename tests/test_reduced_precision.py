@@ -412,9 +412,10 @@ def test_opcheck_float32_c0(sample, dtype):
                                 output, gates, cells, batch_sizes, reverse])
 
 
-def test_float32_c0_with_float32_or_double_input_is_refused():
-    """Only reduced input takes a c0 of another dtype: the operator's check
-    names the argument."""
+def test_c0_of_another_dtype_than_float32_is_refused():
+    """A c0 of another dtype than the input's is taken only in float32 with
+    reduced input: a float64 c0 is refused, with float32 input and with
+    bfloat16 alike, by the operator's check, which names the argument."""
     args = make_args(SAMPLES[0], torch.float32, requires_grad=False)
     args[2] = args[2].double()
     with pytest.raises(RuntimeError, match="c0 has dtype Double but input has Float"):

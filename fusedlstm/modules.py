@@ -85,6 +85,12 @@ class LSTM(nn.RNNBase):
         )
 
     def forward(self, input, hx=None):
+        # nn.LSTM's refresh, first as in its forward: a weight that is
+        # computed on access (torch.func.functional_call, parametrize) is
+        # read as many times as nn.LSTM reads it, and the last value read is
+        # the one used. A spectral norm's power iteration, say, runs on every
+        # read.
+        self._update_flat_weights()
         packed = isinstance(input, PackedSequence)
         batch_sizes = sorted_indices = unsorted_indices = None
         is_batched = True
@@ -118,9 +124,7 @@ class LSTM(nn.RNNBase):
                     )
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        # By name, not from _flat_weights, so torch.func.functional_call's
-        # substituted parameters are the ones used.
-        weights = [getattr(self, name) for name in self._flat_weights_names]
+        weights = list(self._flat_weights)
         lower = _autocast.lower_dtype(input, cell=False)
         if packed:
             # nn.LSTM checks nothing of packed input itself: what its kernel

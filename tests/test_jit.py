@@ -84,7 +84,9 @@ def test_script_is_refused_with_a_clear_error(make):
 
 def test_restored_cell_scripts():
     # The way out that the error names: torch's LSTMCell scripts.
-    _, ours = make_cell_pair(3, 4)
-    scripted = torch.jit.script(fusedlstm.restore_lstm(ours))
+    ref, ours = make_cell_pair(3, 4)
     x = torch.randn(2, 3)
-    torch.testing.assert_close(scripted(x), ours(x))
+    expected = ours(x)
+    scripted = torch.jit.script(fusedlstm.restore_lstm(ours))
+    torch.testing.assert_close(scripted(x), expected)
+    torch.testing.assert_close(scripted(x), ref(x), rtol=0, atol=0)

@@ -69,15 +69,17 @@ def test_replace_keeps_dtype_training_mode_and_repr():
     assert model[0]._flat_weights[0] is model[0].weight_ih_l0
 
 
-def test_replace_top_level_module_returns_replacement():
+def test_replace_top_level_module_is_swapped_in_place():
     torch.manual_seed(0)
     lstm = nn.LSTM(3, 4)
-    new = fusedlstm.replace_lstm(lstm)
-    assert type(new) is fusedlstm.LSTM
+    torch.manual_seed(0)
+    twin = nn.LSTM(3, 4)
+    assert fusedlstm.replace_lstm(lstm) is lstm
+    assert type(lstm) is fusedlstm.LSTM
     x = torch.randn(5, 2, 3)
-    assert_results_close(run_lstm(new, x), run_lstm(lstm, x))
+    assert_results_close(run_lstm(lstm, x), run_lstm(twin, x))
     cell = nn.LSTMCell(3, 4)
-    assert type(fusedlstm.replace_lstm(cell)) is fusedlstm.LSTMCell
+    assert fusedlstm.replace_lstm(cell) is cell and type(cell) is fusedlstm.LSTMCell
 
 
 def test_replace_leaves_subclasses_and_optimizer_works():
@@ -137,14 +139,43 @@ def test_restore_top_level_and_leaves_others_alone():
 
     torch.manual_seed(0)
     ours = fusedlstm.LSTM(3, 4, proj_size=2, batch_first=True)
-    theirs = fusedlstm.restore_lstm(ours)
-    assert type(theirs) is nn.LSTM and theirs.proj_size == 2 and theirs.batch_first
-    assert theirs.weight_hr_l0 is ours.weight_hr_l0
+    torch.manual_seed(0)
+    twin = fusedlstm.LSTM(3, 4, proj_size=2, batch_first=True)
+    weight = ours.weight_hr_l0
+    assert fusedlstm.restore_lstm(ours) is ours
+    assert type(ours) is nn.LSTM and ours.proj_size == 2 and ours.batch_first
+    assert ours.weight_hr_l0 is weight
     x = torch.randn(2, 5, 3)
-    assert_results_close(run_lstm(theirs, x), run_lstm(ours, x))
+    assert_results_close(run_lstm(ours, x), run_lstm(twin, x))
     cell = fusedlstm.LSTMCell(3, 4, bias=False)
-    restored = fusedlstm.restore_lstm(cell)
-    assert type(restored) is nn.LSTMCell and restored.bias is False
+    assert fusedlstm.restore_lstm(cell) is cell
+    assert type(cell) is nn.LSTMCell and cell.bias is False
     model = nn.Sequential(MyLSTM(3, 4), nn.LSTM(3, 4))
     fusedlstm.restore_lstm(model)
     assert type(model[0]) is MyLSTM and type(model[1]) is nn.LSTM
+
+
+def test_replace_keeps_hooks_buffers_attributes_and_references():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4)
+    calls = []
+    pre = lstm.register_forward_pre_hook(lambda m, args: calls.append(("pre", type(m))))
+    lstm.register_forward_hook(lambda m, args, out: calls.append(("forward", type(m))))
+    lstm.register_full_backward_hook(lambda m, gin, gout: calls.append(("backward", type(m))))
+    lstm.register_buffer("steps_seen", torch.arange(3.0))
+    lstm.note = "kept"
+    holder = {"lstm": lstm}  # a reference outside the module tree
+    model = nn.Sequential(lstm)
+    fusedlstm.replace_lstm(model)
+    assert model[0] is lstm and holder["lstm"] is lstm and type(lstm) is fusedlstm.LSTM
+    out, _ = model(torch.randn(2, 1, 3, requires_grad=True))
+    out.sum().backward()
+    ours = fusedlstm.LSTM
+    assert calls == [("pre", ours), ("forward", ours), ("backward", ours)]
+    assert torch.equal(model.state_dict()["0.steps_seen"], torch.arange(3.0))
+    assert lstm.note == "kept"
+    # A handle taken before the swap still removes its hook.
+    pre.remove()
+    calls.clear()
+    model(torch.randn(2, 1, 3))
+    assert calls == [("forward", ours)]

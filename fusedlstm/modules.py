@@ -139,6 +139,8 @@ class LSTM(nn.RNNBase):
         self._check_forward_args(input, hx, batch_sizes, batch)
         if not packed:
             self._check_hx_like_kernel(input, hx, weights, batch_sizes)
+            if input.device.type != "cuda":
+                _check_devices_like_native_lstm(input, hx, weights)
         # Under torch.jit.trace this comparison would be frozen into the
         # trace (with a TracerWarning); the operator raises the same error.
         if (not packed and not torch.jit.is_tracing()
@@ -270,6 +272,20 @@ def _check_cell_args(input: Tensor, hx, input_size: int, hidden_size: int) -> No
                 f"hidden{index} has inconsistent hidden_size: got {value.size(1)}, "
                 f"expected {hidden_size}"
             )
+
+
+def _check_devices_like_native_lstm(input: Tensor, hx, weights) -> None:
+    # torch.lstm's check before its native loop (check_attributes in
+    # ATen's RNN.cpp), which every padded call whose input is not on CUDA
+    # reaches: states first, then parameters. (On CUDA, cuDNN's path meets a
+    # mismatch first, with its own message.)
+    for kind, tensors in (("hidden", hx), ("parameter", weights)):
+        for t in tensors:
+            if t is not None and t.device != input.device:
+                raise RuntimeError(
+                    f"Input and {kind} tensors are not at the same device, found input "
+                    f"tensor at {input.device} and {kind} tensor at {t.device}"
+                )
 
 
 def _check_state_dtypes(input: Tensor, hx) -> None:

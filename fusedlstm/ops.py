@@ -97,8 +97,22 @@ def saved_activation_dtype(input: Tensor, packed: bool, has_proj: bool,
     return input.dtype
 
 
+def _check_devices(op: str, input: Tensor, batch_sizes: Optional[Tensor], **tensors) -> None:
+    """The device checks of the C++ kernels (check_layer_args), for the fake
+    kernels. Besides tracing, the fake kernel is the Meta kernel: a call that
+    mixes meta tensors with real ones dispatches to it, and without these
+    checks it returned uninitialised memory where the kernels raise."""
+    for name, t in tensors.items():
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"{op}: {name} is on {t.device} but input is on {input.device}")
+    if batch_sizes is not None and batch_sizes.device.type != "cpu":
+        raise RuntimeError("fusedlstm: batch_sizes must be a 1-D int64 CPU tensor")
+
+
 @torch.library.register_fake("fusedlstm::lstm_layer_forward")
 def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    _check_devices("lstm_layer_forward", input, batch_sizes, w_ih=w_ih, w_hh=w_hh,
+                   h0=h0, c0=c0, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
     hidden = w_ih.shape[0] // 4
     saved = saved_activation_dtype(input, batch_sizes is not None, w_hr is not None, c0.dtype)
     return (
@@ -112,6 +126,8 @@ def _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reve
 
 @torch.library.register_fake("fusedlstm::lstm_layer_inference")
 def _inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse):
+    _check_devices("lstm_layer_inference", input, batch_sizes, w_ih=w_ih, w_hh=w_hh,
+                   h0=h0, c0=c0, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr)
     return (
         _with_width(input, h0.shape[-1]),
         torch.empty_like(h0, memory_format=torch.contiguous_format),
@@ -124,6 +140,11 @@ def _backward_fake(
     grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     output, gates, cells, batch_sizes, reverse,
 ):
+    _check_devices("lstm_layer_backward", input, batch_sizes, w_ih=w_ih, w_hh=w_hh,
+                   h0=h0, c0=c0, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, output=output,
+                   gates=gates, cells=cells, grad_output=grad_output,
+                   grad_h_n=grad_h_n, grad_c_n=grad_c_n)
+
     def like(t):
         return torch.empty_like(t, memory_format=torch.contiguous_format)
 

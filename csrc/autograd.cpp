@@ -56,9 +56,17 @@ fusedlstm::LayerForwardResult forward_backend(
                                        w_hr, batch_sizes, reverse);
 }
 
+}  // namespace
+
+// The autograd Functions live in a named namespace: their nodes are named
+// after them (grad_fn, anomaly-mode messages), and an anonymous namespace
+// read "CppNode<(anonymous namespace)::Layer>", which says nothing of where
+// the node came from.
+namespace fusedlstm::nodes {
+
 // The layer's first-order formulas: backward is lstm_layer_backward on what
 // forward saved (its inputs, and its output, gates and cells).
-struct Layer : public torch::autograd::Function<Layer> {
+struct LstmLayer : public torch::autograd::Function<LstmLayer> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input,
                                const at::Tensor& h0, const at::Tensor& c0,
                                const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -117,6 +125,10 @@ struct Layer : public torch::autograd::Function<Layer> {
   }
 };
 
+}  // namespace fusedlstm::nodes
+
+namespace {
+
 ForwardOutputs forward_autograd(const at::Tensor& input, const at::Tensor& h0,
                                 const at::Tensor& c0, const at::Tensor& w_ih,
                                 const at::Tensor& w_hh, const Optional& b_ih,
@@ -127,8 +139,8 @@ ForwardOutputs forward_autograd(const at::Tensor& input, const at::Tensor& h0,
                                    batch_sizes, reverse);
     return {r.output, r.h_n, r.c_n, r.gates, r.cells};
   }
-  const auto o = Layer::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                              batch_sizes, reverse);
+  const auto o = fusedlstm::nodes::LstmLayer::apply(
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
   return {o[0], o[1], o[2], o[3], o[4]};
 }
 
@@ -153,7 +165,11 @@ InferenceOutputs inference_backend(const at::Tensor& input, const at::Tensor& h0
   return {output, h_n, c_n};
 }
 
-struct NoBackward : public torch::autograd::Function<NoBackward> {
+}  // namespace
+
+namespace fusedlstm::nodes {
+
+struct LstmLayerInference : public torch::autograd::Function<LstmLayerInference> {
   static variable_list forward(AutogradContext* /*ctx*/, const at::Tensor& input,
                                const at::Tensor& h0, const at::Tensor& c0,
                                const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -174,6 +190,10 @@ struct NoBackward : public torch::autograd::Function<NoBackward> {
   }
 };
 
+}  // namespace fusedlstm::nodes
+
+namespace {
+
 InferenceOutputs inference_autograd(const at::Tensor& input, const at::Tensor& h0,
                                     const at::Tensor& c0, const at::Tensor& w_ih,
                                     const at::Tensor& w_hh, const Optional& b_ih,
@@ -183,8 +203,8 @@ InferenceOutputs inference_autograd(const at::Tensor& input, const at::Tensor& h
     return inference_backend(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                              batch_sizes, reverse);
   }
-  auto outputs = NoBackward::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                   w_hr, batch_sizes, reverse);
+  auto outputs = fusedlstm::nodes::LstmLayerInference::apply(
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
   return {outputs[0], outputs[1], outputs[2]};
 }
 

@@ -27,3 +27,16 @@ def shapes_fixed_by_module():
     if not torch.jit.is_tracing():
         return _NOTHING_TO_QUIET
     return _tracer_warnings_hidden()
+
+
+def onnx_exporting() -> bool:
+    """Whether torch.onnx.export (either exporter) is tracing the call.
+
+    ONNX has no kernel of fusedlstm's but has an LSTM operator, which
+    nn.LSTM's own op exports to; under export the modules run nn.LSTM's
+    forward, so that the ONNX graph is the one nn.LSTM gives. Asked only
+    while tracing: torch.onnx.is_in_onnx_export costs a microsecond (it
+    imports on every call), and both exporters trace."""
+    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+        return False
+    return torch.onnx.is_in_onnx_export()

@@ -17,7 +17,7 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional
-from ._tracing import shapes_fixed_by_module
+from ._tracing import onnx_exporting, shapes_fixed_by_module
 from . import _state_dtypes
 from ._dtype_names import aten_name
 
@@ -85,6 +85,8 @@ class LSTM(nn.RNNBase):
         )
 
     def forward(self, input, hx=None):
+        if onnx_exporting():
+            return nn.LSTM.forward(self, input, hx)
         # nn.LSTM's refresh, first as in its forward: a weight that is
         # computed on access (torch.func.functional_call, parametrize) is
         # read as many times as nn.LSTM reads it, and the last value read is
@@ -204,6 +206,8 @@ class LSTMCell(nn.LSTMCell):
         _refuse_torchscript(self)
 
     def forward(self, input: Tensor, hx=None):
+        if onnx_exporting():
+            return super().forward(input, hx)
         # nn.LSTMCell.forward's own steps, in its order, so that odd hx
         # (a bare tensor, a 3-tuple) meets the same checks and errors.
         if input.dim() not in (1, 2):

@@ -21,7 +21,8 @@ echo "== torch $VERSION in a virtual environment"
 "$PY" -m venv "$scratch/venv"
 VPY="$scratch/venv/bin/python"
 "$VPY" -m pip install --disable-pip-version-check -q "torch==$VERSION" \
-  numpy setuptools wheel ninja pytest hypothesis pytest-benchmark scikit-learn matplotlib tqdm
+  numpy setuptools wheel ninja pytest hypothesis pytest-benchmark scikit-learn matplotlib tqdm \
+  onnx onnxscript onnxruntime
 
 git clone -q . "$scratch/tree"
 cd "$scratch/tree"

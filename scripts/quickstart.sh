@@ -29,7 +29,8 @@ if [ "$job" = test ]; then
 import importlib.util
 wanted = {"pytest": "pytest", "hypothesis": "hypothesis",
           "pytest_benchmark": "pytest-benchmark", "sklearn": "scikit-learn",
-          "matplotlib": "matplotlib"}
+          "matplotlib": "matplotlib", "onnx": "onnx", "onnxscript": "onnxscript",
+          "onnxruntime": "onnxruntime"}
 print(" ".join(pip for mod, pip in wanted.items() if importlib.util.find_spec(mod) is None))
 PY
 )

@@ -4,11 +4,14 @@ The exported program holds fusedlstm's operators (their fake kernels give the
 shapes); it runs, differentiates, survives torch.export.save/load (the loader
 needs the operators registered, which importing fusedlstm does) and
 run_decompositions, and matches the same model on nn.LSTM, with static and
-dynamic T and B, padded and packed.
+dynamic T and B, padded and packed. AOTInductor compiles it into a package
+that a fresh process serves.
 """
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -175,3 +178,34 @@ def test_export_float32_c0_with_bfloat16_input():
         torch.bfloat16, torch.bfloat16, torch.float32]
     for a, b in zip(exported, eager):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_aot_inductor_package_serves_like_eager(tmp_path):
+    """The serving path of torch.export: AOTInductor compiles the exported
+    program ahead of time into a package, which a fresh process loads (after
+    importing fusedlstm, which registers the operators the package calls)
+    and runs at other lengths and batch sizes. Inductor compiles the layers
+    around the LSTM in its own code (a tanh one ulp off eager's), so the
+    comparison is at float32's default tolerance."""
+    torch.manual_seed(0)
+    model = Tagger(bidirectional=True, num_layers=2).eval()
+    shapes = {"x": {0: Dim("T", min=2), 1: Dim("B", min=2)}}
+    with torch.no_grad():
+        ep = torch.export.export(model, (torch.randn(4, 3, 5),), dynamic_shapes=shapes)
+    package = torch._inductor.aoti_compile_and_package(
+        ep, package_path=str(tmp_path / "tagger.pt2"))
+    inputs = [torch.randn(4, 3, 5), torch.randn(9, 2, 5)]
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    torch.save(inputs, tmp_path / "inputs.pt")
+    script = (
+        "import sys, torch, fusedlstm\n"
+        "run = torch._inductor.aoti_load_package(sys.argv[1])\n"
+        "inputs = torch.load(sys.argv[2])\n"
+        "torch.save([run(x) for x in inputs], sys.argv[3])\n"
+    )
+    subprocess.run([sys.executable, "-c", script, package, str(tmp_path / "inputs.pt"),
+                    str(tmp_path / "outputs.pt")], check=True)
+    served = torch.load(tmp_path / "outputs.pt")
+    for got, want in zip(served, expected):
+        torch.testing.assert_close(tuple(got), tuple(want))

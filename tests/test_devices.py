@@ -85,6 +85,21 @@ def test_built_on_meta_then_loaded_computes_like_nn_lstm():
     assert_results_close(run_lstm(ours, x), run_lstm(ref, x))
 
 
+def test_parameters_put_in_place_behind_setattr_are_used():
+    # How accelerate's init_empty_weights models are loaded: meta Parameters
+    # replaced in module._parameters directly, bypassing nn.RNNBase's
+    # __setattr__ that keeps _flat_weights current. nn.LSTM notices on the
+    # next call (_update_flat_weights); so must fusedlstm, or it would run
+    # on the meta weights.
+    torch.manual_seed(0)
+    ref = nn.LSTM(3, 5, num_layers=2, bidirectional=True)
+    ours = fusedlstm.LSTM(3, 5, num_layers=2, bidirectional=True, device=META)
+    for name, value in ref.state_dict().items():
+        ours._parameters[name] = nn.Parameter(value.clone())
+    x = torch.randn(4, 2, 3)
+    assert_results_close(run_lstm(ours, x), run_lstm(ref, x))
+
+
 # ------------------------------------------------------------- mismatches
 
 def _lstm_call(weights, x, h=None, c=None, *, batch_first=False, unbatched=False,

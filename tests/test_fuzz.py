@@ -9,7 +9,8 @@ strided PackedSequence.data), hx (omitted, given, or as a list), a grad mode
 (grad, no_grad, inference_mode) and which inputs require grad; the error
 tests then break the call in one or two ways (T = 0, wrong input_size or
 rank or dtype, h0/c0 with a wrong number of layers, batch, width, rank or
-dtype, hx of the wrong structure). Every example must satisfy
+dtype, hx of the wrong structure, the input or a state on the meta device
+while the module is on the CPU). Every example must satisfy
 tests/fuzz_harness.py's rule: the same results (outputs, states, gradients
 of inputs and parameters; float32/float64 at torch.testing's defaults,
 bfloat16/float16 within 2x torch.nn's own error against a float64
@@ -176,6 +177,10 @@ LSTM_MISTAKES = {
     "hx_batch": (("padded", "packed"), False),
     "hx_width": (("padded", "unbatched", "packed"), False),
     "hx_dtype": (("padded", "unbatched", "packed"), True),
+    # Input or states on the meta device, the module on the CPU. Packed
+    # input keeps its data on the CPU (pack_padded_sequence runs before the
+    # module): only its states move.
+    "device": (("padded", "unbatched", "packed"), False),
     # Last: they change ranks and structure, which the others assume.
     "input_rank": (("padded", "unbatched"), False),
     "hx_rank": (("padded", "unbatched", "packed"), False),
@@ -190,7 +195,7 @@ UNCHECKED_ON_ONEDNN = {"input_size", "hx_rank", "hx_batch", "hx_width"}
 # On packed input nn.LSTM checks no state shape itself: its kernel meets them.
 # (A dtype mismatch included: oneDNN takes bfloat16 input with float32
 # weights, and fails with its own message.)
-PACKED_BACKEND = {"input_size", "input_dtype", "hx_batch", "hx_width"}
+PACKED_BACKEND = {"input_size", "input_dtype", "hx_batch", "hx_width", "device"}
 
 
 def _which_states(draw):
@@ -212,6 +217,16 @@ def _delta(draw, size, low=0):
     """A size other than ``size``, at least ``low``."""
     return draw(st.sampled_from([s for s in (size - 1, size + 1, size + 2, 0) if s >= low
                                  and s != size]))
+
+
+def _move_to_meta(draw, call: Call, *, movable_input: bool) -> None:
+    """Puts some of the call's tensors on the meta device: the input (where
+    it may move), a state or both."""
+    # A packed call is given states before (test_fuzz_lstm_malformed_calls).
+    names = (["x"] if movable_input else []) + (["h", "c"] if call.hx != "none" else [])
+    for name in draw(st.lists(st.sampled_from(names), min_size=1, max_size=len(names),
+                              unique=True)):
+        setattr(call, name, _respec(getattr(call, name), device="meta"))
 
 
 def give_lstm_hx(draw, call: Call, config) -> None:
@@ -251,6 +266,8 @@ def apply_lstm_mistake(draw, call: Call, config, mistake: str) -> Call:
             call.h, call.c = _respec(call.h, dtype=dtype), _respec(call.c, dtype=dtype)
     elif mistake == "hx_structure":
         call.hx = draw(st.sampled_from(["single", "one", "three", "nones"]))
+    elif mistake == "device":
+        _move_to_meta(draw, call, movable_input=call.kind != "packed")
     else:
         for which in _which_states(draw):
             spec = getattr(call, which)
@@ -294,7 +311,8 @@ def test_fuzz_lstm_malformed_calls(data):
     mistakes = draw(st.lists(st.sampled_from(applicable), min_size=1, max_size=2, unique=True))
     mistakes.sort(key=list(LSTM_MISTAKES).index)
     kind = call.kind
-    if call.hx == "none" and any(m.startswith("hx_") for m in mistakes):
+    if call.hx == "none" and any(m.startswith("hx_") or (m == "device" and kind == "packed")
+                                 for m in mistakes):
         give_lstm_hx(draw, call, config)
     for mistake in mistakes:
         call = apply_lstm_mistake(draw, call, config, mistake)
@@ -313,7 +331,7 @@ def test_fuzz_lstm_malformed_calls(data):
 
 # In the order they are applied: rank and structure last.
 CELL_MISTAKES = ("input_size", "input_dtype", "hx_batch", "hx_width", "hx_dtype",
-                 "input_rank", "hx_rank", "hx_structure")
+                 "device", "input_rank", "hx_rank", "hx_structure")
 
 
 @fuzz_settings("cell")
@@ -348,7 +366,8 @@ def test_fuzz_lstm_cell(data):
         len(s.shape) == 2 and s.shape[0] == H for s in (call.h, call.c))))
     # torch.nn's cell multiplies before it checks dtypes: its dtype messages
     # come from addmm or mm (tests/test_errors.py, CELL_BACKEND_CASES).
-    backend = any(m in ("input_dtype", "hx_dtype") for m in mistakes)
+    # So do its device mismatches (TensorIterator's "expected device").
+    backend = any(m in ("input_dtype", "hx_dtype", "device") for m in mistakes)
     pair, mode, seed = _pair_and_mode(
         draw, dict(input_size=I, hidden_size=H, bias=draw(st.booleans())), dtype,
         make_cell_pair)
@@ -372,6 +391,8 @@ def apply_cell_mistake(draw, call: Call, hidden: int, mistake: str) -> Call:
             [d for d in OTHER_DTYPES if d != x.dtype])))
     elif mistake == "hx_structure":
         call.hx = draw(st.sampled_from(["single", "one", "three", "nones"]))
+    elif mistake == "device":
+        _move_to_meta(draw, call, movable_input=True)
     else:
         for which in _which_states(draw):
             spec = getattr(call, which)

@@ -75,6 +75,27 @@ class LSTM(nn.RNNBase):
         if len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
 
+    def _refreshed_flat_weights(self) -> list:
+        """The weights to compute with, refreshed as nn.LSTM's forward
+        refreshes them first thing (_update_flat_weights). A weight computed
+        on access (parametrize, torch.func.functional_call) is then read as
+        many times as nn.LSTM reads it, and the last value read is used: a
+        spectral norm's power iteration runs on every read.
+
+        Those reads cost about 0.5 us a weight (Module.__getattr__). Where
+        every weight is a registered Parameter of this exact class, a read has
+        no side effect and returns the registered Parameter, so comparing
+        the registry with the weak references is enough (NOTES change 41)."""
+        if type(self) is LSTM:
+            params = self._parameters
+            for ref, name in zip(self._flat_weight_refs, self._flat_weights_names):
+                if ref is None or ref() is not params.get(name):
+                    break
+            else:
+                return list(self._flat_weights)
+        self._update_flat_weights()
+        return list(self._flat_weights)
+
     def _zero_state(self, input: Tensor, batch: int) -> tuple[Tensor, Tensor]:
         layers = self.num_layers * (2 if self.bidirectional else 1)
         state = self.proj_size if self.proj_size > 0 else self.hidden_size
@@ -87,12 +108,7 @@ class LSTM(nn.RNNBase):
     def forward(self, input, hx=None):
         if onnx_exporting():
             return nn.LSTM.forward(self, input, hx)
-        # nn.LSTM's refresh, first as in its forward: a weight that is
-        # computed on access (torch.func.functional_call, parametrize) is
-        # read as many times as nn.LSTM reads it, and the last value read is
-        # the one used. A spectral norm's power iteration, say, runs on every
-        # read.
-        self._update_flat_weights()
+        weights = self._refreshed_flat_weights()
         packed = isinstance(input, PackedSequence)
         batch_sizes = sorted_indices = unsorted_indices = None
         is_batched = True
@@ -126,7 +142,6 @@ class LSTM(nn.RNNBase):
                     )
                 if not is_batched:
                     hx = (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
-        weights = list(self._flat_weights)
         lower = _autocast.lower_dtype(input, cell=False)
         if packed:
             # nn.LSTM checks nothing of packed input itself: what its kernel

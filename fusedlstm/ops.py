@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.autograd import forward_ad
 
 from . import _C  # noqa: F401  (loads the library, registering the operators)
+from . import _flop_formulas  # noqa: F401  (torch.utils.flop_counter's counts)
 from . import reference
 
 _forward_op = torch.ops.fusedlstm.lstm_layer_forward

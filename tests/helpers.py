@@ -146,6 +146,15 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- comparing
 
 
+def outcome(fn):
+    """(exception, None) if ``fn()`` raises, else (None, its result): for
+    comparing what torch.nn and fusedlstm do with the same call."""
+    try:
+        return None, fn()
+    except Exception as e:  # noqa: BLE001 - the exception is what we compare
+        return e, None
+
+
 def assert_results_close(actual: dict, expected: dict, **kwargs):
     """Every entry equal under torch.testing.assert_close (defaults)."""
     assert actual.keys() == expected.keys(), (sorted(actual), sorted(expected))

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import fusedlstm
-from helpers import assert_results_close, run_lstm
+from helpers import assert_results_close, outcome, run_lstm
 
 META = torch.device("meta")
 
@@ -134,18 +134,11 @@ PADDED_MISMATCHES = {
 }
 
 
-def _outcome(call):
-    try:
-        return None, call()
-    except Exception as e:  # noqa: BLE001 - the exception is what we compare
-        return e, None
-
-
 @pytest.mark.parametrize("case", list(PADDED_MISMATCHES), ids=list(PADDED_MISMATCHES))
 def test_padded_device_mismatch_raises_nn_lstm_error(case):
     make = PADDED_MISMATCHES[case]
-    ref_err, ref_res = _outcome(make(nn.LSTM))
-    our_err, our_res = _outcome(make(fusedlstm.LSTM))
+    ref_err, ref_res = outcome(make(nn.LSTM))
+    our_err, our_res = outcome(make(fusedlstm.LSTM))
     assert ref_err is not None, f"nn.LSTM did not raise: {ref_res!r}"
     assert type(our_err) is type(ref_err) and str(our_err) == str(ref_err), (our_err, ref_err)
 
@@ -182,8 +175,8 @@ def test_packed_and_cell_device_mismatch_raise(case):
     # type, naming the tensor; before, the meta kernel ran and returned
     # uninitialised memory.
     make, ref_cls, our_cls = OTHER_MISMATCHES[case]
-    ref_err, _ = _outcome(make(ref_cls))
-    our_err, our_res = _outcome(make(our_cls))
+    ref_err, _ = outcome(make(ref_cls))
+    our_err, our_res = outcome(make(our_cls))
     assert isinstance(ref_err, RuntimeError) and "expected device" in str(ref_err), ref_err
     assert type(our_err) is RuntimeError, f"fusedlstm returned {our_res!r}"
     assert "is on meta but input is on cpu" in str(our_err) or \

@@ -20,8 +20,8 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import fusedlstm
 from fusedlstm import _state_dtypes
 from fuzz_harness import low_precision_rule
-from helpers import (assert_low_precision_parity, make_cell_pair, make_lstm_pair, parity_check,
-                     run_lstm, state_shapes, to_reference)
+from helpers import (assert_low_precision_parity, make_cell_pair, make_lstm_pair, outcome,
+                     parity_check, run_lstm, state_shapes, to_reference)
 
 
 def _randn(*shape, dtype=torch.float32, seed=0):
@@ -34,16 +34,9 @@ def _states(module, batch, dtype=torch.float32, seed=1):
     return _randn(*h, dtype=dtype, seed=seed), _randn(*c, dtype=dtype, seed=seed + 1)
 
 
-def _outcome(fn):
-    try:
-        return None, fn()
-    except Exception as e:  # noqa: BLE001 - the exception is what we compare
-        return e, None
-
-
 def assert_same_error(ref_call, our_call):
-    ref_err, _ = _outcome(ref_call)
-    our_err, _ = _outcome(our_call)
+    ref_err, _ = outcome(ref_call)
+    our_err, _ = outcome(our_call)
     assert ref_err is not None, "torch.nn did not raise: the case is moot"
     assert our_err is not None, f"torch.nn raised {ref_err!r}; fusedlstm did not"
     assert (type(our_err), str(our_err)) == (type(ref_err), str(ref_err))
@@ -483,8 +476,8 @@ def test_states_of_another_dtype_like_nn_lstm(case):
 
 def _assert_same_outcome(ref_call, our_call):
     """nn.LSTM's exception and message, or its results' dtypes and values."""
-    ref_err, expected = _outcome(ref_call)
-    our_err, actual = _outcome(our_call)
+    ref_err, expected = outcome(ref_call)
+    our_err, actual = outcome(our_call)
     if ref_err is not None:
         assert our_err is not None, f"torch.nn raised {ref_err!r}, fusedlstm did not"
         assert (type(our_err), str(our_err)) == (type(ref_err), str(ref_err))
@@ -512,7 +505,7 @@ def test_state_dtype_cases_cover_accepted_and_refused_calls():
         hx = (_randn(layers, batch, ref.proj_size or 5, dtype=h_dtype or dtype),
               _randn(layers, batch, 5).to(c_dtype))
         with torch.backends.mkldnn.flags(enabled=onednn):
-            err, _ = _outcome(lambda: ref(inp, hx))
+            err, _ = outcome(lambda: ref(inp, hx))
         outcomes.add("returned" if err is None else " ".join(str(err).split()[:3]))
     assert {"returned", "mat1 and mat2", "expected m1 and"} <= outcomes, outcomes
 

@@ -15,24 +15,16 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import fusedlstm
-from helpers import make_cell_pair, make_lstm_pair
-
-
-def _outcome(fn):
-    try:
-        result = fn()
-    except Exception as e:  # noqa: BLE001 - the exception is what we compare
-        return e, None
-    return None, result
+from helpers import make_cell_pair, make_lstm_pair, outcome
 
 
 def assert_same_error(make_call, *, must_raise=True):
     """``make_call(cls_pair_index)`` -> zero-arg callable; 0 torch.nn, 1 ours."""
     # Same seed for both calls: cases draw their inputs inside the call.
     torch.manual_seed(0)
-    ref_err, ref_res = _outcome(make_call(0))
+    ref_err, ref_res = outcome(make_call(0))
     torch.manual_seed(0)
-    our_err, our_res = _outcome(make_call(1))
+    our_err, our_res = outcome(make_call(1))
     if must_raise:
         assert ref_err is not None, f"torch.nn did not raise (returned {type(ref_res)})"
     if ref_err is None:
@@ -323,8 +315,8 @@ def test_lstm_backend_errors_same_type(case, mkldnn):
     mistake, ctor = BACKEND_CASES[case]
     ref, ours = make_lstm_pair(4, 6, **ctor)
     with torch.backends.mkldnn.flags(enabled=mkldnn):
-        ref_err, _ = _outcome(lambda: mistake(ref))
-    our_err, _ = _outcome(lambda: mistake(ours))
+        ref_err, _ = outcome(lambda: mistake(ref))
+    our_err, _ = outcome(lambda: mistake(ours))
     assert ref_err is not None and our_err is not None, (ref_err, our_err)
     assert type(our_err) is type(ref_err), (our_err, ref_err)
     # Ours names the problem: a dtype or a size.
@@ -349,8 +341,8 @@ def test_cell_backend_errors_same_type(case):
     messages = []
     for bias in (True, False):
         ref, ours = make_cell_pair(4, 6, bias=bias)
-        ref_err, _ = _outcome(lambda: mistake(ref))
-        our_err, _ = _outcome(lambda: mistake(ours))
+        ref_err, _ = outcome(lambda: mistake(ref))
+        our_err, _ = outcome(lambda: mistake(ours))
         assert ref_err is not None and our_err is not None, (ref_err, our_err)
         assert type(our_err) is type(ref_err), (our_err, ref_err)
         assert "dtype" in str(our_err) or "scalar type" in str(our_err), our_err

@@ -11,15 +11,9 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
 import fusedlstm  # noqa: E402
+from helpers import outcome  # noqa: E402
 
 CPU, CUDA = "cpu", "cuda"
-
-
-def _outcome(call):
-    try:
-        return None, call()
-    except Exception as e:  # noqa: BLE001 - the exception is what we compare
-        return e, None
 
 
 def _lstm(weights, x, h=None, c=None, packed=False):
@@ -58,16 +52,16 @@ SAME_TYPE = {
 
 @pytest.mark.parametrize("case", list(EXACT), ids=list(EXACT))
 def test_padded_mismatch_raises_nn_lstm_error(case):
-    ref_err, _ = _outcome(EXACT[case](nn.LSTM))
-    our_err, _ = _outcome(EXACT[case](fusedlstm.LSTM))
+    ref_err, _ = outcome(EXACT[case](nn.LSTM))
+    our_err, _ = outcome(EXACT[case](fusedlstm.LSTM))
     assert ref_err is not None
     assert type(our_err) is type(ref_err) and str(our_err) == str(ref_err), (our_err, ref_err)
 
 
 @pytest.mark.parametrize("case", list(SAME_TYPE), ids=list(SAME_TYPE))
 def test_other_mismatch_raises_same_type(case):
-    ref_err, _ = _outcome(SAME_TYPE[case](nn.LSTM))
-    our_err, _ = _outcome(SAME_TYPE[case](fusedlstm.LSTM))
+    ref_err, _ = outcome(SAME_TYPE[case](nn.LSTM))
+    our_err, _ = outcome(SAME_TYPE[case](fusedlstm.LSTM))
     assert ref_err is not None
     assert type(our_err) is type(ref_err), (our_err, ref_err)
     assert " is on " in str(our_err), our_err
@@ -77,7 +71,7 @@ def test_other_mismatch_raises_same_type(case):
 def test_cell_mismatch_raises_same_type(weights, x):
     def call(cls):
         return lambda: cls(3, 4, device=weights)(torch.randn(2, 3, device=x))
-    ref_err, _ = _outcome(call(nn.LSTMCell))
-    our_err, _ = _outcome(call(fusedlstm.LSTMCell))
+    ref_err, _ = outcome(call(nn.LSTMCell))
+    our_err, _ = outcome(call(fusedlstm.LSTMCell))
     assert ref_err is not None
     assert type(our_err) is type(ref_err), (our_err, ref_err)

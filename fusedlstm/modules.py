@@ -297,13 +297,15 @@ def _check_devices_like_native_lstm(input: Tensor, hx, weights) -> None:
     # torch.lstm's check before its native loop (check_attributes in
     # ATen's RNN.cpp), which every padded call whose input is not on CUDA
     # reaches: states first, then parameters. (On CUDA, cuDNN's path meets a
-    # mismatch first, with its own message.)
+    # mismatch first, with its own message.) On every padded CPU call: each
+    # .device builds a torch.device, so the input's is read once.
+    device = input.device
     for kind, tensors in (("hidden", hx), ("parameter", weights)):
         for t in tensors:
-            if t is not None and t.device != input.device:
+            if t is not None and t.device != device:
                 raise RuntimeError(
                     f"Input and {kind} tensors are not at the same device, found input "
-                    f"tensor at {input.device} and {kind} tensor at {t.device}"
+                    f"tensor at {device} and {kind} tensor at {t.device}"
                 )
 
 

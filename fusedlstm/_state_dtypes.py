@@ -38,6 +38,7 @@ from torch import Tensor
 
 from . import ops
 from ._dtype_names import aten_name, c10_name
+from ._tracing import assume_constant_result
 
 
 def _onednn_fp16_supported() -> bool:
@@ -73,7 +74,7 @@ _ONEDNN_FP16 = _onednn_fp16_supported()
 _ONEDNN_TAKES_EQUAL_PACKED = _onednn_takes_equal_packed()
 
 
-@torch.compiler.assume_constant_result
+@assume_constant_result
 def _onednn_enabled() -> bool:
     # TorchDynamo cannot trace torch.backends.mkldnn; under torch.compile the
     # switch is read once, when the graph is traced. torch.export turns it

@@ -1,7 +1,9 @@
-"""Quieting torch.jit.trace's warnings where they are noise."""
+"""How fusedlstm's Python code meets the tracers: torch.jit.trace's warnings
+quieted where they are noise, ONNX export, and TorchDynamo's constant marks."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 
 import torch
@@ -40,3 +42,18 @@ def onnx_exporting() -> bool:
     if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
         return False
     return torch.onnx.is_in_onnx_export()
+
+
+def assume_constant_result(fn):
+    """torch.compiler.assume_constant_result, without importing TorchDynamo.
+
+    The official decorator imports torch._dynamo (about a second here, as
+    long as importing torch) only to set one attribute on ``fn``; applied at
+    import time it made ``import fusedlstm`` take twice as long as ``import
+    torch``. Where TorchDynamo is loaded already, the official decorator
+    runs; elsewhere the attribute it sets is set here, and
+    tests/test_import.py checks that both mark a function alike."""
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True
+    return fn

@@ -115,7 +115,11 @@ def lstm_cell(
     if no_units:
         # hidden_size 0, which nn.LSTMCell accepts: the fused kernels need at
         # least one unit, and the composite gives the same empty states (and
-        # zero gradients for input and hx).
+        # zero gradients for input and hx). Devices are checked as the
+        # operators check them: on meta input torch's decompositions take a
+        # CPU weight with no elements as they take a scalar.
+        ops._check_devices("lstm_cell", input, None, h0=hx[0], c0=hx[1], w_ih=w_ih,
+                           w_hh=w_hh, b_ih=b_ih, b_hh=b_hh)
         _, h, c = reference.lstm_layer(
             input.unsqueeze(0), hx[0], hx[1], w_ih, w_hh, b_ih, b_hh, None, None, False
         )

@@ -260,10 +260,13 @@ BACKEND_MESSAGES = re.compile("|".join([
     r"Tensor on device \w+ is not on the expected device \w+!",
     # On the meta device torch's decompositions meet other mistakes first:
     # integer input autograd's dtype check, a shape the matmul's check, an
-    # integer state the in-place add's promotion check.
+    # integer state the in-place add's promotion check, integer input to a
+    # cell without bias the matmul's out-dtype check.
     r"Autograd not support dtype: \w+",
     r"a and b must have same reduction dim",
     r"Promotion of int\.add/sub_\(float\) in in-place ops are not possible",
+    r"Attempting to cast from [\w.]+ to out tensor with dtype [\w.]+, but this can't be "
+    r"cast because it is not safe!",
 ]))
 OUR_BACKEND_MESSAGES = re.compile(
     r"expected scalar type \w+ but found \w+"

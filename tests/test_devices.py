@@ -8,6 +8,8 @@ tests/cuda/test_cuda_devices.py makes them with CUDA.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -181,6 +183,30 @@ def test_packed_and_cell_device_mismatch_raise(case):
     assert type(our_err) is RuntimeError, f"fusedlstm returned {our_res!r}"
     assert "is on meta but input is on cpu" in str(our_err) or \
         "is on cpu but input is on meta" in str(our_err), our_err
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.int64])
+@pytest.mark.parametrize("on_meta", ["input", "h"])
+def test_cell_without_units_refuses_mixed_devices(dtype, on_meta):
+    # hidden_size 0 runs a composite instead of the fused kernels, and on meta
+    # input torch's decompositions take the CPU weights without elements as
+    # they take scalars: for integer input fusedlstm returned an int64
+    # result where nn.LSTMCell raises (found by the long fuzz run). It now
+    # makes the operators' device check, as for hidden_size >= 1; where
+    # nn.LSTMCell accepts the mix (float input) that is the fuzz sweep's
+    # known divergence device_mismatch_accepted.
+    def call(cls):
+        module = cls(0, 0, bias=False)
+        x = torch.zeros(2, 0, dtype=dtype, device=META if on_meta == "input" else CPU)
+        h = torch.zeros(2, 0, dtype=dtype, device=META if on_meta == "h" else CPU)
+        return lambda: module(x, (h, torch.zeros(2, 0, dtype=dtype)))
+    ref_err, _ = outcome(call(nn.LSTMCell))
+    our_err, our_res = outcome(call(fusedlstm.LSTMCell))
+    if dtype == torch.int64 and on_meta == "input":
+        assert isinstance(ref_err, RuntimeError), "nn.LSTMCell accepted integer input"
+    assert type(our_err) is RuntimeError, f"fusedlstm returned {our_res!r}"
+    assert re.search(r"lstm_cell: \w+ is on (meta|cpu) but input is on (cpu|meta)",
+                     str(our_err)), our_err
 
 
 @pytest.mark.parametrize("op", ["forward", "inference", "backward"])

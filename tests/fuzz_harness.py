@@ -253,7 +253,8 @@ BACKEND_MESSAGES = re.compile("|".join([
     r"Expected more (weights|hidden states) in stacked_rnn",
     r"Odd number of params or hiddens given to a bidirectional RNN",
     r"The size of tensor a \(\d+\) must match the size of tensor b",
-    r"output with shape \[.*\] doesn't match the broadcast shape",
+    # (the meta device's in-place add writes the shape as torch.Size([...]))
+    r"output with shape (?:torch\.Size\()?\[.*\]\)? doesn't match the broadcast shape",
     r"start \(\d+\) \+ length \(\d+\) exceeds dimension size",
     # A tensor on another device, in packed input or a cell, where torch has
     # no device check of its own (tests/test_devices.py).

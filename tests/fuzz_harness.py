@@ -255,6 +255,7 @@ BACKEND_MESSAGES = re.compile("|".join([
     r"The size of tensor a \(\d+\) must match the size of tensor b",
     # (the meta device's in-place add writes the shape as torch.Size([...]))
     r"output with shape (?:torch\.Size\()?\[.*\]\)? doesn't match the broadcast shape",
+    r"Attempting to broadcast a dimension of length \d+ at -?\d+!",
     r"start \(\d+\) \+ length \(\d+\) exceeds dimension size",
     # A tensor on another device, in packed input or a cell, where torch has
     # no device check of its own (tests/test_devices.py).

@@ -1,9 +1,13 @@
-"""DistributedDataParallel over fusedlstm.LSTM: 2 CPU processes (gloo).
+"""DistributedDataParallel and FSDP2 (``fully_shard``) over fusedlstm.LSTM:
+2 CPU processes (gloo).
 
-Each process takes half of one batch; DDP averages their gradients, which
-must equal the gradients of one process on the whole batch (the loss is a
-mean over the batch), computed with fusedlstm and with nn.LSTM; so must the
-parameters after one SGD step. The processes rendezvous through a file under
+Each process takes half of one batch; DDP and FSDP2 average their
+gradients, which must equal the gradients of one process on the whole batch
+(the loss is a mean over the batch), computed with fusedlstm and with
+nn.LSTM; so must the parameters after two SGD steps. Under FSDP2 each rank
+holds a shard of every parameter, and the module's weights are swapped
+for the gathered ones around each forward and backward: fusedlstm must
+compute with the gathered weights, as nn.LSTM's weight refresh does. The processes rendezvous through a file under
 tmp_path (no port to collide on) and everything runs under deadlines, so a
 stuck collective fails the test instead of hanging CI.
 """
@@ -58,26 +62,47 @@ def _model(lstm_cls=fusedlstm.LSTM):
     return model
 
 
+def _whole(tensor):
+    # FSDP2's parameters and gradients are DTensors sharded over the ranks.
+    full_tensor = getattr(tensor, "full_tensor", None)
+    return (full_tensor() if full_tensor is not None else tensor).detach().clone()
+
+
 def _step(model, x):
-    """One SGD step; returns the gradients and the updated parameters."""
+    """Two SGD steps; returns the second step's gradients and the parameters
+    after it. (A second step computes with updated weights: under FSDP2 a
+    module that kept computing with the weights it was built with would
+    pass one step.)"""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
-    optimizer.zero_grad()
-    model(x).backward()
     module = getattr(model, "module", model)
-    grads = {f"grad_{n}": p.grad.detach().clone() for n, p in module.named_parameters()}
-    optimizer.step()
-    grads.update({f"param_{n}": p.detach().clone() for n, p in module.named_parameters()})
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(x).backward()
+        grads = {f"grad_{n}": _whole(p.grad) for n, p in module.named_parameters()}
+        optimizer.step()
+    grads.update({f"param_{n}": _whole(p) for n, p in module.named_parameters()})
     return grads
 
 
-def _worker(rank, store_path, out_dir):
+def _wrapped(wrapper):
+    model = _model()
+    if wrapper == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    mesh = init_device_mesh("cpu", (WORLD,))
+    fully_shard(model.lstm, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def _worker(rank, wrapper, store_path, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"file://{store_path}", rank=rank, world_size=WORLD,
         timeout=datetime.timedelta(seconds=DEADLINE_S // 2),
     )
     try:
-        model = nn.parallel.DistributedDataParallel(_model())
+        model = _wrapped(wrapper)
         half = BATCH // WORLD
         x = _data()[:, rank * half:(rank + 1) * half]
         torch.save(_step(model, x), os.path.join(out_dir, f"rank{rank}.pt"))
@@ -90,16 +115,16 @@ def _worker(rank, store_path, out_dir):
         dist.destroy_process_group()
 
 
-def _spawn(tmp_path):
+def _spawn(tmp_path, wrapper):
     context = mp.start_processes(
-        _worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD,
+        _worker, args=(wrapper, str(tmp_path / "store"), str(tmp_path)), nprocs=WORLD,
         join=False, start_method="spawn",
     )
     deadline = time.monotonic() + DEADLINE_S
     try:
         while not context.join(timeout=1):
             if time.monotonic() > deadline:
-                pytest.fail(f"DDP workers did not finish within {DEADLINE_S} s")
+                pytest.fail(f"{wrapper} workers did not finish within {DEADLINE_S} s")
     finally:
         for process in context.processes:
             if process.is_alive():
@@ -110,8 +135,9 @@ def _spawn(tmp_path):
 
 @pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                     reason="torch.distributed with gloo is not available in this build")
-def test_ddp_two_processes_equal_whole_batch(tmp_path):
-    ranks = _spawn(tmp_path)
+@pytest.mark.parametrize("wrapper", ["ddp", "fsdp2"])
+def test_two_processes_equal_whole_batch(tmp_path, wrapper):
+    ranks = _spawn(tmp_path, wrapper)
     # Both ranks hold the same averaged gradients and parameters.
     assert_results_close(ranks[1], ranks[0])
     whole = _step(_model(), _data())

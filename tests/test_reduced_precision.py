@@ -282,6 +282,44 @@ def test_inference_op_equals_forward_op_across_projection_chunks(dtype, reverse)
         assert torch.equal(a, b), name
 
 
+# With two threads, bfloat16 layers on AMX tiles split the batch's 16-row
+# tiles over the workers instead of the unit blocks, where the tiles divide
+# evenly (no meeting between steps; NOTES change 43); one thread runs every
+# unit block of every row. Samples that take the split: 4 row tiles over two
+# projection chunks; and packed, reversed, with a partial last unit block and
+# batch sizes that leave the second worker one row, then none (its rows carry
+# their h), and the first fewer rows than the cells' pipeline takes.
+ROW_SPLIT = [
+    ("rows_split_chunks", 40, 64, 20, 48, 0, True, None, False),
+    ("rows_split_packed_reverse", 30, 32, 20, 40, 0, True,
+     [30] * 5 + [20] * 6 + [17] * 6 + [9] * 7 + [3] * 8, True),
+]
+
+
+@pytest.mark.parametrize("sample", ROW_SPLIT, ids=[s[0] for s in ROW_SPLIT])
+def test_bfloat16_dot_layer_with_rows_split_over_two_threads(sample, two_threads):
+    """The forward (every result, the kept activations included) and the
+    inference operator give one thread's bits: the one-thread path is the
+    one held to the float64 model (test_bfloat16_dot_layer) and to nn.LSTM
+    (the parity suite). (Over 40 steps the model itself is no longer within
+    an ulp everywhere: an h that float32 and float64 round to neighbouring
+    bfloat16 values moves later steps; see test_bfloat16_dot_layer.)"""
+    dtype = torch.bfloat16
+    if not _bf16_dot(sample, dtype):
+        pytest.skip("this CPU does not take bfloat16 dot products")
+    args = make_args(sample, dtype, requires_grad=False)
+    two = FWD(*args)
+    inference = torch.ops.fusedlstm.lstm_layer_inference(*args)
+    torch.set_num_threads(1)
+    one = FWD(*args)
+    torch.set_num_threads(2)
+    assert len(two) == len(one)
+    for index, (a, b) in enumerate(zip(two, one)):
+        assert torch.equal(a, b), f"result {index} differs from one thread's"
+    for name, a, b in zip(("output", "h_n", "c_n"), inference, one):
+        assert torch.equal(a, b), f"inference {name} differs from the forward's"
+
+
 # ------------------------------------------- a float32 c0 with reduced input
 #
 # The CPU operators take c0 in float32 with bfloat16/half input (as oneDNN's

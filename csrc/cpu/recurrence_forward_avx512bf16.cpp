@@ -9,4 +9,5 @@
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
 #include "cpu/avx512bf16_target.h"  // first: see there
 #include "cpu/recurrence_forward_impl.h"
+#include "cpu/input_projection_bf16_impl.h"
 #endif

@@ -52,10 +52,13 @@ struct UnitBlockStep {
   int64_t first_row;    // the step's first row of the output
   int64_t gate_row;     // the step's first row of the gates and cells buffers
   int64_t k0, k1;       // the chunk
+  int64_t row0 = 0;     // batch row of the step's row 0 (rows split over
+                        //   workers: ForwardPlan::split_rows)
 };
 
 // Where the cell of the step's row b writes, for the block's units.
 inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
+  b += st.row0;
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
   const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
@@ -259,6 +262,11 @@ void unit_block_step(UnitBlockStep st, int64_t rows) {
 // The most rows (steps x batch) of a call that runs the direct product.
 constexpr int64_t kDirectMaxRows = 8;
 
+// The largest packed W_hh (bytes) whose panels every worker reads each step
+// when the workers split the rows (ForwardPlan::split_rows): 1 MiB, half of
+// the L2 of the Xeon it was measured on (H = P = 256: 512 KiB).
+constexpr int64_t kSplitRowsMaxPanelBytes = int64_t{1} << 20;
+
 // What every chunk of steps shares: the packed weights, the work split and the
 // state buffers. h alternates between two buffers step by step.
 struct ForwardPlan {
@@ -266,6 +274,8 @@ struct ForwardPlan {
   int64_t unit_blocks, proj_blocks, workers, phases;
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
   bool amx;            // bfloat16 dot products on AMX tiles
+  bool split_rows;     // workers split the batch's row tiles, not the unit
+                       //   blocks: no meeting between steps (AMX only)
   int64_t depth;       // rows of a unit block's panel: product_depth(P),
                        //   padded to whole tile steps on AMX
   float* unit_panels;  // [unit_blocks][depth][4L] (a workspace)
@@ -302,6 +312,17 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   plan.amx = false;
   plan.depth = product_depth(P);
 #endif
+  // Split by rows where it needs no more workers than the unit split would
+  // use and gives each the same number of row tiles: a worker then reads
+  // only the rows of h it wrote, and the workers never meet within a chunk
+  // of steps. Each reads every unit block's panel per step, so only where
+  // W_hh's panels fit in a core's L2 with room to spare (NOTES change 43).
+  const int64_t row_tiles = ceil_div(B, kAmxRows);
+  const int64_t panel_bytes =
+      plan.unit_blocks * plan.depth * kUnitCols * int64_t{sizeof(float)};
+  plan.split_rows = plan.amx && !proj && plan.workers > 1 &&
+                    row_tiles % plan.workers == 0 &&
+                    panel_bytes <= kSplitRowsMaxPanelBytes;
   plan.unit_panels = plan.direct ? nullptr : workspace<float>(
       WorkspaceRole::kRecurrentWeights,
       plan.unit_blocks * plan.depth * kUnitCols);
@@ -348,6 +369,49 @@ void pack_weights(const ForwardPlan& plan) {
   });
 }
 
+#if defined(FUSEDLSTM_BF16_DOT)
+// Steps [s0, s1) for the row tiles of workers [w0, w1) (plan.split_rows): every
+// unit block of those rows, step after step, with no meeting, since each
+// step reads only rows of h_{t-1} that this worker wrote (or that the call
+// began with). Rows past a packed step's batch size carry their h.
+void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
+                   int64_t gate_base, int64_t w0, int64_t w1) {
+  const RecurrentForward& a = *plan.args;
+  const StepSchedule& sched = *a.schedule;
+  const int64_t P = a.state, B = sched.batch, depth = plan.depth;
+  const Share tiles(ceil_div(B, kAmxRows), plan.workers, w0, w1);
+  const int64_t row0 = tiles.begin * kAmxRows;
+  const int64_t row_end = std::min(B, tiles.end * kAmxRows);
+  const int64_t ld16 = 2 * depth;
+  std::vector<uint16_t> h16((tiles.end - tiles.begin) * kAmxRows * ld16);
+  std::vector<float> tile_out(4 * kAmxRows * kUnitCols);
+  PendingCells pending;
+  int64_t flip = 0;
+  amx_configure();
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t t = sched.step_at(s, a.reverse);
+    const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+    const float* h_prev = plan.h_buf[s & 1];
+    float* h_next = plan.h_buf[(s + 1) & 1];
+    const int64_t rows = std::clamp<int64_t>(bs - row0, 0, row_end - row0);
+    if (rows > 0) {
+      round_rows_to_bf16(h_prev + row0 * P, rows, P, h16.data(), ld16);
+      for (int64_t u = 0; u < plan.unit_blocks; ++u) {
+        UnitBlockStep step{&a, h_prev, h_next, nullptr,
+                           plan.unit_panels + u * depth * kUnitCols,
+                           h16.data(), ld16, nullptr, u * kLanes, first,
+                           first - gate_base, 0, 0};
+        step.row0 = row0;
+        amx_unit_block_step(step, rows, depth, tile_out.data(), flip, pending);
+      }
+      pending.finish();
+    }
+    carry_rows(h_prev, h_next, P, std::max(bs, row0), row_end, 0, P);
+  }
+  amx_release();
+}
+#endif
+
 // Steps [s0, s1) in processing order; the gates and cells of the step at
 // output row r are at row r - gate_base of their buffers.
 void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
@@ -363,6 +427,12 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
   PhaseCounter meeting;
 
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+#if defined(FUSEDLSTM_BF16_DOT)
+    if (plan.split_rows) {
+      run_row_share(plan, s0, s1, gate_base, w0, w1);
+      return;
+    }
+#endif
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
     std::vector<float> partial(B * std::max(kUnitCols, kPanelCols));
@@ -465,156 +535,5 @@ void recurrent_forward(const RecurrentForward& a) {
     std::memcpy(a.h_state, plan.h_buf[1], B * a.state * sizeof(float));
   }
 }
-
-#if defined(FUSEDLSTM_BF16_DOT)
-// The input projection of a bfloat16 layer in the same bfloat16 dot products:
-// x and W_ih are bfloat16 values, so every product is exact and only the
-// order of the float sums differs from the float GEMM on the widened values.
-
-namespace {
-
-// Task t of the input projection's (unit block, chunk of rows) pairs,
-// block-major (see input_projection).
-struct ProjectionTask {
-  ProjectionTask(int64_t t, int64_t chunks, int64_t rows_per_chunk,
-                 int64_t rows, int64_t H)
-      : block(t / chunks),
-        first((t % chunks) * rows_per_chunk),
-        count(std::min(rows_per_chunk, rows - first)),
-        unit(block * kLanes),
-        units(std::min(kLanes, H - unit)) {}
-  int64_t block, first, count;
-  int64_t unit, units;  // the block's first unit, and how many exist
-};
-
-// Pairs of k in a block of the packed W_ih: on AMX padded to whole tile steps.
-int64_t input_depth(int64_t I) {
-  const int64_t pairs = (I + 1) / 2;
-  return amx_tiles_available() ? amx_depth(pairs) : pairs;
-}
-
-}  // namespace
-
-int64_t input_row_stride(int64_t I) { return 2 * input_depth(I); }
-
-const uint32_t* pack_input_weights(const uint16_t* w_ih, int64_t H, int64_t I) {
-  const int64_t blocks = ceil_div(H, kLanes), depth = input_depth(I);
-  const int64_t pairs = (I + 1) / 2;
-  uint32_t* dst = workspace<uint32_t>(WorkspaceRole::kInputWeights,
-                                      blocks * depth * kUnitCols);
-  at::parallel_for(0, blocks, 1, [&](int64_t u0, int64_t u1) {
-    std::vector<float> scratch(std::max<int64_t>(I, 1) * kUnitCols);
-    for (int64_t u = u0; u < u1; ++u) {
-      uint32_t* block = dst + u * depth * kUnitCols;
-      pack_unit_block_pairs(w_ih, H, I, u, scratch.data(), block);
-      std::memset(block + pairs * kUnitCols, 0,
-                  (depth - pairs) * kUnitCols * sizeof(uint32_t));
-    }
-  });
-  return dst;
-}
-
-namespace {
-
-// Rows [r0, r0 + R) of one unit block: out[r][q*H + j + l] for l < n.
-template <int R>
-void project_rows(const uint32_t* block, int64_t depth, const uint16_t* x,
-                  int64_t ldx, int64_t H, int64_t j, int64_t n, float* out,
-                  int64_t r0) {
-  Reg acc[R][4];
-  start_tile<R, 4>(true, nullptr, acc);
-  tile_product_bf16<R, 4>(x + r0 * ldx, ldx, block, 0, depth, acc, nullptr);
-  for (int r = 0; r < R; ++r) {
-    float* row = out + (r0 + r) * 4 * H + j;
-    for (int q = 0; q < 4; ++q) store(V(acc[r][q]), row + q * H, n);
-  }
-}
-
-// input_projection on AMX tiles: 32 rows of x at a time (a last, partial
-// tile copied into zero rows first: a tile reads 16 whole rows), the same
-// block-major split of (unit block, chunk of rows) tasks.
-void amx_input_projection(const uint32_t* weights, int64_t depth,
-                          const uint16_t* x, int64_t rows, int64_t ldx,
-                          int64_t H, float* out) {
-  const int64_t blocks = ceil_div(H, kLanes);
-  constexpr int64_t kRowsPerChunk = 12 * kAmxRows;
-  const int64_t chunks = ceil_div(rows, kRowsPerChunk);
-  at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
-    std::vector<float> tile_out(2 * kAmxRows * kUnitCols);
-    std::vector<uint16_t> tail;
-    amx_configure();
-    for (int64_t t = t0; t < t1; ++t) {
-      const ProjectionTask task(t, chunks, kRowsPerChunk, rows, H);
-      const int64_t first = task.first, count = task.count, j = task.unit, n = task.units;
-      const uint32_t* block = weights + task.block * depth * kUnitCols;
-      for (int64_t r0 = 0; r0 < count; r0 += 2 * kAmxRows) {
-        const int64_t tile_rows = std::min(2 * kAmxRows, count - r0);
-        const int64_t tiles = tile_rows > kAmxRows ? 2 : 1;
-        const uint16_t* a = x + (first + r0) * ldx;
-        if (tile_rows < tiles * kAmxRows) {
-          tail.assign(tiles * kAmxRows * ldx, 0);
-          std::memcpy(tail.data(), a, tile_rows * ldx * sizeof(uint16_t));
-          a = tail.data();
-        }
-        if (tiles == 2) {
-          amx_block_product_x2(a, ldx, block, depth, tile_out.data());
-        } else {
-          amx_block_product(a, ldx, block, depth, tile_out.data());
-        }
-        for (int64_t r = 0; r < tile_rows; ++r) {
-          float* row = out + (first + r0 + r) * 4 * H + j;
-          for (int q = 0; q < 4; ++q) {
-            store(V(reg_load(tile_out.data() + r * kUnitCols + q * kLanes)),
-                  row + q * H, n);
-          }
-        }
-      }
-    }
-    amx_release();
-  });
-}
-
-}  // namespace
-
-void input_projection(const uint32_t* packed, const uint16_t* x,
-                      int64_t rows, int64_t ldx, int64_t H, int64_t I,
-                      float* out) {
-  const int64_t blocks = ceil_div(H, kLanes), depth = input_depth(I);
-  const uint32_t* weights = packed;
-  if (amx_tiles_available()) {
-    amx_input_projection(weights, depth, x, rows, ldx, H, out);
-    return;
-  }
-  // Tasks are (unit block, chunk of rows) pairs, block-major: a thread's
-  // contiguous share of them is whole blocks where the threads divide the
-  // blocks, so the shares do equal work. (Chunk-major, the short last chunk
-  // left the first of two threads up to half as much work again as the
-  // second: perf, batch 8.) A block's packed weights stay in cache over its
-  // chunks; x streams, a few GB/s at the tiles' rate.
-  constexpr int64_t kRowsPerChunk = 32 * kForwardRows;
-  const int64_t chunks = ceil_div(rows, kRowsPerChunk);
-  at::parallel_for(0, blocks * chunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const ProjectionTask task(t, chunks, kRowsPerChunk, rows, H);
-      const int64_t first = task.first, count = task.count, j = task.unit, n = task.units;
-      const uint32_t* block = weights + task.block * depth * kUnitCols;
-      const uint16_t* xs = x + first * ldx;
-      float* os = out + first * 4 * H;
-      int64_t r = 0;
-      for (; r + kForwardRows <= count; r += kForwardRows) {
-        project_rows<kForwardRows>(block, depth, xs, ldx, H, j, n, os, r);
-      }
-      switch (count - r) {
-        case 5: project_rows<5>(block, depth, xs, ldx, H, j, n, os, r); break;
-        case 4: project_rows<4>(block, depth, xs, ldx, H, j, n, os, r); break;
-        case 3: project_rows<3>(block, depth, xs, ldx, H, j, n, os, r); break;
-        case 2: project_rows<2>(block, depth, xs, ldx, H, j, n, os, r); break;
-        case 1: project_rows<1>(block, depth, xs, ldx, H, j, n, os, r); break;
-        default: break;
-      }
-    }
-  });
-}
-#endif  // FUSEDLSTM_BF16_DOT
 
 }  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -5,11 +5,12 @@ Each process takes half of one batch; DDP and FSDP2 average their
 gradients, which must equal the gradients of one process on the whole batch
 (the loss is a mean over the batch), computed with fusedlstm and with
 nn.LSTM; so must the parameters after two SGD steps. Under FSDP2 each rank
-holds a shard of every parameter, and the module's weights are swapped
-for the gathered ones around each forward and backward: fusedlstm must
-compute with the gathered weights, as nn.LSTM's weight refresh does. The processes rendezvous through a file under
-tmp_path (no port to collide on) and everything runs under deadlines, so a
-stuck collective fails the test instead of hanging CI.
+holds a shard of every parameter, and the module's weights are swapped for
+the gathered ones around each forward and backward: fusedlstm must compute
+with the gathered weights, as nn.LSTM's weight refresh does. The processes
+rendezvous through a file under tmp_path (no port to collide on) and
+everything runs under deadlines, so a stuck collective fails the test
+instead of hanging CI.
 """
 from __future__ import annotations
 

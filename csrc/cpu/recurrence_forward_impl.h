@@ -318,14 +318,12 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // of steps. Each reads every unit block's panel per step, so only where
   // W_hh's panels fit in a core's L2 with room to spare (NOTES change 43).
   const int64_t row_tiles = ceil_div(B, kAmxRows);
-  const int64_t panel_bytes =
-      plan.unit_blocks * plan.depth * kUnitCols * int64_t{sizeof(float)};
+  const int64_t panel_floats = plan.unit_blocks * plan.depth * kUnitCols;
   plan.split_rows = plan.amx && !proj && plan.workers > 1 &&
                     row_tiles % plan.workers == 0 &&
-                    panel_bytes <= kSplitRowsMaxPanelBytes;
+                    panel_floats * int64_t{sizeof(float)} <= kSplitRowsMaxPanelBytes;
   plan.unit_panels = plan.direct ? nullptr : workspace<float>(
-      WorkspaceRole::kRecurrentWeights,
-      plan.unit_blocks * plan.depth * kUnitCols);
+      WorkspaceRole::kRecurrentWeights, panel_floats);
   plan.proj_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
                                       plan.proj_blocks * H * kPanelCols);
   plan.spare = at::empty({B, P}, f32);
@@ -397,11 +395,10 @@ void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
     if (rows > 0) {
       round_rows_to_bf16(h_prev + row0 * P, rows, P, h16.data(), ld16);
       for (int64_t u = 0; u < plan.unit_blocks; ++u) {
-        UnitBlockStep step{&a, h_prev, h_next, nullptr,
-                           plan.unit_panels + u * depth * kUnitCols,
-                           h16.data(), ld16, nullptr, u * kLanes, first,
-                           first - gate_base, 0, 0};
-        step.row0 = row0;
+        const UnitBlockStep step{&a, h_prev, h_next, nullptr,
+                                 plan.unit_panels + u * depth * kUnitCols,
+                                 h16.data(), ld16, nullptr, u * kLanes, first,
+                                 first - gate_base, 0, 0, row0};
         amx_unit_block_step(step, rows, depth, tile_out.data(), flip, pending);
       }
       pending.finish();

@@ -18,8 +18,8 @@ lets neither build have all the good rounds. Page faults (minor, per call)
 are reported beside the times because fresh pages were this project's most
 frequent hidden cost.
 
-Shapes are bench_cpu.py's C1-C4; ab_cpu.py is the A/B against nn.LSTM in
-one process.
+Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1; ab_cpu.py is the
+A/B against nn.LSTM in one process.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def child(args) -> None:
         print(json.dumps(results))  # the parent names the mismatch
         return
     dtype = getattr(torch, args.dtype)
-    for shape in common.select(args.shapes, common.CPU_GRID):
+    for shape in common.select(args.shapes, common.CPU_GRID + common.CPU_EXTRA):
         torch.manual_seed(0)
         module = fusedlstm.LSTM(shape.I, shape.H, shape.layers).to(dtype)
         x = torch.randn(shape.T, shape.B, shape.I).to(dtype).requires_grad_()

@@ -8,7 +8,8 @@ of the medians.
     python benchmarks/ab_cpu.py --shapes C2,C3 --modes inference --reps 20
     python benchmarks/ab_cpu.py --dtype bfloat16
 
-Shapes are bench_cpu.py's C1-C4; for the full grid, CSVs and plots use
+Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1 (T=100, B=128,
+H=128: the cells bound the step there); for the full grid, CSVs and plots use
 bench_cpu.py.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def main(argv=None):
     print(f"threads {args.threads} | {args.dtype} | recurrence "
           f"{torch.ops.fusedlstm.cpu_recurrence()} | GEMMs "
           f"{torch.ops.fusedlstm.cpu_gemm_backend()}")
-    for shape in common.select(args.shapes, common.CPU_GRID):
+    for shape in common.select(args.shapes, common.CPU_GRID + common.CPU_EXTRA):
         name, T, B, I, H, L = shape.id, shape.T, shape.B, shape.I, shape.H, shape.layers
         torch.manual_seed(0)
         ref = torch.nn.LSTM(I, H, L)

@@ -160,6 +160,12 @@ CPU_GRID = [
     Shape("C4", T=50, B=32, H=256, layers=2),
 ]
 
+# Not in the default grid; named for the A/B tools (`--shapes S1`): where the
+# cells, not the products, bound the step (NOTES changes 43-46).
+CPU_EXTRA = [
+    Shape("S1", T=100, B=128, H=128, note="small H, large batch"),
+]
+
 
 # ------------------------------------------------------------------- timing
 

@@ -204,11 +204,18 @@ class PendingCells {
 // was slower by up to a fifth (C1, H = 256, batch 1: 0.61 against 0.53 ms;
 // batch 8 even; batch 16 4 % faster pipelined; NOTES change 34).
 constexpr int64_t kPipelinedRows = 8;
+// Nor do products of at most six tile steps (fewer than 112 pairs of depth,
+// P < 224): they leave too little to hide a row tile's cells behind.
+// bfloat16 inference, T = 100, unpipelined / pipelined: H = I = 160, B = 64
+// 0.93 (fastest calls); H = 192, B = 64 0.91; H = 128, B = 32-128 level;
+// H = 224, B = 64 1.01-1.03, pipelined from there (NOTES change 47).
+constexpr int64_t kPipelinedPairs = 112;
 
 // unit_block_step on AMX tiles: 32 (or, last, 16) rows at a time over the
 // whole depth (the tiles hold the gates' sums, so nothing is parked between
-// chunks). From kPipelinedRows rows, the cells of the previous product run
-// between the tile steps, and this product's cells are left pending in turn.
+// chunks). From kPipelinedRows rows and kPipelinedPairs of depth, the cells
+// of the previous product run between the tile steps, and this product's
+// cells are left pending in turn.
 // h16 has whole row tiles (zero or stale rows past `rows`, whose results are
 // not used). tile_out: two [2 * kAmxRows][kUnitCols] buffers, used in turn
 // (`flip`).
@@ -221,9 +228,13 @@ void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
     float* out = tile_out + flip * 2 * kAmxRows * kUnitCols;
     flip ^= 1;
     const uint16_t* a = st.h16 + r0 * st.ld16;
-    if (count < kPipelinedRows) {
+    if (count < kPipelinedRows || depth < kPipelinedPairs) {
       pending.finish();
-      amx_block_product(a, st.ld16, panel, depth, out);
+      if (count > kAmxRows) {
+        amx_block_product_x2(a, st.ld16, panel, depth, out);
+      } else {
+        amx_block_product(a, st.ld16, panel, depth, out);
+      }
       cells_from_tiles(st, r0, out, 0, count);
       continue;
     }

@@ -138,6 +138,50 @@ def test_run_to_run_bitwise_identical(threads):
         torch.set_num_threads(old)
 
 
+# With two threads and no projection, where the batch divides over the
+# workers with at least 16 rows each and W_hh's float32 panels fit in 1 MiB,
+# the workers split the batch's rows instead of the hidden units (no meeting
+# between steps; NOTES change 49); one thread runs every row. A row's sums
+# must not depend on the rows it shares a tile with: the samples leave
+# workers with 1, 7 and 13 rows (a lone row, and remainders of one row after
+# full tiles), a partial last unit block (H = 200), one-row steps, both
+# directions and two layers.
+ROW_SPLIT_F32 = [
+    ("padded_two_layers_bidirectional", 12, 32, 20, 200, 2, True, None),
+    ("packed_shrinking", 9, 32, 16, 200, 1, True,
+     # batch sizes 32, 29, 23, 17, 13, 7, 7, 1, 1
+     [9] + [7] * 6 + [5] * 6 + [4] * 4 + [3] * 6 + [2] * 6 + [1] * 3),
+    ("packed_h128", 8, 64, 24, 128, 1, False,
+     [8] * 13 + [6] * 10 + [5] * 18 + [2] * 6 + [1] * 17),
+]
+
+
+@pytest.mark.parametrize("sample", ROW_SPLIT_F32, ids=[s[0] for s in ROW_SPLIT_F32])
+def test_float32_rows_split_over_two_threads_gives_one_threads_bits(sample, two_threads):
+    """Every output and gradient, and the inference path's output, at two
+    threads equal one thread's bit for bit; the one-thread path is the one
+    the parity suite holds to nn.LSTM."""
+    _, T, B, I, H, layers, bidirectional, lengths = sample
+    _, ours = make_lstm_pair(I, H, num_layers=layers, bidirectional=bidirectional, seed=11)
+    x = torch.randn(T, B, I)
+    lengths = None if lengths is None else torch.tensor(lengths)
+
+    def results():
+        out = run_lstm(ours, x, lengths=lengths, enforce_sorted=False)
+        with torch.no_grad():
+            out["inference_output"] = run_lstm(
+                ours, x, lengths=lengths, enforce_sorted=False, backward=False)["output"]
+        return out
+
+    two = results()
+    torch.set_num_threads(1)
+    one = results()
+    torch.set_num_threads(2)
+    assert two.keys() == one.keys()
+    for key in one:
+        assert torch.equal(two[key], one[key]), f"{key} differs from one thread's"
+
+
 def _run_with_environment(value: str, code: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, FUSEDLSTM_CPU_RECURRENCE=value)
     return subprocess.run([sys.executable, "-c", code], env=env,

@@ -71,7 +71,7 @@ inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
 }
 
 template <int R>
-void unit_rows(const UnitBlockStep& st, int64_t r0) {
+void unit_rows(const UnitBlockStep& st, int64_t r0, bool two_chains = true) {
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
   const int64_t n = std::min(kLanes, H - j);
@@ -83,7 +83,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
     // cell stalled on these loads at batch 8).
     for (int r = 0; r < R; ++r) {
       for (int q = 0; q < 4; ++q) {
-        prefetch_floats(a.gates + (st.gate_row + r0 + r) * G + q * H + j, n);
+        prefetch_floats(a.gates + (st.gate_row + st.row0 + r0 + r) * G + q * H + j, n);
       }
     }
   }
@@ -98,7 +98,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0) {
                           st.k1, acc, ahead);
 #else
   tile_product<R, 4>(st.h_prev + r0 * P, P, st.packed, st.k0, st.k1, acc,
-                     ahead);
+                     ahead, two_chains);
 #endif
   if (st.k1 < product_depth(P)) {
     park_tile<R, 4>(acc, partial);
@@ -249,24 +249,47 @@ void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
 }
 #endif  // FUSEDLSTM_BF16_DOT
 
-void unit_block_step(UnitBlockStep st, int64_t rows) {
+// `rows` rows of a step whose batch is `step_batch`, from batch row
+// st.row0. A row is summed in one order in every tile shape but a lone
+// row's, which splits its sums in two chains for speed. Where the workers
+// split the units, a step of 6k + 1 rows (3k + 1 on AVX2) leaves its last
+// row alone, and only then; so where they split the rows, that row is summed
+// alone by whichever worker holds it, and no other row is (a remainder of
+// one row after full tiles goes as two tiles of the last kForwardRows + 1,
+// a share of one row in one chain). A row's result is then the same
+// whichever split ran it, and at any number of threads (NOTES change 49).
+void unit_block_step(UnitBlockStep st, int64_t rows, int64_t step_batch) {
   const int64_t depth = product_depth(st.args->state);
   // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
   const int64_t chunk = kBf16Dot ? kChunk / 2 : kChunk;
+  const bool lone_last = step_batch % kForwardRows == 1 && rows > 0 &&
+                         st.row0 + rows == step_batch;
+  const int64_t tiled = lone_last ? rows - 1 : rows;
+  const int64_t full = tiled % kForwardRows == 1 && tiled > kForwardRows
+                           ? tiled / kForwardRows - 1
+                           : tiled / kForwardRows;
   for (st.k0 = 0; st.k0 < depth; st.k0 = st.k1) {
     st.k1 = std::min(depth, st.k0 + chunk);
     int64_t r = 0;
-    for (; r + kForwardRows <= rows; r += kForwardRows) {
+    for (int64_t i = 0; i < full; ++i, r += kForwardRows) {
       unit_rows<kForwardRows>(st, r);
     }
-    switch (rows - r) {
+    int64_t left = tiled - r;
+    if (left > kForwardRows) {  // kForwardRows + 1: in two tiles
+      const int64_t first = (left + 1) / 2;
+      if (first == 4) unit_rows<4>(st, r); else unit_rows<2>(st, r);
+      r += first;
+      left -= first;
+    }
+    switch (left) {
       case 5: unit_rows<5>(st, r); break;
       case 4: unit_rows<4>(st, r); break;
       case 3: unit_rows<3>(st, r); break;
       case 2: unit_rows<2>(st, r); break;
-      case 1: unit_rows<1>(st, r); break;
+      case 1: unit_rows<1>(st, r, /*two_chains=*/false); break;
       default: break;
     }
+    if (lone_last) unit_rows<1>(st, tiled, /*two_chains=*/true);
   }
 }
 
@@ -277,6 +300,8 @@ constexpr int64_t kDirectMaxRows = 8;
 // when the workers split the rows (ForwardPlan::split_rows): 1 MiB, half of
 // the L2 of the Xeon it was measured on (H = P = 256: 512 KiB).
 constexpr int64_t kSplitRowsMaxPanelBytes = int64_t{1} << 20;
+// The fewest rows per worker of a float32 (FMA tile) row split.
+constexpr int64_t kSplitRowsMinRows = 16;
 
 // What every chunk of steps shares: the packed weights, the work split and the
 // state buffers. h alternates between two buffers step by step.
@@ -285,8 +310,9 @@ struct ForwardPlan {
   int64_t unit_blocks, proj_blocks, workers, phases;
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
   bool amx;            // bfloat16 dot products on AMX tiles
-  bool split_rows;     // workers split the batch's row tiles, not the unit
-                       //   blocks: no meeting between steps (AMX only)
+  bool split_rows;     // workers split the batch's rows (whole row tiles on
+                       //   AMX), not the unit blocks: no meeting between
+                       //   steps
   int64_t depth;       // rows of a unit block's panel: product_depth(P),
                        //   padded to whole tile steps on AMX
   float* unit_panels;  // [unit_blocks][depth][4L] (a workspace)
@@ -330,9 +356,18 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // W_hh's panels fit in a core's L2 with room to spare (NOTES change 43).
   const int64_t row_tiles = ceil_div(B, kAmxRows);
   const int64_t panel_floats = plan.unit_blocks * plan.depth * kUnitCols;
-  plan.split_rows = plan.amx && !proj && plan.workers > 1 &&
-                    row_tiles % plan.workers == 0 &&
-                    panel_floats * int64_t{sizeof(float)} <= kSplitRowsMaxPanelBytes;
+  const bool panels_fit =
+      panel_floats * int64_t{sizeof(float)} <= kSplitRowsMaxPanelBytes;
+  if (plan.amx) {
+    plan.split_rows = !proj && plan.workers > 1 &&
+                      row_tiles % plan.workers == 0 && panels_fit;
+  } else {
+    // The FMA tiles take any number of rows; below 16 a worker's share
+    // would read all of W_hh per step for too few rows (NOTES change 49).
+    plan.split_rows = !kBf16Dot && !proj && !plan.direct && plan.workers > 1 &&
+                      B % plan.workers == 0 &&
+                      B / plan.workers >= kSplitRowsMinRows && panels_fit;
+  }
   plan.unit_panels = plan.direct ? nullptr : workspace<float>(
       WorkspaceRole::kRecurrentWeights, panel_floats);
   plan.proj_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
@@ -420,6 +455,36 @@ void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
 }
 #endif
 
+#if !defined(FUSEDLSTM_BF16_DOT)
+// run_row_share for the float32 tiles: each worker's B / workers rows.
+void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
+                   int64_t gate_base, int64_t w0, int64_t w1) {
+  const RecurrentForward& a = *plan.args;
+  const StepSchedule& sched = *a.schedule;
+  const int64_t P = a.state, B = sched.batch, depth = plan.depth;
+  const Share share(B, plan.workers, w0, w1);
+  const int64_t row0 = share.begin, row_end = share.end;
+  std::vector<float> partial((row_end - row0) * kUnitCols);
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t t = sched.step_at(s, a.reverse);
+    const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
+    const float* h_prev = plan.h_buf[s & 1];
+    float* h_next = plan.h_buf[(s + 1) & 1];
+    const int64_t rows = std::clamp<int64_t>(bs - row0, 0, row_end - row0);
+    if (rows > 0) {
+      for (int64_t u = 0; u < plan.unit_blocks; ++u) {
+        const UnitBlockStep step{&a, h_prev + row0 * P, h_next, nullptr,
+                                 plan.unit_panels + u * depth * kUnitCols,
+                                 nullptr, 0, partial.data(), u * kLanes, first,
+                                 first - gate_base, 0, 0, row0};
+        unit_block_step(step, rows, bs);
+      }
+    }
+    carry_rows(h_prev, h_next, P, std::max(bs, row0), row_end, 0, P);
+  }
+}
+#endif
+
 // Steps [s0, s1) in processing order; the gates and cells of the step at
 // output row r are at row r - gate_base of their buffers.
 void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
@@ -435,12 +500,10 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
   PhaseCounter meeting;
 
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
-#if defined(FUSEDLSTM_BF16_DOT)
     if (plan.split_rows) {
       run_row_share(plan, s0, s1, gate_base, w0, w1);
       return;
     }
-#endif
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
     std::vector<float> partial(B * std::max(kUnitCols, kPanelCols));
@@ -475,13 +538,13 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
         if (plan.amx) {
           amx_unit_block_step(step, bs, depth, tile_out.data(), flip, pending);
         } else {
-          unit_block_step(step, bs);
+          unit_block_step(step, bs, bs);
         }
 #else
         if (plan.direct) {
           direct_unit_block_step(step, bs);
         } else {
-          unit_block_step(step, bs);
+          unit_block_step(step, bs, bs);
         }
 #endif
         if (!proj) {

@@ -122,7 +122,7 @@ inline Reg tile_start(const Reg (&acc)[R][C]) {
 template <int R, int C>
 __attribute__((noinline, visibility("hidden"))) void tile_product(
     const float* a, int64_t lda, const float* packed, int64_t k0, int64_t k1,
-    Reg (&acc)[R][C], const float* ahead) {
+    Reg (&acc)[R][C], const float* ahead, bool two_chains = true) {
   static_assert(R >= 1 && R <= 6 && C >= 1 && C <= 4, "tile shape");
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DECLARE)
   int64_t k = k0;
@@ -130,8 +130,10 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
     // One row has only C accumulators, each a chain of dependent FMAs: at 4
     // cycles per FMA that is a quarter of the core's FMA rate (batch 1, and
     // the last tile of a step). Even and odd k go to two sets of chains (the
-    // second set in the names of row 1), added at the end.
-    for (; k + 1 < k1; k += 2) {
+    // second set in the names of row 1), added at the end. Not where the
+    // caller needs the row summed in the order of the other tile shapes
+    // (`two_chains` false).
+    for (; two_chains && k + 1 < k1; k += 2) {
       if (ahead != nullptr) {
         _mm_prefetch(reinterpret_cast<const char*>(ahead + (k - k0) * 16),
                      _MM_HINT_T0);
@@ -171,6 +173,10 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
   }
   if constexpr (R == 1) {
+    if (!two_chains) {
+      FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
+      return;
+    }
     c00 = reg_add(c00, c10);
     c01 = reg_add(c01, c11);
     c02 = reg_add(c02, c12);
@@ -296,7 +302,10 @@ inline void cell_of_row(const Reg (&acc)[4], int64_t H, int64_t n,
   const V f = sigmoid_cell(pre(1));
   const V g = tanh_cell(pre(2));
   const V o = sigmoid_cell(pre(3));
-  const V c_new = f * load_lanes<kFull>(row.c_state, n) + i * g;
+  // One explicit FMA: written as f * c + i * g, the compiler may fuse
+  // either product, and chose differently in different tile shapes' copies
+  // of this cell (NOTES change 49), so a row's c depended on its tile.
+  const V c_new = at::vec::fmadd(f, load_lanes<kFull>(row.c_state, n), i * g);
   const V h = o * tanh_cell(c_new);
   if (row.cells != nullptr) {
     store_lanes<kFull>(i, row.gates, n);

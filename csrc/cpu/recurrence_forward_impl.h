@@ -17,281 +17,12 @@
 #include <functional>
 #include <vector>
 
+#include "cpu/forward_unit_block.h"
 #include "cpu/recurrence.h"
 #include "cpu/recurrence_blocks.h"
-#if defined(FUSEDLSTM_BF16_DOT)
-#include "cpu/recurrence_amx.h"
-#endif
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
-
-
 namespace {
-
-#if !defined(FUSEDLSTM_BF16_DOT)
-constexpr int64_t kAmxRows = 16;  // no tiles in this build: plan.amx is false
-#endif
-
-// Steps of the contraction over P: k, or pairs of k with bfloat16 operands.
-inline int64_t product_depth(int64_t P) { return kBf16Dot ? (P + 1) / 2 : P; }
-
-// One unit block's step: the recurrent product of its 4 gates x L units,
-// then the cell, row tile by row tile.
-struct UnitBlockStep {
-  const RecurrentForward* args;
-  const float* h_prev;  // [B, P]
-  float* h_next;        // [B, P]
-  float* hidden;        // [B, H] with a projection, else nullptr
-  const float* packed;  // this block's [P][4L] slice of W_hh (bfloat16 dot:
-                        //   [P/2][4L] words of pairs, zero rows up to
-                        //   amx_depth on AMX)
-  const uint16_t* h16;  // bfloat16 dot: h_prev rounded, [B][ld16]
-  int64_t ld16;
-  float* partial;       // [B][4L] sums of the earlier chunks
-  int64_t unit;         // first unit of the block
-  int64_t first_row;    // the step's first row of the output
-  int64_t gate_row;     // the step's first row of the gates and cells buffers
-  int64_t k0, k1;       // the chunk
-  int64_t row0 = 0;     // batch row of the step's row 0 (rows split over
-                        //   workers: ForwardPlan::split_rows)
-};
-
-// Where the cell of the step's row b writes, for the block's units.
-inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
-  b += st.row0;
-  const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
-  const int64_t row = st.first_row + b, gate_row = st.gate_row + b;
-  return {a.bias + j, a.gates + gate_row * G + j,
-          a.cells ? a.cells + gate_row * H + j : nullptr,
-          a.c_state + b * H + j, st.h_next + b * P + j,
-          a.output16 ? nullptr : a.output + row * P + j,
-          st.hidden ? st.hidden + b * H + j : nullptr,
-          a.output16 ? a.output16 + row * P + j : nullptr};
-}
-
-template <int R>
-void unit_rows(const UnitBlockStep& st, int64_t r0, bool two_chains = true) {
-  const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
-  const int64_t n = std::min(kLanes, H - j);
-  if (st.k0 == 0) {
-    // The preactivations that the cell of these rows reads when the product
-    // is done: written by the input GEMM, they come from memory or L3, and
-    // four gates x R rows are streams the hardware prefetcher does not
-    // follow. Asked for now, they arrive during the product (perf showed the
-    // cell stalled on these loads at batch 8).
-    for (int r = 0; r < R; ++r) {
-      for (int q = 0; q < 4; ++q) {
-        prefetch_floats(a.gates + (st.gate_row + st.row0 + r0 + r) * G + q * H + j, n);
-      }
-    }
-  }
-  Reg acc[R][4];
-  float* partial = st.partial + r0 * kUnitCols;
-  start_tile<R, 4>(st.k0 == 0, partial, acc);
-  const float* ahead =
-      prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1, kUnitCols);
-#if defined(FUSEDLSTM_BF16_DOT)
-  tile_product_bf16<R, 4>(st.h16 + r0 * st.ld16, st.ld16,
-                          reinterpret_cast<const uint32_t*>(st.packed), st.k0,
-                          st.k1, acc, ahead);
-#else
-  tile_product<R, 4>(st.h_prev + r0 * P, P, st.packed, st.k0, st.k1, acc,
-                     ahead, two_chains);
-#endif
-  if (st.k1 < product_depth(P)) {
-    park_tile<R, 4>(acc, partial);
-    return;
-  }
-  for (int r = 0; r < R; ++r) cell_from_tile(acc[r], H, n, cell_row(st, r0 + r));
-}
-
-#if !defined(FUSEDLSTM_BF16_DOT)
-// The direct product, for calls of few steps (plan_forward says when): one
-// gate of a unit block for one row, h_{t-1} . W_hh[q*H + j + l] for each unit
-// l, read from W_hh as it is ([4H, P], rows P apart) with no packing. Lanes
-// run along k; each unit's lanes are summed at the end. kFull: all kLanes
-// units exist (every block but a last, partial one).
-template <bool kFull>
-inline Reg direct_gate(const float* w, int64_t P, int64_t n, const float* h) {
-  Reg acc[kLanes];
-  for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
-  const int64_t units = kFull ? kLanes : n;
-  int64_t k = 0;
-  for (; k + kLanes <= P; k += kLanes) {
-    const Reg x = reg_load(h + k);
-    for (int64_t l = 0; l < units; ++l) {
-      acc[l] = reg_fma(reg_load(w + l * P + k), x, acc[l]);
-    }
-  }
-  if (k < P) {
-    const int64_t rest = P - k;
-    const Reg x = load(h + k, rest);
-    for (int64_t l = 0; l < units; ++l) {
-      acc[l] = reg_fma(load(w + l * P + k, rest), x, acc[l]);
-    }
-  }
-  return reg_lane_sums(acc);
-}
-
-// unit_block_step with the direct product: row by row, the four gates, then
-// the cell.
-void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
-  const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, j = st.unit;
-  const int64_t n = std::min(kLanes, H - j);
-  for (int64_t b = 0; b < rows; ++b) {
-    const float* h = st.h_prev + b * P;
-    Reg acc[4];
-    for (int64_t q = 0; q < 4; ++q) {
-      const float* w = a.w_hh + (q * H + j) * P;
-      acc[q] = n == kLanes ? direct_gate<true>(w, P, n, h)
-                           : direct_gate<false>(w, P, n, h);
-    }
-    cell_from_tile(acc, H, n, cell_row(st, b));
-  }
-}
-#endif  // !FUSEDLSTM_BF16_DOT
-
-#if defined(FUSEDLSTM_BF16_DOT)
-// The cells of rows [from, to) of a tile product that starts at row r0 of
-// the step, from its stored tiles ([rows][kUnitCols] floats).
-inline void cells_from_tiles(const UnitBlockStep& st, int64_t r0,
-                             const float* tiles, int64_t from, int64_t to) {
-  const int64_t H = st.args->hidden, n = std::min(kLanes, H - st.unit);
-  for (int64_t r = from; r < to; ++r) {
-    Reg acc[4];
-    for (int q = 0; q < 4; ++q) acc[q] = reg_load(tiles + r * kUnitCols + q * kLanes);
-    cell_from_tile(acc, H, n, cell_row(st, r0 + r));
-  }
-}
-
-// The cells of one tile product's rows (up to two row tiles of a unit block),
-// run a share at a time between the tile steps of the next product: the tile
-// unit works through its products while the vector units evaluate the cells,
-// which took a third of a step when they ran after the products (NOTES
-// change 34). `tiles` holds the product, [rows][kUnitCols] floats.
-class PendingCells {
- public:
-  void start(const UnitBlockStep& st, int64_t r0, int64_t count,
-             const float* tiles) {
-    step_ = st;
-    r0_ = r0;
-    count_ = count;
-    done_ = 0;
-    tiles_ = tiles;
-  }
-  // The rows due by the end of step i of `steps`: an even share of them.
-  void operator()(int64_t i, int64_t steps) {
-    run_until((i + 1) * count_ / steps);
-  }
-  void finish() { run_until(count_); }
-
- private:
-  void run_until(int64_t end) {
-    if (done_ >= end) return;
-    cells_from_tiles(step_, r0_, tiles_, done_, end);
-    done_ = end;
-  }
-
-  UnitBlockStep step_{};
-  int64_t r0_ = 0, count_ = 0, done_ = 0;
-  const float* tiles_ = nullptr;
-};
-
-// Products of fewer rows run their cells at once: at batch 1-4 the pipeline
-// was slower by up to a fifth (C1, H = 256, batch 1: 0.61 against 0.53 ms;
-// batch 8 even; batch 16 4 % faster pipelined; NOTES change 34).
-constexpr int64_t kPipelinedRows = 8;
-// Nor do products of at most six tile steps (fewer than 112 pairs of depth,
-// P < 224): they leave too little to hide a row tile's cells behind.
-// bfloat16 inference, T = 100, unpipelined / pipelined: H = I = 160, B = 64
-// 0.93 (fastest calls); H = 192, B = 64 0.91; H = 128, B = 32-128 level;
-// H = 224, B = 64 1.01-1.03, pipelined from there (NOTES change 47).
-constexpr int64_t kPipelinedPairs = 112;
-
-// unit_block_step on AMX tiles: 32 (or, last, 16) rows at a time over the
-// whole depth (the tiles hold the gates' sums, so nothing is parked between
-// chunks). From kPipelinedRows rows and kPipelinedPairs of depth, the cells
-// of the previous product run between the tile steps, and this product's
-// cells are left pending in turn.
-// h16 has whole row tiles (zero or stale rows past `rows`, whose results are
-// not used). tile_out: two [2 * kAmxRows][kUnitCols] buffers, used in turn
-// (`flip`).
-void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
-                         float* tile_out, int64_t& flip,
-                         PendingCells& pending) {
-  const auto* panel = reinterpret_cast<const uint32_t*>(st.packed);
-  for (int64_t r0 = 0; r0 < rows; r0 += 2 * kAmxRows) {
-    const int64_t count = std::min(2 * kAmxRows, rows - r0);
-    float* out = tile_out + flip * 2 * kAmxRows * kUnitCols;
-    flip ^= 1;
-    const uint16_t* a = st.h16 + r0 * st.ld16;
-    if (count < kPipelinedRows || depth < kPipelinedPairs) {
-      pending.finish();
-      if (count > kAmxRows) {
-        amx_block_product_x2(a, st.ld16, panel, depth, out);
-      } else {
-        amx_block_product(a, st.ld16, panel, depth, out);
-      }
-      cells_from_tiles(st, r0, out, 0, count);
-      continue;
-    }
-    if (count > kAmxRows) {
-      amx_block_product_x2(a, st.ld16, panel, depth, out, std::ref(pending));
-    } else {
-      amx_block_product(a, st.ld16, panel, depth, out, std::ref(pending));
-    }
-    pending.finish();
-    pending.start(st, r0, count, out);
-  }
-}
-#endif  // FUSEDLSTM_BF16_DOT
-
-// `rows` rows of a step whose batch is `step_batch`, from batch row
-// st.row0. A row is summed in one order in every tile shape but a lone
-// row's, which splits its sums in two chains for speed. Where the workers
-// split the units, a step of 6k + 1 rows (3k + 1 on AVX2) leaves its last
-// row alone, and only then; so where they split the rows, that row is summed
-// alone by whichever worker holds it, and no other row is (a remainder of
-// one row after full tiles goes as two tiles of the last kForwardRows + 1,
-// a share of one row in one chain). A row's result is then the same
-// whichever split ran it, and at any number of threads (NOTES change 49).
-void unit_block_step(UnitBlockStep st, int64_t rows, int64_t step_batch) {
-  const int64_t depth = product_depth(st.args->state);
-  // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
-  const int64_t chunk = kBf16Dot ? kChunk / 2 : kChunk;
-  const bool lone_last = step_batch % kForwardRows == 1 && rows > 0 &&
-                         st.row0 + rows == step_batch;
-  const int64_t tiled = lone_last ? rows - 1 : rows;
-  const int64_t full = tiled % kForwardRows == 1 && tiled > kForwardRows
-                           ? tiled / kForwardRows - 1
-                           : tiled / kForwardRows;
-  for (st.k0 = 0; st.k0 < depth; st.k0 = st.k1) {
-    st.k1 = std::min(depth, st.k0 + chunk);
-    int64_t r = 0;
-    for (int64_t i = 0; i < full; ++i, r += kForwardRows) {
-      unit_rows<kForwardRows>(st, r);
-    }
-    int64_t left = tiled - r;
-    if (left > kForwardRows) {  // kForwardRows + 1: in two tiles
-      const int64_t first = (left + 1) / 2;
-      if (first == 4) unit_rows<4>(st, r); else unit_rows<2>(st, r);
-      r += first;
-      left -= first;
-    }
-    switch (left) {
-      case 5: unit_rows<5>(st, r); break;
-      case 4: unit_rows<4>(st, r); break;
-      case 3: unit_rows<3>(st, r); break;
-      case 2: unit_rows<2>(st, r); break;
-      case 1: unit_rows<1>(st, r, /*two_chains=*/false); break;
-      default: break;
-    }
-    if (lone_last) unit_rows<1>(st, tiled, /*two_chains=*/true);
-  }
-}
 
 // The most rows (steps x batch) of a call that runs the direct product.
 constexpr int64_t kDirectMaxRows = 8;
@@ -413,16 +144,34 @@ void pack_weights(const ForwardPlan& plan) {
   });
 }
 
+// Steps [s0, s1) of a worker that holds batch rows [row0, row_end)
+// (plan.split_rows): run(h_prev, h_next, rows, batch, first) for its rows
+// of each step that has any, with no meeting, since a step reads only rows
+// of h_{t-1} that this worker wrote (or that the call began with); its rows
+// past a packed step's batch size carry their h.
+template <typename RunRows>
+void row_share_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
+                     int64_t row0, int64_t row_end, RunRows&& run) {
+  const RecurrentForward& a = *plan.args;
+  const StepSchedule& sched = *a.schedule;
+  const int64_t P = a.state;
+  for (int64_t s = s0; s < s1; ++s) {
+    const int64_t t = sched.step_at(s, a.reverse);
+    const int64_t bs = sched.batch_sizes[t];
+    const float* h_prev = plan.h_buf[s & 1];
+    float* h_next = plan.h_buf[(s + 1) & 1];
+    const int64_t rows = std::clamp<int64_t>(bs - row0, 0, row_end - row0);
+    if (rows > 0) run(h_prev, h_next, rows, bs, sched.offsets[t]);
+    carry_rows(h_prev, h_next, P, std::max(bs, row0), row_end, 0, P);
+  }
+}
+
 #if defined(FUSEDLSTM_BF16_DOT)
-// Steps [s0, s1) for the row tiles of workers [w0, w1) (plan.split_rows): every
-// unit block of those rows, step after step, with no meeting, since each
-// step reads only rows of h_{t-1} that this worker wrote (or that the call
-// began with). Rows past a packed step's batch size carry their h.
+// The row share of workers [w0, w1) on AMX: whole 16-row tiles each.
 void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
                    int64_t gate_base, int64_t w0, int64_t w1) {
   const RecurrentForward& a = *plan.args;
-  const StepSchedule& sched = *a.schedule;
-  const int64_t P = a.state, B = sched.batch, depth = plan.depth;
+  const int64_t P = a.state, B = a.schedule->batch, depth = plan.depth;
   const Share tiles(ceil_div(B, kAmxRows), plan.workers, w0, w1);
   const int64_t row0 = tiles.begin * kAmxRows;
   const int64_t row_end = std::min(B, tiles.end * kAmxRows);
@@ -432,56 +181,42 @@ void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
   PendingCells pending;
   int64_t flip = 0;
   amx_configure();
-  for (int64_t s = s0; s < s1; ++s) {
-    const int64_t t = sched.step_at(s, a.reverse);
-    const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
-    const float* h_prev = plan.h_buf[s & 1];
-    float* h_next = plan.h_buf[(s + 1) & 1];
-    const int64_t rows = std::clamp<int64_t>(bs - row0, 0, row_end - row0);
-    if (rows > 0) {
-      round_rows_to_bf16(h_prev + row0 * P, rows, P, h16.data(), ld16);
-      for (int64_t u = 0; u < plan.unit_blocks; ++u) {
-        const UnitBlockStep step{&a, h_prev, h_next, nullptr,
-                                 plan.unit_panels + u * depth * kUnitCols,
-                                 h16.data(), ld16, nullptr, u * kLanes, first,
-                                 first - gate_base, 0, 0, row0};
-        amx_unit_block_step(step, rows, depth, tile_out.data(), flip, pending);
-      }
-      pending.finish();
+  row_share_steps(plan, s0, s1, row0, row_end,
+                  [&](const float* h_prev, float* h_next, int64_t rows,
+                      int64_t, int64_t first) {
+    round_rows_to_bf16(h_prev + row0 * P, rows, P, h16.data(), ld16);
+    for (int64_t u = 0; u < plan.unit_blocks; ++u) {
+      const UnitBlockStep step{&a, h_prev, h_next, nullptr,
+                               plan.unit_panels + u * depth * kUnitCols,
+                               h16.data(), ld16, nullptr, u * kLanes, first,
+                               first - gate_base, 0, 0, row0};
+      amx_unit_block_step(step, rows, depth, tile_out.data(), flip, pending);
     }
-    carry_rows(h_prev, h_next, P, std::max(bs, row0), row_end, 0, P);
-  }
+    pending.finish();
+  });
   amx_release();
 }
-#endif
-
-#if !defined(FUSEDLSTM_BF16_DOT)
-// run_row_share for the float32 tiles: each worker's B / workers rows.
+#else
+// The row share of workers [w0, w1) on the float32 tiles: B / workers rows
+// each.
 void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
                    int64_t gate_base, int64_t w0, int64_t w1) {
   const RecurrentForward& a = *plan.args;
-  const StepSchedule& sched = *a.schedule;
-  const int64_t P = a.state, B = sched.batch, depth = plan.depth;
-  const Share share(B, plan.workers, w0, w1);
-  const int64_t row0 = share.begin, row_end = share.end;
-  std::vector<float> partial((row_end - row0) * kUnitCols);
-  for (int64_t s = s0; s < s1; ++s) {
-    const int64_t t = sched.step_at(s, a.reverse);
-    const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
-    const float* h_prev = plan.h_buf[s & 1];
-    float* h_next = plan.h_buf[(s + 1) & 1];
-    const int64_t rows = std::clamp<int64_t>(bs - row0, 0, row_end - row0);
-    if (rows > 0) {
-      for (int64_t u = 0; u < plan.unit_blocks; ++u) {
-        const UnitBlockStep step{&a, h_prev + row0 * P, h_next, nullptr,
-                                 plan.unit_panels + u * depth * kUnitCols,
-                                 nullptr, 0, partial.data(), u * kLanes, first,
-                                 first - gate_base, 0, 0, row0};
-        unit_block_step(step, rows, bs);
-      }
+  const int64_t P = a.state, depth = plan.depth;
+  const Share share(a.schedule->batch, plan.workers, w0, w1);
+  const int64_t row0 = share.begin;
+  std::vector<float> partial((share.end - row0) * kUnitCols);
+  row_share_steps(plan, s0, s1, row0, share.end,
+                  [&](const float* h_prev, float* h_next, int64_t rows,
+                      int64_t batch, int64_t first) {
+    for (int64_t u = 0; u < plan.unit_blocks; ++u) {
+      const UnitBlockStep step{&a, h_prev + row0 * P, h_next, nullptr,
+                               plan.unit_panels + u * depth * kUnitCols,
+                               nullptr, 0, partial.data(), u * kLanes, first,
+                               first - gate_base, 0, 0, row0};
+      unit_block_step(step, rows, batch);
     }
-    carry_rows(h_prev, h_next, P, std::max(bs, row0), row_end, 0, P);
-  }
+  });
 }
 #endif
 

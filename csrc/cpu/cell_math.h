@@ -8,8 +8,8 @@
 // recurrent product (perf). Inlined, the five evaluations of a cell overlap.
 // Accuracy, checked against float64 for each ISA by
 // cpp_tests/test_cell_math.cpp: exp within 1 ulp, sigmoid within 3 ulp (as
-// with SLEEF's exp: the error is the division's), tanh within 3 ulp (2.5 for AVX-512). NaN stays
-// NaN, and +-inf saturate as the functions do.
+// with SLEEF's exp: the error is the division's), tanh within 3 ulp (2.5 for
+// AVX-512). NaN stays NaN, and +-inf saturate as the functions do.
 #pragma once
 
 #include <cmath>

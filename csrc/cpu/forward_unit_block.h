@@ -267,10 +267,10 @@ void unit_block_step(UnitBlockStep st, int64_t rows, int64_t step_batch) {
     }
     int64_t left = tiled - r;
     if (left > kForwardRows) {  // kForwardRows + 1: in two tiles
-      const int64_t first = (left + 1) / 2;
-      if (first == 4) unit_rows<4>(st, r); else unit_rows<2>(st, r);
-      r += first;
-      left -= first;
+      constexpr int kFirst = (kForwardRows + 2) / 2;
+      unit_rows<kFirst>(st, r);
+      r += kFirst;
+      left -= kFirst;
     }
     switch (left) {
       case 5: unit_rows<5>(st, r); break;

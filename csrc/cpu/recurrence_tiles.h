@@ -173,14 +173,12 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
   }
   if constexpr (R == 1) {
-    if (!two_chains) {
-      FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
-      return;
+    if (two_chains) {
+      c00 = reg_add(c00, c10);
+      c01 = reg_add(c01, c11);
+      c02 = reg_add(c02, c12);
+      c03 = reg_add(c03, c13);
     }
-    c00 = reg_add(c00, c10);
-    c01 = reg_add(c01, c11);
-    c02 = reg_add(c02, c12);
-    c03 = reg_add(c03, c13);
   }
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
 }

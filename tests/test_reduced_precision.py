@@ -282,13 +282,15 @@ def test_inference_op_equals_forward_op_across_projection_chunks(dtype, reverse)
         assert torch.equal(a, b), name
 
 
-# With two threads, bfloat16 layers on AMX tiles split the batch's 16-row
-# tiles over the workers instead of the unit blocks, where the tiles divide
-# evenly (no meeting between steps; NOTES change 43); one thread runs every
-# unit block of every row. Samples that take the split: 4 row tiles over two
-# projection chunks; and packed, reversed, with a partial last unit block and
-# batch sizes that leave the second worker one row, then none (its rows carry
-# their h), and the first fewer rows than the cells' pipeline takes.
+# With two threads, bfloat16 layers split the batch's rows over the workers
+# instead of the unit blocks (no meeting between steps): on AMX tiles where
+# the 16-row tiles divide evenly (NOTES change 43), on the AVX-512 BF16
+# register tiles where the rows do, 16 or more each (change 50); one thread
+# runs every unit block of every row. Samples that take the split: 4 row
+# tiles over two projection chunks; and packed, reversed, with a partial last
+# unit block and batch sizes that leave the second worker one row, then none
+# (its rows carry their h), and the first fewer rows than the cells' pipeline
+# takes.
 ROW_SPLIT = [
     ("rows_split_chunks", 40, 64, 20, 48, 0, True, None, False),
     ("rows_split_packed_reverse", 30, 32, 20, 40, 0, True,

@@ -93,9 +93,10 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
     plan.split_rows = !proj && plan.workers > 1 &&
                       row_tiles % plan.workers == 0 && panels_fit;
   } else {
-    // The FMA tiles take any number of rows; below 16 a worker's share
-    // would read all of W_hh per step for too few rows (NOTES change 49).
-    plan.split_rows = !kBf16Dot && !proj && !plan.direct && plan.workers > 1 &&
+    // The register tiles (float32 FMA, or bfloat16 pairs where there is no
+    // AMX) take any number of rows; below 16 a worker's share would read all
+    // of W_hh per step for too few rows (NOTES changes 49 and 50).
+    plan.split_rows = !proj && !plan.direct && plan.workers > 1 &&
                       B % plan.workers == 0 &&
                       B / plan.workers >= kSplitRowsMinRows && panels_fit;
   }
@@ -168,8 +169,8 @@ void row_share_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
 
 #if defined(FUSEDLSTM_BF16_DOT)
 // The row share of workers [w0, w1) on AMX: whole 16-row tiles each.
-void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
-                   int64_t gate_base, int64_t w0, int64_t w1) {
+void run_amx_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
+                       int64_t gate_base, int64_t w0, int64_t w1) {
   const RecurrentForward& a = *plan.args;
   const int64_t P = a.state, B = a.schedule->batch, depth = plan.depth;
   const Share tiles(ceil_div(B, kAmxRows), plan.workers, w0, w1);
@@ -196,29 +197,33 @@ void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
   });
   amx_release();
 }
-#else
-// The row share of workers [w0, w1) on the float32 tiles: B / workers rows
-// each.
-void run_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
-                   int64_t gate_base, int64_t w0, int64_t w1) {
+#endif
+
+// The row share of workers [w0, w1) on the register tiles: B / workers rows
+// each. With bfloat16 pairs, each worker rounds only its own rows of h.
+void run_tile_row_share(const ForwardPlan& plan, int64_t s0, int64_t s1,
+                        int64_t gate_base, int64_t w0, int64_t w1) {
   const RecurrentForward& a = *plan.args;
-  const int64_t P = a.state, depth = plan.depth;
+  const int64_t P = a.state, depth = plan.depth, ld16 = 2 * depth;
   const Share share(a.schedule->batch, plan.workers, w0, w1);
   const int64_t row0 = share.begin;
   std::vector<float> partial((share.end - row0) * kUnitCols);
+  std::vector<uint16_t> h16(kBf16Dot ? (share.end - row0) * ld16 : 0);
   row_share_steps(plan, s0, s1, row0, share.end,
                   [&](const float* h_prev, float* h_next, int64_t rows,
                       int64_t batch, int64_t first) {
+#if defined(FUSEDLSTM_BF16_DOT)
+    round_rows_to_bf16(h_prev + row0 * P, rows, P, h16.data(), ld16);
+#endif
     for (int64_t u = 0; u < plan.unit_blocks; ++u) {
       const UnitBlockStep step{&a, h_prev + row0 * P, h_next, nullptr,
                                plan.unit_panels + u * depth * kUnitCols,
-                               nullptr, 0, partial.data(), u * kLanes, first,
-                               first - gate_base, 0, 0, row0};
+                               h16.data(), ld16, partial.data(), u * kLanes,
+                               first, first - gate_base, 0, 0, row0};
       unit_block_step(step, rows, batch);
     }
   });
 }
-#endif
 
 // Steps [s0, s1) in processing order; the gates and cells of the step at
 // output row r are at row r - gate_base of their buffers.
@@ -236,7 +241,13 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
 
   at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
     if (plan.split_rows) {
-      run_row_share(plan, s0, s1, gate_base, w0, w1);
+#if defined(FUSEDLSTM_BF16_DOT)
+      if (plan.amx) {
+        run_amx_row_share(plan, s0, s1, gate_base, w0, w1);
+        return;
+      }
+#endif
+      run_tile_row_share(plan, s0, s1, gate_base, w0, w1);
       return;
     }
     const Share units(plan.unit_blocks, workers, w0, w1);

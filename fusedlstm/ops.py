@@ -37,7 +37,7 @@ def lstm_layer(
 
     input is [T, B, I], or packed [N, I] with ``batch_sizes`` as in
     ``PackedSequence``; h0 is [B, P], c0 is [B, H], the weights are shaped as
-    in ``nn.LSTM``. Differentiable to second order.
+    in ``nn.LSTM``. Differentiable to any order.
 
     Where no gradient can flow (grad mode off, or no argument requires grad),
     the inference operator runs instead: the same numbers, with nothing kept
@@ -202,7 +202,7 @@ def _forward_backward(ctx, grad_output, grad_h_n, grad_c_n, _grad_gates, _grad_c
     )
 
 
-# ------------------------------------------------------- second-order autograd
+# ---------------------------------------------- second- and higher-order autograd
 #
 # The backward operator is differentiated through the composite reference:
 # first-order gradients are re-derived from reference.lstm_layer with
@@ -225,11 +225,10 @@ def _backward_setup_context(ctx, inputs, output):
 
 def _backward_backward(ctx, *grads_of_grads):
     if torch.is_grad_enabled():
-        raise NotImplementedError(
-            "fusedlstm supports gradients up to second order; a third-order "
-            "gradient (create_graph=True through a double backward) is not "
-            "implemented"
-        )
+        # create_graph=True: the second derivative must itself be
+        # differentiable (third order and beyond), which the torch.func
+        # rule below is, to any order; the detached leaves here are not.
+        return _backward_backward_composite(ctx, *grads_of_grads)
     (grad_output, grad_h_n, grad_c_n, *primals, batch_sizes) = ctx.saved_tensors
     cotangents = [grad_output, grad_h_n, grad_c_n]
     with torch.enable_grad():

@@ -2,9 +2,9 @@
 
 ``torch.ops.fusedlstm.lstm_layer_forward`` / ``lstm_layer_backward`` are
 checked with ``torch.library.opcheck`` (schema, autograd registration, fake
-kernel, AOT dispatch) on several samples, and differentiated to first and
-second order in float64 against finite differences, through the op and
-through the module.
+kernel, AOT dispatch) on several samples, and differentiated to first,
+second and third order in float64 against finite differences, through the op
+and through the module, and to fourth order against nn.LSTM.
 """
 from __future__ import annotations
 
@@ -140,18 +140,26 @@ def test_gradgradcheck_op(sample):
     assert gradgradcheck(lambda *t: ops.lstm_layer(*t), tuple(args))
 
 
-def test_third_order_is_refused_not_wrong():
-    """Beyond second order the op says so instead of returning garbage:
-    building a graph of the second derivative (create_graph=True) raises."""
-    args = make_args(GG_SAMPLES[0])
-    x = args[0]
-    out = ops.lstm_layer(*args)[0].sum()
-    (g,) = torch.autograd.grad(out, x, create_graph=True)
-    with pytest.raises(NotImplementedError, match="second order"):
-        torch.autograd.grad(g.pow(2).sum(), args[3], create_graph=True)
-    # Without create_graph the second derivative is fine.
-    (gg,) = torch.autograd.grad(g.pow(2).sum(), args[3])
-    assert torch.isfinite(gg).all() and gg.abs().sum() > 0
+@pytest.mark.parametrize("sample", GG_SAMPLES[:3], ids=[s[0] for s in GG_SAMPLES[:3]])
+def test_third_order_gradgradcheck_op(sample):
+    """Third order: gradgradcheck of the first-order gradient (built with
+    create_graph=True) checks its second derivatives against finite
+    differences, i.e. the layer's third derivatives."""
+    args = make_args(sample)
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+    weights = torch.Generator().manual_seed(1)
+
+    def first_order(*present):
+        full = list(args)
+        for i, t in zip(positions, present):
+            full[i] = t
+        out, h_n, c_n = ops.lstm_layer(*full)
+        probe = torch.rand(out.shape, generator=weights.manual_seed(1), dtype=out.dtype)
+        loss = (out * probe).sum() + h_n.sin().sum() + c_n.pow(2).sum()
+        return torch.autograd.grad(loss, present, create_graph=True)
+
+    assert gradgradcheck(first_order, tuple(tensors))
 
 
 MODULE_CONFIGS = [
@@ -241,6 +249,35 @@ def test_double_backward_matches_nn_lstm():
         g.pow(2).sum().backward()
         results.append([xi.grad] + [p.grad for p in m.parameters()])
     torch.testing.assert_close(results[1], results[0])
+
+
+def _derivatives(module, x, orders):
+    """d/dx of a scalar of the previous derivative, `orders` times, each
+    with create_graph=True; returns every derivative."""
+    out, (h, c) = module(x)
+    value = out.sin().sum() + h.sin().sum() + c.pow(2).sum()
+    found = []
+    for _ in range(orders):
+        (value,) = torch.autograd.grad(value, x, create_graph=True)
+        found.append(value)
+        value = value.pow(2).sum()
+    return found
+
+
+@pytest.mark.parametrize("config", MODULE_CONFIGS, ids=str)
+def test_third_and_fourth_order_match_nn_lstm(config):
+    """Derivatives of every order are nn.LSTM's (which is differentiable to
+    any order on the CPU): the second order runs on the composite rule with
+    create_graph, and that rule is differentiable again."""
+    ref, ours = make_lstm_pair(2, 4, dtype=torch.float64, **config)
+    gen = torch.Generator().manual_seed(0)
+    shape = (2, 3, 2) if config.get("batch_first") else (3, 2, 2)
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    expected = _derivatives(ref, x.clone().requires_grad_(), 4)
+    found = _derivatives(ours, x.clone().requires_grad_(), 4)
+    for order, (a, b) in enumerate(zip(found, expected), start=1):
+        assert b.abs().sum() > 0, order
+        torch.testing.assert_close(a, b, msg=lambda m, o=order: f"order {o}: {m}")
 
 
 def test_saved_state_is_gates_and_cells_not_a_graph():

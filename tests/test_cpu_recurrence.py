@@ -30,8 +30,9 @@ import fusedlstm
 # tiles in forward (3-row tiles) and backward (6-row tiles, the last 7 or 8
 # rows as 4 + 3 or 4 + 4). For AVX-512's 16-unit blocks, 32-column dh panels
 # and 6-row forward tiles: 120 and 180 end in a 32-column panel with 24 and 20
-# columns (both halves live, the second partial), and batches of 7 and 9 end
-# in forward tiles of 1 and 3 rows.
+# columns (both halves live, the second partial), and batches of 7, 8 and 9
+# run forward as tiles of 6 rows and a lone row, 4 + 4 and 5 + 4 (tiles of
+# near-equal sizes; NOTES change 51).
 SHAPES = [(136, 8), (130, 8), (200, 4), (72, 26), (300, 5), (120, 7), (180, 9)]
 
 
@@ -143,8 +144,8 @@ def test_run_to_run_bitwise_identical(threads):
 # the workers split the batch's rows instead of the hidden units (no meeting
 # between steps; NOTES change 49); one thread runs every row. A row's sums
 # must not depend on the rows it shares a tile with: the samples leave
-# workers with 1, 7 and 13 rows (a lone row, and remainders of one row after
-# full tiles), a partial last unit block (H = 200), one-row steps, both
+# workers with 1, 7 and 13 rows (a lone row, a share of one row, tiles of
+# unequal sizes), a partial last unit block (H = 200), one-row steps, both
 # directions and two layers.
 ROW_SPLIT_F32 = [
     ("padded_two_layers_bidirectional", 12, 32, 20, 200, 2, True, None),

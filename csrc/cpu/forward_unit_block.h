@@ -61,8 +61,11 @@ inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
           a.output16 ? a.output16 + row * P + j : nullptr};
 }
 
+// `tile`: the row tile's place in the step, which says what part of the
+// next chunk of weights it prefetches.
 template <int R>
-void unit_rows(const UnitBlockStep& st, int64_t r0, bool two_chains = true) {
+void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
+               bool two_chains = true) {
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, G = 4 * H, j = st.unit;
   const int64_t n = std::min(kLanes, H - j);
@@ -82,7 +85,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, bool two_chains = true) {
   float* partial = st.partial + r0 * kUnitCols;
   start_tile<R, 4>(st.k0 == 0, partial, acc);
   const float* ahead =
-      prefetch_ahead(r0 / kForwardRows, st.packed, st.k0, st.k1, kUnitCols);
+      prefetch_ahead(tile, st.packed, st.k0, st.k1, kUnitCols);
 #if defined(FUSEDLSTM_BF16_DOT)
   tile_product_bf16<R, 4>(st.h16 + r0 * st.ld16, st.ld16,
                           reinterpret_cast<const uint32_t*>(st.packed), st.k0,
@@ -241,14 +244,18 @@ void amx_unit_block_step(const UnitBlockStep& st, int64_t rows, int64_t depth,
 #endif  // FUSEDLSTM_BF16_DOT
 
 // `rows` rows of a step whose batch is `step_batch`, from batch row
-// st.row0. A row is summed in one order in every tile shape but a lone
-// row's, which splits its sums in two chains for speed. Where the workers
-// split the units, a step of 6k + 1 rows (3k + 1 on AVX2) leaves its last
-// row alone, and only then; so where they split the rows, that row is summed
-// alone by whichever worker holds it, and no other row is (a remainder of
-// one row after full tiles goes as two tiles of the last kForwardRows + 1,
-// a share of one row in one chain). A row's result is then the same
-// whichever split ran it, and at any number of threads (NOTES change 49).
+// st.row0, in as few row tiles as hold them, of sizes that differ by at most
+// one (8 rows as 4 + 4, not 6 + 2): a tile of few rows spends a weight load
+// on few products, and running it after a full tile over the same chunk of
+// weights took it to L2's bandwidth (batch 8, H = 512: 6 + 2 rows 4-6 %
+// slower, float32 and bfloat16; NOTES change 51). A row is summed in one
+// order in every tile shape but a lone row's, which splits its sums in two
+// chains for speed. Where the workers split the units, a step of 6k + 1 rows
+// (3k + 1 on AVX2) leaves its last row alone, and only then; so where they
+// split the rows, that row is summed alone by whichever worker holds it, and
+// no other row is (a worker's share of one row is one tile of one chain). A
+// row's result is then the same whichever split ran it, and at any number of
+// threads (NOTES change 49).
 void unit_block_step(UnitBlockStep st, int64_t rows, int64_t step_batch) {
   const int64_t depth = product_depth(st.args->state);
   // A chunk of pairs spans as many weight bytes as kChunk / 2 of floats.
@@ -256,31 +263,26 @@ void unit_block_step(UnitBlockStep st, int64_t rows, int64_t step_batch) {
   const bool lone_last = step_batch % kForwardRows == 1 && rows > 0 &&
                          st.row0 + rows == step_batch;
   const int64_t tiled = lone_last ? rows - 1 : rows;
-  const int64_t full = tiled % kForwardRows == 1 && tiled > kForwardRows
-                           ? tiled / kForwardRows - 1
-                           : tiled / kForwardRows;
+  const int64_t tiles = (tiled + kForwardRows - 1) / kForwardRows;
   for (st.k0 = 0; st.k0 < depth; st.k0 = st.k1) {
     st.k1 = std::min(depth, st.k0 + chunk);
     int64_t r = 0;
-    for (int64_t i = 0; i < full; ++i, r += kForwardRows) {
-      unit_rows<kForwardRows>(st, r);
+    for (int64_t i = 0; i < tiles; ++i) {
+      const int64_t size = tiled / tiles + (i < tiled % tiles ? 1 : 0);
+      // Sizes above kForwardRows never occur; the clamps only keep the
+      // AVX2 build's templates within its register file.
+      switch (size) {
+        case 6: unit_rows<std::min<int64_t>(6, kForwardRows)>(st, r, i); break;
+        case 5: unit_rows<std::min<int64_t>(5, kForwardRows)>(st, r, i); break;
+        case 4: unit_rows<std::min<int64_t>(4, kForwardRows)>(st, r, i); break;
+        case 3: unit_rows<3>(st, r, i); break;
+        case 2: unit_rows<2>(st, r, i); break;
+        case 1: unit_rows<1>(st, r, i, /*two_chains=*/false); break;
+        default: break;
+      }
+      r += size;
     }
-    int64_t left = tiled - r;
-    if (left > kForwardRows) {  // kForwardRows + 1: in two tiles
-      constexpr int kFirst = (kForwardRows + 2) / 2;
-      unit_rows<kFirst>(st, r);
-      r += kFirst;
-      left -= kFirst;
-    }
-    switch (left) {
-      case 5: unit_rows<5>(st, r); break;
-      case 4: unit_rows<4>(st, r); break;
-      case 3: unit_rows<3>(st, r); break;
-      case 2: unit_rows<2>(st, r); break;
-      case 1: unit_rows<1>(st, r, /*two_chains=*/false); break;
-      default: break;
-    }
-    if (lone_last) unit_rows<1>(st, tiled, /*two_chains=*/true);
+    if (lone_last) unit_rows<1>(st, tiled, tiles, /*two_chains=*/true);
   }
 }
 

@@ -146,8 +146,8 @@ def test_third_order_gradgradcheck_op(sample):
     create_graph=True) checks its second derivatives against finite
     differences, i.e. the layer's third derivatives."""
     args = make_args(sample)
-    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     positions = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+    tensors = [args[i] for i in positions]
     weights = torch.Generator().manual_seed(1)
 
     def first_order(*present):

@@ -62,7 +62,7 @@ inline CellRow cell_row(const UnitBlockStep& st, int64_t b) {
 }
 
 // `tile`: the row tile's place in the step, which says what part of the
-// next chunk of weights it prefetches; kNoPrefetch: none.
+// next chunk of weights it prefetches (prefetch_ahead); kNoPrefetch: none.
 constexpr int64_t kNoPrefetch = -1;
 
 template <int R>
@@ -87,9 +87,7 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
   float* partial = st.partial + r0 * kUnitCols;
   start_tile<R, 4>(st.k0 == 0, partial, acc);
   const float* ahead =
-      tile == kNoPrefetch
-          ? nullptr
-          : prefetch_ahead(tile, st.packed, st.k0, st.k1, kUnitCols);
+      prefetch_ahead(tile, st.packed, st.k0, st.k1, kUnitCols);
 #if defined(FUSEDLSTM_BF16_DOT)
   tile_product_bf16<R, 4>(st.h16 + r0 * st.ld16, st.ld16,
                           reinterpret_cast<const uint32_t*>(st.packed), st.k0,

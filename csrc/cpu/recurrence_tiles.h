@@ -237,11 +237,12 @@ __attribute__((noinline, visibility("hidden"))) void tile_product_bf16(
 // step. Each tile asks for one line per k, so the next chunk's C/2 lines per k
 // are spread over the chunk's first C/2 row tiles instead of arriving in a
 // burst as the first tile of the next chunk needs them; later tiles find their
-// chunk in cache and ask for nothing.
+// chunk in cache and ask for nothing. A negative `tile` asks for nothing
+// either (the forward's steps of one row tile: kNoPrefetch).
 inline const float* prefetch_ahead(int64_t tile, const float* packed,
                                    int64_t k0, int64_t k1, int64_t cols) {
   constexpr int64_t kLineFloats = 16;
-  if (tile >= cols / kLineFloats) return nullptr;
+  if (tile < 0 || tile >= cols / kLineFloats) return nullptr;
   return packed + k1 * cols + tile * (k1 - k0) * kLineFloats;
 }
 

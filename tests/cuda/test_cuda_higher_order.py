@@ -27,8 +27,8 @@ def _pair(dtype, device):
     torch.manual_seed(0)
     ref = torch.nn.LSTM(4, 6, **CONFIG, dtype=torch.float64)
     ours = fusedlstm.LSTM(4, 6, **CONFIG, device=device, dtype=dtype)
-    ours.load_state_dict({k: v.to(dtype) for k, v in ref.state_dict().items()})
-    # The reference takes the weights the GPU layer holds.
+    ours.load_state_dict(ref.state_dict())  # copied into `dtype`
+    # The reference takes the weights the GPU layer holds (rounded to dtype).
     ref.load_state_dict({k: v.double().cpu() for k, v in ours.state_dict().items()})
     return ref, ours
 

@@ -10,7 +10,8 @@ Otherwise its native loop of ``linear``/``matmul`` and
 elementwise ops, which fusedlstm computes too. oneDNN refuses states of
 another dtype (with messages of its own); the native loop
 
-* multiplies h0 by W_hh first: an h0 of another dtype fails that ``linear``;
+* multiplies h0 by W_hh first: an h0 of another dtype fails that ``linear``
+  (whose message tells addmm, with a bias, from mm, without);
 * computes c = f * c0 + i * g, which promotes: a c0 whose dtype promotes into
   the input's (a narrower float, an integer, bool) computes as
   ``c0.to(input.dtype)``; a wider one (float64 with float32 input, float32
@@ -105,30 +106,33 @@ def nn_runs_native_loop(input: Tensor, batch_sizes: Optional[Tensor], proj: bool
     return False
 
 
-def native_loop_states(input: Tensor, hx, w_hh: Tensor, *, proj: bool,
+def _mismatched_product(left: torch.dtype, right: torch.dtype, *, bias: bool) -> RuntimeError:
+    """The error of the native loop's ``linear`` on operands of two dtypes:
+    with a bias it runs addmm, without one mm, and the two word it apart."""
+    if bias:
+        return RuntimeError("mat1 and mat2 must have the same dtype, but got "
+                            f"{aten_name(left)} and {aten_name(right)}")
+    return RuntimeError("expected m1 and m2 to have the same dtype, but got: "
+                        f"{c10_name(left)} != {c10_name(right)}")
+
+
+def native_loop_states(input: Tensor, hx, w_hh: Tensor, *, proj: bool, bias: bool,
                        single_step: bool) -> tuple[Tensor, Tensor]:
     """(h0, c0) as the native loop takes them, or its error. A wider c0 is
     returned as it is only where the loop returns wider results (one step
     of one layer, no projection)."""
     h0, c0 = hx
     if h0.dtype != w_hh.dtype:
-        raise RuntimeError(
-            "mat1 and mat2 must have the same dtype, but got "
-            f"{aten_name(h0.dtype)} and {aten_name(w_hh.dtype)}"
-        )
+        raise _mismatched_product(h0.dtype, w_hh.dtype, bias=bias)
     state = torch.promote_types(input.dtype, c0.dtype)
     if state == input.dtype:
         return h0, c0.to(input.dtype)
+    # The wider h meets the projection's product (never biased), else the
+    # next step's or layer's.
     if proj:
-        raise RuntimeError(
-            "expected m1 and m2 to have the same dtype, but got: "
-            f"{c10_name(state)} != {c10_name(input.dtype)}"
-        )
+        raise _mismatched_product(state, input.dtype, bias=False)
     if not single_step:
-        raise RuntimeError(
-            "mat1 and mat2 must have the same dtype, but got "
-            f"{aten_name(state)} and {aten_name(input.dtype)}"
-        )
+        raise _mismatched_product(state, input.dtype, bias=bias)
     return h0, c0
 
 

@@ -170,7 +170,7 @@ class LSTM(nn.RNNBase):
                     and _state_dtypes.nn_runs_native_loop(input, batch_sizes,
                                                           self.proj_size > 0)):
                 hx = _state_dtypes.native_loop_states(
-                    input, hx, weights[1], proj=self.proj_size > 0,
+                    input, hx, weights[1], proj=self.proj_size > 0, bias=self.bias,
                     single_step=functional._one_step_of_one_layer(
                         input, batch_sizes, self.num_layers, self.batch_first))
             elif not _state_dtypes.onednn_takes_float32_c0(input, hx, batch_sizes,

@@ -439,6 +439,22 @@ STATE_DTYPE_CASES = {
         dict(num_layers=2), torch.float32, ("padded", 1), None, torch.float64, False),
     "no_onednn_packed_one_step_c_float64": ({}, torch.float32, ("packed", [1, 1]), None,
                                             torch.float64, False),
+    # Without a bias the native loop's products run mm, not addmm, whose
+    # message differs: an h0 of another dtype, a wider c0 meeting the next
+    # step's product and the next layer's, and (computed) one step.
+    "no_onednn_no_bias_h_float64": (dict(bias=False), torch.float32, ("padded", 3),
+                                    torch.float64, torch.float32, False),
+    "no_onednn_no_bias_c_float64": (dict(bias=False), torch.float32, ("padded", 3), None,
+                                    torch.float64, False),
+    "no_onednn_no_bias_one_step_two_layers_c_float64": (
+        dict(bias=False, num_layers=2), torch.float32, ("padded", 1), None, torch.float64, False),
+    "no_onednn_no_bias_one_step_c_float64": (dict(bias=False), torch.float32, ("padded", 1),
+                                             None, torch.float64, False),
+    "no_onednn_no_bias_bfloat16_c_float32": (dict(bias=False, batch_first=True),
+                                             torch.bfloat16, ("padded", 4), None,
+                                             torch.float32, False),
+    "no_onednn_no_bias_proj_c_float64": (dict(bias=False, proj_size=2), torch.float32,
+                                         ("padded", 3), None, torch.float64, False),
 }
 
 

@@ -97,10 +97,6 @@ LayerDims check_layer_args(const char* op, const at::Tensor& input,
   return d;
 }
 
-namespace {
-
-// oneDNN's bfloat16 support on this CPU as PyTorch reports it
-// (mkldnn::_is_mkldnn_bf16_supported, the check nn.LSTM's path uses).
 bool onednn_bf16_supported() {
   static const bool supported = [] {
     const auto handle = c10::Dispatcher::singleton().findSchema(
@@ -109,8 +105,6 @@ bool onednn_bf16_supported() {
   }();
   return supported;
 }
-
-}  // namespace
 
 at::ScalarType saved_activation_dtype(const at::Tensor& input,
                                       const LayerDims& d) {

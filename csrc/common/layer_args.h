@@ -53,6 +53,13 @@ struct LayerDims {
 // there is not yet checked on a GPU).
 bool float32_c0_allowed(const at::Tensor& input, const at::Tensor& c0);
 
+// Whether PyTorch's oneDNN takes bfloat16 on this CPU, as PyTorch itself
+// reports it (mkldnn::_is_mkldnn_bf16_supported: AVX-512 BW/VL/DQ,
+// AVX-NE-CONVERT or Arm Graviton3). nn.LSTM runs bfloat16 on oneDNN only
+// where it holds, and at::native::mkldnn_matmul refuses every dtype, float32
+// included, where it does not. Read once.
+bool onednn_bf16_supported();
+
 // Validates the forward arguments of one layer-direction (see lstm.h) and
 // returns its sizes. Raises c10::Error with a message naming the argument.
 LayerDims check_layer_args(const char* op, const at::Tensor& input,

@@ -13,6 +13,7 @@
 #endif
 
 #include "common/env_choice.h"
+#include "common/layer_args.h"
 #include "cpu/fresh_buffer.h"
 
 namespace fusedlstm::cpu {
@@ -69,12 +70,18 @@ GemmBackend resolve_backend() {
       TORCH_CHECK(mkldnn_matmul() != nullptr,
                   "FUSEDLSTM_CPU_GEMM=onednn, but this PyTorch exports no "
                   "at::native::mkldnn_matmul");
+      TORCH_CHECK(onednn_bf16_supported(),
+                  "FUSEDLSTM_CPU_GEMM=onednn, but PyTorch's oneDNN matmul "
+                  "refuses this CPU (it needs AVX-512 BW, VL and DQ, "
+                  "AVX-NE-CONVERT or an Arm Graviton3); use "
+                  "FUSEDLSTM_CPU_GEMM=blas or auto");
       return GemmBackend::kOneDnn;
     case Requested::kAuto:
       break;
   }
-  return mkldnn_matmul() != nullptr && cpu_has_avx512f() ? GemmBackend::kOneDnn
-                                                         : GemmBackend::kBlas;
+  return mkldnn_matmul() != nullptr && cpu_has_avx512f() && onednn_bf16_supported()
+             ? GemmBackend::kOneDnn
+             : GemmBackend::kBlas;
 }
 
 // Where torch.set_float32_matmul_precision("medium") (or

@@ -19,8 +19,8 @@ enum class GemmBackend { kBlas, kOneDnn };
 // The backend for float32 products of at least kOneDnnMinMacs multiply-adds
 // (below that oneDNN's ~10 us per call costs more than it saves):
 // FUSEDLSTM_CPU_GEMM=auto (default: oneDNN where the CPU has AVX-512F and
-// PyTorch's oneDNN matmul can be found, else BLAS), blas, or onednn (raises
-// where it is unavailable; with it every float32 product, however small,
+// PyTorch's oneDNN matmul can be found and takes this CPU, else BLAS), blas,
+// or onednn (raises where it is unavailable; with it every float32 product, however small,
 // takes oneDNN, which is how the tests reach it on small shapes).
 GemmBackend float_gemm_backend();
 bool onednn_gemm_forced();

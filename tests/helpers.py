@@ -54,6 +54,20 @@ def state_shapes(module: nn.Module, batch: Optional[int]):
     return lead + mid + h, lead + mid + c
 
 
+def seeded_randn(*shape, dtype=torch.float32, seed=0) -> torch.Tensor:
+    """Standard normal values drawn in float64 from `seed`, then cast: the
+    same values (to the dtype's rounding) whatever the dtype."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+def seeded_states(module: nn.Module, batch: Optional[int], dtype=torch.float32, seed=1):
+    """(h0, c0) of the module's shapes, from seeds `seed` and `seed + 1`."""
+    h, c = state_shapes(module, batch)
+    return (seeded_randn(*h, dtype=dtype, seed=seed),
+            seeded_randn(*c, dtype=dtype, seed=seed + 1))
+
+
 def to_reference(module: nn.Module) -> nn.Module:
     """A float64 torch.nn copy of ``module`` (same weight values), for bf16."""
     if isinstance(module, nn.LSTMCell):

@@ -40,6 +40,9 @@ struct ForwardPlan {
   const RecurrentForward* args;
   int64_t unit_blocks, proj_blocks, workers, phases;
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
+  bool pack_in_step;   // one step: each worker packs a unit block's panel
+                       //   into its own slot of unit_panels just before the
+                       //   block's product, instead of all of W_hh up front
   bool amx;            // bfloat16 dot products on AMX tiles
   bool split_rows;     // workers split the batch's rows (whole row tiles on
                        //   AMX), not the unit blocks: no meeting between
@@ -73,6 +76,12 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
   // at H = 256 (NOTES change 23).
   plan.direct = !kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows;
+  // A call of one step (an LSTMCell, a decoder's step) reads each panel once:
+  // packing all of W_hh first writes it out (to memory, past L3's share at
+  // H = 1024) and reads it back for nothing. Packed block by block into a
+  // slot that stays in L2, W_hh is read once. The panel is the same, and so
+  // are the sums.
+  plan.pack_in_step = !kBf16Dot && !plan.direct && a.schedule->steps() == 1;
 #if defined(FUSEDLSTM_BF16_DOT)
   plan.amx = amx_tiles_available();
   plan.depth = plan.amx ? amx_depth(product_depth(P)) : product_depth(P);
@@ -96,12 +105,14 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
     // The register tiles (float32 FMA, or bfloat16 pairs where there is no
     // AMX) take any number of rows; below 16 a worker's share would read all
     // of W_hh per step for too few rows (NOTES changes 49 and 50).
-    plan.split_rows = !proj && !plan.direct && plan.workers > 1 &&
+    plan.split_rows = !proj && !plan.direct && !plan.pack_in_step &&
+                      plan.workers > 1 &&
                       B % plan.workers == 0 &&
                       B / plan.workers >= kSplitRowsMinRows && panels_fit;
   }
   plan.unit_panels = plan.direct ? nullptr : workspace<float>(
-      WorkspaceRole::kRecurrentWeights, panel_floats);
+      WorkspaceRole::kRecurrentWeights,
+      plan.pack_in_step ? plan.workers * plan.depth * kUnitCols : panel_floats);
   plan.proj_panels = workspace<float>(WorkspaceRole::kProjectionWeights,
                                       plan.proj_blocks * H * kPanelCols);
   plan.spare = at::empty({B, P}, f32);
@@ -133,7 +144,7 @@ void pack_weights(const ForwardPlan& plan) {
                   (depth - pairs) * kUnitCols * sizeof(float));
     }
 #else
-    if (!plan.direct) {
+    if (!plan.direct && !plan.pack_in_step) {
       for (int64_t u = units.begin; u < units.end; ++u) {
         pack_unit_block(a.w_hh, H, P, u, u_panels + u * depth * kUnitCols);
       }
@@ -234,7 +245,7 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
   const int64_t H = a.hidden, P = a.state, B = sched.batch;
   const int64_t workers = plan.workers, phases = plan.phases;
   const bool proj = a.w_hr != nullptr;
-  const float* u_panels = plan.unit_panels;
+  float* u_panels = plan.unit_panels;
   const float* p_panels = plan.proj_panels;
   float* hidden = proj ? plan.hidden.data_ptr<float>() : nullptr;
   PhaseCounter meeting;
@@ -275,9 +286,19 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
       round_rows_to_bf16(h_prev, bs, P, h16.data(), ld16);
 #endif
       for (int64_t u = units.begin; u < units.end; ++u) {
+        float* panel = nullptr;
+#if !defined(FUSEDLSTM_BF16_DOT)
+        if (plan.pack_in_step) {
+          panel = u_panels + w0 * depth * kUnitCols;
+          pack_unit_block(a.w_hh, H, P, u, panel);
+        } else if (!plan.direct) {
+          panel = u_panels + u * depth * kUnitCols;
+        }
+#else
+        panel = u_panels + u * depth * kUnitCols;
+#endif
         const UnitBlockStep step{
-            &a, h_prev, h_next, hidden,
-            plan.direct ? nullptr : u_panels + u * depth * kUnitCols,
+            &a, h_prev, h_next, hidden, panel,
             h16.data(), ld16, partial.data(), u * kLanes, first,
             first - gate_base, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _autocast, functional
+from . import _autocast, functional, ops
 from ._tracing import onnx_exporting, shapes_fixed_by_module
 from . import _state_dtypes
 from ._dtype_names import aten_name
@@ -221,6 +221,9 @@ class LSTMCell(nn.LSTMCell):
         _refuse_torchscript(self)
 
     def forward(self, input: Tensor, hx=None):
+        direct = self._direct_step(input, hx)
+        if direct is not None:
+            return direct
         if onnx_exporting():
             return super().forward(input, hx)
         # nn.LSTMCell.forward's own steps, in its order, so that odd hx
@@ -272,6 +275,51 @@ class LSTMCell(nn.LSTMCell):
         if not is_batched:
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
+
+
+    def _direct_step(self, input: Tensor, hx):
+        """The common call, straight to the operator; None where the call needs
+        forward's general path below.
+
+        A decoder calls a small cell thousands of times, and there the Python
+        around the operator is most of a step: at H = 64, batch 1 the general
+        path's checks, three calls deep, cost about as much as the operator,
+        and `self.weight_ih` (Module.__getattr__) a microsecond each. This
+        path takes a batch with both states given as a tuple, all of the
+        input's dtype and of the module's sizes, with no autocast, tracing or
+        compiling, and the weights read from `_parameters`: the general path
+        would pass every check and make the same operator call. Anything else
+        (unbatched input, a list or None for hx, a mismatch to raise about, a
+        subclass, including those that torch.nn.utils.parametrize makes, or a
+        weight moved out of `_parameters` by weight_norm, pruning or a weight
+        drop) takes the general path."""
+        if (type(hx) is not tuple or len(hx) != 2 or type(self) is not LSTMCell
+                or _tracing_or_compiling() or _any_autocast_enabled()):
+            return None
+        params = self._parameters
+        try:
+            w_ih, w_hh = params["weight_ih"], params["weight_hh"]
+            b_ih, b_hh = params["bias_ih"], params["bias_hh"]
+        except KeyError:
+            return None
+        h0, c0 = hx
+        if not (
+            input.dim() == 2 and h0.dim() == 2 and c0.dim() == 2
+            and h0.dtype == input.dtype and c0.dtype == input.dtype
+            and w_ih is not None and w_ih.shape[0] != 0
+            and input.shape[1] == self.input_size
+            and h0.shape == c0.shape == (input.shape[0], self.hidden_size)
+        ):
+            return None
+        _, h, c = ops.lstm_layer(input.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh)
+        return h, c
+
+
+def _tracing_or_compiling() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
+_any_autocast_enabled = torch._C._is_any_autocast_enabled
 
 
 def _check_cell_args(input: Tensor, hx, input_size: int, hidden_size: int) -> None:

@@ -210,6 +210,95 @@ def test_lstm_cell_unbatched_and_strided(hx):
     parity_check(ref, ours, x2, state2)
 
 
+class _CellSubclass(fusedlstm.LSTMCell):
+    pass
+
+
+# Calls that LSTMCell._direct_step must leave to forward's general path:
+# each takes (module, x, h, c) and calls the module, batch 4, 7 -> 9.
+GENERAL_PATH_CALLS = {
+    "hx as a list": lambda m, x, h, c: m(x, [h, c]),
+    "hx omitted": lambda m, x, h, c: m(x),
+    "unbatched": lambda m, x, h, c: m(x[0], (h[0], c[0])),
+    "a subclass": lambda m, x, h, c: _subclass_of(m)(x, (h, c)),
+    "under autocast": lambda m, x, h, c: _under_cpu_autocast(m, x, (h, c)),
+}
+
+
+def _subclass_of(module):
+    sub = _CellSubclass(module.input_size, module.hidden_size)
+    sub.load_state_dict(module.state_dict())
+    return sub
+
+
+def _under_cpu_autocast(module, x, hx):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return module(x, hx)
+
+
+@pytest.fixture
+def general_path_calls(monkeypatch):
+    """Counts the calls of functional.lstm_cell, which only forward's general
+    path makes."""
+    calls = []
+    real = fusedlstm.modules.functional.lstm_cell
+
+    def counted(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(fusedlstm.modules.functional, "lstm_cell", counted)
+    return calls
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_plain_cell_call_takes_the_direct_step_with_the_general_paths_bits(
+        general_path_calls, training):
+    # The direct step must skip the general path (it exists to save that
+    # path's Python), and must give its outputs and gradients bit for bit.
+    _, ours = make_cell_pair(7, 9)
+    gen = torch.Generator().manual_seed(5)
+    x, h, c = (torch.randn(4, n, generator=gen) for n in (7, 9, 9))
+
+    def results(call):
+        ours.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(training):
+            out = call()
+        if not training:
+            return out
+        (out[0].sum() + 2 * out[1].sum()).backward()
+        return (*out, *(p.grad for p in ours.parameters()))
+
+    direct = results(lambda: ours(x, (h, c)))
+    assert general_path_calls == []
+    general = results(lambda: ours(x, [h, c]))
+    assert len(general_path_calls) == 1
+    for a, b in zip(direct, general):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("call", list(GENERAL_PATH_CALLS))
+def test_other_cell_calls_take_the_general_path(general_path_calls, call):
+    _, ours = make_cell_pair(7, 9)
+    x, h, c = torch.randn(4, 7), torch.randn(4, 9), torch.randn(4, 9)
+    GENERAL_PATH_CALLS[call](ours, x, h, c)
+    assert len(general_path_calls) == 1
+
+
+def test_cell_weight_moved_out_of_parameters_takes_the_general_path(general_path_calls):
+    # As weight_norm (the hook form), pruning and AWD-LSTM's weight drop
+    # leave it: the tensor that the call must use is an attribute now.
+    ref, ours = make_cell_pair(7, 9)
+    for module in (ref, ours):
+        raw = module.weight_hh.detach()
+        del module._parameters["weight_hh"]
+        module.weight_hh = 0.5 * raw
+    x, h, c = torch.randn(4, 7), torch.randn(4, 9), torch.randn(4, 9)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, (h, c)), ref(x, (h, c)))
+    assert len(general_path_calls) == 1
+
+
 def test_lstm_cell_output_shapes_and_types():
     ref, ours = make_cell_pair(3, 4)
     out_ref, out = ref(torch.randn(2, 3)), ours(torch.randn(2, 3))

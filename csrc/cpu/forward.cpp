@@ -133,6 +133,30 @@ class Bf16InputProjection {
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace
 };
 
+// b_ih + b_hh for the fused cell (zeros without a bias), in the compute
+// type. Two contiguous float32 biases are summed here, element by element as
+// at::add sums them: at::add's dispatch costs more than the sum at small H.
+at::Tensor summed_bias(const c10::optional<at::Tensor>& b_ih,
+                       const c10::optional<at::Tensor>& b_hh, const LayerDims& d,
+                       const at::TensorOptions& opts) {
+  const int64_t G = 4 * d.hidden_size;
+  if (!d.has_bias) return at::zeros({G}, opts);
+  const at::Tensor& a = *b_ih;
+  const at::Tensor& b = *b_hh;
+  if (a.scalar_type() != at::kFloat || b.scalar_type() != at::kFloat ||
+      !a.is_contiguous() || !b.is_contiguous() ||
+      opts.dtype() != caffe2::TypeMeta::Make<float>()) {
+    const Widen w(a.scalar_type());
+    return at::add(w(a), w(b));
+  }
+  at::Tensor sum = at::empty({G}, opts);
+  const float* pa = a.const_data_ptr<float>();
+  const float* pb = b.const_data_ptr<float>();
+  float* out = sum.data_ptr<float>();
+  for (int64_t j = 0; j < G; ++j) out[j] = pa[j] + pb[j];
+  return sum;
+}
+
 // The op's outputs in the input's layout: output and h_n in its dtype, c_n in
 // c0's (float32 c0 with reduced input, common/layer_args.h), the
 // gates and cells kept for backward in saved_activation_dtype (float: the
@@ -148,8 +172,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> finish(
     sizes.push_back(width);
     return converted_fresh(t, as).view(sizes);
   };
-  return {shaped(buf.output, P, dtype), buf.h_state.to(dtype),
-          buf.c_state.to(c_dtype), shaped(buf.gates, 4 * H, saved),
+  return {shaped(buf.output, P, dtype), converted_fresh(buf.h_state, dtype),
+          converted_fresh(buf.c_state, c_dtype), shaped(buf.gates, 4 * H, saved),
           shaped(buf.cells, H, saved)};
 }
 
@@ -194,8 +218,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   buf.h_state = w.owned(h0);
   buf.c_state = w.owned(c0);
   if (fused) {
-    const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
-                                       : at::zeros({4 * H}, opts);
+    const at::Tensor bias = summed_bias(b_ih, b_hh, d, opts);
     // bfloat16 dot products pack W_hh from its own bfloat16 values.
     const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
     const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
@@ -298,12 +321,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
     x = w(input).reshape({N, I});
     w_ih_t = w(w_ih).t();
     project = [&](int64_t first_row, int64_t rows) {
+      // A call in one chunk (every short one) takes the tensors as they
+      // are: two narrows cost a tenth of a one-step call at H = 64.
+      if (rows == N) {
+        gemm_out(gates, x, w_ih_t);
+        return;
+      }
       at::Tensor out = gates.narrow(0, 0, rows);
       gemm_out(out, x.narrow(0, first_row, rows), w_ih_t);
     };
   }
-  const at::Tensor bias = d.has_bias ? at::add(w(*b_ih), w(*b_hh))
-                                     : at::zeros({4 * H}, opts);
+  const at::Tensor bias = summed_bias(b_ih, b_hh, d, opts);
   const at::Tensor w_hh_c = bf16_dot ? w_hh.contiguous() : w(w_hh).contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w(*w_hr).contiguous() : at::Tensor();
   // bfloat16 dot products write the output rounded, in the layer's dtype.
@@ -329,8 +357,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   const at::ScalarType dtype = input.scalar_type();
   std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
   sizes.push_back(P);
-  return {output.to(dtype).view(sizes), h_state.to(dtype),
-          c_state.to(c0.scalar_type())};
+  return {converted_fresh(output, dtype).view(sizes),
+          converted_fresh(h_state, dtype),
+          converted_fresh(c_state, c0.scalar_type())};
 }
 
 }  // namespace fusedlstm::cpu

@@ -20,8 +20,9 @@ enum class GemmBackend { kBlas, kOneDnn };
 // (below that oneDNN's ~10 us per call costs more than it saves):
 // FUSEDLSTM_CPU_GEMM=auto (default: oneDNN where the CPU has AVX-512F and
 // PyTorch's oneDNN matmul can be found and takes this CPU, else BLAS), blas,
-// or onednn (raises where it is unavailable; with it every float32 product, however small,
-// takes oneDNN, which is how the tests reach it on small shapes).
+// or onednn (raises where it is unavailable; with it every float32 product,
+// however small, takes oneDNN, which is how the tests reach it on small
+// shapes).
 GemmBackend float_gemm_backend();
 bool onednn_gemm_forced();
 constexpr int64_t kOneDnnMinMacs = int64_t{1} << 18;

@@ -6,7 +6,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-READMES = ["README.md", "examples/README.md"]
+READMES = ["README.md", "examples/README.md", "benchmarks/RESULTS.md"]
 # Inline links `](target)` and reference definitions `[name]: target`.
 LINK = re.compile(r"\]\(([^)\s]+)\)|^\[[^\]]+\]:\s*(\S+)", re.MULTILINE)
 

@@ -13,9 +13,9 @@ import torch
 import fusedlstm  # noqa: F401  (registers torch.ops.fusedlstm)
 
 
-def run(dtype, proj, packed, reverse):
+def run(dtype, proj, packed, reverse, sizes=(5, 20, 3, 4)):
     torch.manual_seed(0)
-    I, H, B, T = 5, 20, 3, 4
+    I, H, B, T = sizes
     P = 6 if proj else H
     dev = "cuda"
     k = H ** -0.5
@@ -24,6 +24,7 @@ def run(dtype, proj, packed, reverse):
     w_hr = mk(P, H) if proj else None
     h0, c0 = mk(B, P), mk(B, H)
     if packed:
+        assert (B, T) == (3, 4), "the packed batch sizes below are for B = 3, T = 4"
         bs = torch.tensor([3, 2, 2, 1], dtype=torch.int64)
         x = mk(int(bs.sum()), I)
     else:
@@ -63,6 +64,12 @@ def main():
         for proj, packed, reverse in ((False, True, True), (True, True, False)):
             run(torch.float32, proj, packed, reverse)
         torch.backends.cudnn.allow_tf32 = True
+        # Two batch chunks (kChunk = 32 rows) and a deeper k-split (H = 64:
+        # four k-tiles), so that within a step the partial sums are reduced
+        # over the split and then rewritten by the second chunk: B = 3 is
+        # one chunk.
+        for dtype in (torch.bfloat16, torch.float32):
+            run(dtype, False, False, False, sizes=(16, 64, 40, 3))
         if path == "stepwise":  # float64 has no persistent kernel
             run(torch.float64, True, True, True)
         print(f"sanitizer_smoke: {path} ok")

@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kThreads)
             block_matmul<T, true>(w1, L.w1, g_cur + nb0 * ld, ld, nbn, part, nullptr);
             for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
               const int b = e / U, r = e - b * U, c = u0 + r;
-              if (c < H) dh_state[int64_t(b0 + nb0 + b) * H + c] = part[r * kChunk + b];
+              if (c < H) dh_state[int64_t(b0 + nb0 + b) * H + c] = part[r * kPartStride + b];
             }
             __syncthreads();  // part is rewritten next; the cells read dh_state
           }

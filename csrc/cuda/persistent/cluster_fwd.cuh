@@ -35,7 +35,7 @@ __host__ __device__ inline ClusterLayout cluster_layout_of(const SliceGeom& w1, 
   L.off_h = align16(size_t(L.w1.rows_pad) * L.w1.stride * es);
   L.h_elems = size_t(BT) * L.w1.stride;
   L.off_part = L.off_h + align16(2 * L.h_elems * es);
-  L.total = L.off_part + align16(size_t(L.w1.ksplit) * L.w1.rows_pad * kChunk * 4);
+  L.total = L.off_part + align16(size_t(L.w1.ksplit) * L.w1.rows_pad * kPartStride * 4);
   return L;
 }
 
@@ -131,8 +131,8 @@ __global__ void __launch_bounds__(kThreads)
             const int b = e / U, u = e - b * U, uu = u0 + u;
             if (uu >= H) return;
             const int bt = nb0 + b, bg = b0 + bt;
-            const float* rec = part + u * kChunk + b;
-            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
+            const float* rec = part + u * kPartStride + b;
+            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kPartStride, in);
             for (int r = 0; r < CS; ++r) cluster.map_shared_rank(h_nxt, r)[bt * ld + uu] = m;
             output[(row0 + bg) * P + uu] = m;
             if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step

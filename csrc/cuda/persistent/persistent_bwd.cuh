@@ -168,7 +168,7 @@ __global__ void __launch_bounds__(kThreads)
                       part, xs);
       for (int e = threadIdx.x; e < nbn * nc; e += kThreads) {
         const int b = e / nc, r = e - b * nc, c = c0 + r;
-        if (c < P) dh_state[int64_t(nb0 + b) * P + c] = part[r * kChunk + b];
+        if (c < P) dh_state[int64_t(nb0 + b) * P + c] = part[r * kPartStride + b];
       }
       __syncthreads();  // part is rewritten next; dh_state read below
     }
@@ -253,7 +253,7 @@ __global__ void __launch_bounds__(kThreads)
               const int b = e / U, u = e % U;
               if (u0 + u >= H) return;
               run_backward_cell<T, false>(p, cur, nb0 + b, u0 + u,
-                                          part[u * kChunk + b], in);
+                                          part[u * kPartStride + b], in);
             });
         __syncthreads();
       }

@@ -22,6 +22,14 @@ constexpr int kWarps = kThreads / 32;
 // Batch rows per pass over the weights: four n-tiles of an m16n8k16 MMA.
 // Larger batches loop over chunks, so B is unbounded.
 constexpr int kChunk = 32;
+// Row stride of block_matmul's partial sums in shared memory, [r][b]. The
+// cells read them with r varying fastest across a warp's lanes (cell e: unit
+// e % U): at a stride of kChunk every lane hit the same bank, a U-way
+// conflict on each of a cell's four gate reads (32-way in the cluster kernel
+// at H = 512). One float of padding puts consecutive rows in consecutive
+// banks; the tensor-core stores of a warp's 8 x 4 fragment then touch 14
+// banks instead of 4.
+constexpr int kPartStride = kChunk + 1;
 // fp32 path: h is staged through shared memory in blocks of this many k.
 constexpr int kKBlock = 128;
 // fp32 path: each warp holds the sums of this many weight rows in registers.
@@ -161,9 +169,9 @@ __host__ __device__ inline SmemLayout smem_layout_of(const SliceGeom& w1,
   L.off_part = L.off_w2 + align16(size_t(w2.rows_pad) * w2.stride * es);
   const int part1 = w1.ksplit * w1.rows_pad;
   const int part2 = w2.ksplit * w2.rows_pad;
-  // Partial sums [ksplit][rows_pad][kChunk]; after the k-split reduction the
-  // first slice holds the result.
-  L.off_xs = L.off_part + align16(size_t(part1 > part2 ? part1 : part2) * kChunk * 4);
+  // Partial sums [ksplit][rows_pad][kPartStride]; after the k-split
+  // reduction the first slice holds the result.
+  L.off_xs = L.off_part + align16(size_t(part1 > part2 ? part1 : part2) * kPartStride * 4);
   L.total = L.off_xs + (kTensorCore<T> ? 0 : size_t(kChunk) * (kKBlock + 1) * 4);
   return L;
 }
@@ -401,13 +409,13 @@ __device__ __forceinline__ void block_matmul_tiles(
       }
     }
     // Columns of part past 8 NT are left as they are: never read (b < nbn).
-    float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kChunk + 2 * tq;
+    float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kPartStride + 2 * tq;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       pp[nt * 8] = acc[nt][0];
       pp[nt * 8 + 1] = acc[nt][1];
-      pp[8 * kChunk + nt * 8] = acc[nt][2];
-      pp[8 * kChunk + nt * 8 + 1] = acc[nt][3];
+      pp[8 * kPartStride + nt * 8] = acc[nt][2];
+      pp[8 * kPartStride + nt * 8 + 1] = acc[nt][3];
     }
   }
 }
@@ -416,7 +424,7 @@ __device__ __forceinline__ void block_matmul_tiles(
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
 // global (or, kSharedX, tensor-core types only, in shared memory: see
 // load_b_tile). Ends with __syncthreads; the result is
-// part[0 .. rows_pad*kChunk).
+// part[r * kPartStride + b] for r < rows_pad.
 template <typename T, bool kSharedX = false>
 __device__ void block_matmul(const storage_t<T>* __restrict__ w,
                              const SliceGeom& g,
@@ -431,7 +439,7 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
     const int KS = g.ksplit;
     __syncthreads();
     if (KS > 1) {
-      const int n = g.rows_pad * kChunk;
+      const int n = g.rows_pad * kPartStride;
       for (int e = threadIdx.x; e < n; e += kThreads) {
         float s = part[e];
         for (int ks = 1; ks < KS; ++ks) s += part[size_t(ks) * n + e];
@@ -468,7 +476,7 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
     }
 #pragma unroll
     for (int j = 0; j < kRowsPerWarp; ++j) {
-      if (j < nr) part[(warp + j * kWarps) * kChunk + lane] = acc[j];
+      if (j < nr) part[(warp + j * kWarps) * kPartStride + lane] = acc[j];
     }
     __syncthreads();
   }

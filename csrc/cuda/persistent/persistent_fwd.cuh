@@ -134,8 +134,8 @@ __global__ void __launch_bounds__(kThreads)
             const int b = e / U, u = e - b * U, uu = u0 + u;
             if (uu >= H) return;
             const int bg = nb0 + b;
-            const float* rec = part + u * kChunk + b;  // gate q at rec[q * U * kChunk]
-            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kChunk, in);
+            const float* rec = part + u * kPartStride + b;  // gate q at rec[q * U * kPartStride]
+            const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kPartStride, in);
             if constexpr (kProj) {
               m_buf[int64_t(bg) * H + uu] = m;
             } else {
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(kThreads)
             const int b = e / PU, r = e - b * PU, pp = p0 + r;
             if (pp >= P) continue;
             const int bg = nb0 + b;
-            const S h = from_float<T>(part[r * kChunk + b]);
+            const S h = from_float<T>(part[r * kPartStride + b]);
             h_nxt[int64_t(bg) * P + pp] = h;
             output[(row0 + bg) * P + pp] = h;
             if (bg >= bs_next) h_n[int64_t(bg) * P + pp] = h;

@@ -276,7 +276,6 @@ class LSTMCell(nn.LSTMCell):
             h, c = h.squeeze(0), c.squeeze(0)
         return h, c
 
-
     def _direct_step(self, input: Tensor, hx):
         """The common call, straight to the operator; None where the call needs
         forward's general path below.

@@ -31,6 +31,12 @@ def shapes_fixed_by_module():
     return _tracer_warnings_hidden()
 
 
+def tracing_or_compiling() -> bool:
+    """Whether torch.jit.trace or TorchDynamo (torch.compile, torch.export,
+    the ONNX exporters) is recording the call."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def onnx_exporting() -> bool:
     """Whether torch.onnx.export (either exporter) is tracing the call.
 
@@ -39,7 +45,7 @@ def onnx_exporting() -> bool:
     forward, so that the ONNX graph is the one nn.LSTM gives. Asked only
     while tracing: torch.onnx.is_in_onnx_export costs a microsecond (it
     imports on every call), and both exporters trace."""
-    if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
+    if not tracing_or_compiling():
         return False
     return torch.onnx.is_in_onnx_export()
 

@@ -17,7 +17,7 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional, ops
-from ._tracing import onnx_exporting, shapes_fixed_by_module
+from ._tracing import onnx_exporting, shapes_fixed_by_module, tracing_or_compiling
 from . import _state_dtypes
 from ._dtype_names import aten_name
 
@@ -293,7 +293,7 @@ class LSTMCell(nn.LSTMCell):
         weight moved out of `_parameters` by weight_norm, pruning or a weight
         drop) takes the general path."""
         if (type(hx) is not tuple or len(hx) != 2 or type(self) is not LSTMCell
-                or _tracing_or_compiling() or _any_autocast_enabled()):
+                or tracing_or_compiling() or torch._C._is_any_autocast_enabled()):
             return None
         params = self._parameters
         try:
@@ -312,13 +312,6 @@ class LSTMCell(nn.LSTMCell):
             return None
         _, h, c = ops.lstm_layer(input.unsqueeze(0), h0, c0, w_ih, w_hh, b_ih, b_hh)
         return h, c
-
-
-def _tracing_or_compiling() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
-_any_autocast_enabled = torch._C._is_any_autocast_enabled
 
 
 def _check_cell_args(input: Tensor, hx, input_size: int, hidden_size: int) -> None:

@@ -135,8 +135,8 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
   at::Tensor grad_input = empty_fresh({N, I}, input.options());
   at::mm_out(grad_input, buf.dgates, w_ih);
   return {grad_input.view(input.sizes()),
-          buf.dh_state.to(dtype),
-          buf.dc_state.to(c_dtype),
+          converted_fresh(buf.dh_state, dtype),
+          converted_fresh(buf.dc_state, c_dtype),
           at::mm(dgates_t, x),
           at::mm(dgates_t, h_prev),
           grad_bias,
@@ -262,9 +262,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
-  return {converted_fresh(grad_input, dtype), buf.dh_state.to(dtype),
-          buf.dc_state.to(c0.scalar_type()), grad_w_ih.to(dtype),
-          grad_w_hh.to(dtype), grad_bias.to(dtype), grad_w_hr.to(dtype)};
+  return {converted_fresh(grad_input, dtype), converted_fresh(buf.dh_state, dtype),
+          converted_fresh(buf.dc_state, c0.scalar_type()),
+          converted_fresh(grad_w_ih, dtype), converted_fresh(grad_w_hh, dtype),
+          converted_fresh(grad_bias, dtype), converted_fresh(grad_w_hr, dtype)};
 }
 
 }  // namespace fusedlstm::cpu

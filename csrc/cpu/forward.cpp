@@ -133,8 +133,7 @@ class Bf16InputProjection {
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace
 };
 
-// b_ih + b_hh for the fused cell (zeros without a bias), in the compute
-// type. Two contiguous float32 biases are summed here, element by element as
+// b_ih + b_hh (zeros without a bias), in the compute type. Two contiguous float32 biases are summed here, element by element as
 // at::add sums them: at::add's dispatch costs more than the sum at small H.
 at::Tensor summed_bias(const c10::optional<at::Tensor>& b_ih,
                        const c10::optional<at::Tensor>& b_hh, const LayerDims& d,
@@ -206,7 +205,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   if (bf16_dot) {
     Bf16InputProjection(input, w_ih, N, H, I)(0, N, buf.gates.data_ptr<float>());
   } else if (d.has_bias && !fused) {
-    buf.gates.copy_(at::add(w(*b_ih), w(*b_hh)).expand({N, 4 * H}));
+    buf.gates.copy_(summed_bias(b_ih, b_hh, d, opts).expand({N, 4 * H}));
     blas_mm_out(buf.gates, w(input).reshape({N, I}), w(w_ih).t(),
                 /*accumulate=*/true);
   } else {

@@ -281,6 +281,55 @@ void run_cluster_all() {
   }
 }
 
+// The cluster planners alone, over batches that need large batch tiles. A
+// plan must tile the batch, and every cluster of its grid must be resident
+// at once with the shared memory it launches with (clusters past those run
+// the whole sequence again in a second wave), unless its tile is the
+// largest that fits, where waves are the only plan left. Shapes are their
+// own: plans are cached per (H, P, B).
+template <typename T>
+void check_cluster_plans() {
+  emu::kSms = 4;
+  emu::kMaxBlocksPerSm = 8;
+  for (int H : {64, 96}) {
+    for (int B : {1, 9, 64, 300, 1000}) {
+      const PersistentPlan fwd = plan_cluster_forward<T>(H, H, B, 0);
+      const PersistentPlan bwd = plan_cluster_backward<T>(H, B, 0);
+      for (const PersistentPlan* pl : {&fwd, &bwd}) {
+        ++checks;
+        const bool forward = pl == &fwd;
+        if (!pl->fits) {
+          ++failures;
+          std::printf("  UNEXPECTED: no cluster %s plan for H%d B%d: %s\n",
+                      forward ? "forward" : "backward", H, B, pl->reason.c_str());
+          continue;
+        }
+        const int clusters = pl->grid / pl->cluster;
+        const persistent::ClusterLaunchConfig one(pl->cluster, pl->cluster, pl->smem, nullptr);
+        int held = 0;
+        cudaOccupancyMaxActiveClusters(&held, nullptr, &one.config);
+        const size_t next_tile =
+            forward ? persistent::cluster_forward_layout<T>(pl->units, H, pl->batch_tile + 1).total
+                    : persistent::cluster_backward_layout<T>(pl->units, H, pl->batch_tile + 1).total;
+        const bool widest = next_tile > size_t(emu::kSmemOptin);
+        const bool covers = pl->grid % pl->cluster == 0 &&
+                            clusters * pl->batch_tile >= B &&
+                            (clusters - 1) * pl->batch_tile < B;
+        std::printf("cluster %s plan H%d B%d: %d clusters of %d, BT %d%s, %zu bytes, "
+                    "%d resident\n", forward ? "forward" : "backward", H, B, clusters,
+                    pl->cluster, pl->batch_tile, widest ? " (widest)" : "", pl->smem, held);
+        if (!covers || held < 1 || (clusters > held && !widest) ||
+            pl->smem > size_t(emu::kSmemOptin)) {
+          ++failures;
+          std::printf("  UNEXPECTED: the plan above %s\n",
+                      !covers ? "does not tile the batch"
+                              : "runs in waves where a wider tile fits, or does not fit");
+        }
+      }
+    }
+  }
+}
+
 template <typename T>
 void run_all(const std::vector<Case>& cases) {
   for (const Case& c : cases) {
@@ -330,6 +379,10 @@ int main() {
   run_cluster_all<Tf32>();
   run_cluster_all<c10::Half>();
   run_cluster_all<c10::BFloat16>();
+  std::printf("-- the cluster planners at large batches\n");
+  check_cluster_plans<Tf32>();
+  check_cluster_plans<c10::Half>();
+  check_cluster_plans<c10::BFloat16>();
   std::printf("%d checks, %d mismatches\n", checks, failures);
   return failures == 0 && checks > 0 ? 0 : 1;
 }

@@ -150,7 +150,9 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
 // cluster own U = ceil(H / CS) units each (a multiple of 4), and each of NC
 // clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
 // (least work per CTA per step: the step is latency-bound); NC is as many as
-// can be resident at once (cudaOccupancyMaxActiveClusters), at most B.
+// can be resident at once (cudaOccupancyMaxActiveClusters) with the shared
+// memory of their batch tile, at most B, or where the tile that needs does
+// not fit, as many as the largest tile that fits needs, in waves.
 // smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device
 // (PlanCache).
 template <typename SmemOf>
@@ -191,30 +193,57 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
       }
       return n;
     };
-    for (int CS = 16; CS >= 1; --CS) {
-      const int U = ((H + CS - 1) / CS + 3) / 4 * 4;
-      if ((CS - 1) * U >= H) continue;  // a CTA with no units: a smaller CS
-      const size_t smem_one = smem_of(U, P, 1);
-      if (smem_one > size_t(smem_optin)) break;  // smaller clusters need more
-      const int most = resident(CS, smem_one);
-      if (most < 1) continue;
-      const int NC = std::min(B, most);
-      const int BT = (B + NC - 1) / NC;
-      const size_t smem = smem_of(U, P, BT);
-      if (smem > size_t(smem_optin)) {
-        plan.reason = "the batch tile's recurrent operand (h, or the gate "
-                      "gradients in the backward) does not fit beside W_hh "
-                      "in one cluster";
-        continue;
+    // Two passes. The first wants every cluster of the grid resident at
+    // once: a larger batch tile takes more shared memory, which can leave
+    // fewer clusters resident, so NC shrinks (BT grows) until all are, for
+    // clusters past those would run the whole sequence again in a second
+    // wave. Where no tile both fits and leaves its clusters resident, the
+    // second takes the largest tile that fits and runs its clusters in
+    // waves: slower, but correct, as clusters never wait on each other.
+    for (const bool waves : {false, true}) {
+      for (int CS = 16; CS >= 1 && !plan.fits; --CS) {
+        const int U = ((H + CS - 1) / CS + 3) / 4 * 4;
+        if ((CS - 1) * U >= H) continue;  // a CTA with no units: a smaller CS
+        const size_t smem_one = smem_of(U, P, 1);
+        if (smem_one > size_t(smem_optin)) break;  // smaller clusters need more
+        int NC = std::min(B, resident(CS, smem_one)), BT = 0;
+        if (!waves) {
+          while (NC >= 1) {  // NC falls on each pass
+            BT = (B + NC - 1) / NC;
+            const size_t smem = smem_of(U, P, BT);
+            if (smem > size_t(smem_optin)) {  // for the second pass
+              NC = 0;
+              break;
+            }
+            const int held = resident(CS, smem), needed = (B + BT - 1) / BT;
+            if (needed <= held) break;
+            NC = held;  // held < needed <= NC
+          }
+        } else if (NC >= 1) {
+          int fits = 1, over = B + 1;  // smem_of(fits) fits, smem_of(over) does not
+          while (over - fits > 1) {
+            const int mid = fits + (over - fits) / 2;
+            (smem_of(U, P, mid) <= size_t(smem_optin) ? fits : over) = mid;
+          }
+          BT = fits;
+          NC = resident(CS, smem_of(U, P, BT)) >= 1 ? (B + BT - 1) / BT : 0;
+        }
+        if (NC < 1) {
+          if (waves) {
+            plan.reason = "no cluster of " + std::to_string(CS) +
+                          " CTAs holding W_hh can be resident on the device";
+          }
+          continue;
+        }
+        plan.fits = true;
+        plan.reason.clear();
+        plan.cluster = CS;
+        plan.units = U;
+        plan.batch_tile = BT;
+        plan.grid = CS * ((B + BT - 1) / BT);
+        plan.smem = smem_of(U, P, BT);
       }
-      plan.fits = true;
-      plan.reason.clear();
-      plan.cluster = CS;
-      plan.units = U;
-      plan.batch_tile = BT;
-      plan.grid = CS * ((B + BT - 1) / BT);
-      plan.smem = smem;
-      break;
+      if (plan.fits) break;
     }
   }
   return cache.store(key, plan);

@@ -7,6 +7,7 @@
 // that will run on the GPU, on each FUSEDLSTM_CUDA_PATH, on an emulated
 // H100 or, with --turing, an emulated T4 (sm_75). Exits non-zero on any
 // mismatch.
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <fusedlstm/lstm.h>
@@ -14,6 +15,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "common/layer_args.h"
 #include "cuda/lstm_cuda.h"
@@ -114,6 +117,46 @@ void expect(const std::string& what, bool ok) {
   std::printf("%-56s %s\n", what.c_str(), ok ? "as expected" : "  WRONG");
 }
 
+// The backward's checks and its independence of autocast, on `path`:
+// gradients unlike forward's results raise before any kernel reads them, and
+// a backward under autocast (the engine keeps the caller's autocast state;
+// the emulated device's tensors are CPU tensors, so CPU autocast stands in)
+// gives the bits of one outside it, although its weight-gradient GEMMs and
+// bias sum are ATen calls that autocast would otherwise run in bfloat16.
+void backward_guards(const char* path, const Case& c) {
+  setenv("FUSEDLSTM_CUDA_PATH", path, 1);
+  const Inputs l = make_inputs(c, at::kFloat);
+  const auto [out, h_n, c_n, gates, cells] = cuda_forward(l, false);
+  auto backward = [&](const at::Tensor& grad_h_n) {
+    return fusedlstm::cuda::lstm_layer_backward(
+        l.grad_out, grad_h_n, l.grad_c_n, l.x, l.h0, l.c0, l.w_ih, l.w_hh,
+        opt(l.b_ih), opt(l.b_hh), opt(l.w_hr), out, gates, cells,
+        opt(l.batch_sizes), false);
+  };
+  const std::string tag = std::string(path) + " " + c.name;
+  expect_raises(tag + ": a wider grad_h_n", "expected grad_h_n of shape", [&] {
+    backward(at::zeros({l.grad_h_n.size(0), l.grad_h_n.size(1) + 2}));
+  });
+  expect_raises(tag + ": a float64 grad_h_n", "grad_h_n has dtype Double", [&] {
+    backward(l.grad_h_n.to(at::kDouble));
+  });
+  const auto outside = backward(l.grad_h_n);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  const auto inside = backward(l.grad_h_n);
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::clear_cache();
+  const auto as_list = [](const auto& grads) {
+    return std::apply([](const auto&... g) { return std::vector<at::Tensor>{g...}; }, grads);
+  };
+  const std::vector<at::Tensor> o = as_list(outside), n = as_list(inside);
+  bool same = true;
+  for (size_t i = 0; i < o.size(); ++i) {
+    same = same && o[i].scalar_type() == n[i].scalar_type() && at::equal(o[i], n[i]);
+  }
+  expect(tag + ": backward under autocast, the same bits", same);
+}
+
 // An emulated Turing GPU (compute capability 7.5) running a build with
 // sm_75 code: float16 takes the persistent kernel through sm_75's m16n8k8
 // MMA, float32 the exact-FMA kernel although PyTorch allows TF32 (there is
@@ -179,6 +222,9 @@ int main(int argc, char** argv) {
         for (bool reverse : {false, true}) run(path, c, dtype, reverse);
       }
     }
+  }
+  for (const char* path : {"stepwise", "persistent"}) {
+    for (const Case& c : cases) backward_guards(path, c);
   }
   // The cluster kernels: no projection, tensor-core types.
   for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {

@@ -257,3 +257,25 @@ def parity_check(ref_module, our_module, x, hx=None, **run_kwargs):
         assert_results_close(ours, theirs)
     return ours, theirs
 
+
+
+def assert_backward_unchanged_by_autocast(device: str, dtype: torch.dtype,
+                                          autocast_dtype: torch.dtype, **kwargs):
+    """A backward called under autocast (the autograd engine runs it in the
+    caller's autocast state) gives the bits of one called outside: autocast
+    acts on the modules' forward, never on the ATen calls inside the layer
+    operators."""
+    import fusedlstm
+
+    torch.manual_seed(0)
+    module = fusedlstm.LSTM(5, 8, **kwargs).to(device, dtype)
+    x = torch.randn(7, 3, 5, device=device, dtype=dtype, requires_grad=True)
+    out, (h, c) = module(x)
+    loss = out.float().square().sum() + h.float().sum() + c.float().sum()
+    params = [x, *module.parameters()]
+    outside = torch.autograd.grad(loss, params, retain_graph=True)
+    with torch.autocast(device, dtype=autocast_dtype):
+        inside = torch.autograd.grad(loss, params, retain_graph=True)
+    for a, b in zip(inside, outside):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -26,8 +26,9 @@ from torch import nn
 
 import fusedlstm
 from helpers import (
-    assert_low_precision_parity, assert_results_close, make_cell_pair,
-    make_lstm_pair, run_lstm, state_shapes, to_reference,
+    assert_backward_unchanged_by_autocast, assert_low_precision_parity,
+    assert_results_close, make_cell_pair, make_lstm_pair, run_lstm, state_shapes,
+    to_reference,
 )
 from test_errors import assert_same_error
 
@@ -226,3 +227,10 @@ def test_compiled_under_autocast():
     for key in want:
         assert got[key].dtype == want[key].dtype, key
     assert_results_close(got, want)
+
+
+@pytest.mark.parametrize("autocast_dtype", [BF16, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, BF16])
+@pytest.mark.parametrize("config", [dict(), dict(proj_size=3, bidirectional=True)], ids=str)
+def test_backward_under_autocast_gives_the_same_gradients(config, dtype, autocast_dtype):
+    assert_backward_unchanged_by_autocast("cpu", dtype, autocast_dtype, **config)

@@ -89,6 +89,36 @@ def test_opcheck_backward(sample, requires_grad):
     torch.library.opcheck(BWD, bwd_args)
 
 
+# Incoming gradients unlike forward's results: (which, how to make it from
+# the right one, what the error names). The kernels read them as [N, P],
+# [B, P] and [B, H] buffers: before they were checked, a wider or taller
+# grad_h_n was read and written out of bounds (heap corruption).
+MISMATCHED_GRADIENTS = [
+    ("grad_h_n", lambda g: torch.randn(g.shape[0], g.shape[1] + 2), "expected grad_h_n of shape"),
+    ("grad_h_n", lambda g: torch.randn(g.shape[0] - 1, g.shape[1]), "expected grad_h_n of shape"),
+    ("grad_h_n", lambda g: torch.randn(2 * g.shape[0], g.shape[1]), "expected grad_h_n of shape"),
+    ("grad_c_n", lambda g: g.unsqueeze(0), "expected grad_c_n of shape"),
+    ("grad_output", lambda g: g.transpose(0, 1).contiguous(), "expected grad_output of shape"),
+    ("grad_output", lambda g: torch.randn(*g.shape[:-1], g.shape[-1] + 1), "expected grad_output of shape"),
+    ("grad_output", lambda g: g.double(), "grad_output has dtype Double but output has Float"),
+    ("grad_c_n", lambda g: g.to("meta"), "grad_c_n is on meta but input is on cpu"),
+]
+
+
+@pytest.mark.parametrize("which,make,message", MISMATCHED_GRADIENTS,
+                         ids=[f"{w}-{i}" for i, (w, _, _) in enumerate(MISMATCHED_GRADIENTS)])
+@pytest.mark.parametrize("sample", [SAMPLES[0], SAMPLES[4]], ids=[SAMPLES[0][0], SAMPLES[4][0]])
+def test_backward_op_rejects_gradients_unlike_forward_results(sample, which, make, message):
+    args = make_args(sample, torch.float32, requires_grad=False)
+    output, h_n, c_n, gates, cells = FWD(*args)
+    grads = dict(grad_output=torch.randn_like(output), grad_h_n=torch.randn_like(h_n),
+                 grad_c_n=torch.randn_like(c_n))
+    BWD(*grads.values(), *args[:8], output, gates, cells, *args[8:])  # the right ones pass
+    grads[which] = make(grads[which])
+    with pytest.raises(RuntimeError, match=message):
+        BWD(*grads.values(), *args[:8], output, gates, cells, *args[8:])
+
+
 @pytest.mark.parametrize("sample", SAMPLES, ids=IDS)
 def test_forward_matches_reference(sample):
     """The fused forward equals the composite reference (float64)."""

@@ -136,6 +136,28 @@ void check_saved_activations(const char* op, const at::Tensor& input,
   check("cells", cells, d.hidden_size, saved);
 }
 
+void check_incoming_gradients(const char* op, const at::Tensor& input,
+                              const at::Tensor& h0, const at::Tensor& c0,
+                              const at::Tensor& output,
+                              const at::Tensor& grad_output,
+                              const at::Tensor& grad_h_n,
+                              const at::Tensor& grad_c_n) {
+  auto check = [&](const char* name, const at::Tensor& grad, const char* result,
+                   const at::Tensor& like) {
+    if (!grad.defined()) return;
+    TORCH_CHECK(grad.sizes() == like.sizes(), op, ": expected ", name, " of shape ",
+                like.sizes(), " (the shape of ", result, "), got ", grad.sizes());
+    TORCH_CHECK(grad.scalar_type() == like.scalar_type(), op, ": ", name,
+                " has dtype ", grad.scalar_type(), " but ", result, " has ",
+                like.scalar_type());
+    TORCH_CHECK(grad.device() == input.device(), op, ": ", name, " is on ",
+                grad.device(), " but input is on ", input.device());
+  };
+  check("grad_output", grad_output, "output", output);
+  check("grad_h_n", grad_h_n, "h_n", h0);
+  check("grad_c_n", grad_c_n, "c_n", c0);
+}
+
 StepSchedule make_schedule(const at::Tensor& input, int64_t batch,
                            const c10::optional<at::Tensor>& batch_sizes) {
   StepSchedule s;

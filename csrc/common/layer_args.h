@@ -2,12 +2,23 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DispatchKeySet.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <c10/util/Optional.h>
 
 #include <cstdint>
 #include <vector>
 
 namespace fusedlstm {
+
+// Held for the whole of each layer operator's kernel: the operators compute
+// in the dtypes they are given. Autocast acts in the modules, before the
+// call; a kernel's own ATen calls (the CUDA backward's weight-gradient
+// GEMMs) would otherwise run in float16 where backward is called under
+// autocast, as the autograd engine keeps the caller's autocast state.
+struct NoAutocastInside {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
 
 // Which rows of the time-major input belong to each step. A padded [T, B, I]
 // input is scheduled as T steps of B rows, so one kernel serves both layouts.
@@ -95,6 +106,18 @@ void check_saved_activations(const char* op, const at::Tensor& input,
                              const LayerDims& d, const at::Tensor& output,
                              const at::Tensor& gates, const at::Tensor& cells,
                              at::ScalarType saved);
+
+// Validates the gradients that backward receives for forward's results
+// (each may be undefined: that result was not used): grad_output like
+// output, grad_h_n like h_n ([B, P], h0's dtype), grad_c_n like c_n ([B, H],
+// c0's dtype), all on input's device. The kernels read them as such, so a
+// mismatch raises here instead of reading out of bounds.
+void check_incoming_gradients(const char* op, const at::Tensor& input,
+                              const at::Tensor& h0, const at::Tensor& c0,
+                              const at::Tensor& output,
+                              const at::Tensor& grad_output,
+                              const at::Tensor& grad_h_n,
+                              const at::Tensor& grad_c_n);
 
 // Builds the schedule for `input` ([T, B, I], or packed [N, I] with
 // batch_sizes). batch_sizes must be a CPU int64 tensor, non-increasing, with

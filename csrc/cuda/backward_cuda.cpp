@@ -194,6 +194,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const at::Tensor& cells,
                     const c10::optional<at::Tensor>& batch_sizes,
                     bool reverse) {
+  const NoAutocastInside no_autocast;
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);
@@ -205,6 +206,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   // The CUDA kernels keep the gates and cells in the input's dtype.
   check_saved_activations("fusedlstm::lstm_layer_backward", input, d, output,
                           gates, cells, input.scalar_type());
+  check_incoming_gradients("fusedlstm::lstm_layer_backward", input, h0, c0,
+                           output, grad_output, grad_h_n, grad_c_n);
   const StepSchedule sched = make_schedule(input, h0.size(0), batch_sizes);
   const int64_t N = sched.rows, B = sched.batch;
   const int64_t H = d.hidden_size, P = d.state_size, I = d.input_size;

@@ -132,6 +132,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                    const c10::optional<at::Tensor>& b_hh,
                    const c10::optional<at::Tensor>& w_hr,
                    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  const NoAutocastInside no_autocast;
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_forward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                        batch_sizes);

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.skipif(
 
 import fusedlstm  # noqa: E402
 
-from helpers import assert_low_precision_parity  # noqa: E402
+from helpers import (  # noqa: E402
+    assert_backward_unchanged_by_autocast, assert_low_precision_parity,
+)
 
 CONFIGS = [dict(), dict(num_layers=2, bidirectional=True, proj_size=3)]
 
@@ -91,3 +93,13 @@ def test_cell_cuda_autocast(autocast_dtype):
     x, hx = torch.randn(3, 5), (torch.randn(3, 8), torch.randn(3, 8))
     mine = _compare(ref, ours, ref64, x, hx, autocast_dtype, autocast_dtype)
     assert mine["out0"].dtype == autocast_dtype
+
+
+@pytest.mark.parametrize("autocast_dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_backward_under_autocast_gives_the_same_gradients(config, dtype, autocast_dtype):
+    """The CUDA backward's weight-gradient GEMMs and bias sum are ATen calls:
+    before the operators excluded autocast, a backward called under it ran
+    them in the autocast dtype."""
+    assert_backward_unchanged_by_autocast("cuda", dtype, autocast_dtype, **config)

@@ -92,7 +92,9 @@ struct LayerBackwardResult {
 
 // Backward pass of one LSTM layer in one direction. Takes the tensors that
 // lstm_layer_forward returned and saved; nothing is recomputed but tanh(c_t).
-//   grad_output: like output       grad_h_n: [B, P]     grad_c_n: [B, H]
+//   grad_output: like output       grad_h_n: like h_n   grad_c_n: like c_n
+//                (shapes, dtypes and device checked; each may be undefined:
+//                that result was not used)
 //   input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse: as in
 //                forward (the biases are read only for whether they exist; they
 //                are arguments so that autograd can reach them at second order)

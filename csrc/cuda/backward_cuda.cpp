@@ -246,7 +246,14 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   at::Tensor grad_bias = d.has_bias ? dgates.sum(0) : at::empty({0}, opts);
   at::Tensor grad_w_hr = at::empty({0}, opts);
   if (d.has_proj) {
-    const at::Tensor hidden = in.gates.narrow(1, 3 * H, H).mul(in.cells.tanh());
+    // m_t = o_t * tanh(c_t) in the compute type (float for float16 and
+    // bfloat16), rounded once, as forward rounded it: in the input's dtype the
+    // tanh and the product would round twice more.
+    const at::ScalarType math = at::toOpMathType(dtype);
+    const at::Tensor hidden = in.gates.narrow(1, 3 * H, H)
+                                  .to(math)
+                                  .mul(in.cells.to(math).tanh())
+                                  .to(dtype);
     grad_w_hr = at::mm(rg.grad_h_all.t(), hidden);
   }
   return {grad_input, rg.dh0, rg.dc0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import fusedlstm  # noqa: F401
+import fusedlstm
 
 TESTS = Path(__file__).resolve().parent
 
@@ -52,7 +52,7 @@ print("matched")
 
 # PyTorch's oneDNN matmul refuses CPUs without oneDNN bfloat16 support (every
 # dtype, float32 too): there FUSEDLSTM_CPU_GEMM=onednn must raise, saying so.
-_ONEDNN_TAKES_THIS_CPU = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+_ONEDNN_TAKES_THIS_CPU = fusedlstm.ops._onednn_bf16_supported()
 _REFUSED_CPU = "FUSEDLSTM_CPU_GEMM=onednn, but PyTorch's oneDNN matmul refuses this CPU"
 
 

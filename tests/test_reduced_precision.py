@@ -44,8 +44,8 @@ def _bf16_dot(sample, dtype) -> bool:
 
 
 def _expected_saved(sample, dtype) -> torch.dtype:
-    onednn_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    if dtype == torch.bfloat16 and not _packed(sample) and not _projected(sample) and onednn_bf16:
+    if (dtype == torch.bfloat16 and not _packed(sample) and not _projected(sample)
+            and ops._onednn_bf16_supported()):
         return torch.float32
     return dtype
 
@@ -82,7 +82,7 @@ def test_this_ci_cpu_keeps_float_activations_somewhere():
     """Where the CPU has oneDNN bfloat16 support (this CI's AVX-512 CPU), the
     float-activation rule is live, so the rounded-once test below runs on
     every padded, unprojected sample."""
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+    if not ops._onednn_bf16_supported():
         pytest.skip("no oneDNN bfloat16 on this CPU: nn.LSTM keeps bfloat16 activations, and so do we")
     assert _expected_saved(SAMPLES[0], torch.bfloat16) == torch.float32
 

@@ -151,8 +151,8 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
 // clusters takes BT = ceil(B / NC) batch rows. The largest cluster wins
 // (least work per CTA per step: the step is latency-bound); NC is as many as
 // can be resident at once (cudaOccupancyMaxActiveClusters) with the shared
-// memory of their batch tile, at most B, or where the tile that needs does
-// not fit, as many as the largest tile that fits needs, in waves.
+// memory of their batch tile, at most B; or, where no such tile fits, as
+// many as the widest tile that fits needs, run in waves.
 // smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device
 // (PlanCache).
 template <typename SmemOf>

@@ -258,7 +258,6 @@ def parity_check(ref_module, our_module, x, hx=None, **run_kwargs):
     return ours, theirs
 
 
-
 def assert_backward_unchanged_by_autocast(device: str, dtype: torch.dtype,
                                           autocast_dtype: torch.dtype, **kwargs):
     """A backward called under autocast (the autograd engine runs it in the

@@ -145,8 +145,7 @@ void check_incoming_gradients(const char* op, const at::Tensor& input,
   auto check = [&](const char* name, const at::Tensor& grad, const char* result,
                    const at::Tensor& like) {
     if (!grad.defined()) return;
-    TORCH_CHECK(grad.sizes() == like.sizes(), op, ": expected ", name, " of shape ",
-                like.sizes(), " (the shape of ", result, "), got ", grad.sizes());
+    check_shape(op, name, grad, like.sizes());
     TORCH_CHECK(grad.scalar_type() == like.scalar_type(), op, ": ", name,
                 " has dtype ", grad.scalar_type(), " but ", result, " has ",
                 like.scalar_type());

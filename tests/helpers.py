@@ -8,6 +8,7 @@ the input, h0, c0 and every parameter under one fixed set of cotangents.
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Optional
 
 import torch
@@ -187,8 +188,27 @@ def max_abs_error(t: Optional[torch.Tensor], ref: Optional[torch.Tensor]) -> flo
     return (t.double() - ref.double()).abs().max().item()
 
 
+@contextlib.contextmanager
+def saved_activations_rounded_to(dtype: torch.dtype):
+    """Within: every floating-point tensor that autograd saves for backward
+    is rounded to ``dtype`` (and kept in its own dtype). A float64 model run
+    under it costs its gradients exactly what keeping the activations in
+    ``dtype`` costs an otherwise exact computation: nn.LSTM's native path
+    and fusedlstm keep them in bfloat16/float16 alike (ops.saved_activation_dtype).
+    Forward results are untouched. Values already exact in ``dtype`` (the
+    weights, the inputs of a low-precision call) are saved unchanged."""
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.is_floating_point() and t.dtype != dtype:
+            return t.to(dtype).to(t.dtype)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
+
+
 def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, eps=None, *,
-                                grad_floor_ulps: float = 1.0, gradient_unit: str = "tensor"):
+                                grad_floor_ulps: float = 1.0, gradient_unit: str = "tensor",
+                                saved_rounded: Optional[dict] = None):
     """The half-precision rule, per compared tensor.
 
     Our error against the float64 reference (nn.LSTM in float64 on the very
@@ -213,6 +233,14 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
     gradients of the call ("backward"). The fuzz sweep, whose thousands of
     tiny examples reach gradient entries that cancel, uses the latter (see
     tests/fuzz_harness.py, low_precision_rule).
+
+    ``saved_rounded``: the float64 model's results with its saved
+    activations rounded to the dtype (``saved_activations_rounded_to``).
+    Where given, a gradient may be off by twice that model's error where
+    that is larger than nn.LSTM's: the error that keeping the activations
+    at the dtype forces on any implementation that keeps them so. nn.LSTM's
+    own error is one draw of it, and where a gradient entry cancels (a sum
+    of terms much larger than itself) a lucky draw can be far below it.
     """
     assert ours.keys() == reference.keys() == torch_low.keys()
     assert gradient_unit in ("tensor", "backward"), gradient_unit
@@ -228,6 +256,11 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
         assert ours[key].shape == ref.shape, (key, ours[key].shape, ref.shape)
         err_ours = max_abs_error(ours[key], ref)
         err_torch = max_abs_error(torch_low[key], ref)
+        # (Non-finite where a saved value is beyond the dtype's range: left out.)
+        err_kept = 0.0
+        if saved_rounded is not None and key.startswith("grad_"):
+            err_kept = max_abs_error(saved_rounded[key], ref)
+            err_kept = err_kept if math.isfinite(err_kept) else 0.0
         unit = eps if eps is not None else torch.finfo(ours[key].dtype).eps
         scale = ref.abs().max().item() if ref.numel() else 0.0
         units = 1.0
@@ -235,9 +268,10 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
             units = grad_floor_ulps
             scale = backward_scale if gradient_unit == "backward" else scale
         floor = units * unit * scale
-        if not err_ours <= 2 * err_torch + floor:
+        if not err_ours <= 2 * max(err_torch, err_kept) + floor:
+            kept = f" (kept activations {err_kept:.3g})" if err_kept > err_torch else ""
             failures.append(
-                f"{key}: ours {err_ours:.3g} > 2 x torch {err_torch:.3g} + {floor:.3g}"
+                f"{key}: ours {err_ours:.3g} > 2 x torch {err_torch:.3g}{kept} + {floor:.3g}"
             )
     assert not failures, "; ".join(failures)
 

@@ -37,6 +37,12 @@ std::pair<double, double> tolerances(at::ScalarType t) {
   }
 }
 
+void expect(const std::string& what, bool ok) {
+  ++checks;
+  if (!ok) ++failures;
+  std::printf("%-56s %s\n", what.c_str(), ok ? "as expected" : "  WRONG");
+}
+
 // The CUDA entry point's forward of inputs l.
 auto cuda_forward(const Inputs& l, bool reverse) {
   return fusedlstm::cuda::lstm_layer_forward(l.x, l.h0, l.c0, l.w_ih, l.w_hh,
@@ -60,6 +66,13 @@ void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
   expect_close(tag + " c_n", c_n, ref.c_n, vtol);
   expect_close(tag + " gates", gates, ref.gates, vtol);
   expect_close(tag + " cells", cells, ref.cells, vtol);
+  // Inference writes no activations back and allocates no cells: the
+  // results must still be forward's, bit for bit.
+  const auto [inf_out, inf_h_n, inf_c_n] = fusedlstm::cuda::lstm_layer_inference(
+      l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih), opt(l.b_hh), opt(l.w_hr),
+      opt(l.batch_sizes), reverse);
+  expect(tag + " inference: forward's bits",
+         at::equal(inf_out, out) && at::equal(inf_h_n, h_n) && at::equal(inf_c_n, c_n));
 
   const auto grads = fusedlstm::cuda::lstm_layer_backward(
       l.grad_out, l.grad_h_n, l.grad_c_n, l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih),
@@ -109,12 +122,6 @@ fusedlstm::cuda::PersistentChoice forward_choice(const Case& c, at::ScalarType d
       fusedlstm::make_schedule(l.x, l.h0.size(0), opt(l.batch_sizes));
   return fusedlstm::cuda::choose_persistent(fusedlstm::cuda::RecurrencePass::kForward,
                                             dtype, sched, d, l.x.get_device());
-}
-
-void expect(const std::string& what, bool ok) {
-  ++checks;
-  if (!ok) ++failures;
-  std::printf("%-56s %s\n", what.c_str(), ok ? "as expected" : "  WRONG");
 }
 
 // The backward's checks and its independence of autocast, on `path`:

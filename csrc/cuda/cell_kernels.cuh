@@ -45,12 +45,14 @@ __global__ void cell_forward_kernel(CellForwardArgs a) {
     const op_t pg = op_t(gates[g0 + 2 * H]) + op_t(rec[g0 + 2 * H]);
     const op_t po = op_t(gates[g0 + 3 * H]) + op_t(rec[g0 + 3 * H]);
     const CellOut<op_t> o = cell_forward_math<op_t>(pi, pf, pg, po, c_state[idx]);
-    gates[g0] = scalar_t(o.i);
-    gates[g0 + H] = scalar_t(o.f);
-    gates[g0 + 2 * H] = scalar_t(o.g);
-    gates[g0 + 3 * H] = scalar_t(o.o);
+    if (cells != nullptr) {  // kept for backward; inference keeps nothing
+      gates[g0] = scalar_t(o.i);
+      gates[g0 + H] = scalar_t(o.f);
+      gates[g0 + 2 * H] = scalar_t(o.g);
+      gates[g0 + 3 * H] = scalar_t(o.o);
+      cells[idx] = scalar_t(o.c);
+    }
     c_state[idx] = o.c;
-    cells[idx] = scalar_t(o.c);
     hidden[idx] = scalar_t(o.m);
     if (hidden2 != nullptr) hidden2[idx] = scalar_t(o.m);
   }

@@ -29,8 +29,10 @@ char* row_ptr(const at::Tensor& t, int64_t row, int64_t width) {
 }
 
 struct ForwardState {
-  at::Tensor gates, output, cells;  // [N, 4H], [N, P], [N, H]
-  at::Tensor h_n, c_n;              // [B, P], [B, H] in the input dtype
+  // [N, 4H], [N, P], [N, H]. Inference allocates no cells, and its gates
+  // hold only the input projection (the kernels write neither back).
+  at::Tensor gates, output, cells;
+  at::Tensor h_n, c_n;  // [B, P], [B, H] in the input dtype
 };
 
 void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
@@ -59,7 +61,7 @@ void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
     a.rec = rec.data_ptr();
     a.gates = row_ptr(st.gates, row, 4 * H);
     a.c_state = c_state.data_ptr();
-    a.cells = row_ptr(st.cells, row, H);
+    a.cells = st.cells.defined() ? row_ptr(st.cells, row, H) : nullptr;
     if (d.has_proj) {
       a.hidden = hidden.data_ptr();
       launch_cell_forward(dtype, a, stream);
@@ -102,7 +104,7 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   p.w_hr = d.has_proj ? w_hr.data_ptr() : nullptr;
   p.gates = st.gates.data_ptr();
   p.output = st.output.data_ptr();
-  p.cells = st.cells.data_ptr();
+  p.cells = st.cells.defined() ? st.cells.data_ptr() : nullptr;
   p.h_buf = h_buf.data_ptr();
   p.m_buf = d.has_proj ? m_buf.data_ptr() : nullptr;
   p.c_state = c_state.data_ptr<float>();
@@ -123,15 +125,15 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   st.c_n = c_state.to(opts.dtype());
 }
 
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
-                   const at::Tensor& c0, const at::Tensor& w_ih,
-                   const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
-                   const c10::optional<at::Tensor>& b_hh,
-                   const c10::optional<at::Tensor>& w_hr,
-                   const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+// The layer-direction's forward; with keep_activations, the gates and cells
+// that backward needs too.
+ForwardState run_layer(const at::Tensor& input, const at::Tensor& h0,
+                       const at::Tensor& c0, const at::Tensor& w_ih,
+                       const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                       const c10::optional<at::Tensor>& b_hh,
+                       const c10::optional<at::Tensor>& w_hr,
+                       const c10::optional<at::Tensor>& batch_sizes, bool reverse,
+                       bool keep_activations) {
   const NoAutocastInside no_autocast;
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_forward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
@@ -156,7 +158,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
     at::mm_out(st.gates, x, w_ih.t());
   }
   st.output = at::empty({N, P}, opts);
-  st.cells = at::empty({N, H}, opts);
+  if (keep_activations) st.cells = at::empty({N, H}, opts);
   const at::Tensor w_hh_c = w_hh.contiguous();
   const at::Tensor w_hr_c = d.has_proj ? w_hr->contiguous() : at::Tensor();
 
@@ -167,14 +169,29 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   } else {
     run_stepwise(sched, d, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
   }
+  return st;
+}
 
-  auto shaped = [&](const at::Tensor& t, int64_t width) {
-    std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
-    sizes.push_back(width);
-    return t.view(sizes);
-  };
-  return {shaped(st.output, P), st.h_n, st.c_n, shaped(st.gates, 4 * H),
-          shaped(st.cells, H)};
+// t [N, width] viewed as input's leading sizes by width.
+at::Tensor shaped_like(const at::Tensor& t, const at::Tensor& input) {
+  std::vector<int64_t> sizes(input.sizes().begin(), input.sizes().end() - 1);
+  sizes.push_back(t.size(1));
+  return t.view(sizes);
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
+                   const at::Tensor& c0, const at::Tensor& w_ih,
+                   const at::Tensor& w_hh, const c10::optional<at::Tensor>& b_ih,
+                   const c10::optional<at::Tensor>& b_hh,
+                   const c10::optional<at::Tensor>& w_hr,
+                   const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+  ForwardState st = run_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+                              reverse, /*keep_activations=*/true);
+  return {shaped_like(st.output, input), st.h_n, st.c_n, shaped_like(st.gates, input),
+          shaped_like(st.cells, input)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
@@ -183,9 +200,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
     const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
-  auto [output, h_n, c_n, gates, cells] = lstm_layer_forward(
-      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse);
-  return {output, h_n, c_n};
+  ForwardState st = run_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+                              reverse, /*keep_activations=*/false);
+  return {shaped_like(st.output, input), st.h_n, st.c_n};
 }
 
 }  // namespace fusedlstm::cuda

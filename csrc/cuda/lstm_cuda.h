@@ -50,9 +50,10 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
                    const c10::optional<at::Tensor>& w_hr,
                    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
-// The forward with nothing kept for backward: (output, h_n, c_n). On the GPU
-// the kernels still write the gates and cells (the persistent kernel's input
-// projection is one whole-sequence GEMM into that buffer); they are dropped.
+// The forward with nothing kept for backward: (output, h_n, c_n). The input
+// projection is still one whole-sequence GEMM into an [N, 4H] buffer, which
+// the kernels only read: they write back no activated gates, and no cells
+// buffer is allocated.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& w_ih, const at::Tensor& w_hh,
@@ -86,8 +87,10 @@ struct CellForwardArgs {
   int64_t H = 0;
   const void* rec = nullptr; // [rows, 4H] h_{t-1} W_hh^T
   void* gates = nullptr;     // [rows, 4H] in: x W_ih^T + b; out: activated
+                             // (not written where cells is nullptr)
   void* c_state = nullptr;   // [B, H] opmath; rows [0, rows): c_{t-1} -> c_t
-  void* cells = nullptr;     // [rows, H] out: c_t
+  void* cells = nullptr;     // [rows, H] out: c_t; nullptr in inference, which
+                             // keeps neither cells nor activated gates
   void* hidden = nullptr;    // [rows, H] out: o * tanh(c_t)
   void* hidden2 = nullptr;   // [rows, H] out: second copy, or nullptr
 };

@@ -243,6 +243,32 @@ def test_paths_agree(monkeypatch, dtype):
             close(a, b.double(), TOL[dtype][1], "backward: persistent vs stepwise")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", [dict(), dict(P=8, packed=True)], ids=["padded", "packed-proj"])
+def test_inference_keeps_no_activations(path, dtype, cfg):
+    """lstm_layer_inference returns forward's bits while allocating no
+    cells: its peak memory is below forward's by at least the [N, H] cells
+    (the kernels write no activations back, csrc/cuda/forward_cuda.cpp)."""
+    ops = _ops()
+    case = make_case(dtype, H=128, B=16, T=64, **cfg)
+    args = [case[k].to(DEV) if case[k] is not None else None for k in ARGS]
+    peaks, results = [], []
+    for op in (ops.lstm_layer_forward, ops.lstm_layer_inference):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = op(*args, case["batch_sizes"], False)
+        torch.cuda.synchronize()
+        peaks.append(torch.cuda.max_memory_allocated() - base)
+        results.append(out[:3])
+        del out
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    rows = case["input"].numel() // case["input"].shape[-1]
+    cells_bytes = rows * 128 * torch.empty(0, dtype=dtype).element_size()
+    assert peaks[1] <= peaks[0] - cells_bytes, (peaks, cells_bytes)
+
+
 # ---------------------------------------------------------------------------
 # Determinism and CUDA graphs.
 

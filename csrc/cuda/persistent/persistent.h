@@ -86,8 +86,10 @@ struct PersistentForwardParams {
   const void* w_hh = nullptr;  // W_hh: [4H, P]
   const void* w_hr = nullptr;  // W_hr: [P, H], projection only
   void* gates = nullptr;       // [N, 4H]: in x W_ih^T + b, out activated gates
+                               // (left as they were where cells is nullptr)
   void* output = nullptr;      // [N, P]: h_t
-  void* cells = nullptr;       // [N, H]: c_t
+  void* cells = nullptr;       // [N, H]: c_t; nullptr in inference, which keeps
+                               // neither cells nor activated gates
   void* h_buf = nullptr;       // [2, B, P]: h ping-pong, both halves = h0 in
   void* m_buf = nullptr;       // [B, H]: o * tanh(c_t), projection only
   float* c_state = nullptr;    // [B, H] fp32: c0 in, c_n out

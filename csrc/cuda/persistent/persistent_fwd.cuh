@@ -60,7 +60,8 @@ __device__ __forceinline__ ForwardStep forward_step(const PersistentForwardParam
 
 // The cell of batch row bg (output row `row`) and unit uu from its recurrent
 // products (gate q at rec[q * gate_stride]) and inputs: writes the activated
-// gates over the preactivations, c_t to the state and to `cells`, and
+// gates over the preactivations and c_t to `cells` (unless p.cells is
+// nullptr: inference), c_t to the state, and
 // returns m = o * tanh(c_t) in the storage type (h_t without a projection).
 template <typename T>
 __device__ __forceinline__ storage_t<T> forward_cell(const PersistentForwardParams& p,
@@ -72,10 +73,12 @@ __device__ __forceinline__ storage_t<T> forward_cell(const PersistentForwardPara
   const CellOut<float> o = cell_forward_math<float>(
       rec[0] + in.x[0], rec[gate_stride] + in.x[1], rec[2 * gate_stride] + in.x[2],
       rec[3 * gate_stride] + in.x[3], in.c);
-  store_gates<T>(static_cast<S*>(p.gates) + row * 4 * H + uu, H, o.i, o.f, o.g, o.o);
+  if (p.cells != nullptr) {  // kept for backward; inference keeps nothing
+    store_gates<T>(static_cast<S*>(p.gates) + row * 4 * H + uu, H, o.i, o.f, o.g, o.o);
+    static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(o.c);
+  }
   // Only the CTA that owns unit uu ever touches its state.
   p.c_state[int64_t(bg) * H + uu] = o.c;
-  static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(o.c);
   return from_float<T>(o.m);
 }
 

@@ -70,7 +70,9 @@ struct LayerInferenceResult {
 // same output, h_n and c_n as lstm_layer_forward, without the gates and cells
 // it keeps for backward. On the CPU's fused path the input projection then runs
 // in chunks of steps into one small reused buffer, so a call allocates the
-// output and the states only, not the [N, 4H] gates.
+// output and the states only, not the [N, 4H] gates. On CUDA the projection
+// stays one GEMM into [N, 4H]; no cells are allocated and the kernels write
+// no activations back.
 LayerInferenceResult lstm_layer_inference(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& w_ih, const at::Tensor& w_hh,

@@ -44,7 +44,11 @@ constexpr int kPreloadCells = 2;
 // thread's cells being e = threadIdx.x + i * kThreads: the inputs of its
 // first kPreloadCells cells are loaded before the product, so that their
 // latency (they come from HBM) overlaps it instead of following it. load
-// must not depend on the product's results.
+// must not depend on the product's results. Its state reads (c_{t-1},
+// dc) need no barrier before them only because the thread that wrote them
+// last step is this one: cell e of a step always falls to thread
+// e % kThreads. A mapping that moves cells between threads from step to
+// step would need a __syncthreads before the loads.
 template <typename Load, typename Product, typename Cell>
 __device__ __forceinline__ void cells_after_product(int n, Load load, Product product,
                                                     Cell cell) {

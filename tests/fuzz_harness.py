@@ -182,10 +182,8 @@ def run(module: nn.Module, call: Call, *, mode: str = "grad", seed: int = 0,
     args, leaves = call.materialise(as_double)
     # Dropout draws from the global generator: the same seed, the same masks.
     torch.manual_seed(seed)
-    saving = (contextlib.nullcontext() if saved_in is None
-              else saved_activations_rounded_to(saved_in))
     try:
-        with MODES[mode](), saving:
+        with MODES[mode](), saved_activations_rounded_to(saved_in):
             out = module(*args)
     except Exception as e:  # noqa: BLE001 - the exception is what we compare
         return Outcome(error=e, stage="forward")

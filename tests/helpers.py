@@ -189,19 +189,23 @@ def max_abs_error(t: Optional[torch.Tensor], ref: Optional[torch.Tensor]) -> flo
 
 
 @contextlib.contextmanager
-def saved_activations_rounded_to(dtype: torch.dtype):
+def saved_activations_rounded_to(dtype: Optional[torch.dtype]):
     """Within: every floating-point tensor that autograd saves for backward
-    is rounded to ``dtype`` (and kept in its own dtype). A float64 model run
-    under it costs its gradients exactly what keeping the activations in
-    ``dtype`` costs an otherwise exact computation: nn.LSTM's native path
-    and fusedlstm keep them in bfloat16/float16 alike (ops.saved_activation_dtype).
-    Forward results are untouched. Values already exact in ``dtype`` (the
-    weights, the inputs of a low-precision call) are saved unchanged."""
+    is rounded to ``dtype`` (and kept in its own dtype); with None, nothing
+    is. A float64 model run under it costs its gradients exactly what
+    keeping the activations in ``dtype`` costs an otherwise exact
+    computation: nn.LSTM's native path and fusedlstm keep them in
+    bfloat16/float16 alike (ops.saved_activation_dtype). Forward results are
+    untouched. Values already exact in ``dtype`` (the weights, the inputs of
+    a low-precision call) are saved unchanged."""
     def pack(t: torch.Tensor) -> torch.Tensor:
         if t.is_floating_point() and t.dtype != dtype:
             return t.to(dtype).to(t.dtype)
         return t
 
+    if dtype is None:
+        yield
+        return
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         yield
 

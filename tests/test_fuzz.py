@@ -34,7 +34,6 @@ which mistakes the error tests made.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import warnings
@@ -478,8 +477,7 @@ def _cell_call(module, x, cotangents, saved_in=None):
     """h', c' and the gradient of weight_ih of one cell step from zero
     states, under the given cotangents of h' and c'."""
     module.zero_grad(set_to_none=True)
-    saving = contextlib.nullcontext() if saved_in is None else saved_activations_rounded_to(saved_in)
-    with saving:
+    with saved_activations_rounded_to(saved_in):
         h, c = module(x)
     (grad,) = torch.autograd.grad((h, c), (module.weight_ih,), cotangents)
     return {"h": h.detach(), "c": c.detach(), "grad_weight_ih": grad}

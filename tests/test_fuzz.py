@@ -486,9 +486,9 @@ def _cell_call(module, x, cotangents, saved_in=None):
 def test_gradient_that_cancels_is_judged_by_what_kept_activations_cost():
     """Found by a 10,000-example run: a bfloat16 LSTMCell(1, 1) step where
     dc = grad_c + grad_h * o * (1 - tanh(c)^2) is 56 times smaller than
-    its terms, so the 2**-9 rounding of the kept o (bfloat16 in nn.LSTMCell
-    and in fusedlstm alike) moves grad_weight_ih's g entry by 10 %. nn.LSTM
-    is lucky here (its own extra roundings happen to cancel the o's); the
+    its terms, so the 2**-9 rounding of the kept o (bfloat16 in nn.LSTMCell,
+    and in fusedlstm on CPUs without oneDNN bfloat16) moves grad_weight_ih's
+    g entry by 10 %. nn.LSTMCell is lucky here (its own extra roundings happen to cancel the o's); the
     float64 model with bfloat16 activations shows the real cost, and
     fusedlstm's error is that cost, not more."""
     ref, ours = make_cell_pair(1, 1, dtype=torch.bfloat16, bias=False)

@@ -5,8 +5,11 @@
 // implementation in float64. test_persistent_emulated.cpp checks the
 // persistent kernels with host code of its own; this checks the host code
 // that will run on the GPU, on each FUSEDLSTM_CUDA_PATH, on an emulated
-// H100 or, with --turing, an emulated T4 (sm_75). Exits non-zero on any
-// mismatch.
+// H100 or, with --turing, an emulated T4 (sm_75); with --random N, on N
+// layers drawn at random (--seed S; --sms K and --blocks-per-sm M shape the
+// emulated device: fewer CTAs at once make the planners take wider slices;
+// --turing makes it a T4).
+// Exits non-zero on any mismatch.
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
@@ -14,6 +17,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -27,8 +32,10 @@ namespace {
 
 using namespace emutest;
 
-// Values, gradients (those of tests/cuda/test_cuda_parity.py).
-std::pair<double, double> tolerances(at::ScalarType t) {
+// Values, gradients (those of tests/cuda/test_cuda_parity.py). TF32 keeps
+// float16's 10 mantissa bits in the products.
+std::pair<double, double> tolerances(at::ScalarType t, bool tf32) {
+  if (tf32 && t == at::kFloat) t = at::kHalf;
   switch (t) {
     case at::kDouble: return {1e-10, 1e-9};
     case at::kFloat: return {2e-5, 1e-4};
@@ -50,17 +57,50 @@ auto cuda_forward(const Inputs& l, bool reverse) {
                                              opt(l.batch_sizes), reverse);
 }
 
-void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse) {
+// `in` with some tensors in other layouts, chosen by `seed`: every other
+// element of a wider buffer, storage transposed, or (states and output
+// gradients, as autograd hands out for a sum) one row expanded over the
+// rest. Values may change (expanded rows); the reference reads the same ones.
+Inputs with_odd_layouts(Inputs in, unsigned seed) {
+  std::mt19937 rng(seed);
+  const auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
+  const auto odd = [&](at::Tensor& t, bool may_expand) {
+    if (!t.defined() || !chance(0.4)) return;
+    const int how = std::uniform_int_distribution<int>(0, may_expand ? 2 : 1)(rng);
+    if (how == 0) {  // innermost stride 2
+      std::vector<int64_t> wide(t.sizes().begin(), t.sizes().end());
+      wide.back() *= 2;
+      at::Tensor buffer = at::zeros(wide, t.options());
+      t = buffer.slice(-1, 0, buffer.size(-1), 2).copy_(t);
+    } else if (how == 1 && t.dim() >= 2) {  // storage transposed
+      t = t.transpose(0, 1).contiguous().transpose(0, 1);
+    } else if (how == 2 && t.dim() >= 1 && t.size(0) > 0) {  // one row, expanded
+      t = t.narrow(0, 0, 1).expand(t.sizes());
+    }
+  };
+  for (at::Tensor* t : {&in.x, &in.w_ih, &in.w_hh, &in.b_ih, &in.b_hh, &in.w_hr}) odd(*t, false);
+  for (at::Tensor* t : {&in.h0, &in.c0, &in.grad_out, &in.grad_h_n, &in.grad_c_n}) {
+    odd(*t, true);
+  }
+  return in;
+}
+
+// `tf32`: the float32 products may run on TF32 tensor cores (the caller
+// allowed them, and the path's kernels use them). `layout_seed`, if not 0,
+// gives some inputs other layouts (with_odd_layouts).
+void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse,
+         bool tf32 = false, unsigned layout_seed = 0) {
   setenv("FUSEDLSTM_CUDA_PATH", path, 1);
-  const Inputs l = make_inputs(c, dtype);
+  const Inputs l = layout_seed ? with_odd_layouts(make_inputs(c, dtype), layout_seed)
+                               : make_inputs(c, dtype);
   const Inputs r = as_double(l);
   const std::string tag = std::string(path) + " " + c.name + (reverse ? " rev " : " fwd ") +
-                          c10::toString(dtype);
+                          c10::toString(dtype) + (layout_seed ? " odd-layouts" : "");
   const auto [out, h_n, c_n, gates, cells] = cuda_forward(l, reverse);
   const auto ref = fusedlstm::lstm_layer_forward(
       r.x, r.h0, r.c0, r.w_ih, r.w_hh, opt(r.b_ih), opt(r.b_hh), opt(r.w_hr),
       opt(l.batch_sizes), reverse);
-  const auto [vtol, gtol] = tolerances(dtype);
+  const auto [vtol, gtol] = tolerances(dtype, tf32);
   expect_close(tag + " output", out, ref.output, vtol);
   expect_close(tag + " h_n", h_n, ref.h_n, vtol);
   expect_close(tag + " c_n", c_n, ref.c_n, vtol);
@@ -205,6 +245,111 @@ int turing(const std::vector<Case>& cases) {
   return failures == 0 && checks > 0 ? 0 : 1;
 }
 
+// One random layer of the sweep: small, since every CUDA thread is an OS
+// thread here, with sizes 0 and 1, partial tiles, uneven packed batches and
+// non-contiguous inputs in reach of every path and dtype.
+struct Draw {
+  Case c;
+  at::ScalarType dtype;
+  std::string path;
+  bool reverse, tf32;
+  bool fitting;  // a layer the requested path's kernels are made for
+  unsigned layout_seed;  // 0: contiguous inputs; else with_odd_layouts' seed
+};
+
+Draw draw(std::mt19937& rng, int index) {
+  const auto pick = [&](int lo, int hi) {
+    return std::uniform_int_distribution<int>(lo, hi)(rng);
+  };
+  const auto chance = [&](double p) { return std::bernoulli_distribution(p)(rng); };
+  static const at::ScalarType kTypes[] = {at::kDouble, at::kFloat, at::kHalf,
+                                          at::kBFloat16};
+  static const char* kPaths[] = {"auto", "stepwise", "persistent", "cluster"};
+  Draw d;
+  Case& c = d.c;
+  d.path = kPaths[pick(0, 3)];
+  // Explicit requests mostly get layers their kernels take (the rest check
+  // the refusal): no float64 for the persistent kernels, and for the
+  // cluster kernels tensor-core types and no projection.
+  const bool fitting = d.path == "persistent" || d.path == "cluster" ? chance(0.9) : false;
+  d.fitting = fitting;
+  d.dtype = kTypes[pick(fitting ? 1 : 0, 3)];
+  d.tf32 = d.dtype == at::kFloat && (fitting && d.path == "cluster" ? true : chance(0.5));
+  c.I = pick(1, 24);
+  // Mostly small; now and then wide enough for several k-tile batches.
+  c.H = chance(0.9) ? pick(1, 48) : pick(49, 160);
+  const bool proj_allowed = !(fitting && d.path == "cluster");
+  c.P = proj_allowed && c.H > 1 && chance(0.3) ? pick(1, int(c.H) - 1) : 0;
+  c.packed = chance(0.5);
+  // Packed input has no batch 0 (pack_padded_sequence refuses it).
+  c.B = !c.packed && chance(0.05) ? 0 : pick(1, 40);
+  c.T = c.H > 48 ? pick(1, 3) : pick(1, 8);
+  c.bias = chance(0.75);
+  d.reverse = chance(0.5);
+  d.layout_seed = chance(0.5) ? unsigned(rng() | 1u) : 0u;
+  c.name = "#" + std::to_string(index) + " I" + std::to_string(c.I) + " H" +
+           std::to_string(c.H) + " P" + std::to_string(c.P) + " B" +
+           std::to_string(c.B) + " T" + std::to_string(c.T) +
+           (c.packed ? " packed" : " padded") + (c.bias ? "" : " no-bias") +
+           (d.tf32 ? " tf32" : "");
+  return d;
+}
+
+// `count` random layers on the emulated device with `sms` SMs of at most
+// `blocks_per_sm` CTAs each (compute capability 7.5 with sm_75 code where
+// `turing`, else an H100's). An explicit
+// persistent or cluster request may be refused, with the message that names
+// the other paths; a refused persistent forward must also be what auto
+// declines. On the default device (4 SMs of 8 CTAs, compute capability 9.0)
+// every layer the kernels are made for fits, so a refusal of one is a
+// failure. Everything that runs is checked as run() checks the fixed cases.
+int random_sweep(int count, unsigned seed, int sms, int blocks_per_sm, bool turing) {
+  emu::kSms = sms;
+  emu::kMaxBlocksPerSm = blocks_per_sm;
+  if (turing) emu::kComputeCapability = emu::kImageArch = 75;
+  std::printf("random sweep: %d layers, seed %u, %d emulated SMs of at most %d CTAs%s\n",
+              count, seed, sms, blocks_per_sm, turing ? ", Turing (sm_75)" : "");
+  const bool roomy = !turing && sms >= 4 && blocks_per_sm >= 8;
+  std::mt19937 rng(seed);
+  std::map<std::string, int> ran, refused;
+  for (int i = 0; i < count; ++i) {
+    const Draw d = draw(rng, i);
+    const std::string& path = d.path;
+    at::globalContext().setAllowTF32CuDNN(d.tf32);
+    try {
+      // Before sm_80 the float32 products are exact whatever the flag says.
+      run(path.c_str(), d.c, d.dtype, d.reverse, d.tf32 && !turing, d.layout_seed);
+      ++ran[path];
+    } catch (const c10::Error& e) {
+      const std::string msg = e.what_without_backtrace();
+      const bool explicit_request = path == "persistent" || path == "cluster";
+      if (!explicit_request || msg.find("cannot run on the") == std::string::npos) {
+        ++failures;
+        std::printf("  UNEXPECTED ERROR %s %s %s: %s\n", path.c_str(), d.c.name.c_str(),
+                    c10::toString(d.dtype), msg.c_str());
+        continue;
+      }
+      ++refused[path];
+      std::printf("%s %s %s refused: %s\n", path.c_str(), d.c.name.c_str(),
+                  c10::toString(d.dtype), msg.substr(0, msg.find(" (hidden_size")).c_str());
+      if (roomy && d.fitting) {
+        ++failures;
+        std::printf("  UNEXPECTED REFUSAL: the kernels are made for this layer\n");
+      }
+      if (path == "persistent" && msg.find("persistent forward") != std::string::npos) {
+        setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+        expect("  ... and auto declines it too", !forward_choice(d.c, d.dtype).use);
+      }
+    }
+  }
+  at::globalContext().setAllowTF32CuDNN(false);
+  for (const char* path : {"auto", "stepwise", "persistent", "cluster"}) {
+    std::printf("%-10s ran %d, refused %d\n", path, ran[path], refused[path]);
+  }
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  return failures == 0 && checks > 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -219,6 +364,35 @@ int main(int argc, char** argv) {
       {"packed proj P5", 7, 16, 5, 4, 4, true, true},
   };
   if (argc > 1 && std::string(argv[1]) == "--turing") return turing(cases);
+  if (argc > 1 && std::string(argv[1]) == "--random") {
+    int count = 0, sms = 4, blocks_per_sm = emu::kMaxBlocksPerSm;
+    unsigned seed = 0;
+    bool turing_device = false, usage = false;
+    for (int a = 1; a < argc; ++a) {
+      const std::string flag = argv[a];
+      if (flag == "--turing") {
+        turing_device = true;
+        continue;
+      }
+      if (a + 1 == argc) {
+        usage = true;
+        break;
+      }
+      const char* value = argv[++a];
+      if (flag == "--random") count = std::atoi(value);
+      else if (flag == "--seed") seed = unsigned(std::strtoul(value, nullptr, 10));
+      else if (flag == "--sms") sms = std::atoi(value);
+      else if (flag == "--blocks-per-sm") blocks_per_sm = std::atoi(value);
+      else usage = true;
+    }
+    if (usage || count < 1 || sms < 1 || blocks_per_sm < 1) {
+      std::fprintf(stderr,
+                   "usage: %s --random N [--seed S] [--sms K] [--blocks-per-sm M] [--turing]\n",
+                   argv[0]);
+      return 2;
+    }
+    return random_sweep(count, seed, sms, blocks_per_sm, turing_device);
+  }
   const at::ScalarType types[] = {at::kDouble, at::kFloat, at::kHalf, at::kBFloat16};
   for (const char* path : {"stepwise", "persistent", "auto"}) {
     for (at::ScalarType dtype : types) {

@@ -3,10 +3,11 @@
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
 # builds the extension for sm_90, runs the GPU tests, compute-sanitizer
 # memcheck, racecheck and synccheck on a small smoke run of the CUDA paths,
-# the cluster kernels' latency comparison, and then the benchmark grid
-# (issue 4) for as long as the deadline allows, shape by shape. Later steps
-# still run when one fails, so one call gives the whole picture; the exit
-# status is non-zero if any step failed or was skipped for lack of time.
+# the fuzz sweeps against cuDNN, the cluster kernels' latency comparison,
+# and then the benchmark grid (issue 4) for as long as the deadline allows,
+# shape by shape. Later steps still run when one fails, so one call gives the
+# whole picture; the exit status is non-zero if any step failed or was
+# skipped for lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -87,7 +88,7 @@ python -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._d
 PER_TEST=()
 python -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 120)
 step pytest_cuda 240 python -m pytest tests/cuda -q -rs "${PER_TEST[@]}" \
-  --junitxml="$LOGS/pytest_cuda.xml"
+  --ignore=tests/cuda/test_cuda_fuzz.py --junitxml="$LOGS/pytest_cuda.xml"
 
 SAN="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 if [ -n "$SAN" ]; then
@@ -98,6 +99,11 @@ else
   echo "memcheck missing: compute-sanitizer not found" >> "$OUT/summary.txt"
   STATUS=1
 fi
+
+# The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
+# that faults on the device would end every later test of its process.
+step pytest_cuda_fuzz 90 python -m pytest tests/cuda/test_cuda_fuzz.py -q \
+  --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
 
 # The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
 # cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and

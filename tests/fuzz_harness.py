@@ -48,7 +48,7 @@ class TensorSpec:
     expand_dim: int = 0
     requires_grad: bool = True
     seed: int = 0
-    device: str = "cpu"  # "meta": a device mismatch with the module's CPU weights
+    device: str = "cpu"  # another than Call.device: a device mismatch
 
     def base_shape(self) -> tuple:
         shape, n = tuple(self.shape), len(self.shape)
@@ -120,6 +120,7 @@ class Call:
     batch_first: bool = False
     enforce_sorted: bool = True
     packed_data_layout: str = "contiguous"  # "transposed": a strided PackedSequence.data
+    device: str = "cpu"  # the modules'; a spec elsewhere is a device mistake
 
     def materialise(self, as_double: bool = False):
         """Returns (args, leaves): the module's positional arguments and the
@@ -153,6 +154,16 @@ class Call:
 
     def specs(self):
         return [s for s in (self.x, self.h, self.c) if s is not None]
+
+    def moved_to(self, device: str) -> "Call":
+        """The same call with the tensors on this call's device on
+        ``device`` instead (a device mistake stays one)."""
+        def move(spec):
+            if spec is None or spec.device != self.device:
+                return spec
+            return TensorSpec(**{**vars(spec), "device": device})
+        return Call(**{**vars(self), "x": move(self.x), "h": move(self.h), "c": move(self.c),
+                       "device": device})
 
 
 # ------------------------------------------------------------------ running
@@ -210,10 +221,13 @@ def run(module: nn.Module, call: Call, *, mode: str = "grad", seed: int = 0,
         results[f"grad_{name}"] = None
     if live and wrt:
         gen = torch.Generator().manual_seed(seed + 1)
-        # Rounded to bf16 so every dtype, float64 included, gets the same.
+        # Rounded to bf16 so every dtype, float64 included, gets the same;
+        # drawn on the CPU, so every device gets the same too. (Meta results
+        # keep CPU cotangents: torch.nn's backward on them is part of what
+        # a device mistake is compared on.)
         cotangents = [
             torch.randn(r.shape, generator=gen, dtype=torch.float64)
-            .to(torch.bfloat16).to(r.dtype)
+            .to(torch.bfloat16).to(r.dtype).to(r.device if r.is_cuda else "cpu")
             for r in live.values()
         ]
         try:
@@ -274,6 +288,22 @@ BACKEND_MESSAGES = re.compile("|".join([
     r"Attempting to cast from [\w.]+ to out tensor with dtype [\w.]+, but this can't be "
     r"cast because it is not safe!",
 ]))
+# On CUDA, torch.nn's calls reach other backends: cuDNN's checks (ATen's
+# cudnn/RNN.cpp: check_attributes with dtypes, the state sizes, cuDNN's own
+# status), the dispatcher's device check, cuBLAS's matmul and the fused cell
+# kernel (_thnn_fused_lstm_cell). Written from PyTorch's source: no GPU run
+# has seen them yet, so a CUDA sweep that meets another message fails and
+# names it.
+CUDA_BACKEND_MESSAGES = re.compile("|".join([
+    r"Input and (hidden|parameter) tensors are not the same dtype, found input tensor "
+    r"with \w+ and (hidden|parameter) tensor with \w+",
+    r"Expected (hidden|cell|input|output) size \[.*\], got \[.*\]",
+    r"cuDNN error: CUDNN_STATUS_\w+",
+    r"Expected all tensors to be on the same device",
+    r"expected (mat1|m1) and (mat2|m2) to have the same dtype",
+    r"expected scalar type \w+ but found \w+",
+    r"Expected tensor for argument #\d+ '\w+' to have the same (type|dtype|device|size)",
+]))
 OUR_BACKEND_MESSAGES = re.compile(
     r"expected scalar type \w+ but found \w+"
     r"|(must|to) have the same dtype"
@@ -297,8 +327,8 @@ def packed_c0_of_one_row(call: Call) -> bool:
 
 
 def device_mismatch(call: Call) -> bool:
-    """Some of the call's tensors on the meta device, the module on the CPU."""
-    return any(s.device != "cpu" for s in call.specs())
+    """Some of the call's tensors on another device than the modules'."""
+    return any(s.device != call.device for s in call.specs())
 
 
 # Where torch.nn accepts a call that fusedlstm refuses, on purpose. Each:
@@ -401,7 +431,9 @@ def compare_outcomes(ours: Outcome, theirs: Outcome, call: Call, *,
         divergence = _known_divergence(call, ours.error, theirs.stage == "forward")
         if divergence:
             return divergence
-        assert backend_message and BACKEND_MESSAGES.search(str(theirs.error)), (
+        assert backend_message and (
+            BACKEND_MESSAGES.search(str(theirs.error))
+            or (call.device != "cpu" and CUDA_BACKEND_MESSAGES.search(str(theirs.error)))), (
             f"messages differ:\n  fusedlstm: {ours.error}\n  torch.nn:  {theirs.error}"
         )
         assert OUR_BACKEND_MESSAGES.search(str(ours.error)), (
@@ -466,15 +498,25 @@ def _kept_by_torch(module: nn.Module, call: Call) -> torch.dtype:
     if isinstance(module, nn.LSTMCell):
         return call.x.dtype
     return ops.saved_activation_dtype(
-        torch.empty(0, dtype=call.x.dtype), call.kind == "packed", module.proj_size > 0,
+        torch.empty(0, dtype=call.x.dtype, device=call.device), call.kind == "packed",
+        module.proj_size > 0,
         None if call.c is None else call.c.dtype)
+
+
+def _on(device: str, outcome: Outcome) -> Outcome:
+    """``outcome`` with its results on ``device``."""
+    outcome.results = {k: None if v is None else v.to(device)
+                       for k, v in outcome.results.items()}
+    return outcome
 
 
 def check_call(pair, call: Call, *, mode: str = "grad", seed: int = 0,
                backend_message: bool = False) -> str:
     """Runs ``call`` through both modules of ``pair`` (torch.nn first) and
     compares. Low-precision results are judged against a float64 torch.nn
-    copy (the helpers' 2x rule)."""
+    copy (the helpers' 2x rule), on the CPU whatever the call's device:
+    ATen's native loop there saves every activation as a tensor, which
+    ``saved_in`` can round (cuDNN keeps them in an opaque reserve)."""
     ref, ours = pair
     theirs = run(ref, call, mode=mode, seed=seed)
     mine = run(ours, call, mode=mode, seed=seed)
@@ -493,13 +535,15 @@ def check_call(pair, call: Call, *, mode: str = "grad", seed: int = 0,
         else:
             # One float64 copy serves both runs: run() takes gradients with
             # autograd.grad, so the first leaves nothing in the copy's .grad.
-            double = to_reference(ours)
-            reference = run(double, call, mode=mode, seed=seed, as_double=True)
+            double, on_cpu = to_reference(ours), call.moved_to("cpu")
+            reference = _on(call.device, run(double, on_cpu, mode=mode, seed=seed,
+                                             as_double=True))
     rule = None
     if low:
         rule = low_precision_rule(ours)
         if mode == "grad":
-            rule["saved_rounded"] = run(double, call, mode=mode, seed=seed,
-                                        as_double=True, saved_in=_kept_by_torch(ref, call)).results
+            rule["saved_rounded"] = _on(call.device, run(
+                double, on_cpu, mode=mode, seed=seed, as_double=True,
+                saved_in=_kept_by_torch(ref, call))).results
     return compare_outcomes(mine, theirs, call, backend_message=backend_message,
                             reference=reference, low_precision_rule=rule)

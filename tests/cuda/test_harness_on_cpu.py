@@ -11,6 +11,7 @@ activations, and the reference's gates and cells of padded input flattened.)
 import pytest
 import torch
 
+from test_cuda_dropout import DROPOUT_CASES, check_dropout_layerwise
 from test_cuda_parity import (ARGS, LAYER_CASES, MODULE_CASES, _ops, check_layer,
                               check_module, layer_step, make_case, ref_forward)
 
@@ -61,3 +62,10 @@ def test_layer_step_on_cpu(proj):
     f"{k}{v}" for k, v in c.items()))
 def test_check_module_on_cpu(dtype, cfg):
     check_module(cfg, dtype, device="cpu")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", DROPOUT_CASES, ids=lambda c: "-".join(
+    f"{k}{v}" for k, v in c.items()))
+def test_dropout_layerwise_on_cpu(dtype, cfg):
+    check_dropout_layerwise(cfg, dtype, "cpu")

@@ -1,0 +1,85 @@
+"""The fuzz sweeps of tests/test_fuzz.py on CUDA: fusedlstm's CUDA kernels
+against torch.nn on cuDNN.
+
+The same draws (tests/fuzz_strategies.py) with the modules and the call's
+tensors on CUDA, and the same rule (tests/fuzz_harness.check_call): equal
+results, float32 and float64 at torch.testing's defaults (TF32 off,
+tests/cuda/conftest.py), bfloat16 and float16 within 2x torch.nn's own error
+against a float64 torch.nn (on the CPU, whose native loop lets the rule
+price the activations kept in the layer's dtype), or the same exception.
+What differs on CUDA:
+
+* training calls have no dropout: cuDNN's masks come from its own generator
+  state (test_cuda_dropout.py compares fusedlstm's dropout with nn.LSTM run
+  layer by layer instead);
+* a device mistake puts tensors on the CPU, the commonest one in practice;
+* a state of the wrong dtype or device meets cuDNN's checks or the
+  dispatcher's before nn.LSTM's own: torch's message must be one of
+  fuzz_harness.CUDA_BACKEND_MESSAGES, the type the same, and fusedlstm's
+  message must name the problem.
+
+scripts/gpu_check.sh runs this file in a process of its own, after the other
+GPU tests: a torch.nn call that faults on the device would end every later
+test of the process. Derandomised, ``CUDA_EXAMPLES`` examples per test; a
+longer run with fresh examples:
+
+    FUSEDLSTM_FUZZ_EXAMPLES=5000 python -m pytest tests/cuda/test_cuda_fuzz.py \\
+        --hypothesis-show-statistics
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA device not present")
+
+from fuzz_strategies import (cell_example, lstm_malformed_example,  # noqa: E402
+                             lstm_valid_example)
+
+_LONG_RUN = int(os.environ.get("FUSEDLSTM_FUZZ_EXAMPLES", "0"))
+# Each CUDA example runs both modules, forward and backward, and the float64
+# reference on the CPU; the counts are sized for scripts/gpu_check.sh's 90 s
+# step, a guess until a GPU run times them.
+CUDA_EXAMPLES = {"lstm_valid": 300, "lstm_errors": 200, "cell": 150}
+
+
+def cuda_fuzz_settings(name: str):
+    common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    if _LONG_RUN:
+        return settings(max_examples=_LONG_RUN, derandomize=False, **common)
+    return settings(max_examples=CUDA_EXAMPLES[name], derandomize=True, database=None,
+                    **common)
+
+
+@pytest.fixture(autouse=True)
+def _quiet():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+@cuda_fuzz_settings("lstm_valid")
+@given(st.data())
+def test_cuda_fuzz_lstm_valid_calls(data):
+    """Well-formed calls on CUDA: results and gradients match cuDNN's nn.LSTM."""
+    lstm_valid_example(data.draw, "cuda")
+
+
+@cuda_fuzz_settings("lstm_errors")
+@given(st.data())
+def test_cuda_fuzz_lstm_malformed_calls(data):
+    """Calls on CUDA with one or two mistakes: the same error as nn.LSTM."""
+    lstm_malformed_example(data.draw, "cuda")
+
+
+@cuda_fuzz_settings("cell")
+@given(st.data())
+def test_cuda_fuzz_lstm_cell(data):
+    """LSTMCell on CUDA, well-formed or with up to two mistakes."""
+    cell_example(data.draw, "cuda")

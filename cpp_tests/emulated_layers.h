@@ -95,4 +95,11 @@ inline void expect_close(const std::string& what, const at::Tensor& ours,
   }
 }
 
+// Prints the tally and gives the exit status: success only when something
+// was checked and nothing mismatched.
+inline int finish() {
+  std::printf("%d checks, %d mismatches\n", checks, failures);
+  return failures == 0 && checks > 0 ? 0 : 1;
+}
+
 }  // namespace emutest

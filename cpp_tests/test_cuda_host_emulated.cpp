@@ -210,9 +210,13 @@ void backward_guards(const char* path, const Case& c) {
 // none before sm_80, and cuDNN computes float32 exactly there too),
 // bfloat16 the stepwise path; explicit requests the device cannot serve
 // raise. First the same device with a build that has no code for it.
-int turing(const std::vector<Case>& cases) {
+void emulate_turing() {
   emu::kComputeCapability = 75;
   emu::kImageArch = 75;
+}
+
+int turing(const std::vector<Case>& cases) {
+  emulate_turing();
   emu::kNoImage = true;
   setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
   expect_raises("sm_75 build without sm_75 code", "has no GPU code for", [&] {
@@ -241,8 +245,7 @@ int turing(const std::vector<Case>& cases) {
   expect_raises("sm_75 cluster request", "thread-block clusters", [&] {
     cuda_forward(make_inputs(cases[0], at::kHalf), false);
   });
-  std::printf("%d checks, %d mismatches\n", checks, failures);
-  return failures == 0 && checks > 0 ? 0 : 1;
+  return finish();
 }
 
 // One random layer of the sweep: small, since every CUDA thread is an OS
@@ -271,14 +274,13 @@ Draw draw(std::mt19937& rng, int index) {
   // Explicit requests mostly get layers their kernels take (the rest check
   // the refusal): no float64 for the persistent kernels, and for the
   // cluster kernels tensor-core types and no projection.
-  const bool fitting = d.path == "persistent" || d.path == "cluster" ? chance(0.9) : false;
-  d.fitting = fitting;
-  d.dtype = kTypes[pick(fitting ? 1 : 0, 3)];
-  d.tf32 = d.dtype == at::kFloat && (fitting && d.path == "cluster" ? true : chance(0.5));
+  d.fitting = d.path == "persistent" || d.path == "cluster" ? chance(0.9) : false;
+  d.dtype = kTypes[pick(d.fitting ? 1 : 0, 3)];
+  d.tf32 = d.dtype == at::kFloat && (d.fitting && d.path == "cluster" ? true : chance(0.5));
   c.I = pick(1, 24);
   // Mostly small; now and then wide enough for several k-tile batches.
   c.H = chance(0.9) ? pick(1, 48) : pick(49, 160);
-  const bool proj_allowed = !(fitting && d.path == "cluster");
+  const bool proj_allowed = !(d.fitting && d.path == "cluster");
   c.P = proj_allowed && c.H > 1 && chance(0.3) ? pick(1, int(c.H) - 1) : 0;
   c.packed = chance(0.5);
   // Packed input has no batch 0 (pack_padded_sequence refuses it).
@@ -297,16 +299,16 @@ Draw draw(std::mt19937& rng, int index) {
 
 // `count` random layers on the emulated device with `sms` SMs of at most
 // `blocks_per_sm` CTAs each (compute capability 7.5 with sm_75 code where
-// `turing`, else an H100's). An explicit
-// persistent or cluster request may be refused, with the message that names
-// the other paths; a refused persistent forward must also be what auto
-// declines. On the default device (4 SMs of 8 CTAs, compute capability 9.0)
-// every layer the kernels are made for fits, so a refusal of one is a
-// failure. Everything that runs is checked as run() checks the fixed cases.
+// `turing`, else an H100's). An explicit persistent or cluster request may
+// be refused, with the message that names the other paths; a refused
+// persistent forward must also be what auto declines. On the default device
+// (4 SMs of 8 CTAs, compute capability 9.0) every layer the kernels are made
+// for fits, so a refusal of one is a failure. Everything that runs is
+// checked as run() checks the fixed cases.
 int random_sweep(int count, unsigned seed, int sms, int blocks_per_sm, bool turing) {
   emu::kSms = sms;
   emu::kMaxBlocksPerSm = blocks_per_sm;
-  if (turing) emu::kComputeCapability = emu::kImageArch = 75;
+  if (turing) emulate_turing();
   std::printf("random sweep: %d layers, seed %u, %d emulated SMs of at most %d CTAs%s\n",
               count, seed, sms, blocks_per_sm, turing ? ", Turing (sm_75)" : "");
   const bool roomy = !turing && sms >= 4 && blocks_per_sm >= 8;
@@ -346,8 +348,7 @@ int random_sweep(int count, unsigned seed, int sms, int blocks_per_sm, bool turi
   for (const char* path : {"auto", "stepwise", "persistent", "cluster"}) {
     std::printf("%-10s ran %d, refused %d\n", path, ran[path], refused[path]);
   }
-  std::printf("%d checks, %d mismatches\n", checks, failures);
-  return failures == 0 && checks > 0 ? 0 : 1;
+  return finish();
 }
 
 }  // namespace
@@ -414,6 +415,5 @@ int main(int argc, char** argv) {
       run("cluster", cases[1], dtype, reverse);
     }
   }
-  std::printf("%d checks, %d mismatches\n", checks, failures);
-  return failures == 0 && checks > 0 ? 0 : 1;
+  return finish();
 }

@@ -7,8 +7,10 @@ tensors live; a device mistake moves some of them elsewhere (to the meta
 device from the CPU, to the CPU from CUDA)."""
 from __future__ import annotations
 
+import os
+
 import torch
-from hypothesis import assume, event
+from hypothesis import HealthCheck, assume, event, settings
 from hypothesis import strategies as st
 
 from fuzz_harness import LAYOUTS, Call, TensorSpec, check_call
@@ -16,6 +18,18 @@ from helpers import make_cell_pair, make_lstm_pair
 
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 OTHER_DTYPES = DTYPES + (torch.int64,)
+
+# FUSEDLSTM_FUZZ_EXAMPLES=N: a long run, N fresh random examples per sweep.
+_LONG_RUN = int(os.environ.get("FUSEDLSTM_FUZZ_EXAMPLES", "0"))
+
+
+def fuzz_settings(examples: int):
+    """hypothesis settings of a sweep: ``examples`` derandomised examples
+    (the same every run), or a long run's fresh ones."""
+    common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    if _LONG_RUN:
+        return settings(max_examples=_LONG_RUN, derandomize=False, **common)
+    return settings(max_examples=examples, derandomize=True, database=None, **common)
 
 
 # --------------------------------------------------------------- strategies

@@ -35,29 +35,21 @@ which mistakes the error tests made.
 """
 from __future__ import annotations
 
-import os
 import random
 import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from fuzz_harness import Call, TensorSpec, low_precision_rule, run
-from fuzz_strategies import cell_example, lstm_malformed_example, lstm_valid_example
+from fuzz_strategies import (cell_example, fuzz_settings, lstm_malformed_example,
+                             lstm_valid_example)
 from helpers import (assert_low_precision_parity, make_cell_pair, make_lstm_pair, max_abs_error,
                      saved_activations_rounded_to, to_reference)
 
-_LONG_RUN = int(os.environ.get("FUSEDLSTM_FUZZ_EXAMPLES", "0"))
 CI_EXAMPLES = {"lstm_valid": 900, "lstm_errors": 700, "cell": 500}
-
-
-def fuzz_settings(name: str):
-    common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
-    if _LONG_RUN:
-        return settings(max_examples=_LONG_RUN, derandomize=False, **common)
-    return settings(max_examples=CI_EXAMPLES[name], derandomize=True, database=None, **common)
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +65,14 @@ def _quiet():
 # What each example draws and how it breaks a call: tests/fuzz_strategies.py.
 
 
-@fuzz_settings("lstm_valid")
+@fuzz_settings(CI_EXAMPLES["lstm_valid"])
 @given(st.data())
 def test_fuzz_lstm_valid_calls(data):
     """Well-formed calls: results and gradients match nn.LSTM."""
     lstm_valid_example(data.draw)
 
 
-@fuzz_settings("lstm_errors")
+@fuzz_settings(CI_EXAMPLES["lstm_errors"])
 @given(st.data())
 def test_fuzz_lstm_malformed_calls(data):
     """Calls with one or two mistakes: the same error as nn.LSTM (or, where
@@ -88,7 +80,7 @@ def test_fuzz_lstm_malformed_calls(data):
     lstm_malformed_example(data.draw)
 
 
-@fuzz_settings("cell")
+@fuzz_settings(CI_EXAMPLES["cell"])
 @given(st.data())
 def test_fuzz_lstm_cell(data):
     """LSTMCell, well-formed or with up to two mistakes; input_size and

@@ -28,33 +28,23 @@ longer run with fresh examples:
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
-from fuzz_strategies import (cell_example, lstm_malformed_example,  # noqa: E402
-                             lstm_valid_example)
+from fuzz_strategies import (cell_example, fuzz_settings,  # noqa: E402
+                             lstm_malformed_example, lstm_valid_example)
 
-_LONG_RUN = int(os.environ.get("FUSEDLSTM_FUZZ_EXAMPLES", "0"))
 # Each CUDA example runs both modules, forward and backward, and the float64
 # reference on the CPU; the counts are sized for scripts/gpu_check.sh's 90 s
 # step, a guess until a GPU run times them.
 CUDA_EXAMPLES = {"lstm_valid": 300, "lstm_errors": 200, "cell": 150}
-
-
-def cuda_fuzz_settings(name: str):
-    common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
-    if _LONG_RUN:
-        return settings(max_examples=_LONG_RUN, derandomize=False, **common)
-    return settings(max_examples=CUDA_EXAMPLES[name], derandomize=True, database=None,
-                    **common)
 
 
 @pytest.fixture(autouse=True)
@@ -64,21 +54,21 @@ def _quiet():
         yield
 
 
-@cuda_fuzz_settings("lstm_valid")
+@fuzz_settings(CUDA_EXAMPLES["lstm_valid"])
 @given(st.data())
 def test_cuda_fuzz_lstm_valid_calls(data):
     """Well-formed calls on CUDA: results and gradients match cuDNN's nn.LSTM."""
     lstm_valid_example(data.draw, "cuda")
 
 
-@cuda_fuzz_settings("lstm_errors")
+@fuzz_settings(CUDA_EXAMPLES["lstm_errors"])
 @given(st.data())
 def test_cuda_fuzz_lstm_malformed_calls(data):
     """Calls on CUDA with one or two mistakes: the same error as nn.LSTM."""
     lstm_malformed_example(data.draw, "cuda")
 
 
-@cuda_fuzz_settings("cell")
+@fuzz_settings(CUDA_EXAMPLES["cell"])
 @given(st.data())
 def test_cuda_fuzz_lstm_cell(data):
     """LSTMCell on CUDA, well-formed or with up to two mistakes."""

@@ -32,7 +32,11 @@ DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native
 # Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=cluster (the cluster kernels,
 # forward and backward, where a layer fits them; error rows elsewhere), eager
 # and graph-replayed.
-ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph"]
+# Opt-in: fusedlstm with FUSEDLSTM_CUDA_DIRECTIONS=concurrent (a
+# bidirectional layer's directions on two streams; the same as fusedlstm on
+# one direction), eager and graph-replayed.
+ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph",
+                             "fusedlstm_concurrent", "fusedlstm_concurrent_graph"]
 QUICK_SHAPES = "G1,G4,G7"
 QUICK_DTYPES = "float32,bfloat16"
 

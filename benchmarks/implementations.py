@@ -130,24 +130,33 @@ def _cudnn_off():
     return torch.backends.cudnn.flags(enabled=False)
 
 
-class _cuda_path:
-    """FUSEDLSTM_CUDA_PATH set to ``value`` for the calls it wraps (the C++
-    reads it on every call, and a CUDA graph keeps the path of its capture)."""
+class _environment:
+    """An environment variable set to ``value`` for the calls it wraps
+    (fusedlstm reads FUSEDLSTM_CUDA_PATH and FUSEDLSTM_CUDA_DIRECTIONS on
+    every call, and a CUDA graph keeps what its capture ran)."""
 
-    def __init__(self, value):
-        self.value = value
+    def __init__(self, name, value):
+        self.name, self.value = name, value
 
     def __enter__(self):
-        self.old = os.environ.get("FUSEDLSTM_CUDA_PATH")
-        os.environ["FUSEDLSTM_CUDA_PATH"] = self.value
+        self.old = os.environ.get(self.name)
+        os.environ[self.name] = self.value
         return self
 
     def __exit__(self, *exc):
         if self.old is None:
-            os.environ.pop("FUSEDLSTM_CUDA_PATH", None)
+            os.environ.pop(self.name, None)
         else:
-            os.environ["FUSEDLSTM_CUDA_PATH"] = self.old
+            os.environ[self.name] = self.old
         return False
+
+
+def _cuda_path(value):
+    return _environment("FUSEDLSTM_CUDA_PATH", value)
+
+
+def _concurrent_directions():
+    return _environment("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
 
 
 class GraphReplay(Impl):
@@ -337,6 +346,11 @@ def build_impls(shape: Shape, dtype: torch.dtype, device, names: list[str],
         "fusedlstm_cluster_graph": lambda: GraphReplay(
             "fusedlstm_cluster_graph",
             EagerModule("fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster"))),
+        "fusedlstm_concurrent": lambda: EagerModule(
+            "fusedlstm_concurrent", fused(), context=_concurrent_directions),
+        "fusedlstm_concurrent_graph": lambda: GraphReplay(
+            "fusedlstm_concurrent_graph",
+            EagerModule("fusedlstm_concurrent", fused(), context=_concurrent_directions)),
         "cudnn": lambda: EagerModule("cudnn", torch_copy()),
         "cudnn_graph": lambda: GraphReplay("cudnn_graph", EagerModule("cudnn", torch_copy())),
         "native": lambda: EagerModule("native", torch_copy(), context=_cudnn_off),

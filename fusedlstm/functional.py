@@ -1,9 +1,10 @@
 """The multi-layer, bidirectional LSTM as a function of its weights.
 
 ``lstm`` stacks the one-layer, one-direction operator: each layer's
-directions run on the same input and are concatenated, and dropout falls
-between layers exactly where ``torch.nn.LSTM`` puts it, drawing from the RNG in
-the same order, so that a fixed seed gives the same masks.
+directions run on the same input (on CUDA, optionally at the same time:
+fusedlstm/_directions.py) and are concatenated, and dropout falls between
+layers exactly where ``torch.nn.LSTM`` puts it, drawing from the RNG in the
+same order, so that a fixed seed gives the same masks.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _state_dtypes, ops, reference
+from . import _directions, _state_dtypes, ops, reference
 from ._tracing import shapes_fixed_by_module
 
 
@@ -66,13 +67,14 @@ def lstm(
         return _one_step_promoting_c(input, hx, weights, bias=bias, directions=directions,
                                      batch_first=batch_first, packed=batch_sizes is not None)
     layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input
+    concurrent = directions == 2 and _directions.run_concurrently(layer_input)
     h_n, c_n = [], []
     for layer in range(num_layers):
-        outputs = []
-        for direction in range(directions):
+
+        def run(direction, layer=layer, layer_input=layer_input):
             index = layer * directions + direction
             w = weights[index * per_direction : (index + 1) * per_direction]
-            out, h, c = ops.lstm_layer(
+            return ops.lstm_layer(
                 layer_input,
                 h0[index],
                 c0[index],
@@ -84,9 +86,15 @@ def lstm(
                 batch_sizes,
                 direction == 1,
             )
-            outputs.append(out)
-            h_n.append(h)
-            c_n.append(c)
+
+        if concurrent:
+            results = _directions.forward_and_reverse(layer_input.device, lambda: run(0),
+                                                      lambda: run(1))
+        else:
+            results = [run(direction) for direction in range(directions)]
+        outputs = [out for out, _, _ in results]
+        h_n += [h for _, h, _ in results]
+        c_n += [c for _, _, c in results]
         layer_input = torch.cat(outputs, -1) if directions == 2 else outputs[0]
         if dropout > 0 and training and layer < num_layers - 1:
             layer_input = F.dropout(layer_input, dropout, training=True)

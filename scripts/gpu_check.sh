@@ -4,10 +4,11 @@
 # builds the extension for sm_90, runs the GPU tests, compute-sanitizer
 # memcheck, racecheck and synccheck on a small smoke run of the CUDA paths,
 # the fuzz sweeps against cuDNN, the cluster kernels' latency comparison,
-# and then the benchmark grid (issue 4) for as long as the deadline allows,
-# shape by shape. Later steps still run when one fails, so one call gives the
-# whole picture; the exit status is non-zero if any step failed or was
-# skipped for lack of time.
+# bidirectional layers with their directions in turn and at once, and then
+# the benchmark grid (issue 4) for as long as the deadline allows, shape by
+# shape. Later steps still run when one fails, so one call gives the whole
+# picture; the exit status is non-zero if any step failed or was skipped for
+# lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -19,9 +20,10 @@
 #    deadline comes back; `--subset` of bench_gpu.py runs the rest later;
 #  * OUTDIR holds few files (a lending tool may return only a handful):
 #    summary.txt, environment.txt, the cluster kernels' CSVs (cluster.csv,
-#    cluster_training.csv), the grid's grid.csv and grid.png, and
-#    logs.tar.gz with every step's log and JUnit XML, refreshed after each
-#    step so that whatever ran is there even if the call is cut short.
+#    cluster_training.csv), directions.csv, the grid's grid.csv and
+#    grid.png, and logs.tar.gz with every step's log and JUnit XML,
+#    refreshed after each step so that whatever ran is there even if the
+#    call is cut short.
 set -uo pipefail
 
 OUT="${1:?usage: scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]}"
@@ -115,6 +117,12 @@ step bench_cluster 90 python benchmarks/bench_gpu.py --subset G3,G4,G1 \
 step bench_cluster_training 75 python benchmarks/bench_gpu.py --subset G3,G4 \
   --dtypes bfloat16 --modes training --no-plot --csv "$OUT/cluster_training.csv" \
   --impls "$CLUSTER_IMPLS"
+
+# A bidirectional layer's directions in turn and on two streams
+# (FUSEDLSTM_CUDA_DIRECTIONS=concurrent, opt-in; NOTES, change 59) on G6.
+step bench_directions 60 python benchmarks/bench_gpu.py --subset G6 \
+  --dtypes bfloat16 --modes inference,training --no-plot --csv "$OUT/directions.csv" \
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_concurrent,fusedlstm_concurrent_graph,cudnn,cudnn_graph
 
 # The fixed grid G1-G9 with every default implementation, until the
 # deadline (its own time limit is the rest of the call).

@@ -1,0 +1,125 @@
+"""FUSEDLSTM_CUDA_DIRECTIONS=concurrent on CUDA (fusedlstm/_directions.py):
+the reverse direction of each bidirectional layer on a side stream while the
+forward one runs on the current stream. The same kernels on the same data as
+the directions in turn: outputs, states and every gradient bitwise equal,
+eagerly, on a non-default current stream, and replayed from a CUDA graph.
+Skipped, with the reason shown, where CUDA is absent."""
+import pytest
+import torch
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="CUDA device not present")
+
+import fusedlstm  # noqa: E402
+from fusedlstm import _directions  # noqa: E402
+
+CASES = [
+    dict(num_layers=2),
+    dict(num_layers=3, proj_size=5),
+    dict(num_layers=2, batch_first=True, packed=True),
+]
+PATHS = ["auto", "stepwise", "persistent"]
+
+
+def _model(cfg, dtype):
+    torch.manual_seed(0)
+    return fusedlstm.LSTM(6, 16, bidirectional=True, **cfg).to("cuda", dtype)
+
+
+def _inputs(model, dtype, packed):
+    gen = torch.Generator().manual_seed(1)
+    T, B = 9, 5
+    shape = (B, T, 6) if model.batch_first else (T, B, 6)
+    x = torch.randn(shape, generator=gen).to("cuda", dtype)
+    rows = 2 * model.num_layers
+    hx = tuple(torch.randn(rows, B, width, generator=gen).to("cuda", dtype)
+               for width in (model.proj_size or 16, 16))
+    lengths = torch.tensor([T, 3, T - 1, 1, 6]) if packed else None
+    return x, hx, lengths
+
+
+def _step(model, x, hx, lengths):
+    """Outputs and the gradients of input, states and parameters."""
+    x, h0, c0 = (t.detach().requires_grad_() for t in (x, *hx))
+    inp = x if lengths is None else pack_padded_sequence(
+        x, lengths, batch_first=model.batch_first, enforce_sorted=False)
+    out, (h_n, c_n) = model(inp, (h0, c0))
+    if lengths is not None:
+        out = pad_packed_sequence(out, batch_first=model.batch_first)[0]
+    loss = sum((t.float() * (i + 1)).sin().sum() for i, t in enumerate((out, h_n, c_n)))
+    grads = torch.autograd.grad(loss, (x, h0, c0, *model.parameters()))
+    return [t.detach() for t in (out, h_n, c_n, *grads)]
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    calls = []
+    real = _directions.forward_and_reverse
+
+    def counting(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(_directions, "forward_and_reverse", counting)
+    return calls
+
+
+def _assert_bitwise(actual, expected):
+    assert len(actual) == len(expected)
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        torch.testing.assert_close(a, e, rtol=0, atol=0, msg=lambda m: f"tensor {index}: {m}")
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cfg", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_concurrent_directions_equal_directions_in_turn(monkeypatch, spy, path, dtype, cfg):
+    monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", path)
+    cfg = dict(cfg)
+    packed = cfg.pop("packed", False)
+    model = _model(cfg, dtype)
+    args = _inputs(model, dtype, packed)
+    monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "sequential")
+    in_turn = _step(model, *args)
+    assert spy == []
+    monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
+    together = _step(model, *args)
+    assert len(spy) == model.num_layers
+    _assert_bitwise(together, in_turn)
+    # On a current stream that is not the default one, too.
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        on_stream = _step(model, *args)
+    torch.cuda.current_stream().wait_stream(stream)
+    _assert_bitwise(on_stream, in_turn)
+
+
+@pytest.mark.parametrize("cfg", CASES[:2], ids=lambda c: "-".join(
+    f"{k}{v}" for k, v in c.items()))
+def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, spy, cfg):
+    model = _model(cfg, torch.float32)
+    x, hx, _ = _inputs(model, torch.float32, False)
+    monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "sequential")
+    with torch.no_grad():
+        eager = model(x, hx)
+    monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
+    # Captured on zeros; the replay must read what is copied in after.
+    static_x, static_h = torch.zeros_like(x), tuple(torch.zeros_like(h) for h in hx)
+    warm = torch.cuda.Stream()
+    warm.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(warm), torch.no_grad():
+        model(static_x, static_h)  # makes the side stream outside the capture
+    torch.cuda.current_stream().wait_stream(warm)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), torch.no_grad():
+        captured = model(static_x, static_h)
+    static_x.copy_(x)
+    for static, value in zip(static_h, hx):
+        static.copy_(value)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert len(spy) == 2 * model.num_layers
+    out, (h_n, c_n) = captured
+    _assert_bitwise([out, h_n, c_n], [eager[0], *eager[1]])

@@ -90,7 +90,8 @@ python -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._d
 PER_TEST=()
 python -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 120)
 step pytest_cuda 240 python -m pytest tests/cuda -q -rs "${PER_TEST[@]}" \
-  --ignore=tests/cuda/test_cuda_fuzz.py --junitxml="$LOGS/pytest_cuda.xml"
+  --ignore=tests/cuda/test_cuda_fuzz.py --ignore=tests/cuda/test_cuda_compile.py \
+  --junitxml="$LOGS/pytest_cuda.xml"
 
 SAN="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 if [ -n "$SAN" ]; then
@@ -101,6 +102,11 @@ else
   echo "memcheck missing: compute-sanitizer not found" >> "$OUT/summary.txt"
   STATUS=1
 fi
+
+# opcheck on CUDA samples and torch.compile (aot_eager, inductor, dynamic
+# shapes, reduce-overhead's CUDA graphs): Triton compilation is most of it.
+step pytest_cuda_compile 150 python -m pytest tests/cuda/test_cuda_compile.py -q -rs \
+  --junitxml="$LOGS/pytest_cuda_compile.xml"
 
 # The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
 # that faults on the device would end every later test of its process.

@@ -86,10 +86,12 @@ fi
 python -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))" \
   2>&1 | tee -a "$LOGS/build.log"
 
-# pytest-timeout, where installed, names the test that hangs.
+# pytest-timeout, where installed, names the test that hangs. -v writes each
+# test's outcome as it ends: a step cut short by its limit still shows
+# what passed and failed.
 PER_TEST=()
 python -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 120)
-step pytest_cuda 240 python -m pytest tests/cuda -q -rs "${PER_TEST[@]}" \
+step pytest_cuda 240 python -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
   --ignore=tests/cuda/test_cuda_fuzz.py --ignore=tests/cuda/test_cuda_compile.py \
   --junitxml="$LOGS/pytest_cuda.xml"
 
@@ -105,12 +107,12 @@ fi
 
 # opcheck on CUDA samples and torch.compile (aot_eager, inductor, dynamic
 # shapes, reduce-overhead's CUDA graphs): Triton compilation is most of it.
-step pytest_cuda_compile 150 python -m pytest tests/cuda/test_cuda_compile.py -q -rs \
+step pytest_cuda_compile 150 python -m pytest tests/cuda/test_cuda_compile.py -v -rs \
   --junitxml="$LOGS/pytest_cuda_compile.xml"
 
 # The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
 # that faults on the device would end every later test of its process.
-step pytest_cuda_fuzz 90 python -m pytest tests/cuda/test_cuda_fuzz.py -q \
+step pytest_cuda_fuzz 90 python -m pytest tests/cuda/test_cuda_fuzz.py -v \
   --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
 
 # The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the

@@ -110,3 +110,28 @@ def test_dropout_takes_from_the_generator_what_nn_lstm_takes(packed):
     untouched = torch.get_rng_state()
     assert not torch.equal(states[0], untouched), "nn.LSTM drew nothing: the case is moot"
     assert torch.equal(states[1], states[0])
+
+
+@pytest.fixture
+def deterministic_algorithms():
+    old = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True)
+    yield
+    torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+
+
+@pytest.mark.parametrize("case", ["deep_bidir_proj", "packed_unsorted"])
+def test_deterministic_algorithms_mode_runs_and_changes_nothing(case, deterministic_algorithms):
+    """Under torch.use_deterministic_algorithms(True) the CPU kernels run
+    (as nn.LSTM's do: no operation of theirs refuses) and give the bits
+    they give without it, dropout masks included."""
+    ref, ours, x, hx, lengths = _case_inputs(case, torch.float32)
+    ours.dropout = ref.dropout = 0.5
+    results = {}
+    for mode in (True, False):
+        torch.use_deterministic_algorithms(mode)
+        results[mode] = [run_lstm(m, x, hx, lengths=lengths, enforce_sorted=False, seed=3)
+                         for m in (ours, ref)]
+    assert_bitwise_equal(results[True][0], results[False][0])
+    assert_bitwise_equal(results[True][1], results[False][1])

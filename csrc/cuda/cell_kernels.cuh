@@ -30,6 +30,7 @@ __global__ void cell_forward_kernel(CellForwardArgs a) {
   const int64_t H = a.H, n = a.rows * H;
   const scalar_t* __restrict__ rec = static_cast<const scalar_t*>(a.rec);
   scalar_t* __restrict__ gates = static_cast<scalar_t*>(a.gates);
+  const op_t* __restrict__ bias = static_cast<const op_t*>(a.bias);
   op_t* __restrict__ c_state = static_cast<op_t*>(a.c_state);
   scalar_t* __restrict__ cells = static_cast<scalar_t*>(a.cells);
   scalar_t* __restrict__ hidden = static_cast<scalar_t*>(a.hidden);
@@ -38,12 +39,19 @@ __global__ void cell_forward_kernel(CellForwardArgs a) {
        idx += int64_t(gridDim.x) * blockDim.x) {
     const int64_t r = idx / H, j = idx - r * H;
     const int64_t g0 = r * 4 * H + j;
-    // x W_ih^T + b and h W_hh^T are each rounded once to scalar_t by their
-    // GEMMs; their sum is formed here in opmath, never rounded.
-    const op_t pi = op_t(gates[g0]) + op_t(rec[g0]);
-    const op_t pf = op_t(gates[g0 + H]) + op_t(rec[g0 + H]);
-    const op_t pg = op_t(gates[g0 + 2 * H]) + op_t(rec[g0 + 2 * H]);
-    const op_t po = op_t(gates[g0 + 3 * H]) + op_t(rec[g0 + 3 * H]);
+    // x W_ih^T and h W_hh^T are each rounded once to scalar_t by their
+    // GEMMs; their sum with b_ih + b_hh (summed in opmath) is formed here
+    // in opmath, never rounded.
+    op_t pi = op_t(gates[g0]) + op_t(rec[g0]);
+    op_t pf = op_t(gates[g0 + H]) + op_t(rec[g0 + H]);
+    op_t pg = op_t(gates[g0 + 2 * H]) + op_t(rec[g0 + 2 * H]);
+    op_t po = op_t(gates[g0 + 3 * H]) + op_t(rec[g0 + 3 * H]);
+    if (bias != nullptr) {
+      pi += bias[j];
+      pf += bias[j + H];
+      pg += bias[j + 2 * H];
+      po += bias[j + 3 * H];
+    }
     const CellOut<op_t> o = cell_forward_math<op_t>(pi, pf, pg, po, c_state[idx]);
     if (cells != nullptr) {  // kept for backward; inference keeps nothing
       gates[g0] = scalar_t(o.i);

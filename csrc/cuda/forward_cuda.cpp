@@ -1,7 +1,8 @@
 // Forward pass of one LSTM layer-direction on CUDA: host orchestration.
 //
 // As on the CPU, the input projection of all steps is one GEMM into the
-// gates buffer (bias folded in). The recurrence then runs on the persistent
+// gates buffer; b_ih + b_hh, summed in the compute type, is added where the
+// cells read it. The recurrence then runs on the persistent
 // kernel when it fits, or step by step: per step one cuBLAS GEMM for
 // h_{t-1} W_hh^T into a scratch buffer and one fused cell kernel. Rows beyond
 // a step's batch size are never touched, so h_state/c_state end as h_n/c_n
@@ -38,7 +39,7 @@ struct ForwardState {
 void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
                   const at::Tensor& h0, const at::Tensor& c0,
                   const at::Tensor& w_hh, const at::Tensor& w_hr,
-                  cudaStream_t stream, ForwardState& st) {
+                  const at::Tensor& bias, cudaStream_t stream, ForwardState& st) {
   const int64_t B = sched.batch, H = d.hidden_size, P = d.state_size;
   const auto opts = st.gates.options();
   const auto dtype = opts.dtype().toScalarType();
@@ -60,6 +61,7 @@ void run_stepwise(const StepSchedule& sched, const LayerDims& d, bool reverse,
     a.H = H;
     a.rec = rec.data_ptr();
     a.gates = row_ptr(st.gates, row, 4 * H);
+    a.bias = bias.defined() ? bias.data_ptr() : nullptr;
     a.c_state = c_state.data_ptr();
     a.cells = st.cells.defined() ? row_ptr(st.cells, row, H) : nullptr;
     if (d.has_proj) {
@@ -82,7 +84,7 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
                     int64_t B, bool reverse,
                     const at::Tensor& h0, const at::Tensor& c0,
                     const at::Tensor& w_hh, const at::Tensor& w_hr,
-                    cudaStream_t stream, ForwardState& st) {
+                    const at::Tensor& bias, cudaStream_t stream, ForwardState& st) {
   const int64_t H = d.hidden_size, P = d.state_size;
   const auto opts = st.gates.options();
   at::Tensor h_buf = at::empty({2, B, P}, opts);
@@ -103,6 +105,7 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   p.w_hh = w_hh.data_ptr();
   p.w_hr = d.has_proj ? w_hr.data_ptr() : nullptr;
   p.gates = st.gates.data_ptr();
+  p.bias = bias.defined() ? bias.data_ptr<float>() : nullptr;
   p.output = st.output.data_ptr();
   p.cells = st.cells.defined() ? st.cells.data_ptr() : nullptr;
   p.h_buf = h_buf.data_ptr();
@@ -152,11 +155,12 @@ ForwardState run_layer(const at::Tensor& input, const at::Tensor& h0,
   ForwardState st;
   st.gates = at::empty({N, 4 * H}, opts);
   const at::Tensor x = input.reshape({N, I});
-  if (d.has_bias) {
-    at::addmm_out(st.gates, at::add(*b_ih, *b_hh), x, w_ih.t());
-  } else {
-    at::mm_out(st.gates, x, w_ih.t());
-  }
+  at::mm_out(st.gates, x, w_ih.t());
+  // b_ih + b_hh in the compute type (float for float16 and bfloat16): in the
+  // input's dtype the sum would round, and the GEMM's output with it.
+  const at::ScalarType math = at::toOpMathType(dtype);
+  // (b_hh joins through type promotion: one kernel fewer.)
+  const at::Tensor bias = d.has_bias ? at::add(b_ih->to(math), *b_hh) : at::Tensor();
   st.output = at::empty({N, P}, opts);
   if (keep_activations) st.cells = at::empty({N, H}, opts);
   const at::Tensor w_hh_c = w_hh.contiguous();
@@ -165,9 +169,9 @@ ForwardState run_layer(const at::Tensor& input, const at::Tensor& h0,
   const PersistentChoice choice = choose_persistent(
       RecurrencePass::kForward, dtype, sched, d, input.get_device());
   if (choice.use) {
-    run_persistent(choice, d, B, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
+    run_persistent(choice, d, B, reverse, h0, c0, w_hh_c, w_hr_c, bias, stream, st);
   } else {
-    run_stepwise(sched, d, reverse, h0, c0, w_hh_c, w_hr_c, stream, st);
+    run_stepwise(sched, d, reverse, h0, c0, w_hh_c, w_hr_c, bias, stream, st);
   }
   return st;
 }

@@ -86,8 +86,9 @@ struct CellForwardArgs {
   int64_t rows = 0;          // bs_t
   int64_t H = 0;
   const void* rec = nullptr; // [rows, 4H] h_{t-1} W_hh^T
-  void* gates = nullptr;     // [rows, 4H] in: x W_ih^T + b; out: activated
+  void* gates = nullptr;     // [rows, 4H] in: x W_ih^T; out: activated
                              // (not written where cells is nullptr)
+  const void* bias = nullptr;// [4H] opmath: b_ih + b_hh, or nullptr
   void* c_state = nullptr;   // [B, H] opmath; rows [0, rows): c_{t-1} -> c_t
   void* cells = nullptr;     // [rows, H] out: c_t; nullptr in inference, which
                              // keeps neither cells nor activated gates

@@ -4,10 +4,11 @@
 // [k*U, k*U + U) with all four gates of each, so the cell update is local;
 // its rows of W_hh ([4U, P]) stay in shared memory for the whole sequence.
 // Each step it reads h_{t-1} (all of it, from global/L2), adds the
-// precomputed x W_ih^T + b row, updates c, writes h_t, and the grid syncs
-// once. With a projection, h_t = W_hr m_t needs all of m_t, so a step has two
-// phases and two grid syncs: cell (writes m), sync, projection (CTA k owns
-// rows [k*PU, k*PU + PU) of W_hr, on chip too, and writes h), sync.
+// precomputed x W_ih^T row and b_ih + b_hh (in float), updates c, writes
+// h_t, and the grid syncs once. With a projection, h_t = W_hr m_t needs all
+// of m_t, so a step has two phases and two grid syncs: cell (writes m),
+// sync, projection (CTA k owns rows [k*PU, k*PU + PU) of W_hr, on chip too,
+// and writes h), sync.
 //
 // The backward kernel runs the steps in the opposite order with the same
 // ownership, on transposed slices of the weights. Without a projection, CTA
@@ -85,8 +86,10 @@ struct PersistentForwardParams {
   ScheduleTable sched;
   const void* w_hh = nullptr;  // W_hh: [4H, P]
   const void* w_hr = nullptr;  // W_hr: [P, H], projection only
-  void* gates = nullptr;       // [N, 4H]: in x W_ih^T + b, out activated gates
+  void* gates = nullptr;       // [N, 4H]: in x W_ih^T, out activated gates
                                // (left as they were where cells is nullptr)
+  const float* bias = nullptr; // [4H] fp32: b_ih + b_hh, added to the input
+                               // parts in float; nullptr without bias
   void* output = nullptr;      // [N, P]: h_t
   void* cells = nullptr;       // [N, H]: c_t; nullptr in inference, which keeps
                                // neither cells nor activated gates

@@ -19,7 +19,8 @@ __host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P
 }
 
 // What the cell of one (row, unit) reads besides the recurrent product: the
-// four preactivations' input parts and c_{t-1}.
+// four preactivations' input parts (x W_ih^T + b_ih + b_hh, the biases
+// summed in float: in the storage type their sum would round) and c_{t-1}.
 struct CellInputs {
   float x[4] = {0.f, 0.f, 0.f, 0.f};
   float c = 0.f;
@@ -37,6 +38,10 @@ __device__ __forceinline__ CellInputs load_cell_inputs(
   const storage_t<T>* gp = gates + (row0 + nb0 + b) * 4 * H + uu;
 #pragma unroll
   for (int q = 0; q < 4; ++q) in.x[q] = to_float<T>(gp[q * H]);
+  if (p.bias != nullptr) {
+#pragma unroll
+    for (int q = 0; q < 4; ++q) in.x[q] += p.bias[q * H + uu];
+  }
   in.c = p.c_state[int64_t(nb0 + b) * H + uu];
   return in;
 }

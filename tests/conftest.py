@@ -39,3 +39,20 @@ def _seeded():
     """Every test starts from the same global RNG state."""
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def directions_spy(monkeypatch):
+    """The devices of the calls that ran a bidirectional layer's directions
+    on two streams (fusedlstm/_directions.py), in order."""
+    from fusedlstm import _directions
+
+    calls = []
+    real = _directions.forward_and_reverse
+
+    def counting(*args):
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(_directions, "forward_and_reverse", counting)
+    return calls

@@ -5,30 +5,16 @@ run on CUDA."""
 import pytest
 import torch
 
-from fusedlstm import _directions
 from helpers import make_lstm_pair
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    calls = []
-    real = _directions.forward_and_reverse
-
-    def counting(*args):
-        calls.append(args[0])
-        return real(*args)
-
-    monkeypatch.setattr(_directions, "forward_and_reverse", counting)
-    return calls
-
-
 @pytest.mark.parametrize("value", ["", "sequential", "concurrent"])
-def test_cpu_runs_the_directions_in_turn(monkeypatch, spy, value):
+def test_cpu_runs_the_directions_in_turn(monkeypatch, directions_spy, value):
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", value)
     ref, ours = make_lstm_pair(3, 4, num_layers=2, bidirectional=True)
     x = torch.randn(5, 2, 3)
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
-    assert spy == []
+    assert directions_spy == []
 
 
 def test_unknown_value_raises(monkeypatch):
@@ -46,7 +32,7 @@ def test_one_direction_never_reads_it(monkeypatch):
     torch.testing.assert_close(ours(x)[0], ref(x)[0])
 
 
-def test_compiled_bidirectional_layer_runs_in_turn(monkeypatch, spy):
+def test_compiled_bidirectional_layer_runs_in_turn(monkeypatch, directions_spy):
     # What torch.compile records runs on one stream; it never reads the
     # variable (an unknown value does not raise there).
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "parallel")
@@ -54,4 +40,4 @@ def test_compiled_bidirectional_layer_runs_in_turn(monkeypatch, spy):
     x = torch.randn(5, 2, 3)
     compiled = torch.compile(ours, fullgraph=True, backend="eager")
     torch.testing.assert_close(compiled(x)[0], ref(x)[0])
-    assert spy == []
+    assert directions_spy == []

@@ -12,7 +12,6 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
 import fusedlstm  # noqa: E402
-from fusedlstm import _directions  # noqa: E402
 
 CASES = [
     dict(num_layers=2),
@@ -52,19 +51,6 @@ def _step(model, x, hx, lengths):
     return [t.detach() for t in (out, h_n, c_n, *grads)]
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    calls = []
-    real = _directions.forward_and_reverse
-
-    def counting(*args):
-        calls.append(args[0])
-        return real(*args)
-
-    monkeypatch.setattr(_directions, "forward_and_reverse", counting)
-    return calls
-
-
 def _assert_bitwise(actual, expected):
     assert len(actual) == len(expected)
     for index, (a, e) in enumerate(zip(actual, expected)):
@@ -74,7 +60,8 @@ def _assert_bitwise(actual, expected):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("cfg", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
-def test_concurrent_directions_equal_directions_in_turn(monkeypatch, spy, path, dtype, cfg):
+def test_concurrent_directions_equal_directions_in_turn(monkeypatch, directions_spy, path,
+                                                        dtype, cfg):
     monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", path)
     cfg = dict(cfg)
     packed = cfg.pop("packed", False)
@@ -82,10 +69,10 @@ def test_concurrent_directions_equal_directions_in_turn(monkeypatch, spy, path, 
     args = _inputs(model, dtype, packed)
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "sequential")
     in_turn = _step(model, *args)
-    assert spy == []
+    assert directions_spy == []
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
     together = _step(model, *args)
-    assert len(spy) == model.num_layers
+    assert len(directions_spy) == model.num_layers
     _assert_bitwise(together, in_turn)
     # On a current stream that is not the default one, too.
     stream = torch.cuda.Stream()
@@ -98,7 +85,7 @@ def test_concurrent_directions_equal_directions_in_turn(monkeypatch, spy, path, 
 
 @pytest.mark.parametrize("cfg", CASES[:2], ids=lambda c: "-".join(
     f"{k}{v}" for k, v in c.items()))
-def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, spy, cfg):
+def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, directions_spy, cfg):
     model = _model(cfg, torch.float32)
     x, hx, _ = _inputs(model, torch.float32, False)
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "sequential")
@@ -120,6 +107,6 @@ def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, spy, cfg):
         static.copy_(value)
     graph.replay()
     torch.cuda.synchronize()
-    assert len(spy) == 2 * model.num_layers
+    assert len(directions_spy) == 2 * model.num_layers
     out, (h_n, c_n) = captured
     _assert_bitwise([out, h_n, c_n], [eager[0], *eager[1]])

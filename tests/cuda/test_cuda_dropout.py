@@ -70,9 +70,10 @@ def run_layerwise(layers: list, inp, hx, p: float):
     return inp, (torch.cat(h_n), torch.cat(c_n))
 
 
-def _forward_backward(module_call, x, hx, lengths, batch_first, seed):
-    """Output (padded), h_n, c_n and the gradients of x, h0, c0 and of
-    ``params`` under fixed cotangents; dropout drawn after ``seed``."""
+def _forward_with_cotangents(module_call, x, hx, lengths, batch_first, seed):
+    """The forward from fresh leaves x, h0, c0 (dropout drawn after ``seed``):
+    the roots (output, padded; h_n; c_n), the leaves, and fixed cotangents
+    for the roots."""
     x, h0, c0 = (t.detach().requires_grad_() for t in (x, *hx))
     inp = x if lengths is None else pack_padded_sequence(
         x, lengths, batch_first=batch_first, enforce_sorted=False)
@@ -109,7 +110,8 @@ def check_dropout_layerwise(cfg: dict, dtype: torch.dtype, device: str, p: float
             ("fusedlstm", ours, list(ours.parameters())),
             ("layerwise", lambda inp, hx: run_layerwise(layers, inp, hx, p),
              [q for layer in layers for q in layer.parameters()])):
-        roots, leaves, cotangents = _forward_backward(call, x, hx, lengths, ours.batch_first, 7)
+        roots, leaves, cotangents = _forward_with_cotangents(call, x, hx, lengths,
+                                                             ours.batch_first, 7)
         grads = torch.autograd.grad(roots, (*leaves, *params), cotangents)
         results[name] = [t.detach() for t in roots] + list(grads)
     vtol, gtol = TOL[dtype]

@@ -182,6 +182,17 @@ def assert_results_close(actual: dict, expected: dict, **kwargs):
         torch.testing.assert_close(a, e, msg=lambda m, key=key: f"{key}: {m}", **kwargs)
 
 
+def assert_bitwise(actual, expected, what: str = "tensor"):
+    """The two sequences of tensors are equal bit for bit, pairwise (same
+    length, dtype, shape and values; NaNs in the same places). A failure
+    names the pair: ``what`` and its index."""
+    actual, expected = list(actual), list(expected)
+    assert len(actual) == len(expected), (what, len(actual), len(expected))
+    for index, (a, e) in enumerate(zip(actual, expected)):
+        torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True,
+                                   msg=lambda m, i=index: f"{what} {i}: {m}")
+
+
 def max_abs_error(t: Optional[torch.Tensor], ref: Optional[torch.Tensor]) -> float:
     if ref is None or ref.numel() == 0:
         return 0.0
@@ -313,6 +324,4 @@ def assert_backward_unchanged_by_autocast(device: str, dtype: torch.dtype,
     outside = torch.autograd.grad(loss, params, retain_graph=True)
     with torch.autocast(device, dtype=autocast_dtype):
         inside = torch.autograd.grad(loss, params, retain_graph=True)
-    for a, b in zip(inside, outside):
-        assert a.dtype == b.dtype
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_bitwise(inside, outside, "gradient")

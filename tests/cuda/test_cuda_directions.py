@@ -12,6 +12,7 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
 import fusedlstm  # noqa: E402
+from helpers import assert_bitwise  # noqa: E402
 
 CASES = [
     dict(num_layers=2),
@@ -51,12 +52,6 @@ def _step(model, x, hx, lengths):
     return [t.detach() for t in (out, h_n, c_n, *grads)]
 
 
-def _assert_bitwise(actual, expected):
-    assert len(actual) == len(expected)
-    for index, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, rtol=0, atol=0, msg=lambda m: f"tensor {index}: {m}")
-
-
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("cfg", CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
@@ -73,14 +68,14 @@ def test_concurrent_directions_equal_directions_in_turn(monkeypatch, directions_
     monkeypatch.setenv("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
     together = _step(model, *args)
     assert len(directions_spy) == model.num_layers
-    _assert_bitwise(together, in_turn)
+    assert_bitwise(together, in_turn)
     # On a current stream that is not the default one, too.
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         on_stream = _step(model, *args)
     torch.cuda.current_stream().wait_stream(stream)
-    _assert_bitwise(on_stream, in_turn)
+    assert_bitwise(on_stream, in_turn)
 
 
 @pytest.mark.parametrize("cfg", CASES[:2], ids=lambda c: "-".join(
@@ -109,4 +104,4 @@ def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, directions_
     torch.cuda.synchronize()
     assert len(directions_spy) == 2 * model.num_layers
     out, (h_n, c_n) = captured
-    _assert_bitwise([out, h_n, c_n], [eager[0], *eager[1]])
+    assert_bitwise([out, h_n, c_n], [eager[0], *eager[1]])

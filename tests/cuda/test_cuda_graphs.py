@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
 import fusedlstm  # noqa: E402
+from helpers import assert_bitwise  # noqa: E402
 
 CONFIGS = [
     dict(num_layers=2, bidirectional=True),
@@ -48,12 +49,6 @@ def _loss(outputs):
     return sum((o * (i + 1)).sin().sum() for i, o in enumerate(outputs))
 
 
-def _assert_bitwise(actual, expected, what):
-    for index, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, rtol=0, atol=0,
-                                   msg=lambda m: f"{what} {index}: {m}")
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
 def test_make_graphed_callables_equals_eager(config):
     torch.manual_seed(0)
@@ -71,7 +66,7 @@ def test_make_graphed_callables_equals_eager(config):
             # Compared before the next replay overwrites the graph's buffers.
             results.append([o.detach().clone() for o in outputs]
                            + [t.grad for t in inputs] + [p.grad for p in model.parameters()])
-        _assert_bitwise(results[1], results[0], f"step {seed}")
+        assert_bitwise(results[1], results[0], f"step {seed}")
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
@@ -110,6 +105,6 @@ def test_whole_training_step_captured_and_replayed(config):
         graph.replay()
         loss = step(eager, opt_eager, batch)
         torch.cuda.synchronize()
-        _assert_bitwise([static_loss], [loss], f"loss at step {seed}")
-        _assert_bitwise(list(captured.parameters()), list(eager.parameters()),
+        assert_bitwise([static_loss], [loss], f"loss at step {seed}")
+        assert_bitwise(list(captured.parameters()), list(eager.parameters()),
                         f"weights after step {seed}")

@@ -10,6 +10,8 @@ where CUDA is absent.
 import pytest
 import torch
 
+from helpers import assert_bitwise
+
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="CUDA device not present")
 
@@ -262,8 +264,7 @@ def test_inference_keeps_no_activations(path, dtype, cfg):
         peaks.append(torch.cuda.max_memory_allocated() - base)
         results.append(out[:3])
         del out
-    for a, b in zip(*results):
-        assert torch.equal(a, b)
+    assert_bitwise(results[1], results[0], "output")
     rows = case["input"].numel() // case["input"].shape[-1]
     cells_bytes = rows * 128 * torch.empty(0, dtype=dtype).element_size()
     assert peaks[1] <= peaks[0] - cells_bytes, (peaks, cells_bytes)
@@ -277,8 +278,7 @@ def test_bitwise_deterministic(path, dtype):
     case = make_case(dtype, P=8, packed=True, B=40, T=6)
     a = run_layer(case, dtype, False)
     b = run_layer(case, dtype, False)
-    for x, y in zip(list(a[0]) + list(a[1]), list(b[0]) + list(b[1])):
-        assert torch.equal(x, y)
+    assert_bitwise(list(b[0]) + list(b[1]), list(a[0]) + list(a[1]), "result")
 
 
 @pytest.mark.parametrize("proj", [0, 8])
@@ -326,8 +326,7 @@ def assert_graph_replay_equals_eager(step, dev):
     graph.replay()
     torch.cuda.synchronize()
     expect = step([t * 0.5 if t is not None else None for t in dev])
-    for a, b in zip(captured, expect):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert_bitwise(captured, expect, "replayed result")
     return captured
 
 

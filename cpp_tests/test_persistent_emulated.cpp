@@ -273,8 +273,10 @@ void run_cluster_all() {
       // Two clusters (rows 4 and 3) of 2 CTAs; packed, so the second
       // cluster's rows run out before the first's.
       {{"cluster: packed H8 B7 two clusters", 5, 8, 0, 7, 5, true, true, 2, 2}, 2},
-      // 40 rows in one cluster: two chunks of the product per step.
-      {{"cluster: H20 B40 no bias", 4, 20, 0, 40, 3, false, false, 2, 4}, 1},
+      // 72 rows in one cluster: three chunks of the product per step, the
+      // second one full, so that it rewrites every column of part the
+      // first one's cells read (the barrier between them is needed).
+      {{"cluster: H20 B72 no bias", 4, 20, 0, 72, 3, false, false, 2, 4}, 1},
   };
   for (const ClusterCase& cc : cases) {
     for (bool reverse : {false, true}) run_cluster_case<T>(cc.c, reverse, cc.clusters);
@@ -355,6 +357,11 @@ int main() {
       {"packed H37 (last CTA partial)", 3, 37, 0, 5, 6, true, true, 4, 8},
       {"B40 (two 32-row chunks)", 4, 20, 0, 40, 3, false, true, 4, 8},
       {"proj P8", 10, 24, 8, 5, 5, false, true, 4, 8},
+      // Two full chunks and a part: the second chunk's products write every
+      // column of part that the first chunk's cells read, in both phases, so
+      // only the barriers between chunks order them (under ThreadSanitizer,
+      // scripts/emulation_sanitizers.sh, a missing one is reported).
+      {"proj P8 B72 (two full chunks)", 4, 20, 8, 72, 3, false, true, 4, 8},
       {"packed proj P5 no bias", 6, 20, 5, 6, 5, true, false, 4, 8},
       // H differs from the cases above: plans are cached per (H, P, device).
       {"one SM: U8", 5, 36, 0, 3, 4, true, true, 1, 8},

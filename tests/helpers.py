@@ -184,12 +184,12 @@ def assert_results_close(actual: dict, expected: dict, **kwargs):
 
 def assert_bitwise(actual, expected, what: str = "tensor"):
     """The two sequences of tensors are equal bit for bit, pairwise (same
-    length, dtype, shape and values; NaNs in the same places). A failure
-    names the pair: ``what`` and its index."""
+    length, dtype, shape and values; a NaN fails, as it did in the loops this
+    replaced). A failure names the pair: ``what`` and its index."""
     actual, expected = list(actual), list(expected)
     assert len(actual) == len(expected), (what, len(actual), len(expected))
     for index, (a, e) in enumerate(zip(actual, expected)):
-        torch.testing.assert_close(a, e, rtol=0, atol=0, equal_nan=True,
+        torch.testing.assert_close(a, e, rtol=0, atol=0,
                                    msg=lambda m, i=index: f"{what} {i}: {m}")
 
 

@@ -9,7 +9,8 @@ of the medians.
     python benchmarks/ab_cpu.py --dtype bfloat16
 
 Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1 (T=100, B=128,
-H=128: the cells bound the step there); for the full grid, CSVs and plots use
+H=128: the cells bound the step there), S2 and S3 (T=100, H=256, batch 2 and
+3: the small register tiles); for the full grid, CSVs and plots use
 bench_cpu.py.
 """
 from __future__ import annotations

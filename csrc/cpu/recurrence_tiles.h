@@ -71,6 +71,23 @@ inline void transpose8x8(__m256 (&r)[8]) {
   }
 }
 
+// Keeps a weight vector of an R x C tile in a register for all of the tile's
+// rows, where the tile's accumulators, its C weights and a broadcast fit the
+// register file. GCC 12 otherwise reloads the weights for every row of the
+// small tiles (one load per FMA, as a memory operand: half the FMA rate on a
+// Zen 4, where the larger tiles run at it; benchmarks/cpu_tile_rate.cpp, NOTES
+// change 61). The empty asm makes the value opaque, so it cannot be re-read
+// from memory; it emits nothing.
+#if defined(FUSEDLSTM_ISA_AVX512)
+constexpr int kVectorRegisters = 32;
+#else
+constexpr int kVectorRegisters = 16;
+#endif
+template <int R, int C, typename T>
+inline void hold_in_register([[maybe_unused]] T& v) {
+  if constexpr (R * C + C + 1 <= kVectorRegisters) asm("" : "+v"(v));
+}
+
 // The accumulators of a tile are named locals (c<row><column>), never an
 // array. GCC 12 replaces a local register array by registers only when its
 // heuristics allow, and they did not hold across builds: the 3 x 4 unit tile
@@ -80,6 +97,11 @@ inline void transpose8x8(__m256 (&r)[8]) {
 // Scalars always get registers. The macros below spell out the 6 x 4 names;
 // `if constexpr` keeps the R x C of them that a tile uses.
 #define FUSEDLSTM_TILE_ROW(M) M(0) M(1) M(2) M(3) M(4) M(5)
+#define FUSEDLSTM_HOLD_WEIGHTS                  \
+  hold_in_register<R, C>(b0);                   \
+  if constexpr (C > 1) hold_in_register<R, C>(b1); \
+  if constexpr (C > 2) hold_in_register<R, C>(b2); \
+  if constexpr (C > 3) hold_in_register<R, C>(b3);
 #define FUSEDLSTM_TILE_DECLARE(r)                            \
   [[maybe_unused]] Reg c##r##0 = tile_start<R, C, r, 0>(acc), \
       c##r##1 = tile_start<R, C, r, 1>(acc),                     \
@@ -166,10 +188,11 @@ __attribute__((noinline, visibility("hidden"))) void tile_product(
                    _MM_HINT_T0);
     }
     const float* row = packed + k * C * kLanes;
-    const Reg b0 = reg_load(row);
-    const Reg b1 = C > 1 ? reg_load(row + kLanes) : b0;
-    const Reg b2 = C > 2 ? reg_load(row + 2 * kLanes) : b0;
-    const Reg b3 = C > 3 ? reg_load(row + 3 * kLanes) : b0;
+    Reg b0 = reg_load(row);
+    Reg b1 = C > 1 ? reg_load(row + kLanes) : b0;
+    Reg b2 = C > 2 ? reg_load(row + 2 * kLanes) : b0;
+    Reg b3 = C > 3 ? reg_load(row + 3 * kLanes) : b0;
+    FUSEDLSTM_HOLD_WEIGHTS
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_FMA)
   }
   if constexpr (R == 1) {
@@ -212,12 +235,11 @@ __attribute__((noinline, visibility("hidden"))) void tile_product_bf16(
                    _MM_HINT_T0);
     }
     const uint32_t* row = packed + p * C * kLanes;
-    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(row);
-    const __m512bh b1 = C > 1 ? (__m512bh)_mm512_loadu_si512(row + kLanes) : b0;
-    const __m512bh b2 =
-        C > 2 ? (__m512bh)_mm512_loadu_si512(row + 2 * kLanes) : b0;
-    const __m512bh b3 =
-        C > 3 ? (__m512bh)_mm512_loadu_si512(row + 3 * kLanes) : b0;
+    __m512bh b0 = (__m512bh)_mm512_loadu_si512(row);
+    __m512bh b1 = C > 1 ? (__m512bh)_mm512_loadu_si512(row + kLanes) : b0;
+    __m512bh b2 = C > 2 ? (__m512bh)_mm512_loadu_si512(row + 2 * kLanes) : b0;
+    __m512bh b3 = C > 3 ? (__m512bh)_mm512_loadu_si512(row + 3 * kLanes) : b0;
+    FUSEDLSTM_HOLD_WEIGHTS
     FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_DOT)
   }
   FUSEDLSTM_TILE_ROW(FUSEDLSTM_TILE_STORE)
@@ -226,6 +248,7 @@ __attribute__((noinline, visibility("hidden"))) void tile_product_bf16(
 #endif  // FUSEDLSTM_BF16_DOT
 
 #undef FUSEDLSTM_TILE_ROW
+#undef FUSEDLSTM_HOLD_WEIGHTS
 #undef FUSEDLSTM_TILE_DECLARE
 #undef FUSEDLSTM_TILE_FMA
 #undef FUSEDLSTM_TILE_STORE

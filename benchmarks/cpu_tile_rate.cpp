@@ -1,9 +1,9 @@
 // How close the CPU recurrence's register tiles come to the core's own rate
 // for their instruction: the tile_product (float FMA) or tile_product_bf16
 // (vdpbf16ps) of csrc/cpu/recurrence_tiles.h, the code the layers run, timed
-// on one thread over a unit block of packed weights, against a loop of the
-// same instruction on 24 independent register chains (no loads: the most this
-// core can issue). Answers "are the products already at the machine's peak?"
+// on one thread over a block of packed weights, against a loop of the same
+// instruction on independent register chains (24 on AVX-512, 12 on AVX2; no
+// loads: the most this core can issue). Answers "are the products already at the machine's peak?"
 // before a change to them is tried (benchmarks/NOTES.md: 2026-12-03, Zen 4).
 //
 // Built by CMake once per ISA, like cpp_tests/test_cell_math.cpp:
@@ -20,6 +20,7 @@
 #endif
 #include "cpu/recurrence_tiles.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>

@@ -476,8 +476,8 @@ void panel_rows(const PanelStep& st, int64_t r0) {
 
 // The whole product for `rows` rows, by the tiles of for_each_panel_tile.
 inline void panel_product(PanelStep st, int64_t rows) {
-  // kChunk / 2 pairs: the k of a float chunk, in half its bytes.
-  const int64_t chunk = st.a16 != nullptr ? kChunk / 2 : kChunk;
+  // kChunk pairs, as in unit_block_step: the bytes of a float chunk.
+  const int64_t chunk = kChunk;
   for (st.j0 = 0; st.j0 < st.depth; st.j0 = st.j1) {
     st.j1 = std::min(st.depth, st.j0 + chunk);
     for_each_panel_tile(rows, [&](auto tile_rows, int64_t r) {

@@ -53,7 +53,8 @@ inline Reg reg_add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
 // 64 (16 KiB, in L1) were no faster: ratio minima to nn.LSTM over two
 // alternating builds each, 64 against 256, C2 inference 1.15/1.15 vs
 // 1.02/1.18, C3 1.02/0.99 vs 1.05/0.97, C4 1.05/1.03 vs 1.01/1.00 (NOTES
-// change 10). Zen 5's L2 keeps up with the tile.
+// change 10). Zen 5's L2 keeps up with the tile. bfloat16 tiles walk kChunk
+// pairs, the same 64 KiB (128 pairs were 2-4 % slower on Zen 4: change 62).
 constexpr int64_t kChunk = 256;
 
 static_assert(V::size() == kLanes, "at::vec width differs from the target's");

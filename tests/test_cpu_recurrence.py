@@ -123,6 +123,24 @@ def test_two_workers_bfloat16_within_twice_torch_error(two_threads):
     parity_check(ref, ours, torch.randn(10, 8, 8).bfloat16())
 
 
+# With bfloat16 dot products (AVX-512 BF16 without AMX), the forward walks
+# W_hh's depth in chunks of 256 pairs (512 of H) and backward's dh = dG W_hh
+# walks 4H the same way: at H = 520 each row tile's sums are parked and
+# resumed once per step in forward (the second chunk 4 pairs deep) and four
+# times in backward (NOTES change 62). Elsewhere this is two chunks of the
+# float recurrence's 256.
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed_bidirectional"])
+def test_two_workers_bfloat16_past_one_depth_chunk(two_threads, packed):
+    ref, ours = make_lstm_pair(9, 520, bidirectional=packed, dtype=torch.bfloat16, seed=5)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(4, 7, 9, generator=gen).bfloat16()
+    if packed:
+        lengths = torch.tensor([2, 4, 1, 3, 4, 1, 3])
+        parity_check(ref, ours, x, lengths=lengths, enforce_sorted=False)
+    else:
+        parity_check(ref, ours, x)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_run_to_run_bitwise_identical(threads):
     old = torch.get_num_threads()

@@ -3,6 +3,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "cuda/lstm_cuda.h"
 #include "cuda/persistent/persistent.h"
@@ -24,6 +25,7 @@ PathMode requested_path() {
 
 bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
   table->runs = 0;
+  if (sched.steps() > std::numeric_limits<int>::max()) return false;
   table->steps = static_cast<int>(sched.steps());
   for (int64_t t = 0; t < sched.steps(); ++t) {
     const int n = table->runs;

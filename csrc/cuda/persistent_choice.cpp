@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
+#include <limits>
 #include <string>
 
 #include "cuda/lstm_cuda.h"
@@ -41,6 +42,11 @@ std::string persistent_precondition(at::ScalarType dtype,
                                     const StepSchedule& sched, int64_t batch,
                                     int64_t hidden, ScheduleTable* table) {
   if (dtype == at::kDouble) return "float64 has no persistent kernel";
+  // The kernels' step counter and ScheduleTable's step indices are int;
+  // the stepwise path counts steps in int64.
+  if (sched.steps() > std::numeric_limits<int>::max()) {
+    return "more than 2^31 - 1 time steps";
+  }
   if (!make_schedule_table(sched, table)) {
     return "batch_sizes has more than " +
            std::to_string(ScheduleTable::kMaxRuns) + " distinct values";

@@ -6,8 +6,12 @@ run forward and backward on such a layer, and the last steps (where the
 offsets are largest) are checked against cuDNN in float32 with the
 half-precision rule of the parity suite: our error at most 2x cuDNN's own
 error in bfloat16, plus an atol. Needs about 30 GB of GPU memory; skipped,
-with the reason shown, where CUDA or the memory is absent.
+with the reason shown, where CUDA or the memory is absent. A layer of more
+steps than an int counts is refused by the persistent kernels (the last
+test).
 """
+import os
+
 import pytest
 import torch
 
@@ -76,3 +80,27 @@ def test_gates_past_2_pow_31(path, monkeypatch):
         scale = max(1.0, r.abs().max().item())
         assert err <= 2 * cudnn_err + ATOL * scale, (
             f"{name}: our error {err:.3g} vs cuDNN bf16's {cudnn_err:.3g}")
+
+
+def test_persistent_refuses_more_steps_than_an_int_counts(monkeypatch):
+    """A layer of 2**31 steps: the persistent kernels count steps in int,
+    so an explicit request for them must raise, not run a wrapped count (it
+    would leave the output unwritten and h_n = h0). `auto` takes the
+    stepwise path there, whose counters are int64; 2**31 stepwise steps
+    take hours, so only the refusal is run. Needs ~28 GiB of GPU memory
+    (x, gates, output, cells at batch 1, H = I = 1, bfloat16) and ~48 GiB
+    of host memory (the step schedule, two int64 vectors of 2**31)."""
+    steps = 2 ** 31
+    free, _ = torch.cuda.mem_get_info()
+    host_free = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    if free < 32 * 2 ** 30 or host_free < 64 * 2 ** 30:
+        pytest.skip(f"needs 32 GiB of free GPU memory ({free / 2**30:.0f} free) and "
+                    f"64 GiB of free host memory ({host_free / 2**30:.0f} free)")
+    monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", "persistent")
+    options = dict(device="cuda", dtype=torch.bfloat16)
+    x = torch.zeros(steps, 1, 1, **options)
+    h0 = torch.zeros(1, 1, **options)
+    w_ih, w_hh = torch.ones(4, 1, **options), torch.ones(4, 1, **options)
+    with pytest.raises(RuntimeError, match=r"more than 2\^31 - 1 time steps"):
+        torch.ops.fusedlstm.lstm_layer_forward(x, h0, h0, w_ih, w_hh, None, None, None,
+                                               None, False)

@@ -76,7 +76,8 @@ struct ScheduleTable {
   }
 };
 
-// Fills `table` from the host schedule; false if it has too many runs.
+// Fills `table` from the host schedule; false if it has too many runs or
+// more steps than an int counts.
 bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
 
 // Arguments of the persistent forward kernel (element type T of the layer).

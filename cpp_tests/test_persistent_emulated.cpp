@@ -58,7 +58,8 @@ template <typename T>
 std::string begin_case(const Case& c, const Inputs& in, bool reverse,
                        ScheduleTable* table, int64_t* N) {
   const StepSchedule sched = fusedlstm::make_schedule(in.x, c.B, opt(in.batch_sizes));
-  TORCH_CHECK(make_schedule_table(sched, table), "schedule table");
+  const std::string why_not = make_schedule_table(sched, table);
+  TORCH_CHECK(why_not.empty(), "schedule table: ", why_not);
   *N = sched.rows;
   emu::kSms = c.sms;
   emu::kMaxBlocksPerSm = c.max_blocks_per_sm;
@@ -283,6 +284,33 @@ void run_cluster_all() {
   }
 }
 
+// The schedule table at its run limit: kMaxRuns distinct batch sizes fit,
+// one more is refused with the reason the planners report (2^31 steps, the
+// other refusal, would need 32 GiB of schedule).
+void check_schedule_table_limit() {
+  for (int runs : {ScheduleTable::kMaxRuns, ScheduleTable::kMaxRuns + 1}) {
+    StepSchedule sched;
+    sched.batch = runs;
+    for (int t = 0; t < runs; ++t) {  // lengths runs, runs - 1, ..., 1
+      sched.offsets.push_back(sched.rows);
+      sched.batch_sizes.push_back(runs - t);
+      sched.rows += runs - t;
+    }
+    ScheduleTable table;
+    const std::string why_not = make_schedule_table(sched, &table);
+    const bool fits = runs <= ScheduleTable::kMaxRuns;
+    const std::string expected =
+        fits ? "" : "batch_sizes has more than " + std::to_string(ScheduleTable::kMaxRuns) +
+                        " distinct values";
+    ++checks;
+    if (why_not != expected || (fits && (table.runs != runs || table.steps != runs))) {
+      ++failures;
+      std::printf("  UNEXPECTED: schedule of %d runs gave \"%s\" (%d runs in the table)\n",
+                  runs, why_not.c_str(), table.runs);
+    }
+  }
+}
+
 // The cluster planners alone, over batches that need large batch tiles. A
 // plan must tile the batch, and every cluster of its grid must be resident
 // at once with the shared memory it launches with (clusters past those run
@@ -390,5 +418,6 @@ int main() {
   check_cluster_plans<Tf32>();
   check_cluster_plans<c10::Half>();
   check_cluster_plans<c10::BFloat16>();
+  check_schedule_table_limit();
   return finish();
 }

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "cuda/lstm_cuda.h"
 #include "cuda/persistent/persistent.h"
@@ -23,20 +24,25 @@ PathMode requested_path() {
               "persistent or cluster, got '", v, "'");
 }
 
-bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
+std::string make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
   table->runs = 0;
-  if (sched.steps() > std::numeric_limits<int>::max()) return false;
+  // The kernels' step counter and the table's step indices are int; the
+  // stepwise path counts steps in int64.
+  if (sched.steps() > std::numeric_limits<int>::max()) return "more than 2^31 - 1 time steps";
   table->steps = static_cast<int>(sched.steps());
   for (int64_t t = 0; t < sched.steps(); ++t) {
     const int n = table->runs;
     if (n > 0 && table->batch[n - 1] == sched.batch_sizes[t]) continue;
-    if (n == ScheduleTable::kMaxRuns) return false;
+    if (n == ScheduleTable::kMaxRuns) {
+      return "batch_sizes has more than " + std::to_string(ScheduleTable::kMaxRuns) +
+             " distinct values";
+    }
     table->t_start[n] = static_cast<int>(t);
     table->batch[n] = static_cast<int>(sched.batch_sizes[t]);
     table->offset[n] = sched.offsets[t];
     table->runs = n + 1;
   }
-  return true;
+  return "";
 }
 
 }  // namespace fusedlstm::cuda

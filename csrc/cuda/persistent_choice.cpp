@@ -6,7 +6,6 @@
 #include <c10/util/Exception.h>
 #include <torch/version.h>
 
-#include <limits>
 #include <string>
 
 #include "cuda/lstm_cuda.h"
@@ -42,14 +41,8 @@ std::string persistent_precondition(at::ScalarType dtype,
                                     const StepSchedule& sched, int64_t batch,
                                     int64_t hidden, ScheduleTable* table) {
   if (dtype == at::kDouble) return "float64 has no persistent kernel";
-  // The kernels' step counter and ScheduleTable's step indices are int;
-  // the stepwise path counts steps in int64.
-  if (sched.steps() > std::numeric_limits<int>::max()) {
-    return "more than 2^31 - 1 time steps";
-  }
-  if (!make_schedule_table(sched, table)) {
-    return "batch_sizes has more than " +
-           std::to_string(ScheduleTable::kMaxRuns) + " distinct values";
+  if (std::string why_not = make_schedule_table(sched, table); !why_not.empty()) {
+    return why_not;
   }
   // The kernels index rows of one step and units with int.
   if (hidden > (int64_t(1) << 24) || batch > (int64_t(1) << 24)) {

@@ -76,9 +76,9 @@ struct ScheduleTable {
   }
 };
 
-// Fills `table` from the host schedule; false if it has too many runs or
-// more steps than an int counts.
-bool make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
+// Fills `table` from the host schedule; returns "" or why the schedule does
+// not fit a table (more steps than an int counts, or too many runs).
+std::string make_schedule_table(const StepSchedule& sched, ScheduleTable* table);
 
 // Arguments of the persistent forward kernel (element type T of the layer).
 struct PersistentForwardParams {

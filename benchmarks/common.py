@@ -309,15 +309,26 @@ def load_avg() -> str:
         return ""
 
 
+def _commit_and_dirty() -> tuple[str, str]:
+    """From git; where the tree travelled without its .git (a lent GPU
+    machine), from FUSEDLSTM_COMMIT, which the caller sets to the commit it
+    sent, and "unknown" for whether the tree was clean."""
+    commit = _git("rev-parse", "--short=12", "HEAD")
+    if commit:
+        return commit, "yes" if _git("status", "--porcelain", "--untracked-files=no") else "no"
+    return os.environ.get("FUSEDLSTM_COMMIT", "")[:12], "unknown"
+
+
 def metadata(device: str) -> dict:
     cuda = device == "cuda"
+    commit, dirty = _commit_and_dirty()
     return {
         "gpu": torch.cuda.get_device_name(0) if cuda else "cpu: " + cpu_model(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "",
         "cudnn": str(torch.backends.cudnn.version() or "") if cuda else "",
-        "commit": _git("rev-parse", "--short=12", "HEAD"),
-        "dirty": "yes" if _git("status", "--porcelain", "--untracked-files=no") else "no",
+        "commit": commit,
+        "dirty": dirty,
         "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "device": device,
         "threads": torch.get_num_threads(),

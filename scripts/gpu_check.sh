@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # One-command GPU verification of fusedlstm on a CUDA machine:
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
-# builds the extension for sm_90, runs the GPU tests, compute-sanitizer
-# memcheck, racecheck and synccheck on a small smoke run of the CUDA paths,
-# the fuzz sweeps against cuDNN, the cluster kernels' latency comparison,
-# bidirectional layers with their directions in turn and at once, and then
-# the benchmark grid (issue 4) for as long as the deadline allows, shape by
-# shape. Later steps still run when one fails, so one call gives the whole
-# picture; the exit status is non-zero if any step failed or was skipped for
-# lack of time.
+# builds the extension for sm_90 and runs, most telling first: the GPU
+# tests, the benchmark grid (issue 4) in bfloat16, compute-sanitizer memcheck
+# and racecheck on a small smoke run of the CUDA paths, the grid in float32
+# and float16, the fuzz sweeps against cuDNN, torch.compile on CUDA,
+# synccheck, the cluster kernels' latency comparison, and bidirectional
+# layers with their directions in turn and at once. Later steps still run
+# when one fails, so one call gives the whole picture; the exit status is
+# non-zero if any step failed or was skipped for lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -16,12 +16,13 @@
 #    a hung cooperative kernel costs one step, not the call;
 #  * the CPU suite is not rerun here: CI runs it, on the GPU machines' torch
 #    too (scripts/check_torch_version.sh), and it has no GPU test;
-#  * the grid's CSV is written row by row: whatever it measured before the
-#    deadline comes back; `--subset` of bench_gpu.py runs the rest later;
-#  * OUTDIR holds few files (a lending tool may return only a handful):
-#    summary.txt, environment.txt, the cluster kernels' CSVs (cluster.csv,
-#    cluster_training.csv), directions.csv, the grid's grid.csv and
-#    grid.png, and logs.tar.gz with every step's log and JUnit XML,
+#  * the grid's CSVs are written row by row: whatever was measured before
+#    the deadline comes back; `--subset` of bench_gpu.py runs the rest later;
+#  * OUTDIR holds few files (a lending tool may return only eight):
+#    summary.txt, environment.txt, the grid's grid.csv (bfloat16) and
+#    grid_f32_f16.csv, the cluster kernels' CSVs (cluster.csv,
+#    cluster_training.csv), directions.csv, and logs.tar.gz with every
+#    step's log and JUnit XML,
 #    refreshed after each step so that whatever ran is there even if the
 #    call is cut short.
 set -uo pipefail
@@ -35,6 +36,8 @@ LOGS="$(mktemp -d)"
 cd "$ROOT"
 STATUS=0
 START=$SECONDS
+# The interpreter that holds torch (a venv's python3 may have no `python`).
+PY="${PYTHON:-$(command -v python3 || command -v python)}"
 
 pack_logs() { tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null || true; }
 
@@ -67,8 +70,8 @@ step() {
   date -u
   nvidia-smi || true
   nvcc --version || true
-  python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
-  git rev-parse HEAD 2>/dev/null || true
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name(0))"
+  git rev-parse HEAD 2>/dev/null || echo "commit (FUSEDLSTM_COMMIT) ${FUSEDLSTM_COMMIT:-unknown}"
   git status --short 2>/dev/null || true
 } > "$OUT/environment.txt" 2>&1
 
@@ -79,62 +82,71 @@ fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-16}"
 export PYTHONUNBUFFERED=1
-if ! step build 420 pip install --no-build-isolation -v -e .; then
+if ! step build 420 "$PY" -m pip install --no-build-isolation -v -e .; then
   echo "build failed; see build.log in $OUT/logs.tar.gz" >&2
   exit 1
 fi
-python -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))" \
+"$PY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))" \
   2>&1 | tee -a "$LOGS/build.log"
 
 # pytest-timeout, where installed, names the test that hangs. -v writes each
 # test's outcome as it ends: a step cut short by its limit still shows
 # what passed and failed.
 PER_TEST=()
-python -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 120)
-step pytest_cuda 240 python -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
+"$PY" -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 90)
+step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
   --ignore=tests/cuda/test_cuda_fuzz.py --ignore=tests/cuda/test_cuda_compile.py \
   --junitxml="$LOGS/pytest_cuda.xml"
 
+# The grid (issue 4), bfloat16 first so that a short lease still measures
+# every shape in one dtype; then float32 and float16. GRID_IMPLS narrows the
+# implementations (the default is bench_gpu.py's: every default impl).
+GRID_IMPLS_ARGS=()
+[ -n "${GRID_IMPLS:-}" ] && GRID_IMPLS_ARGS=(--impls "$GRID_IMPLS")
+step bench_grid_bf16 150 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16 --no-plot \
+  --csv "$OUT/grid.csv" "${GRID_IMPLS_ARGS[@]}"
+
 SAN="$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null || true)"
 if [ -n "$SAN" ]; then
-  step memcheck 120 "$SAN" --tool memcheck --error-exitcode 1 python scripts/sanitizer_smoke.py
-  step racecheck 120 "$SAN" --tool racecheck --error-exitcode 1 python scripts/sanitizer_smoke.py
-  step synccheck 90 "$SAN" --tool synccheck --error-exitcode 1 python scripts/sanitizer_smoke.py persistent
+  step memcheck 90 "$SAN" --tool memcheck --error-exitcode 1 "$PY" scripts/sanitizer_smoke.py
+  step racecheck 90 "$SAN" --tool racecheck --error-exitcode 1 "$PY" scripts/sanitizer_smoke.py
 else
   echo "memcheck missing: compute-sanitizer not found" >> "$OUT/summary.txt"
   STATUS=1
 fi
 
-# opcheck on CUDA samples and torch.compile (aot_eager, inductor, dynamic
-# shapes, reduce-overhead's CUDA graphs): Triton compilation is most of it.
-step pytest_cuda_compile 150 python -m pytest tests/cuda/test_cuda_compile.py -v -rs \
-  --junitxml="$LOGS/pytest_cuda_compile.xml"
+step bench_grid_f32_f16 200 "$PY" benchmarks/bench_gpu.py --dtypes float32,float16 --no-plot \
+  --csv "$OUT/grid_f32_f16.csv" "${GRID_IMPLS_ARGS[@]}"
 
 # The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
 # that faults on the device would end every later test of its process.
-step pytest_cuda_fuzz 90 python -m pytest tests/cuda/test_cuda_fuzz.py -v \
+step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v \
   --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
+
+# opcheck on CUDA samples and torch.compile (aot_eager, inductor, dynamic
+# shapes, reduce-overhead's CUDA graphs): Triton compilation is most of it.
+step pytest_cuda_compile 150 "$PY" -m pytest tests/cuda/test_cuda_compile.py -v -rs \
+  --junitxml="$LOGS/pytest_cuda_compile.xml"
+
+[ -n "$SAN" ] && step synccheck 90 "$SAN" --tool synccheck --error-exitcode 1 \
+  "$PY" scripts/sanitizer_smoke.py persistent
 
 # The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
 # cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and
 # 21): the forward in inference, then forward + backward in training.
 CLUSTER_IMPLS=fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
-step bench_cluster 90 python benchmarks/bench_gpu.py --subset G3,G4,G1 \
+step bench_cluster 90 "$PY" benchmarks/bench_gpu.py --subset G3,G4,G1 \
   --dtypes bfloat16,float16 --modes inference --no-plot --csv "$OUT/cluster.csv" \
   --impls "$CLUSTER_IMPLS"
-step bench_cluster_training 75 python benchmarks/bench_gpu.py --subset G3,G4 \
+step bench_cluster_training 75 "$PY" benchmarks/bench_gpu.py --subset G3,G4 \
   --dtypes bfloat16 --modes training --no-plot --csv "$OUT/cluster_training.csv" \
   --impls "$CLUSTER_IMPLS"
 
 # A bidirectional layer's directions in turn and on two streams
 # (FUSEDLSTM_CUDA_DIRECTIONS=concurrent, opt-in; NOTES, change 59) on G6.
-step bench_directions 60 python benchmarks/bench_gpu.py --subset G6 \
+step bench_directions 60 "$PY" benchmarks/bench_gpu.py --subset G6 \
   --dtypes bfloat16 --modes inference,training --no-plot --csv "$OUT/directions.csv" \
   --impls fusedlstm,fusedlstm_graph,fusedlstm_concurrent,fusedlstm_concurrent_graph,cudnn,cudnn_graph
-
-# The fixed grid G1-G9 with every default implementation, until the
-# deadline (its own time limit is the rest of the call).
-step bench_grid "$DEADLINE" python benchmarks/bench_gpu.py --csv "$OUT/grid.csv"
 
 pack_logs
 echo "--- summary (step exit-code seconds) ---"

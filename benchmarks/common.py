@@ -310,13 +310,14 @@ def load_avg() -> str:
 
 
 def _commit_and_dirty() -> tuple[str, str]:
-    """From git; where the tree travelled without its .git (a lent GPU
-    machine), from FUSEDLSTM_COMMIT, which the caller sets to the commit it
-    sent, and "unknown" for whether the tree was clean."""
+    """From FUSEDLSTM_COMMIT where the caller sets it (a lent GPU machine gets
+    a copy of the working tree whose .git may name an older commit), with
+    "unknown" for whether the tree was clean; else from git."""
+    sent = os.environ.get("FUSEDLSTM_COMMIT", "")
+    if sent:
+        return sent[:12], "unknown"
     commit = _git("rev-parse", "--short=12", "HEAD")
-    if commit:
-        return commit, "yes" if _git("status", "--porcelain", "--untracked-files=no") else "no"
-    return os.environ.get("FUSEDLSTM_COMMIT", "")[:12], "unknown"
+    return commit, "yes" if commit and _git("status", "--porcelain", "--untracked-files=no") else "no"
 
 
 def metadata(device: str) -> dict:

@@ -6,6 +6,8 @@
 // files that run on CPUs checked to have these features.
 #pragma once
 
+#include "cpu/isa_prelude.h"  // before the pragma: see there
+
 #pragma GCC target("avx,avx2,fma,f16c")
 #ifndef __AVX__
 #define __AVX__ 1

@@ -4,6 +4,8 @@
 // run on CPUs checked to have AVX-512F (recurrence_select.cpp).
 #pragma once
 
+#include "cpu/isa_prelude.h"  // before the pragma: see there
+
 #pragma GCC target("avx,avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl")
 #ifndef __AVX__
 #define __AVX__ 1

@@ -7,8 +7,9 @@ deterministic mode ask for CUBLAS_WORKSPACE_CONFIG as nn.Linear's do. So:
 * with CUBLAS_WORKSPACE_CONFIG=:4096:8, a bidirectional two-layer training
   step with dropout runs and repeats bitwise (outputs and every gradient;
   nn.LSTM's cuDNN dropout is documented not to);
-* without it, fusedlstm raises PyTorch's own RuntimeError, word for word
-  what nn.Linear raises, naming the variable to set.
+* without it, fusedlstm does what nn.Linear does: where PyTorch asks for
+  the variable, it raises PyTorch's own RuntimeError word for word; where
+  PyTorch does not (torch 2.11 with CUDA 13), it runs and repeats bitwise.
 
 PyTorch reads the variable once per process, so each case runs in a fresh
 interpreter. Skipped, with the reason shown, where CUDA is absent.
@@ -78,8 +79,14 @@ def test_with_cublas_workspace_config_training_repeats_bitwise():
     assert result["fusedlstm"] == {"error": None, "value": True}, result
 
 
-def test_without_it_raises_what_nn_linear_raises():
+def test_without_it_behaves_as_nn_linear():
     result = _run(None)
-    linear, ours = result["linear"]["error"], result["fusedlstm"]["error"]
-    assert linear is not None and "CUBLAS_WORKSPACE_CONFIG" in linear, result
-    assert ours == linear, result
+    linear, ours = result["linear"]["error"], result["fusedlstm"]
+    if linear is None:
+        # PyTorch builds whose cuBLAS needs no workspace setting to be
+        # deterministic (torch 2.11 with CUDA 13 on an H200 raised nothing):
+        # then fusedlstm runs too, and repeats bitwise.
+        assert ours == {"error": None, "value": True}, result
+    else:
+        assert "CUBLAS_WORKSPACE_CONFIG" in linear, result
+        assert ours == {"error": linear, "value": None}, result

@@ -35,8 +35,13 @@ DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native
 # Opt-in: fusedlstm with FUSEDLSTM_CUDA_DIRECTIONS=concurrent (a
 # bidirectional layer's directions on two streams; the same as fusedlstm on
 # one direction), eager and graph-replayed.
+# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=stepwise (a cuBLAS GEMM and a
+# fused cell kernel per step, what `auto` takes where the persistent kernel
+# does not fit), eager and graph-replayed: the data for choosing between the
+# two paths by measurement.
 ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph",
-                             "fusedlstm_concurrent", "fusedlstm_concurrent_graph"]
+                             "fusedlstm_concurrent", "fusedlstm_concurrent_graph",
+                             "fusedlstm_stepwise", "fusedlstm_stepwise_graph"]
 QUICK_SHAPES = "G1,G4,G7"
 QUICK_DTYPES = "float32,bfloat16"
 
@@ -242,13 +247,15 @@ def _summary(rows):
     cells = {}
     for r in rows:
         cells.setdefault((r["shape_id"], r["dtype"], r["mode"]), {})[r["impl"]] = r
-    print(f"{'cell':<26}" + "".join(f"{n:>16}" for n in ALL_IMPLS) + "   (us/step)")
+    present = [n for n in ALL_IMPLS if any(n in by_impl for by_impl in cells.values())]
+    width = max([16] + [len(n) + 2 for n in present])
+    print(f"{'cell':<26}" + "".join(f"{n:>{width}}" for n in present) + "   (us/step)")
     for key, by_impl in cells.items():
         line = f"{' '.join(key):<26}"
-        for n in ALL_IMPLS:
+        for n in present:
             r = by_impl.get(n)
             v = "" if r is None else ("err" if r.get("error") else r.get("us_per_step", ""))
-            line += f"{v:>16}"
+            line += f"{v:>{width}}"
         print(line)
 
 

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One-command GPU verification of fusedlstm on a CUDA machine:
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
-# builds the extension for sm_90 and runs, most telling first: the GPU
-# tests, the benchmark grid (issue 4) in bfloat16, compute-sanitizer memcheck
-# and racecheck on a small smoke run of the CUDA paths, the grid in float32
-# and float16, the fuzz sweeps against cuDNN, torch.compile on CUDA,
-# synccheck, the cluster kernels' latency comparison, and bidirectional
-# layers with their directions in turn and at once. Later steps still run
-# when one fails, so one call gives the whole picture; the exit status is
-# non-zero if any step failed or was skipped for lack of time.
+# builds the extension for sm_90 and runs, most telling first: the
+# operators' error paths (each in its own process), the GPU tests, the fuzz
+# sweeps against cuDNN, the persistent kernels against the stepwise path on
+# the grid, the benchmark grid (issue 4) in bfloat16, compute-sanitizer
+# memcheck and racecheck on a small smoke run of the CUDA paths, the grid in
+# float32 and float16, torch.compile on CUDA, synccheck, the cluster
+# kernels' latency comparison, and bidirectional layers with their
+# directions in turn and at once. Later steps still run when one fails, so
+# one call gives the whole picture; the exit status is non-zero if any step
+# failed or was skipped for lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -19,10 +21,10 @@
 #  * the grid's CSVs are written row by row: whatever was measured before
 #    the deadline comes back; `--subset` of bench_gpu.py runs the rest later;
 #  * OUTDIR holds few files (a lending tool may return only eight):
-#    summary.txt, environment.txt, the grid's grid.csv (bfloat16) and
-#    grid_f32_f16.csv, the cluster kernels' CSVs (cluster.csv,
-#    cluster_training.csv), directions.csv, and logs.tar.gz with every
-#    step's log and JUnit XML,
+#    summary.txt, environment.txt, paths.csv, the grid's grid.csv
+#    (bfloat16) and grid_f32_f16.csv, and logs.tar.gz with every step's log
+#    and JUnit XML and the smaller comparisons' CSVs (cluster.csv,
+#    cluster_training.csv, directions.csv),
 #    refreshed after each step so that whatever ran is there even if the
 #    call is cut short.
 set -uo pipefail
@@ -89,14 +91,34 @@ fi
 "$PY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))" \
   2>&1 | tee -a "$LOGS/build.log"
 
-# pytest-timeout, where installed, names the test that hangs. -v writes each
-# test's outcome as it ends: a step cut short by its limit still shows
-# what passed and failed.
+# Every kind of RuntimeError the operators throw, one child process each; a
+# case that dies by a signal is rerun under cuda-gdb for its native
+# backtrace (the first H200 run died at such an error: NOTES, change 64).
+step error_paths 120 "$PY" scripts/error_paths_smoke.py
+
+# pytest-timeout, where installed, names the test that hangs; pytest-xdist,
+# where installed, replaces a worker that crashes and reports its test as
+# failed, so one crash does not end the suite. -v writes each test's outcome
+# as it ends: a step cut short by its limit still shows what passed.
 PER_TEST=()
-"$PY" -c "import pytest_timeout" 2>/dev/null && PER_TEST=(--timeout 90)
+"$PY" -c "import pytest_timeout" 2>/dev/null && PER_TEST+=(--timeout 90)
+"$PY" -c "import xdist" 2>/dev/null && PER_TEST+=(-n 2)
 step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
   --ignore=tests/cuda/test_cuda_fuzz.py --ignore=tests/cuda/test_cuda_compile.py \
   --junitxml="$LOGS/pytest_cuda.xml"
+
+# The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
+# that faults on the device would end every later test of its process. -x:
+# the first failure's falsifying example is printed before the limit.
+step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v -x --tb=short \
+  --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
+
+# The persistent kernels against the stepwise path (a cuBLAS GEMM and a cell
+# kernel per step) on the whole grid, eager and graph-replayed: the data for
+# `auto`'s choice between them (NOTES, change 65).
+step bench_paths 150 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
+  --csv "$OUT/paths.csv" \
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
 
 # The grid (issue 4), bfloat16 first so that a short lease still measures
 # every shape in one dtype; then float32 and float16. GRID_IMPLS narrows the
@@ -118,11 +140,6 @@ fi
 step bench_grid_f32_f16 200 "$PY" benchmarks/bench_gpu.py --dtypes float32,float16 --no-plot \
   --csv "$OUT/grid_f32_f16.csv" "${GRID_IMPLS_ARGS[@]}"
 
-# The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
-# that faults on the device would end every later test of its process.
-step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v \
-  --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
-
 # opcheck on CUDA samples and torch.compile (aot_eager, inductor, dynamic
 # shapes, reduce-overhead's CUDA graphs): Triton compilation is most of it.
 step pytest_cuda_compile 150 "$PY" -m pytest tests/cuda/test_cuda_compile.py -v -rs \
@@ -133,19 +150,20 @@ step pytest_cuda_compile 150 "$PY" -m pytest tests/cuda/test_cuda_compile.py -v 
 
 # The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
 # cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and
-# 21): the forward in inference, then forward + backward in training.
+# 21): the forward in inference, then forward + backward in training. These
+# CSVs travel in logs.tar.gz (a lending tool may return only eight files).
 CLUSTER_IMPLS=fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
 step bench_cluster 90 "$PY" benchmarks/bench_gpu.py --subset G3,G4,G1 \
-  --dtypes bfloat16,float16 --modes inference --no-plot --csv "$OUT/cluster.csv" \
+  --dtypes bfloat16,float16 --modes inference --no-plot --csv "$LOGS/cluster.csv" \
   --impls "$CLUSTER_IMPLS"
 step bench_cluster_training 75 "$PY" benchmarks/bench_gpu.py --subset G3,G4 \
-  --dtypes bfloat16 --modes training --no-plot --csv "$OUT/cluster_training.csv" \
+  --dtypes bfloat16 --modes training --no-plot --csv "$LOGS/cluster_training.csv" \
   --impls "$CLUSTER_IMPLS"
 
 # A bidirectional layer's directions in turn and on two streams
 # (FUSEDLSTM_CUDA_DIRECTIONS=concurrent, opt-in; NOTES, change 59) on G6.
 step bench_directions 60 "$PY" benchmarks/bench_gpu.py --subset G6 \
-  --dtypes bfloat16 --modes inference,training --no-plot --csv "$OUT/directions.csv" \
+  --dtypes bfloat16 --modes inference,training --no-plot --csv "$LOGS/directions.csv" \
   --impls fusedlstm,fusedlstm_graph,fusedlstm_concurrent,fusedlstm_concurrent_graph,cudnn,cudnn_graph
 
 pack_logs

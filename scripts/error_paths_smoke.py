@@ -1,0 +1,116 @@
+"""Raises each kind of RuntimeError that fusedlstm's C++ operators throw, one
+case per child process, and says which ones the process survives.
+
+    python scripts/error_paths_smoke.py            # every case; exit 1 if any fails
+    python scripts/error_paths_smoke.py CASE       # one case, in this process
+
+Why: on the first lent H200 (torch 2.11.0+cu130, extension built by GCC 13),
+pytest died with SIGSEGV at the first test that expects the CUDA operator to
+raise (FUSEDLSTM_CUDA_PATH=persistent on float64, and =cluster on float32
+without TF32), while the same errors raise cleanly on the CPU builds that CI
+runs. Each case here runs in a fresh interpreter, so one crash does not hide
+the others, and the first case that dies by a signal is run again under
+cuda-gdb (where it is installed: it debugs host code too) for the native
+backtrace. CPU cases need no GPU; CUDA cases are left out without one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import torch
+
+
+def _layer_args(device, dtype, H=24, I=10, B=5, T=7, bad_w_hh=False):
+    g = torch.Generator().manual_seed(0)
+
+    def u(*shape):
+        return (torch.rand(*shape, generator=g, dtype=torch.float64) * 0.2 - 0.1).to(
+            device=device, dtype=dtype)
+
+    w_hh = u(4 * H, H + 1) if bad_w_hh else u(4 * H, H)
+    return [u(T, B, I), u(B, H), u(B, H), u(4 * H, I), w_hh, u(4 * H), u(4 * H), None,
+            None, False]
+
+
+def _forward(args):
+    import fusedlstm  # noqa: F401  (registers torch.ops.fusedlstm)
+    torch.ops.fusedlstm.lstm_layer_forward(*args)
+
+
+# name -> (needs CUDA, environment, call, a piece of the expected message)
+CASES = {
+    "cpu_bad_w_hh": (False, {}, lambda: _forward(
+        _layer_args("cpu", torch.float32, bad_w_hh=True)), "w_hh"),
+    "cuda_bad_w_hh": (True, {}, lambda: _forward(
+        _layer_args("cuda", torch.float32, bad_w_hh=True)), "w_hh"),
+    "cuda_unknown_path": (True, {"FUSEDLSTM_CUDA_PATH": "bogus"}, lambda: _forward(
+        _layer_args("cuda", torch.float32)), "FUSEDLSTM_CUDA_PATH must be"),
+    "cuda_persistent_float64": (True, {"FUSEDLSTM_CUDA_PATH": "persistent"}, lambda: _forward(
+        _layer_args("cuda", torch.float64)), "float64 has no persistent kernel"),
+    "cuda_persistent_too_large": (True, {"FUSEDLSTM_CUDA_PATH": "persistent"}, lambda: _forward(
+        _layer_args("cuda", torch.float16, H=4096, I=4, B=2, T=2)), "persistent"),
+    "cuda_cluster_float32": (True, {"FUSEDLSTM_CUDA_PATH": "cluster"}, lambda: _forward(
+        _layer_args("cuda", torch.float32)), "tensor cores"),
+}
+
+
+def run_one(name: str) -> int:
+    _, env, call, expected = CASES[name]
+    os.environ.update(env)
+    torch.backends.cudnn.allow_tf32 = False  # the cluster case needs TF32 off
+    try:
+        call()
+    except RuntimeError as e:
+        if expected in str(e):
+            print(f"ok   {name}: RuntimeError ({str(e)[:120]})")
+            return 0
+        print(f"FAIL {name}: RuntimeError without {expected!r}: {e}")
+        return 1
+    print(f"FAIL {name}: nothing raised")
+    return 1
+
+
+def _native_backtrace(name: str) -> None:
+    gdb = shutil.which("cuda-gdb") or ("/usr/local/cuda/bin/cuda-gdb"
+                                       if os.path.exists("/usr/local/cuda/bin/cuda-gdb") else None)
+    if gdb is None:
+        print("(no cuda-gdb here: no native backtrace)")
+        return
+    cmd = [gdb, "-q", "-batch", "-ex", "set pagination off", "-ex", "run", "-ex", "bt 40",
+           "-ex", "info registers rip", "--args", sys.executable, __file__, name]
+    print("$ " + " ".join(cmd), flush=True)
+    try:
+        subprocess.run(cmd, timeout=120)
+    except subprocess.TimeoutExpired:
+        print("(cuda-gdb timed out)")
+
+
+def main(argv) -> int:
+    if argv:
+        return run_one(argv[0])
+    has_cuda = torch.cuda.is_available()
+    failed, crashed = [], []
+    for name, (needs_cuda, _, _, _) in CASES.items():
+        if needs_cuda and not has_cuda:
+            print(f"skip {name}: no CUDA device")
+            continue
+        done = subprocess.run([sys.executable, __file__, name], capture_output=True,
+                              text=True, timeout=120)
+        sys.stdout.write(done.stdout)
+        if done.returncode < 0:
+            print(f"DIED {name}: signal {-done.returncode}; stderr tail:\n{done.stderr[-1500:]}")
+            crashed.append(name)
+        elif done.returncode != 0:
+            failed.append(name)
+    if crashed:
+        _native_backtrace(crashed[0])
+    print(f"{len(CASES) - len(failed) - len(crashed)} ok or skipped, {len(failed)} failed, "
+          f"{len(crashed)} died: {crashed}")
+    return 1 if failed or crashed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

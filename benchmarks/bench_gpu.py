@@ -35,12 +35,12 @@ DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native
 # Opt-in: fusedlstm with FUSEDLSTM_CUDA_DIRECTIONS=concurrent (a
 # bidirectional layer's directions on two streams; the same as fusedlstm on
 # one direction), eager and graph-replayed.
-# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=stepwise (a cuBLAS GEMM and a
-# fused cell kernel per step, what `auto` takes where the persistent kernel
-# does not fit), eager and graph-replayed: the data for choosing between the
-# two paths by measurement.
+# Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=persistent and =stepwise (a
+# cuBLAS GEMM and a fused cell kernel per step), eager and graph-replayed:
+# the data behind `auto`'s choice between them (persistent_pays_off).
 ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph",
                              "fusedlstm_concurrent", "fusedlstm_concurrent_graph",
+                             "fusedlstm_persistent", "fusedlstm_persistent_graph",
                              "fusedlstm_stepwise", "fusedlstm_stepwise_graph"]
 QUICK_SHAPES = "G1,G4,G7"
 QUICK_DTYPES = "float32,bfloat16"

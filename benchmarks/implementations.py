@@ -346,6 +346,11 @@ def build_impls(shape: Shape, dtype: torch.dtype, device, names: list[str],
         "fusedlstm_cluster_graph": lambda: GraphReplay(
             "fusedlstm_cluster_graph",
             EagerModule("fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster"))),
+        "fusedlstm_persistent": lambda: EagerModule(
+            "fusedlstm_persistent", fused(), context=lambda: _cuda_path("persistent")),
+        "fusedlstm_persistent_graph": lambda: GraphReplay(
+            "fusedlstm_persistent_graph",
+            EagerModule("fusedlstm_persistent", fused(), context=lambda: _cuda_path("persistent"))),
         "fusedlstm_stepwise": lambda: EagerModule(
             "fusedlstm_stepwise", fused(), context=lambda: _cuda_path("stepwise")),
         "fusedlstm_stepwise_graph": lambda: GraphReplay(

@@ -204,6 +204,47 @@ void backward_guards(const char* path, const Case& c) {
   expect(tag + ": backward under autocast, the same bits", same);
 }
 
+// auto's cost rule (persistent_pays_off, fitted to the first H200 run) on
+// the grid's shapes and at its edges, then through choose_persistent: a
+// layer the persistent kernel fits but auto sends to the stepwise path,
+// which an explicit request still gets, and which auto runs correctly.
+void auto_cost_rule() {
+  using fusedlstm::cuda::persistent_pays_off;
+  expect("rule: exact float32 G4 (B 1, H = P = 512) goes stepwise",
+         !persistent_pays_off(at::kFloat, false, 1, 512, 512, false));
+  expect("rule: exact float32 B 32, P 128 stays persistent",
+         persistent_pays_off(at::kFloat, false, 32, 128, 128, false));
+  expect("rule: exact float32 B 33, P 128 goes stepwise",
+         !persistent_pays_off(at::kFloat, false, 33, 128, 128, false));
+  expect("rule: bfloat16 G1 (B 64, H = P = 512) stays persistent",
+         persistent_pays_off(at::kBFloat16, false, 64, 512, 512, false));
+  expect("rule: bfloat16 G2 (B 16, H = P = 768) stays persistent",
+         persistent_pays_off(at::kBFloat16, false, 16, 768, 768, false));
+  expect("rule: TF32 G1 goes stepwise (float storage, twice the bytes)",
+         !persistent_pays_off(at::kFloat, true, 64, 512, 512, false));
+  expect("rule: float16 G8 (projection 256 of H 1024) goes stepwise",
+         !persistent_pays_off(at::kHalf, false, 64, 1024, 256, true));
+  expect("rule: bfloat16 G5 (B 256, H = P = 1024) goes stepwise",
+         !persistent_pays_off(at::kBFloat16, false, 256, 1024, 1024, false));
+  expect("rule: nothing to run (B 0) stays persistent",
+         persistent_pays_off(at::kBFloat16, false, 0, 1024, 1024, false));
+
+  at::globalContext().setAllowTF32CuDNN(false);
+  const Case wide_f32{"padded H160 B1", 8, 160, 0, 1, 3, false, true};
+  const Case tall_bf16{"padded H48 B12000", 4, 48, 0, 12000, 1, false, true};
+  for (const auto& [c, dtype] : {std::pair{wide_f32, at::kFloat},
+                                 std::pair{tall_bf16, at::kBFloat16}}) {
+    const std::string tag = c.name + " " + c10::toString(dtype);
+    setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+    expect(tag + ": auto takes the stepwise path", !forward_choice(c, dtype).use);
+    setenv("FUSEDLSTM_CUDA_PATH", "persistent", 1);
+    expect(tag + ": an explicit request still runs persistent",
+           forward_choice(c, dtype).use);
+  }
+  run("auto", wide_f32, at::kFloat, false);
+  run("persistent", wide_f32, at::kFloat, true);
+}
+
 // An emulated Turing GPU (compute capability 7.5) running a build with
 // sm_75 code: float16 takes the persistent kernel through sm_75's m16n8k8
 // MMA, float32 the exact-FMA kernel although PyTorch allows TF32 (there is
@@ -408,6 +449,7 @@ int main(int argc, char** argv) {
   for (const char* path : {"stepwise", "persistent"}) {
     for (const Case& c : cases) backward_guards(path, c);
   }
+  auto_cost_rule();
   // The cluster kernels: no projection, tensor-core types.
   for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
     for (bool reverse : {false, true}) {

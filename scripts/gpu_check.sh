@@ -113,12 +113,13 @@ step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
 step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v -x --tb=short \
   --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
 
-# The persistent kernels against the stepwise path (a cuBLAS GEMM and a cell
-# kernel per step) on the whole grid, eager and graph-replayed: the data for
-# `auto`'s choice between them (NOTES, change 65).
-step bench_paths 150 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
+# `auto` against both paths it chooses between, the persistent kernels and
+# the stepwise path (a cuBLAS GEMM and a cell kernel per step), on the whole
+# grid, eager and graph-replayed: the check of its cost rule
+# (persistent_pays_off; NOTES, change 65), and the data to refit it.
+step bench_paths 180 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
   --csv "$OUT/paths.csv" \
-  --impls fusedlstm,fusedlstm_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_persistent,fusedlstm_persistent_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
 
 # The grid (issue 4), bfloat16 first so that a short lease still measures
 # every shape in one dtype; then float32 and float16. GRID_IMPLS narrows the

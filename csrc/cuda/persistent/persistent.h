@@ -195,11 +195,19 @@ struct PersistentChoice {
   ScheduleTable table;  // valid when use
 };
 
+// Whether `auto` expects the persistent kernel to beat the stepwise path on
+// a layer that both can run: batch B, hidden H, state P (proj_size or H),
+// tf32 for float32 products on tensor cores. From cost models fitted to the
+// first H200 run (persistent_choice.cpp; benchmarks/NOTES.md, change 65).
+bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
+                         int64_t hidden, int64_t state, bool has_proj);
+
 // Reads FUSEDLSTM_CUDA_PATH (raising on an unknown value) and, for float32,
 // PyTorch's TF32 flag for its cuDNN LSTM (torch.backends.cudnn.allow_tf32, or
 // cudnn.rnn.fp32_precision), both now. `auto` takes the persistent kernel
-// when the layer fits it; `persistent` raises a RuntimeError saying why when
-// it does not, never falling back (persistent_choice.cpp).
+// when the layer fits it and persistent_pays_off; `persistent` raises a
+// RuntimeError saying why when it does not fit, never falling back
+// (persistent_choice.cpp).
 PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
                                    const StepSchedule& sched,
                                    const LayerDims& d, int device);

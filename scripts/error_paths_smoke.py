@@ -83,7 +83,7 @@ def _native_backtrace(name: str) -> None:
            "-ex", "info registers rip", "--args", sys.executable, __file__, name]
     print("$ " + " ".join(cmd), flush=True)
     try:
-        subprocess.run(cmd, timeout=120)
+        subprocess.run(cmd, timeout=100)
     except subprocess.TimeoutExpired:
         print("(cuda-gdb timed out)")
 

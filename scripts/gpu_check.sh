@@ -94,7 +94,7 @@ fi
 # Every kind of RuntimeError the operators throw, one child process each; a
 # case that dies by a signal is rerun under cuda-gdb for its native
 # backtrace (the first H200 run died at such an error: NOTES, change 64).
-step error_paths 120 "$PY" scripts/error_paths_smoke.py
+step error_paths 180 "$PY" scripts/error_paths_smoke.py
 
 # pytest-timeout, where installed, names the test that hangs; pytest-xdist,
 # where installed, replaces a worker that crashes and reports its test as

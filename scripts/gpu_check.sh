@@ -5,8 +5,8 @@
 # operators' error paths (each in its own process), the GPU tests, the fuzz
 # sweeps against cuDNN, the persistent kernels against the stepwise path on
 # the grid, the benchmark grid (issue 4) in bfloat16, compute-sanitizer
-# memcheck and racecheck on a small smoke run of the CUDA paths, the grid in
-# float32 and float16, torch.compile on CUDA, synccheck, the cluster
+# memcheck and racecheck on a small smoke run of the CUDA paths, what is
+# alive at a training step's peak, the grid in float32 and float16, torch.compile on CUDA, synccheck, the cluster
 # kernels' latency comparison, and bidirectional layers with their
 # directions in turn and at once. Later steps still run when one fails, so
 # one call gives the whole picture; the exit status is non-zero if any step
@@ -137,6 +137,11 @@ else
   echo "memcheck missing: compute-sanitizer not found" >> "$OUT/summary.txt"
   STATUS=1
 fi
+
+# What is alive at the peak of a training step, fusedlstm and cuDNN (issue 5's
+# memory target; the grid's peak_mib says how much, this says what).
+step peak_memory 60 "$PY" benchmarks/peak_memory.py --subset G7,G1 --dtype bfloat16 \
+  --out "$LOGS"
 
 step bench_grid_f32_f16 200 "$PY" benchmarks/bench_gpu.py --dtypes float32,float16 --no-plot \
   --csv "$OUT/grid_f32_f16.csv" "${GRID_IMPLS_ARGS[@]}"

@@ -18,12 +18,20 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
 
-import torch  # noqa: E402
+# The benchmark modules are imported where the GPU work starts, so that the
+# trace reading below imports without them (tests/test_peak_memory_tool.py,
+# where another `common` module may be loaded already).
+_HERE = str(Path(__file__).resolve().parent)
 
-import common  # noqa: E402
-import implementations  # noqa: E402
+
+def _benchmark_modules():
+    if _HERE not in sys.path:
+        sys.path.insert(0, _HERE)
+    import common
+    import implementations
+    return common, implementations
 
 
 def live_at_peak(trace: list[dict]) -> tuple[int, list[dict]]:
@@ -79,6 +87,7 @@ def report(name: str, trace: list[dict], top: int) -> list[str]:
 
 
 def measure(shape, dtype_name: str, impl_name: str, top: int) -> list[str]:
+    common, implementations = _benchmark_modules()
     dtype = common.DTYPES[dtype_name]
     inputs = implementations.make_inputs(shape, dtype, "cuda", 1)
     impl = implementations.build_impls(shape, dtype, "cuda", [impl_name])[impl_name]
@@ -99,6 +108,7 @@ def measure(shape, dtype_name: str, impl_name: str, top: int) -> list[str]:
 
 
 def main(argv=None) -> int:
+    common, _ = _benchmark_modules()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--subset", default="G7", help="grid shape ids, comma-separated")
     p.add_argument("--dtype", default="bfloat16", choices=list(common.DTYPES))

@@ -2,12 +2,16 @@
 traces built here in the format of torch.cuda.memory._snapshot()
 ["device_traces"] (the tool itself needs a GPU): the peak and the blocks
 live at it, frees counted when requested, and the frame it names."""
-import sys
+import importlib.util
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-
-from peak_memory import live_at_peak, report, where  # noqa: E402
+# Loaded from its file under its own name: the benchmarks' directory is not
+# put on sys.path, where its `common` would meet the examples' one.
+_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "peak_memory.py"
+_SPEC = importlib.util.spec_from_file_location("fusedlstm_bench_peak_memory", _PATH)
+_TOOL = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_TOOL)
+live_at_peak, report, where = _TOOL.live_at_peak, _TOOL.report, _TOOL.where
 
 MiB = 2 ** 20
 

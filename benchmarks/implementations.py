@@ -338,29 +338,19 @@ def build_impls(shape: Shape, dtype: torch.dtype, device, names: list[str],
         m.load_state_dict(ref.state_dict())
         return m
 
+    def fused_pair(name, context=None):
+        """fusedlstm under `context`, eager as `name` and graph-replayed as
+        `name`_graph."""
+        def eager():
+            return EagerModule(name, fused(), context=context)
+        return {name: eager, name + "_graph": lambda: GraphReplay(name + "_graph", eager())}
+
     makers = {
-        "fusedlstm": lambda: EagerModule("fusedlstm", fused()),
-        "fusedlstm_graph": lambda: GraphReplay("fusedlstm_graph", EagerModule("fusedlstm", fused())),
-        "fusedlstm_cluster": lambda: EagerModule(
-            "fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster")),
-        "fusedlstm_cluster_graph": lambda: GraphReplay(
-            "fusedlstm_cluster_graph",
-            EagerModule("fusedlstm_cluster", fused(), context=lambda: _cuda_path("cluster"))),
-        "fusedlstm_persistent": lambda: EagerModule(
-            "fusedlstm_persistent", fused(), context=lambda: _cuda_path("persistent")),
-        "fusedlstm_persistent_graph": lambda: GraphReplay(
-            "fusedlstm_persistent_graph",
-            EagerModule("fusedlstm_persistent", fused(), context=lambda: _cuda_path("persistent"))),
-        "fusedlstm_stepwise": lambda: EagerModule(
-            "fusedlstm_stepwise", fused(), context=lambda: _cuda_path("stepwise")),
-        "fusedlstm_stepwise_graph": lambda: GraphReplay(
-            "fusedlstm_stepwise_graph",
-            EagerModule("fusedlstm_stepwise", fused(), context=lambda: _cuda_path("stepwise"))),
-        "fusedlstm_concurrent": lambda: EagerModule(
-            "fusedlstm_concurrent", fused(), context=_concurrent_directions),
-        "fusedlstm_concurrent_graph": lambda: GraphReplay(
-            "fusedlstm_concurrent_graph",
-            EagerModule("fusedlstm_concurrent", fused(), context=_concurrent_directions)),
+        **fused_pair("fusedlstm"),
+        **fused_pair("fusedlstm_cluster", lambda: _cuda_path("cluster")),
+        **fused_pair("fusedlstm_persistent", lambda: _cuda_path("persistent")),
+        **fused_pair("fusedlstm_stepwise", lambda: _cuda_path("stepwise")),
+        **fused_pair("fusedlstm_concurrent", _concurrent_directions),
         "cudnn": lambda: EagerModule("cudnn", torch_copy()),
         "cudnn_graph": lambda: GraphReplay("cudnn_graph", EagerModule("cudnn", torch_copy())),
         "native": lambda: EagerModule("native", torch_copy(), context=_cudnn_off),

@@ -6,9 +6,9 @@
 # sweeps against cuDNN, the persistent kernels against the stepwise path on
 # the grid, the benchmark grid (issue 4) in bfloat16, compute-sanitizer
 # memcheck and racecheck on a small smoke run of the CUDA paths, what is
-# alive at a training step's peak, the grid in float32 and float16, torch.compile on CUDA, synccheck, the cluster
-# kernels' latency comparison, and bidirectional layers with their
-# directions in turn and at once. Later steps still run when one fails, so
+# alive at a training step's peak, the grid in float32 and float16,
+# torch.compile on CUDA, synccheck, the cluster kernels' latency comparison,
+# and bidirectional layers with their directions in turn and at once. Later steps still run when one fails, so
 # one call gives the whole picture; the exit status is non-zero if any step
 # failed or was skipped for lack of time.
 #

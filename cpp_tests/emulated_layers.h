@@ -17,7 +17,6 @@ struct Case {
   int64_t I, H, P, B, T;  // P = 0: no projection
   bool packed, bias;
   int sms = 4, max_blocks_per_sm = 8;  // the emulated device
-  bool float32_fits = true;  // false: the planner must refuse float32
 };
 
 struct Inputs {

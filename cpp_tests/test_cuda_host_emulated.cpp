@@ -204,18 +204,25 @@ void backward_guards(const char* path, const Case& c) {
   expect(tag + ": backward under autocast, the same bits", same);
 }
 
-// auto's cost rule (persistent_pays_off, fitted to the first H200 run) on
-// the grid's shapes and at its edges, then through choose_persistent: a
-// layer the persistent kernel fits but auto sends to the stepwise path,
-// which an explicit request still gets, and which auto runs correctly.
+// auto's cost rule (persistent_pays_off: persistent_choice.cpp) on the
+// grid's shapes and at its edges, then through choose_persistent: layers the
+// persistent kernel fits but auto sends to the stepwise path, which an
+// explicit request still gets; and a wide B = 1 float32 layer, which auto
+// now keeps on the persistent kernel, run by auto and by the stepwise path.
 void auto_cost_rule() {
   using fusedlstm::cuda::persistent_pays_off;
-  expect("rule: exact float32 G4 (B 1, H = P = 512) goes stepwise",
-         !persistent_pays_off(at::kFloat, false, 1, 512, 512, false));
-  expect("rule: exact float32 B 32, P 128 stays persistent",
-         persistent_pays_off(at::kFloat, false, 32, 128, 128, false));
-  expect("rule: exact float32 B 33, P 128 goes stepwise",
-         !persistent_pays_off(at::kFloat, false, 33, 128, 128, false));
+  expect("rule: exact float32 G4 (B 1, H = P = 512) stays persistent",
+         persistent_pays_off(at::kFloat, false, 1, 512, 512, false));
+  expect("rule: exact float32 G1 (B 64, H = P = 512) stays persistent",
+         persistent_pays_off(at::kFloat, false, 64, 512, 512, false));
+  expect("rule: exact float32 G8 (projection 256 of H 1024) stays persistent",
+         persistent_pays_off(at::kFloat, false, 64, 1024, 256, true));
+  expect("rule: exact float32 G5 (B 256, H = P = 1024) goes stepwise",
+         !persistent_pays_off(at::kFloat, false, 256, 1024, 1024, false));
+  expect("rule: exact float32 at 4e8 multiply-adds stays persistent",
+         persistent_pays_off(at::kFloat, false, 1000, 100, 1000, false));
+  expect("rule: exact float32 just past 4e8 goes stepwise",
+         !persistent_pays_off(at::kFloat, false, 1001, 100, 1000, false));
   expect("rule: bfloat16 G1 (B 64, H = P = 512) stays persistent",
          persistent_pays_off(at::kBFloat16, false, 64, 512, 512, false));
   expect("rule: bfloat16 G2 (B 16, H = P = 768) stays persistent",
@@ -231,8 +238,9 @@ void auto_cost_rule() {
 
   at::globalContext().setAllowTF32CuDNN(false);
   const Case wide_f32{"padded H160 B1", 8, 160, 0, 1, 3, false, true};
+  const Case tall_f32{"padded H48 B44000", 4, 48, 0, 44000, 1, false, true};
   const Case tall_bf16{"padded H48 B12000", 4, 48, 0, 12000, 1, false, true};
-  for (const auto& [c, dtype] : {std::pair{wide_f32, at::kFloat},
+  for (const auto& [c, dtype] : {std::pair{tall_f32, at::kFloat},
                                  std::pair{tall_bf16, at::kBFloat16}}) {
     const std::string tag = c.name + " " + c10::toString(dtype);
     setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
@@ -241,8 +249,11 @@ void auto_cost_rule() {
     expect(tag + ": an explicit request still runs persistent",
            forward_choice(c, dtype).use);
   }
+  setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+  expect("padded H160 B1 Float: auto takes the persistent kernel",
+         forward_choice(wide_f32, at::kFloat).use);
   run("auto", wide_f32, at::kFloat, false);
-  run("persistent", wide_f32, at::kFloat, true);
+  run("stepwise", wide_f32, at::kFloat, true);
 }
 
 // An emulated Turing GPU (compute capability 7.5) running a build with

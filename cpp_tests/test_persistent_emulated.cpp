@@ -366,11 +366,9 @@ void run_all(const std::vector<Case>& cases) {
     for (bool reverse : {false, true}) {
       const bool ran = c.P ? run_case<T, true>(c, reverse)
                            : run_case<T, false>(c, reverse);
-      const bool expected = std::is_same_v<T, float> ? c.float32_fits : true;
-      if (ran != expected) {
+      if (!ran) {  // every case fits every element type's kernel
         ++failures;
-        std::printf("  UNEXPECTED: the planner %s this case\n",
-                    ran ? "accepted" : "refused");
+        std::printf("  UNEXPECTED: the planner refused this case\n");
       }
     }
   }
@@ -393,14 +391,16 @@ int main() {
       {"packed proj P5 no bias", 6, 20, 5, 6, 5, true, false, 4, 8},
       // H differs from the cases above: plans are cached per (H, P, device).
       {"one SM: U8", 5, 36, 0, 3, 4, true, true, 1, 8},
-      // float32 would need 80 rows of W_hh per CTA, over the 64 it holds.
-      {"two SMs, 1 block each: U20", 5, 37, 6, 3, 3, true, true, 2, 1, false},
+      // 80 rows of W_hh per CTA: float32's 20 row tiles outnumber the warps.
+      {"two SMs, 1 block each: U20", 5, 37, 6, 3, 3, true, true, 2, 1},
       // U32 on five CTAs: the forward's k-tiles (P / 16, 160 / 8 for TF32)
       // and the backward's (4H / 16 per k-split) outnumber block_matmul's
       // load batch at every chunk width (steps of 20, 15, 10 and 5 rows), so
       // whole and partial batches run; 20 rows x 32 units are more cells
-      // than the forward preloads (2 per thread).
-      {"packed, five SMs, 1 block each: U32", 4, 160, 0, 20, 4, true, true, 5, 1, false},
+      // than the forward preloads (2 per thread). float32 stages 20 rows of
+      // h (160 floats each) in one pass and the backward's 640-float gate
+      // gradients in passes of 19 and 1.
+      {"packed, five SMs, 1 block each: U32", 4, 160, 0, 20, 4, true, true, 5, 1},
   };
   std::printf("-- float32 (FMA path)\n");
   run_all<float>(cases);

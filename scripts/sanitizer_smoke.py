@@ -63,6 +63,12 @@ def main():
         torch.backends.cudnn.allow_tf32 = False  # flags() would disable cuDNN
         for proj, packed, reverse in ((False, True, True), (True, True, False)):
             run(torch.float32, proj, packed, reverse)
+        # The exact-FMA product's k-split (H = 256: the forward's depth in two
+        # parts, the backward's 4H in eight), a chunk of 32 rows and one of
+        # 8 (batch tiles of 8), and at H = 1024 the backward's gate gradients
+        # staged a few rows a pass (NOTES, change 66).
+        for H in (256, 1024):
+            run(torch.float32, False, False, False, sizes=(16, H, 40, 2))
         torch.backends.cudnn.allow_tf32 = True
         # Two batch chunks (kChunk = 32 rows) and a deeper k-split (H = 64:
         # four k-tiles), so that within a step the partial sums are reduced

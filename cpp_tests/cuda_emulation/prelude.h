@@ -76,6 +76,7 @@ struct Warp {
   Warp() : bar(32) {}
   Barrier bar;
   uint32_t a[32][4], b[32][2];
+  float lanes[32];  // __shfl_xor_sync's exchange
 };
 
 struct Cta {
@@ -151,6 +152,23 @@ inline unsigned char* dynamic_smem() {
 
 template <typename T>
 inline T __ldcg(const T* p) { return *p; }
+
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+
+// Every lane of the warp must call it (the kernels pass a full mask): each
+// publishes its value, then reads its partner's.
+inline float __shfl_xor_sync(unsigned /*mask*/, float v, int lane_mask) {
+  const int lane = threadIdx.x & 31;
+  emu::Warp& w = emu::cta->warps[threadIdx.x >> 5];
+  w.lanes[lane] = v;
+  w.bar.wait();
+  const float other = w.lanes[lane ^ lane_mask];
+  w.bar.wait();  // the values are overwritten by the next call
+  return other;
+}
 
 inline uint32_t __float_as_uint(float v) {
   uint32_t u;

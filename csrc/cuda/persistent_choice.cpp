@@ -97,31 +97,37 @@ PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
 
 }  // namespace
 
-// The two models, fitted to benchmarks/results/h200-2026-12-04.csv (NOTES,
-// change 65), per step, eager:
-// * The exact-float32 kernel (FMA) walks the product's depth one element at
-//   a time in every warp, about 78 ns an element per 32 batch rows: about
-//   2 + ceil(B/32)·P·0.078 µs (within 15 % at G1-G5; G4, B = 1, P = 512:
-//   40 µs), where the stepwise path's launches cost about 13 µs a step on a
-//   small layer. So the kernel pays off while ceil(B/32)·P <= 128.
+// When the persistent kernel is expected to beat the stepwise path, per
+// step, eager (benchmarks/NOTES.md, changes 65 and 66):
+// * Exact float32 (FMA kernel, fma_block_matmul since change 66): one staged
+//   read of h and a product with every lane busy, predicted at about
+//   2.5 µs + B·H·(4P, plus P with a projection) multiply-adds at 2e13 a
+//   second (G4: 2.5 µs, G1: 6 µs, G5: 56 µs). The stepwise path costs
+//   about 13 µs of launches a step on a small layer plus its GEMM at
+//   cuBLAS's rate, about twice the kernel's: they cross near 4e8
+//   multiply-adds a step (G5's 1.1e9 goes stepwise). Not yet measured; the
+//   kernel before change 66 (one element of the depth at a time, fitted to
+//   the first H200 run: 2 + ceil(B/32)·P·0.078 µs) lost to the stepwise
+//   path beyond ceil(B/32)·P = 128.
 // * The tensor-core kernels read the whole of h (and, with a projection, m)
 //   from L2 in every CTA each step: about 4.3 µs + B·H·P / 2.7 TB/s in 16-bit
-//   types (within 10 % at G1-G5; G5, B = 256, H = P = 1024: 98 µs), twice
-//   the bytes in float storage (TF32). The stepwise path is one GEMM at
-//   cuBLAS's rate plus about 13 µs of launches. Eagerly the two cross near
-//   B·H·(P + H if projected) = 2.5e7 element reads (G1's 1.7e7 stays
-//   persistent, G8's projected 8.4e7 and G5's 2.7e8 go stepwise). Replayed
-//   from a CUDA graph the stepwise path loses its launch cost, so there the
-//   crossing is lower; eager is what most callers run.
-// Both passes of a layer use the same rule, so they take the same path.
+//   types (fitted to the first H200 run, within 10 % at G1-G5; G5, B = 256,
+//   H = P = 1024: 98 µs), twice the bytes in float storage (TF32). The
+//   stepwise path is one GEMM at cuBLAS's rate plus about 13 µs of
+//   launches. Eagerly the two cross near B·H·(P + H if projected) = 2.5e7
+//   element reads (G1's 1.7e7 stays persistent, G8's projected 8.4e7 and
+//   G5's 2.7e8 go stepwise).
+// Replayed from a CUDA graph the stepwise path loses its launch cost, so
+// there the crossings are lower; eager is what most callers run. Both passes
+// of a layer use the same rule, so they take the same path.
 bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
                          int64_t hidden, int64_t state, bool has_proj) {
+  const double b = static_cast<double>(batch), h = static_cast<double>(hidden),
+               p = static_cast<double>(state);
   if (dtype == at::kFloat && !tf32) {
-    return (batch + 31) / 32 * state <= 128;
+    return b * h * (4.0 * p + (has_proj ? p : 0.0)) <= 4e8;
   }
-  const double reads = static_cast<double>(batch) * static_cast<double>(hidden) *
-                       static_cast<double>(state + (has_proj ? hidden : 0)) *
-                       (dtype == at::kFloat ? 2.0 : 1.0);
+  const double reads = b * h * (p + (has_proj ? h : 0.0)) * (dtype == at::kFloat ? 2.0 : 1.0);
   return reads <= 2.5e7;
 }
 

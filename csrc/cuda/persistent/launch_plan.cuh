@@ -6,6 +6,7 @@
 
 #include <c10/cuda/CUDAException.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -84,9 +85,13 @@ inline std::string image_refusal(int image, int needed, const char* instructions
 
 // The launch plan of a cooperative kernel whose CTA k owns hidden units
 // [k*U, k*U + U) and state columns [k*PU, k*PU + PU), PU = ceil(P / grid).
-// layout(U, PU, H, P) is the CTA's shared memory. Takes the smallest U (a
-// multiple of 4) whose grid is co-resident: smaller U means more CTAs and
-// less shared memory each. Cached per shape and device (PlanCache).
+// layout(U, PU, H, P, stage_floats) is the CTA's shared memory. Takes the
+// smallest U (a multiple of 4) whose grid is co-resident: smaller U means
+// more CTAs and less shared memory each; U is judged with exact fp32's
+// smallest staging buffer (one row of x), so that the buffer never decides
+// it. Exact fp32 then stages x in what the rest leaves of kFmaSmemTarget
+// (or of the device's limit), or else in kFmaStageFallbackFloats, whichever
+// first keeps the grid co-resident. Cached per shape and device (PlanCache).
 template <typename T, typename Layout>
 PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
                                 Layout layout) {
@@ -113,28 +118,41 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
     for (int U = 4;; U += 4) {
       const int grid = (H + U - 1) / U;
       const int PU = (P + grid - 1) / grid;
-      const SmemLayout L = layout(U, PU, H, P);
-      if (!kTensorCore<T> &&
-          (L.w1.rows_pad > kWarps * kRowsPerWarp || L.w2.rows_pad > kWarps * kRowsPerWarp)) {
-        plan.reason = "the float32 weight slices need more rows per CTA than "
-                      "the kernel holds (hidden_size too large for the SMs)";
-        break;
-      }
+      SmemLayout L = layout(U, PU, H, P, 0);  // fp32: one row staged
       if (L.total > size_t(smem_optin)) {
         plan.reason = "the weight slices per CTA need " + std::to_string(L.total) +
                       " bytes of shared memory, over the device's " +
                       std::to_string(smem_optin);
         break;
       }
-      int per_sm = 0;
-      C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-          &per_sm, kernel, kThreads, L.total));
-      if (per_sm >= 1 && grid <= per_sm * sms) {
+      auto co_resident = [&](const SmemLayout& l) {
+        int per_sm = 0;
+        C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &per_sm, kernel, kThreads, l.total));
+        return per_sm >= 1 && grid <= per_sm * sms;
+      };
+      int stage = 0;
+      if constexpr (!kTensorCore<T>) {
+        // The widest staging buffer that keeps this U's grid co-resident:
+        // up to the target, else 16 KB, else the one row.
+        const size_t cap = std::min(kFmaSmemTarget, size_t(smem_optin));
+        const size_t wide = cap > L.off_xs ? (cap - L.off_xs) / 4 : 0;
+        for (const size_t floats : {wide, size_t(kFmaStageFallbackFloats)}) {
+          const SmemLayout l = layout(U, PU, H, P, floats);
+          if (l.total <= size_t(smem_optin) && co_resident(l)) {
+            L = l;
+            stage = int(floats);
+            break;
+          }
+        }
+      }
+      if (co_resident(L)) {
         plan.fits = true;
         plan.grid = grid;
         plan.units = U;
         plan.proj_units = PU;
         plan.smem = L.total;
+        plan.fma_stage_floats = stage;
         break;
       }
       if (U >= H) {
@@ -283,6 +301,7 @@ void launch_cooperative(const void* kernel, const PersistentPlan& plan,
                         const Params& params, cudaStream_t stream) {
   TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
   Params p = params;
+  p.fma_stage_floats = plan.fma_stage_floats;
   int U = plan.units, PU = plan.proj_units;
 #ifdef FUSEDLSTM_CUDA_EMULATION
   emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem,

@@ -25,7 +25,8 @@
 // Gates are computed with mma.sync m16n8k16 (fp32 accumulate) for float16 and
 // bfloat16 (on sm_75, float16 as two m16n8k8), with m16n8k8 TF32 for float32
 // where PyTorch allows TF32 for its cuDNN LSTM and the device has it, and
-// with exact fp32 FFMA otherwise. The planners refuse a device whose image
+// with exact fp32 FFMA otherwise (each warp's lanes splitting the depth, so
+// that one batch row keeps them all busy). The planners refuse a device whose image
 // of the kernel lacks those instructions (persistent_common.cuh,
 // kMinImageArch).
 #pragma once
@@ -98,6 +99,8 @@ struct PersistentForwardParams {
   void* m_buf = nullptr;       // [B, H]: o * tanh(c_t), projection only
   float* c_state = nullptr;    // [B, H] fp32: c0 in, c_n out
   void* h_n = nullptr;         // [B, P]: h0 in; each row's last h_t out
+  int fma_stage_floats = 0;    // exact fp32: x staging buffer (floats); the
+                               // launch sets it from the plan
 };
 
 // Arguments of the persistent backward kernel (element type T of the layer).
@@ -119,6 +122,8 @@ struct PersistentBackwardParams {
   void* grad_h_all = nullptr;   // [N, P]  out, projection only: gradient of h_t
   float* dh_state = nullptr;    // [B, P] fp32: grad of h_n in, grad of h0 out
   float* dc_state = nullptr;    // [B, H] fp32: grad of c_n in, grad of c0 out
+  int fma_stage_floats = 0;     // exact fp32: x staging buffer (floats); the
+                                // launch sets it from the plan
 };
 
 // Launch geometry, or why the layer does not fit.
@@ -131,6 +136,7 @@ struct PersistentPlan {
   size_t smem = 0;             // dynamic shared memory per CTA, bytes
   int cluster = 0;             // cluster kernel: CTAs per cluster (else 0)
   int batch_tile = 0;          // cluster kernel: batch rows per cluster
+  int fma_stage_floats = 0;    // exact fp32: the CTA's x staging buffer
 };
 
 // Picks U and the grid for the current device: the smallest U (a multiple of
@@ -198,7 +204,8 @@ struct PersistentChoice {
 // Whether `auto` expects the persistent kernel to beat the stepwise path on
 // a layer that both can run: batch B, hidden H, state P (proj_size or H),
 // tf32 for float32 products on tensor cores. From cost models fitted to the
-// first H200 run (persistent_choice.cpp; benchmarks/NOTES.md, change 65).
+// first H200 run, and for exact float32 predicted for its kernel since
+// (persistent_choice.cpp; benchmarks/NOTES.md, changes 65 and 66).
 bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
                          int64_t hidden, int64_t state, bool has_proj);
 

@@ -20,9 +20,11 @@ namespace fusedlstm::cuda::persistent {
 // the PU columns of W_hh that produce its columns of dh ([PU, 4H]), and the U
 // columns of W_hr that produce its units of dm ([U, P]).
 template <typename T, bool kProj>
-__host__ __device__ inline SmemLayout backward_layout(int U, int PU, int H, int P) {
-  return kProj ? smem_layout_of<T>(slice_geom<T>(PU, 4 * H), slice_geom<T>(U, P))
-               : smem_layout_of<T>(slice_geom<T>(U, 4 * H), SliceGeom());
+__host__ __device__ inline SmemLayout backward_layout(int U, int PU, int H, int P,
+                                                     size_t stage_floats) {
+  return kProj ? smem_layout_of<T>(slice_geom<T>(PU, 4 * H), slice_geom<T>(U, P),
+                                   stage_floats)
+               : smem_layout_of<T>(slice_geom<T>(U, 4 * H), SliceGeom(), stage_floats);
 }
 
 // dst row r = column col_of(r) of src ([g.k, src_cols] row-major), zero
@@ -145,7 +147,7 @@ __global__ void __launch_bounds__(kThreads)
   cg::grid_group grid = cg::this_grid();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, T_ = p.sched.steps;
-  const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P);
+  const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P, p.fma_stage_floats);
   S* w1 = reinterpret_cast<S*>(smem);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
   float* xs = reinterpret_cast<float*>(smem + L.off_xs);
@@ -283,8 +285,8 @@ template <typename T, bool kProj>
 PersistentPlan plan_persistent_backward(int H, int P, int device) {
   return persistent::plan_cooperative<T>(
       reinterpret_cast<const void*>(persistent::lstm_persistent_bwd<T, kProj>),
-      H, P, device, [](int U, int PU, int H_, int P_) {
-        return persistent::backward_layout<T, kProj>(U, PU, H_, P_);
+      H, P, device, [](int U, int PU, int H_, int P_, size_t stage) {
+        return persistent::backward_layout<T, kProj>(U, PU, H_, P_, stage);
       });
 }
 

@@ -30,10 +30,21 @@ constexpr int kChunk = 32;
 // banks; the tensor-core stores of a warp's 8 x 4 fragment then touch 14
 // banks instead of 4.
 constexpr int kPartStride = kChunk + 1;
-// fp32 path: h is staged through shared memory in blocks of this many k.
-constexpr int kKBlock = 128;
-// fp32 path: each warp holds the sums of this many weight rows in registers.
-constexpr int kRowsPerWarp = 8;
+// Exact fp32 path (fma_block_matmul): a warp's tile of the product is this
+// many weight rows by 1-8 batch rows, its lanes splitting the depth.
+constexpr int kFmaRowTile = 4;
+// Exact fp32 path: x is staged in shared memory a pass of whole rows at a
+// time (up to kChunk). The planner gives the buffer what the CTA's other
+// shared memory leaves of kFmaSmemTarget bytes, or of the device's limit
+// where that is lower (plan_cooperative): on sm_90 the registers allow one
+// CTA an SM, so shared memory past the weights is free, and fewer passes
+// mean fewer L2 round trips a step (the backward's rows are 4H deep).
+constexpr size_t kFmaSmemTarget = 160 * 1024;
+// Exact fp32 path: the staging buffer where the target's would leave the
+// grid too large to be co-resident (16 KB, as the kernel before change 66).
+constexpr int kFmaStageFallbackFloats = 4096;
+// Exact fp32 path: 16-byte loads a thread has in flight while staging x.
+constexpr int kFmaStageLoads = 8;
 // Cells per thread whose inputs (gates, cells, c_{t-1}, ...) are loaded
 // before the step's recurrent product, in registers; the product's result
 // is all the cell then waits for. A thread runs kChunk * U / kThreads cells
@@ -125,6 +136,7 @@ struct SliceGeom {
   int rows = 0, rows_pad = 0, k = 0, k_pad = 0;
   int stride = 0;  // elements between rows in shared memory
   int ksplit = 1;  // warps sharing one m-tile, each over a slice of k
+  int stage_rows = 0;  // exact fp32: rows of x staged a pass (smem_layout_of)
 };
 
 template <typename T>
@@ -144,16 +156,32 @@ __host__ __device__ inline SliceGeom slice_geom(int rows, int k) {
     int ks = mt >= kWarps ? 1 : kWarps / mt;
     g.ksplit = ks < kt ? ks : (kt > 0 ? kt : 1);
   } else {
-    g.rows_pad = (rows + kWarps - 1) / kWarps * kWarps;
-    g.k_pad = k;
-    g.stride = k;  // every lane reads the same weight: broadcast, no conflict
-    g.ksplit = 1;
+    // Rows in tiles of kFmaRowTile; the depth in 16-byte granules, lane j of
+    // a warp reading granule j of a row (consecutive: no bank conflict at
+    // any stride). The warps split the depth where the row tiles alone
+    // would leave some idle, down to 32 granules (one per lane) a part.
+    g.rows_pad = (rows + kFmaRowTile - 1) / kFmaRowTile * kFmaRowTile;
+    g.k_pad = (k + 3) / 4 * 4;
+    g.stride = g.k_pad;
+    const int row_tiles = g.rows_pad / kFmaRowTile, granules = g.k_pad / 4;
+    const int ks = row_tiles >= kWarps ? 1 : kWarps / (row_tiles > 0 ? row_tiles : 1);
+    const int most = granules / 32 > 1 ? granules / 32 : 1;
+    g.ksplit = ks < most ? ks : most;
   }
   return g;
 }
 
+// Exact fp32 path: the rows of x (g.k_pad floats each) that a staging
+// buffer of `floats` holds, from 1 up to kChunk.
+__host__ __device__ inline int fma_stage_rows(const SliceGeom& g, size_t floats) {
+  if (g.k_pad == 0) return 0;
+  const size_t rows = floats / size_t(g.k_pad);
+  return rows < 1 ? 1 : (rows > size_t(kChunk) ? kChunk : int(rows));
+}
+
 // A CTA's dynamic shared memory: up to two weight slices, the partial sums
-// of block_matmul, and (fp32 only) its staging buffer for x.
+// of block_matmul, and (exact fp32 only) its staging buffer for x, of
+// stage_floats floats or, if that is less, one row of the deeper slice.
 struct SmemLayout {
   SliceGeom w1, w2;      // first and (projection only) second weight slice
   size_t off_w2 = 0, off_part = 0, off_xs = 0, total = 0;
@@ -164,7 +192,8 @@ __host__ __device__ inline size_t align16(size_t x) { return (x + 15) / 16 * 16;
 // w2 is an empty SliceGeom when there is no second slice.
 template <typename T>
 __host__ __device__ inline SmemLayout smem_layout_of(const SliceGeom& w1,
-                                                     const SliceGeom& w2) {
+                                                     const SliceGeom& w2,
+                                                     size_t stage_floats = 0) {
   SmemLayout L;
   L.w1 = w1;
   L.w2 = w2;
@@ -176,7 +205,15 @@ __host__ __device__ inline SmemLayout smem_layout_of(const SliceGeom& w1,
   // Partial sums [ksplit][rows_pad][kPartStride]; after the k-split
   // reduction the first slice holds the result.
   L.off_xs = L.off_part + align16(size_t(part1 > part2 ? part1 : part2) * kPartStride * 4);
-  L.total = L.off_xs + (kTensorCore<T> ? 0 : size_t(kChunk) * (kKBlock + 1) * 4);
+  size_t xs = 0;
+  if constexpr (!kTensorCore<T>) {
+    L.w1.stage_rows = fma_stage_rows(w1, stage_floats);
+    L.w2.stage_rows = fma_stage_rows(w2, stage_floats);
+    const size_t x1 = size_t(L.w1.stage_rows) * w1.k_pad;
+    const size_t x2 = size_t(L.w2.stage_rows) * w2.k_pad;
+    xs = (x1 > x2 ? x1 : x2) * 4;
+  }
+  L.total = L.off_xs + xs;
   return L;
 }
 
@@ -424,11 +461,166 @@ __device__ __forceinline__ void block_matmul_tiles(
   }
 }
 
+// One round of warp_reduce_scatter over the first N of a lane's values: the
+// lane whose bit M is set keeps the upper half, its partner the lower, and
+// each adds the other's copy of the half it keeps. (A template, so that
+// every index is a constant and the values stay in registers.)
+template <int N, int M, int V>
+__device__ __forceinline__ void reduce_scatter_round(float (&v)[V], int lane) {
+  if constexpr (N > 1) {
+    const bool upper = (lane & M) != 0;
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) {
+      const float give = upper ? v[i] : v[i + N / 2];
+      const float keep = upper ? v[i + N / 2] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, give, M);
+    }
+    reduce_scatter_round<N / 2, M / 2>(v, lane);
+  }
+}
+
+// Sums each of a warp's V = 2^v values over its 32 lanes with 31 or fewer
+// shuffles in all (a reduce-scatter, then a butterfly over the lanes left):
+// returns, in the lanes whose low 5 - v bits are zero, the total of value
+// lane >> (5 - v). Every lane of the warp must call it. The order of the
+// additions is fixed: deterministic.
+template <int V>
+__device__ __forceinline__ float warp_reduce_scatter(float (&v)[V]) {
+  static_assert(V >= 1 && V <= 32 && (V & (V - 1)) == 0, "V: a power of 2 up to 32");
+  const int lane = threadIdx.x & 31;
+  reduce_scatter_round<V, 16>(v, lane);
+  float s = v[0];
+#pragma unroll
+  for (int m = 16 / V; m >= 1; m /= 2) s += __shfl_xor_sync(0xffffffffu, s, m);
+  return s;
+}
+
+// The exact-fp32 products of one staged pass: part[ks][r][c0 + b] for every
+// row r < g.rows_pad, staged row b < nb (xs[b][k], g.k_pad floats a row)
+// and k-split part ks. A warp's unit is kFmaRowTile weight rows by BT staged
+// rows over one part of the depth, its lanes taking every 32nd 16-byte
+// granule: 4 * kFmaRowTile * BT multiply-adds per kFmaRowTile + BT shared
+// loads, all lanes busy even at one batch row. The warp's partial sums then
+// meet in warp_reduce_scatter.
+template <int BT>
+__device__ __forceinline__ void fma_tiles(const float* __restrict__ w, const SliceGeom& g,
+                                          const float* __restrict__ xs, int nb, int c0,
+                                          float* __restrict__ part) {
+  constexpr int RT = kFmaRowTile, V = RT * BT, kLanesPerValue = 32 / V;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int granules = g.k_pad / 4, KS = g.ksplit;
+  const int row_tiles = g.rows_pad / RT, batch_tiles = (nb + BT - 1) / BT;
+  const int units = row_tiles * batch_tiles * KS;
+  const float4* w4 = reinterpret_cast<const float4*>(w);
+  const float4* x4 = reinterpret_cast<const float4*>(xs);
+  for (int unit = warp; unit < units; unit += kWarps) {  // warp-uniform
+    const int rt = unit % row_tiles, rest = unit / row_tiles;
+    const int bt = rest % batch_tiles, ks = rest / batch_tiles;
+    const int j0 = ks * granules / KS, j1 = (ks + 1) * granules / KS;
+    float acc[V] = {};
+    for (int j = j0 + lane; j < j1; j += 32) {
+      float4 wv[RT], xv[BT];
+#pragma unroll
+      for (int i = 0; i < RT; ++i) wv[i] = w4[(rt * RT + i) * granules + j];
+#pragma unroll
+      for (int b = 0; b < BT; ++b) {
+        // Rows past nb were not staged (and may lie past xs): zeros.
+        xv[b] = bt * BT + b < nb ? x4[(bt * BT + b) * granules + j]
+                                 : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int i = 0; i < RT; ++i) {
+#pragma unroll
+        for (int b = 0; b < BT; ++b) {
+          float& a = acc[i * BT + b];
+          a = fmaf(wv[i].x, xv[b].x, a);
+          a = fmaf(wv[i].y, xv[b].y, a);
+          a = fmaf(wv[i].z, xv[b].z, a);
+          a = fmaf(wv[i].w, xv[b].w, a);
+        }
+      }
+    }
+    const float sum = warp_reduce_scatter<V>(acc);
+    if (lane % kLanesPerValue == 0) {
+      const int idx = lane / kLanesPerValue, b = bt * BT + idx % BT;
+      if (b < nb) {
+        part[(size_t(ks) * g.rows_pad + rt * RT + idx / BT) * kPartStride + c0 + b] = sum;
+      }
+    }
+  }
+}
+
+// part[r][b] = sum_k W[r][k] * x[b][k] in exact fp32 (see block_matmul). x's
+// rows are staged in passes of g.stage_rows, each pass's 16-byte loads
+// issued kFmaStageLoads at a time per thread: a few L2 round trips a step,
+// not one per element of the depth.
+__device__ __forceinline__ void fma_block_matmul(const float* __restrict__ w,
+                                                 const SliceGeom& g,
+                                                 const float* __restrict__ x,
+                                                 int64_t ldx, int nbn,
+                                                 float* __restrict__ part,
+                                                 float* __restrict__ xs) {
+  const int K = g.k, granules = g.k_pad / 4, rows = g.stage_rows;
+  const bool vec = ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  float4* xs4 = reinterpret_cast<float4*>(xs);
+  for (int b0 = 0; b0 < nbn; b0 += rows) {
+    const int nb = min(rows, nbn - b0), n = nb * granules;
+    __syncthreads();  // the previous pass's readers are done with xs
+    for (int e0 = threadIdx.x; e0 < n; e0 += kThreads * kFmaStageLoads) {
+      float4 v[kFmaStageLoads];
+#pragma unroll
+      for (int i = 0; i < kFmaStageLoads; ++i) {
+        const int e = e0 + i * kThreads;
+        if (e >= n) break;
+        const int b = e / granules, k = 4 * (e - b * granules);
+        // Written by other CTAs since the last grid sync: through L2.
+        const float* xr = x + int64_t(b0 + b) * ldx + k;
+        if (vec && k + 3 < K) {
+          v[i] = __ldcg(reinterpret_cast<const float4*>(xr));
+        } else {
+          v[i] = make_float4(k < K ? __ldcg(xr) : 0.f, k + 1 < K ? __ldcg(xr + 1) : 0.f,
+                             k + 2 < K ? __ldcg(xr + 2) : 0.f,
+                             k + 3 < K ? __ldcg(xr + 3) : 0.f);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < kFmaStageLoads; ++i) {
+        const int e = e0 + i * kThreads;
+        if (e >= n) break;
+        xs4[e] = v[i];
+      }
+    }
+    __syncthreads();
+    // nb is uniform over the CTA: every warp takes the same branch.
+    if (nb <= 1) fma_tiles<1>(w, g, xs, nb, b0, part);
+    else if (nb <= 2) fma_tiles<2>(w, g, xs, nb, b0, part);
+    else if (nb <= 4) fma_tiles<4>(w, g, xs, nb, b0, part);
+    else fma_tiles<8>(w, g, xs, nb, b0, part);
+  }
+}
+
+// Adds block_matmul's k-split parts into the first (part[r][b] for r <
+// g.rows_pad), in a fixed order. Begins and ends with __syncthreads.
+__device__ __forceinline__ void reduce_ksplit(const SliceGeom& g, float* __restrict__ part) {
+  const int KS = g.ksplit;
+  __syncthreads();
+  if (KS > 1) {
+    const int n = g.rows_pad * kPartStride;
+    for (int e = threadIdx.x; e < n; e += kThreads) {
+      float s = part[e];
+      for (int ks = 1; ks < KS; ++ks) s += part[size_t(ks) * n + e];
+      part[e] = s;
+    }
+    __syncthreads();
+  }
+}
+
 // part[r][b] = sum_k W[r][k] * x[b][k] for r < g.rows_pad, b < nbn, computed
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
 // global (or, kSharedX, tensor-core types only, in shared memory: see
-// load_b_tile). Ends with __syncthreads; the result is
-// part[r * kPartStride + b] for r < rows_pad.
+// load_b_tile). xs: exact fp32's staging buffer (SmemLayout::off_xs), for
+// which g must be the SmemLayout's copy (it sets stage_rows). Ends with
+// __syncthreads; the result is part[r * kPartStride + b] for r < rows_pad.
 template <typename T, bool kSharedX = false>
 __device__ void block_matmul(const storage_t<T>* __restrict__ w,
                              const SliceGeom& g,
@@ -440,50 +632,11 @@ __device__ void block_matmul(const storage_t<T>* __restrict__ w,
     if (nbn <= 8) block_matmul_tiles<T, 1, kSharedX>(w, g, x, ldx, nbn, part);
     else if (nbn <= 16) block_matmul_tiles<T, 2, kSharedX>(w, g, x, ldx, nbn, part);
     else block_matmul_tiles<T, 4, kSharedX>(w, g, x, ldx, nbn, part);
-    const int KS = g.ksplit;
-    __syncthreads();
-    if (KS > 1) {
-      const int n = g.rows_pad * kPartStride;
-      for (int e = threadIdx.x; e < n; e += kThreads) {
-        float s = part[e];
-        for (int ks = 1; ks < KS; ++ks) s += part[size_t(ks) * n + e];
-        part[e] = s;
-      }
-      __syncthreads();
-    }
   } else {
     static_assert(!kSharedX, "the exact fp32 product stages x itself");
-    // Exact fp32: lane = batch row, warp = every kWarps-th weight row. x is
-    // staged so each value read from L2 feeds nr FMAs.
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int nr = g.rows_pad / kWarps;  // <= kRowsPerWarp (plan checks)
-    float acc[kRowsPerWarp] = {};
-    for (int k0 = 0; k0 < g.k; k0 += kKBlock) {
-      const int kn = min(kKBlock, g.k - k0);
-      __syncthreads();  // the previous block's readers are done with xs
-      for (int e = threadIdx.x; e < kChunk * kKBlock; e += kThreads) {
-        const int b = e / kKBlock, kk = e - b * kKBlock;
-        xs[b * (kKBlock + 1) + kk] =
-            (b < nbn && kk < kn) ? __ldcg(x + b * ldx + k0 + kk) : 0.f;
-      }
-      __syncthreads();
-      const float* xr = xs + lane * (kKBlock + 1);  // conflict-free: stride 129
-      for (int kk = 0; kk < kn; ++kk) {
-        const float xv = xr[kk];
-#pragma unroll
-        for (int j = 0; j < kRowsPerWarp; ++j) {
-          if (j < nr) {
-            acc[j] = fmaf(w[(warp + j * kWarps) * g.stride + k0 + kk], xv, acc[j]);
-          }
-        }
-      }
-    }
-#pragma unroll
-    for (int j = 0; j < kRowsPerWarp; ++j) {
-      if (j < nr) part[(warp + j * kWarps) * kPartStride + lane] = acc[j];
-    }
-    __syncthreads();
+    fma_block_matmul(w, g, x, ldx, nbn, part, xs);
   }
+  reduce_ksplit(g, part);
 }
 
 // Copies rows of a global weight matrix into a zero-padded shared slice.

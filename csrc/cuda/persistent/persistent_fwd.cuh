@@ -13,9 +13,10 @@ namespace fusedlstm::cuda::persistent {
 
 // Slices: 4U rows of W_hh (the four gates of U units) and PU rows of W_hr.
 template <typename T, bool kProj>
-__host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P) {
+__host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P,
+                                                    size_t stage_floats) {
   return smem_layout_of<T>(slice_geom<T>(4 * U, P),
-                           kProj ? slice_geom<T>(PU, H) : SliceGeom());
+                           kProj ? slice_geom<T>(PU, H) : SliceGeom(), stage_floats);
 }
 
 // What the cell of one (row, unit) reads besides the recurrent product: the
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kThreads)
   cg::grid_group grid = cg::this_grid();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, B = p.B, T_ = p.sched.steps;
-  const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P);
+  const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P, p.fma_stage_floats);
   S* w1 = reinterpret_cast<S*>(smem);
   S* w2 = reinterpret_cast<S*>(smem + L.off_w2);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
@@ -188,8 +189,8 @@ template <typename T, bool kProj>
 PersistentPlan plan_persistent_forward(int H, int P, int device) {
   return persistent::plan_cooperative<T>(
       reinterpret_cast<const void*>(persistent::lstm_persistent_fwd<T, kProj>),
-      H, P, device, [](int U, int PU, int H_, int P_) {
-        return persistent::forward_layout<T, kProj>(U, PU, H_, P_);
+      H, P, device, [](int U, int PU, int H_, int P_, size_t stage) {
+        return persistent::forward_layout<T, kProj>(U, PU, H_, P_, stage);
       });
 }
 

@@ -206,20 +206,50 @@ bool run_case(const Case& c, bool reverse) {
                 (fplan.fits ? bplan.reason : fplan.reason).c_str());
     return false;
   }
-  ForwardRun run = prepare_forward(c, in, table, N, reverse, kProj);
-  emu::launch(dim3(fplan.grid), dim3(fplan.block), fplan.smem, [&] {
-    persistent::lstm_persistent_fwd<T, kProj>(run.fp, fplan.units, fplan.proj_units);
-  });
+  // The staging buffer as launch_cooperative passes it.
+  auto run_forward = [&](int x_stage_elems) {
+    ForwardRun r = prepare_forward(c, in, table, N, reverse, kProj);
+    r.fp.x_stage_elems = x_stage_elems;
+    emu::launch(dim3(fplan.grid), dim3(fplan.block), fplan.smem, [&] {
+      persistent::lstm_persistent_fwd<T, kProj>(r.fp, fplan.units, fplan.proj_units);
+    });
+    return r;
+  };
+  ForwardRun run = run_forward(fplan.x_stage_elems);
   const auto ref = check_forward<T>(tag, in, run, reverse);
+  if constexpr (persistent::kTensorCore<T>) {
+    // Chunks of h staged in shared memory reach the same MMAs with the same
+    // values as the warps' own loads: the same bits.
+    if (fplan.x_stage_elems > 0) {
+      const ForwardRun direct = run_forward(0);
+      bool same = true;
+      for (const auto& [a, b] : {std::pair{run.output, direct.output},
+                                 std::pair{run.h_n, direct.h_n},
+                                 std::pair{run.c_state, direct.c_state},
+                                 std::pair{run.gates, direct.gates},
+                                 std::pair{run.cells, direct.cells}}) {
+        same = same && at::allclose(a, b, 0.0, 0.0, /*equal_nan=*/true);
+      }
+      ++checks;
+      if (!same) {
+        ++failures;
+        std::printf("  MISMATCH %s: the staged forward differs from the direct one\n",
+                    tag.c_str());
+      }
+    }
+  }
   check_backward<T>(tag, c, in, run, ref, table, N, reverse, kProj,
                     [&](const PersistentBackwardParams& bp) {
+                      PersistentBackwardParams b = bp;
+                      b.x_stage_elems = bplan.x_stage_elems;
                       emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
-                        persistent::lstm_persistent_bwd<T, kProj>(bp, bplan.units,
+                        persistent::lstm_persistent_bwd<T, kProj>(b, bplan.units,
                                                                   bplan.proj_units);
                       });
                     });
-  std::printf("%-44s grid %d/%d  U %d  PU %d  checked\n", tag.c_str(), fplan.grid,
-              bplan.grid, bplan.units, bplan.proj_units);
+  std::printf("%-44s grid %d/%d  U %d  PU %d  staged %d/%d  checked\n", tag.c_str(),
+              fplan.grid, bplan.grid, bplan.units, bplan.proj_units, fplan.x_stage_elems,
+              bplan.x_stage_elems);
   return true;
 }
 

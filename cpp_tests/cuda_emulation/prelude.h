@@ -156,6 +156,9 @@ inline T __ldcg(const T* p) { return *p; }
 struct alignas(16) float4 {
   float x, y, z, w;
 };
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 
 // Every lane of the warp must call it (the kernels pass a full mask): each

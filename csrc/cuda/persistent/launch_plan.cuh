@@ -85,16 +85,19 @@ inline std::string image_refusal(int image, int needed, const char* instructions
 
 // The launch plan of a cooperative kernel whose CTA k owns hidden units
 // [k*U, k*U + U) and state columns [k*PU, k*PU + PU), PU = ceil(P / grid).
-// layout(U, PU, H, P, stage_floats) is the CTA's shared memory. Takes the
+// layout(U, PU, H, P, stage_elems) is the CTA's shared memory. Takes the
 // smallest U (a multiple of 4) whose grid is co-resident: smaller U means
-// more CTAs and less shared memory each; U is judged with exact fp32's
-// smallest staging buffer (one row of x), so that the buffer never decides
-// it. Exact fp32 then stages x in what the rest leaves of kFmaSmemTarget
-// (or of the device's limit), or else in kFmaStageFallbackFloats, whichever
-// first keeps the grid co-resident. Cached per shape and device (PlanCache).
+// more CTAs and less shared memory each; U is judged with the smallest
+// staging buffer (exact fp32: one row of x; tensor-core types: none), so
+// that the buffer never decides it. Then the buffer (x_stage_elems): exact
+// fp32 stages x in what the rest leaves of kFmaSmemTarget (or of the
+// device's limit), or else in kFmaStageFallbackFloats; with stage_chunks
+// (the forward), a tensor-core kernel gets kChunk rows of its first slice's
+// depth; each only where the grid stays co-resident. Cached per shape and
+// device (PlanCache).
 template <typename T, typename Layout>
 PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
-                                Layout layout) {
+                                Layout layout, bool stage_chunks = false) {
   static PlanCache<std::tuple<int, int, int>> cache;
   const auto key = std::make_tuple(H, P, device);
   if (const auto hit = cache.find(key)) return *hit;
@@ -132,19 +135,21 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
         return per_sm >= 1 && grid <= per_sm * sms;
       };
       int stage = 0;
+      auto try_stage = [&](size_t elems) {
+        const SmemLayout l = layout(U, PU, H, P, elems);
+        if (l.total > size_t(smem_optin) || !co_resident(l)) return false;
+        L = l;
+        stage = int(elems);
+        return true;
+      };
       if constexpr (!kTensorCore<T>) {
         // The widest staging buffer that keeps this U's grid co-resident:
         // up to the target, else 16 KB, else the one row.
         const size_t cap = std::min(kFmaSmemTarget, size_t(smem_optin));
         const size_t wide = cap > L.off_xs ? (cap - L.off_xs) / 4 : 0;
-        for (const size_t floats : {wide, size_t(kFmaStageFallbackFloats)}) {
-          const SmemLayout l = layout(U, PU, H, P, floats);
-          if (l.total <= size_t(smem_optin) && co_resident(l)) {
-            L = l;
-            stage = int(floats);
-            break;
-          }
-        }
+        if (!try_stage(wide)) try_stage(size_t(kFmaStageFallbackFloats));
+      } else if (stage_chunks) {
+        try_stage(size_t(kChunk) * L.w1.stride);
       }
       if (co_resident(L)) {
         plan.fits = true;
@@ -152,7 +157,7 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
         plan.units = U;
         plan.proj_units = PU;
         plan.smem = L.total;
-        plan.fma_stage_floats = stage;
+        plan.x_stage_elems = stage;
         break;
       }
       if (U >= H) {
@@ -301,7 +306,7 @@ void launch_cooperative(const void* kernel, const PersistentPlan& plan,
                         const Params& params, cudaStream_t stream) {
   TORCH_CHECK(plan.fits, "fusedlstm: persistent launch without a plan");
   Params p = params;
-  p.fma_stage_floats = plan.fma_stage_floats;
+  p.x_stage_elems = plan.x_stage_elems;
   int U = plan.units, PU = plan.proj_units;
 #ifdef FUSEDLSTM_CUDA_EMULATION
   emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem,

@@ -3,7 +3,8 @@
 // One cooperative launch runs the whole recurrence. CTA k owns hidden units
 // [k*U, k*U + U) with all four gates of each, so the cell update is local;
 // its rows of W_hh ([4U, P]) stay in shared memory for the whole sequence.
-// Each step it reads h_{t-1} (all of it, from global/L2), adds the
+// Each step it reads h_{t-1} (all of it, from global/L2; a wide chunk of
+// rows is first staged in shared memory, whole sectors once a CTA), adds the
 // precomputed x W_ih^T row and b_ih + b_hh (in float), updates c, writes
 // h_t, and the grid syncs once. With a projection, h_t = W_hr m_t needs all
 // of m_t, so a step has two phases and two grid syncs: cell (writes m),
@@ -99,8 +100,8 @@ struct PersistentForwardParams {
   void* m_buf = nullptr;       // [B, H]: o * tanh(c_t), projection only
   float* c_state = nullptr;    // [B, H] fp32: c0 in, c_n out
   void* h_n = nullptr;         // [B, P]: h0 in; each row's last h_t out
-  int fma_stage_floats = 0;    // exact fp32: x staging buffer (floats); the
-                               // launch sets it from the plan
+  int x_stage_elems = 0;       // elements of the CTA's staging buffer for the
+                               // product's x (PersistentPlan); set by the launch
 };
 
 // Arguments of the persistent backward kernel (element type T of the layer).
@@ -122,8 +123,7 @@ struct PersistentBackwardParams {
   void* grad_h_all = nullptr;   // [N, P]  out, projection only: gradient of h_t
   float* dh_state = nullptr;    // [B, P] fp32: grad of h_n in, grad of h0 out
   float* dc_state = nullptr;    // [B, H] fp32: grad of c_n in, grad of c0 out
-  int fma_stage_floats = 0;     // exact fp32: x staging buffer (floats); the
-                                // launch sets it from the plan
+  int x_stage_elems = 0;        // as in PersistentForwardParams
 };
 
 // Launch geometry, or why the layer does not fit.
@@ -136,7 +136,11 @@ struct PersistentPlan {
   size_t smem = 0;             // dynamic shared memory per CTA, bytes
   int cluster = 0;             // cluster kernel: CTAs per cluster (else 0)
   int batch_tile = 0;          // cluster kernel: batch rows per cluster
-  int fma_stage_floats = 0;    // exact fp32: the CTA's x staging buffer
+  // Elements (of the storage type) of the CTA's shared-memory buffer for the
+  // rows of x its products read: exact fp32 stages x through it in passes
+  // (fma_block_matmul); the tensor-core forward stages each wide chunk of h
+  // in it where it holds kChunk rows (lstm_persistent_fwd). 0: none.
+  int x_stage_elems = 0;
 };
 
 // Picks U and the grid for the current device: the smallest U (a multiple of

@@ -21,10 +21,10 @@ namespace fusedlstm::cuda::persistent {
 // columns of W_hr that produce its units of dm ([U, P]).
 template <typename T, bool kProj>
 __host__ __device__ inline SmemLayout backward_layout(int U, int PU, int H, int P,
-                                                     size_t stage_floats) {
+                                                     size_t stage_elems) {
   return kProj ? smem_layout_of<T>(slice_geom<T>(PU, 4 * H), slice_geom<T>(U, P),
-                                   stage_floats)
-               : smem_layout_of<T>(slice_geom<T>(U, 4 * H), SliceGeom(), stage_floats);
+                                   stage_elems)
+               : smem_layout_of<T>(slice_geom<T>(U, 4 * H), SliceGeom(), stage_elems);
 }
 
 // dst row r = column col_of(r) of src ([g.k, src_cols] row-major), zero
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(kThreads)
   cg::grid_group grid = cg::this_grid();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, T_ = p.sched.steps;
-  const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P, p.fma_stage_floats);
+  const SmemLayout L = backward_layout<T, kProj>(U, PU, H, P, p.x_stage_elems);
   S* w1 = reinterpret_cast<S*>(smem);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
   float* xs = reinterpret_cast<float*>(smem + L.off_xs);

@@ -43,8 +43,11 @@ constexpr size_t kFmaSmemTarget = 160 * 1024;
 // Exact fp32 path: the staging buffer where the target's would leave the
 // grid too large to be co-resident (16 KB, as the kernel before change 66).
 constexpr int kFmaStageFallbackFloats = 4096;
-// Exact fp32 path: 16-byte loads a thread has in flight while staging x.
-constexpr int kFmaStageLoads = 8;
+// Tensor-core forward: chunks of more rows than this stage h in shared
+// memory first (lstm_persistent_fwd). At 8 rows or fewer (one n-tile) the
+// warps' own loads are as few round trips and the staging's barrier would
+// only add to the step (NOTES, change 67).
+constexpr int kStageMinRows = 8;
 // Cells per thread whose inputs (gates, cells, c_{t-1}, ...) are loaded
 // before the step's recurrent product, in registers; the product's result
 // is all the cell then waits for. A thread runs kChunk * U / kThreads cells
@@ -136,7 +139,7 @@ struct SliceGeom {
   int rows = 0, rows_pad = 0, k = 0, k_pad = 0;
   int stride = 0;  // elements between rows in shared memory
   int ksplit = 1;  // warps sharing one m-tile, each over a slice of k
-  int stage_rows = 0;  // exact fp32: rows of x staged a pass (smem_layout_of)
+  int stage_rows = 0;  // rows of x the staging buffer holds (smem_layout_of)
 };
 
 template <typename T>
@@ -171,17 +174,20 @@ __host__ __device__ inline SliceGeom slice_geom(int rows, int k) {
   return g;
 }
 
-// Exact fp32 path: the rows of x (g.k_pad floats each) that a staging
-// buffer of `floats` holds, from 1 up to kChunk.
-__host__ __device__ inline int fma_stage_rows(const SliceGeom& g, size_t floats) {
-  if (g.k_pad == 0) return 0;
-  const size_t rows = floats / size_t(g.k_pad);
+// The rows of x (`row_elems` elements apart) that a staging buffer of
+// `elems` holds: from 1 (exact fp32 stages at least a row) up to kChunk.
+__host__ __device__ inline int stage_rows_of(size_t row_elems, size_t elems) {
+  if (row_elems == 0) return 0;
+  const size_t rows = elems / row_elems;
   return rows < 1 ? 1 : (rows > size_t(kChunk) ? kChunk : int(rows));
 }
 
 // A CTA's dynamic shared memory: up to two weight slices, the partial sums
-// of block_matmul, and (exact fp32 only) its staging buffer for x, of
-// stage_floats floats or, if that is less, one row of the deeper slice.
+// of block_matmul, and its staging buffer for x of stage_elems elements
+// (PersistentPlan::x_stage_elems): exact fp32 always has one, of at least
+// one row of the deeper slice (g.k_pad floats a row); the tensor-core types
+// one only where stage_elems > 0, its rows w1.stride apart as load_b_tile's
+// kSharedX path reads them.
 struct SmemLayout {
   SliceGeom w1, w2;      // first and (projection only) second weight slice
   size_t off_w2 = 0, off_part = 0, off_xs = 0, total = 0;
@@ -193,7 +199,7 @@ __host__ __device__ inline size_t align16(size_t x) { return (x + 15) / 16 * 16;
 template <typename T>
 __host__ __device__ inline SmemLayout smem_layout_of(const SliceGeom& w1,
                                                      const SliceGeom& w2,
-                                                     size_t stage_floats = 0) {
+                                                     size_t stage_elems = 0) {
   SmemLayout L;
   L.w1 = w1;
   L.w2 = w2;
@@ -207,11 +213,15 @@ __host__ __device__ inline SmemLayout smem_layout_of(const SliceGeom& w1,
   L.off_xs = L.off_part + align16(size_t(part1 > part2 ? part1 : part2) * kPartStride * 4);
   size_t xs = 0;
   if constexpr (!kTensorCore<T>) {
-    L.w1.stage_rows = fma_stage_rows(w1, stage_floats);
-    L.w2.stage_rows = fma_stage_rows(w2, stage_floats);
+    L.w1.stage_rows = stage_rows_of(w1.k_pad, stage_elems);
+    L.w2.stage_rows = stage_rows_of(w2.k_pad, stage_elems);
     const size_t x1 = size_t(L.w1.stage_rows) * w1.k_pad;
     const size_t x2 = size_t(L.w2.stage_rows) * w2.k_pad;
     xs = (x1 > x2 ? x1 : x2) * 4;
+  } else if (stage_elems > 0) {
+    L.w1.stage_rows = stage_rows_of(w1.stride, stage_elems);
+    L.w2.stage_rows = stage_rows_of(w2.stride, stage_elems);
+    xs = align16(stage_elems * es);
   }
   L.total = L.off_xs + xs;
   return L;
@@ -550,46 +560,65 @@ __device__ __forceinline__ void fma_tiles(const float* __restrict__ w, const Sli
   }
 }
 
+// Copies rows [0, n) of x ([n, K] at row stride ldx in global memory,
+// written by other CTAs since the last grid sync: read through L2) into
+// shared memory at row stride ld, zero from K to k_pad; k_pad and ld are
+// multiples of the 16 bytes a unit moves. Each thread has
+// kStageLoadsInFlight 16-byte loads in flight, so a CTA stages up to 32 KB
+// in one L2 round trip; element loads where x's base or stride is not on
+// the 16-byte grid, or past the last whole unit. No barrier.
+constexpr int kStageLoadsInFlight = 8;
+template <typename S>
+__device__ __forceinline__ void stage_rows(S* __restrict__ dst, int ld,
+                                           const S* __restrict__ x, int64_t ldx,
+                                           int K, int k_pad, int n) {
+  constexpr int E = 16 / sizeof(S);  // elements a unit
+  union Unit {
+    uint4 v;
+    S e[E];
+  };
+  const int units = k_pad / E, total = n * units;
+  const bool vec = ldx % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  for (int e0 = threadIdx.x; e0 < total; e0 += kThreads * kStageLoadsInFlight) {
+    Unit u[kStageLoadsInFlight];
+#pragma unroll
+    for (int i = 0; i < kStageLoadsInFlight; ++i) {
+      const int e = e0 + i * kThreads;
+      if (e >= total) break;
+      const int b = e / units, k = E * (e - b * units);
+      const S* xr = x + int64_t(b) * ldx + k;
+      if (vec && k + E <= K) {
+        u[i].v = __ldcg(reinterpret_cast<const uint4*>(xr));
+      } else {
+#pragma unroll
+        for (int j = 0; j < E; ++j) u[i].e[j] = k + j < K ? __ldcg(xr + j) : S(0);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kStageLoadsInFlight; ++i) {
+      const int e = e0 + i * kThreads;
+      if (e >= total) break;
+      const int b = e / units, k = E * (e - b * units);
+      *reinterpret_cast<uint4*>(dst + int64_t(b) * ld + k) = u[i].v;
+    }
+  }
+}
+
 // part[r][b] = sum_k W[r][k] * x[b][k] in exact fp32 (see block_matmul). x's
-// rows are staged in passes of g.stage_rows, each pass's 16-byte loads
-// issued kFmaStageLoads at a time per thread: a few L2 round trips a step,
-// not one per element of the depth.
+// rows are staged (stage_rows) in passes of g.stage_rows, rows g.k_pad
+// floats apart: a few L2 round trips a step, not one per element of the
+// depth.
 __device__ __forceinline__ void fma_block_matmul(const float* __restrict__ w,
                                                  const SliceGeom& g,
                                                  const float* __restrict__ x,
                                                  int64_t ldx, int nbn,
                                                  float* __restrict__ part,
                                                  float* __restrict__ xs) {
-  const int K = g.k, granules = g.k_pad / 4, rows = g.stage_rows;
-  const bool vec = ldx % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  float4* xs4 = reinterpret_cast<float4*>(xs);
+  const int rows = g.stage_rows;
   for (int b0 = 0; b0 < nbn; b0 += rows) {
-    const int nb = min(rows, nbn - b0), n = nb * granules;
+    const int nb = min(rows, nbn - b0);
     __syncthreads();  // the previous pass's readers are done with xs
-    for (int e0 = threadIdx.x; e0 < n; e0 += kThreads * kFmaStageLoads) {
-      float4 v[kFmaStageLoads];
-#pragma unroll
-      for (int i = 0; i < kFmaStageLoads; ++i) {
-        const int e = e0 + i * kThreads;
-        if (e >= n) break;
-        const int b = e / granules, k = 4 * (e - b * granules);
-        // Written by other CTAs since the last grid sync: through L2.
-        const float* xr = x + int64_t(b0 + b) * ldx + k;
-        if (vec && k + 3 < K) {
-          v[i] = __ldcg(reinterpret_cast<const float4*>(xr));
-        } else {
-          v[i] = make_float4(k < K ? __ldcg(xr) : 0.f, k + 1 < K ? __ldcg(xr + 1) : 0.f,
-                             k + 2 < K ? __ldcg(xr + 2) : 0.f,
-                             k + 3 < K ? __ldcg(xr + 3) : 0.f);
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < kFmaStageLoads; ++i) {
-        const int e = e0 + i * kThreads;
-        if (e >= n) break;
-        xs4[e] = v[i];
-      }
-    }
+    stage_rows<float>(xs, g.k_pad, x + int64_t(b0) * ldx, ldx, g.k, g.k_pad, nb);
     __syncthreads();
     // nb is uniform over the CTA: every warp takes the same branch.
     if (nb <= 1) fma_tiles<1>(w, g, xs, nb, b0, part);

@@ -14,9 +14,9 @@ namespace fusedlstm::cuda::persistent {
 // Slices: 4U rows of W_hh (the four gates of U units) and PU rows of W_hr.
 template <typename T, bool kProj>
 __host__ __device__ inline SmemLayout forward_layout(int U, int PU, int H, int P,
-                                                    size_t stage_floats) {
+                                                    size_t stage_elems) {
   return smem_layout_of<T>(slice_geom<T>(4 * U, P),
-                           kProj ? slice_geom<T>(PU, H) : SliceGeom(), stage_floats);
+                           kProj ? slice_geom<T>(PU, H) : SliceGeom(), stage_elems);
 }
 
 // What the cell of one (row, unit) reads besides the recurrent product: the
@@ -98,11 +98,12 @@ __global__ void __launch_bounds__(kThreads)
   cg::grid_group grid = cg::this_grid();
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, B = p.B, T_ = p.sched.steps;
-  const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P, p.fma_stage_floats);
+  const SmemLayout L = forward_layout<T, kProj>(U, PU, H, P, p.x_stage_elems);
   S* w1 = reinterpret_cast<S*>(smem);
   S* w2 = reinterpret_cast<S*>(smem + L.off_w2);
   float* part = reinterpret_cast<float*>(smem + L.off_part);
-  float* xs = reinterpret_cast<float*>(smem + L.off_xs);
+  float* xs = reinterpret_cast<float*>(smem + L.off_xs);  // exact fp32's staging
+  S* hs = reinterpret_cast<S*>(smem + L.off_xs);          // tensor cores' staging
   const int u0 = blockIdx.x * U, p0 = blockIdx.x * PU;
 
   S* gates = static_cast<S*>(p.gates);
@@ -138,7 +139,22 @@ __global__ void __launch_bounds__(kThreads)
       cells_after_product(
           nbn * U,
           [&](int e) { return load_cell_inputs<T>(p, gates, e, nb0, U, u0, row0); },
-          [&] { block_matmul<T>(w1, L.w1, h_cur + int64_t(nb0) * P, P, nbn, part, xs); },
+          [&] {
+            const S* h_chunk = h_cur + int64_t(nb0) * P;
+            if constexpr (kTensorCore<T>) {
+              if (L.w1.stage_rows == kChunk && nbn > kStageMinRows) {
+                // A wide chunk: h staged once for the CTA (whole 32-byte
+                // sectors, once per CTA) rather than read by every warp
+                // (half sectors, once per m-tile); the same values reach
+                // the same MMAs, so the same results bit for bit.
+                stage_rows<S>(hs, L.w1.stride, h_chunk, P, P, L.w1.k_pad, nbn);
+                __syncthreads();
+                block_matmul<T, true>(w1, L.w1, hs, L.w1.stride, nbn, part, nullptr);
+                return;
+              }
+            }
+            block_matmul<T>(w1, L.w1, h_chunk, P, nbn, part, xs);
+          },
           [&](int e, const CellInputs& in) {
             const int b = e / U, u = e - b * U, uu = u0 + u;
             if (uu >= H) return;
@@ -189,9 +205,11 @@ template <typename T, bool kProj>
 PersistentPlan plan_persistent_forward(int H, int P, int device) {
   return persistent::plan_cooperative<T>(
       reinterpret_cast<const void*>(persistent::lstm_persistent_fwd<T, kProj>),
-      H, P, device, [](int U, int PU, int H_, int P_, size_t stage) {
+      H, P, device,
+      [](int U, int PU, int H_, int P_, size_t stage) {
         return persistent::forward_layout<T, kProj>(U, PU, H_, P_, stage);
-      });
+      },
+      /*stage_chunks=*/true);
 }
 
 template <typename T, bool kProj>

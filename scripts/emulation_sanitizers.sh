@@ -44,7 +44,9 @@ while [ $# -gt 0 ] && [ "$1" != -- ]; do SANITIZERS+=("$1"); shift; done
 CTEST_ARGS=("$@")
 [ ${#SANITIZERS[@]} -gt 0 ] || SANITIZERS=(thread address,undefined)
 PREFIX="$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')"
-TARGETS=(test_cell_kernels_emulated test_persistent_emulated test_cuda_host_emulated)
+# Every emulated test program (cpp_tests/test_*_emulated.cpp), so that a new
+# one is built here as soon as CMakeLists.txt runs it.
+mapfile -t TARGETS < <(cd "$ROOT/cpp_tests" && ls test_*_emulated.cpp | sed 's/\.cpp$//')
 
 failed=0
 for san in "${SANITIZERS[@]}"; do

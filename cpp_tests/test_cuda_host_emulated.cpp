@@ -152,16 +152,20 @@ void expect_raises(const std::string& what, const std::string& needle, Call call
   std::printf("  NO ERROR %s\n", what.c_str());
 }
 
-// What choose_persistent makes of the forward of case c in `dtype`.
-fusedlstm::cuda::PersistentChoice forward_choice(const Case& c, at::ScalarType dtype) {
+// What choose_persistent makes of one pass of case c in `dtype`.
+fusedlstm::cuda::PersistentChoice pass_choice(const Case& c, at::ScalarType dtype,
+                                              fusedlstm::cuda::RecurrencePass pass) {
   const Inputs l = make_inputs(c, dtype);
   const fusedlstm::LayerDims d = fusedlstm::check_layer_args(
       "choice", l.x, l.h0, l.c0, l.w_ih, l.w_hh, opt(l.b_ih), opt(l.b_hh),
       opt(l.w_hr), opt(l.batch_sizes));
   const fusedlstm::StepSchedule sched =
       fusedlstm::make_schedule(l.x, l.h0.size(0), opt(l.batch_sizes));
-  return fusedlstm::cuda::choose_persistent(fusedlstm::cuda::RecurrencePass::kForward,
-                                            dtype, sched, d, l.x.get_device());
+  return fusedlstm::cuda::choose_persistent(pass, dtype, sched, d, l.x.get_device());
+}
+
+fusedlstm::cuda::PersistentChoice forward_choice(const Case& c, at::ScalarType dtype) {
+  return pass_choice(c, dtype, fusedlstm::cuda::RecurrencePass::kForward);
 }
 
 // The backward's checks and its independence of autocast, on `path`:
@@ -254,6 +258,105 @@ void auto_cost_rule() {
          forward_choice(wide_f32, at::kFloat).use);
   run("auto", wide_f32, at::kFloat, false);
   run("stepwise", wide_f32, at::kFloat, true);
+}
+
+// auto's choice of the cluster kernels (cluster_pays_off) on the grid's
+// shapes, planned for an emulated H200: 132 SMs of one CTA each (the
+// tensor-core kernels' register counts allow one on sm_90). The emulated
+// device has no GPCs, so every 8 SMs hold a 16-CTA cluster; T = 2, since
+// plans do not depend on it. Then the same rule through the planner's
+// edges: a batch that needs waves, and a CTA product past the bound.
+void auto_prefers_clusters() {
+  using fusedlstm::cuda::RecurrencePass;
+  const int sms = emu::kSms, per_sm = emu::kMaxBlocksPerSm;
+  emu::kSms = 132;
+  emu::kMaxBlocksPerSm = 1;
+  setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+  at::globalContext().setAllowTF32CuDNN(false);
+  struct Shape {
+    Case c;
+    bool cluster_forward;
+  };
+  const Shape shapes[] = {
+      {{"G1 (B 64, H 512)", 512, 512, 0, 64, 2, false, true}, true},
+      {{"G3 (B 8, H 256)", 256, 256, 0, 8, 2, false, true}, true},
+      {{"G4 (B 1, H 512)", 512, 512, 0, 1, 2, false, true}, true},
+      {{"G6 (B 32, H 512)", 512, 512, 0, 32, 2, false, true}, true},
+      {{"G7 (packed, B 64, H 512)", 512, 512, 0, 64, 3, true, true}, true},
+      // W_hh over 16 CTAs' shared memory (4.5 and 8 MiB in 16-bit types).
+      {{"G2 (B 16, H 768)", 768, 768, 0, 16, 2, false, true}, false},
+      {{"G5 (B 256, H 1024)", 1024, 1024, 0, 256, 2, false, true}, false},
+      // A projection: the cluster kernels have none.
+      {{"G8 (B 64, H 1024, P 256)", 1024, 1024, 256, 64, 2, false, true}, false},
+  };
+  for (const Shape& s : shapes) {
+    for (at::ScalarType dtype : {at::kBFloat16, at::kHalf}) {
+      const std::string tag = s.c.name + " " + c10::toString(dtype) + " forward";
+      const auto f = forward_choice(s.c, dtype);
+      if (s.cluster_forward) {
+        expect(tag + ": auto takes the cluster kernel", f.use && f.cluster);
+      } else {
+        expect(tag + ": auto does not take the cluster kernel", !f.cluster);
+      }
+      if (f.cluster) {
+        const double macs = 4.0 * f.plan.units * double(s.c.P ? s.c.P : s.c.H) *
+                            f.plan.batch_tile;
+        expect(tag + ": one wave of clusters, within the CTA bound",
+               f.plan.all_resident && macs <= fusedlstm::cuda::kClusterMaxCtaMacs);
+      }
+      const auto b = pass_choice(s.c, dtype, RecurrencePass::kBackward);
+      std::printf("%s %s: forward %s (cluster %d, batch tile %d), backward %s (cluster "
+                  "%d, batch tile %d, %s)\n",
+                  s.c.name.c_str(), c10::toString(dtype),
+                  f.cluster ? "cluster" : f.use ? "persistent" : "stepwise", f.plan.cluster,
+                  f.plan.batch_tile, b.cluster ? "cluster" : b.use ? "persistent" : "stepwise",
+                  b.plan.cluster, b.plan.batch_tile,
+                  b.plan.all_resident ? "one wave" : "waves or none");
+    }
+  }
+  // The backward of G3 and G4 (batch 8 and 1) fits one wave: dG's tile is
+  // 1 row a cluster.
+  for (const Shape& s : {shapes[1], shapes[2]}) {
+    const auto b = pass_choice(s.c, at::kBFloat16, RecurrencePass::kBackward);
+    expect(s.c.name + " bfloat16 backward: auto takes the cluster kernel", b.use && b.cluster);
+  }
+  // Exact float32 has no cluster kernel; TF32 does (G3: W_hh 1 MiB in float).
+  expect("G3 exact float32: not the cluster kernel",
+         !forward_choice(shapes[1].c, at::kFloat).cluster);
+  at::globalContext().setAllowTF32CuDNN(true);
+  const Case g3_tf32{"G3 TF32 (B 9)", 256, 256, 0, 9, 2, false, true};
+  const auto tf32 = forward_choice(g3_tf32, at::kFloat);
+  expect("G3 TF32: auto takes the cluster kernel", tf32.use && tf32.cluster && tf32.tf32);
+  at::globalContext().setAllowTF32CuDNN(false);
+  // Batch 4096 at H 512: one wave would need 512 rows a cluster, far past
+  // shared memory, so the plan runs in waves: auto takes another path,
+  // while an explicit request still gets the clusters.
+  const Case waves{"B 4096, H 512", 512, 512, 0, 4096, 2, false, true};
+  const auto w = forward_choice(waves, at::kBFloat16);
+  expect("B 4096 H 512: auto declines clusters in waves", !w.cluster);
+  setenv("FUSEDLSTM_CUDA_PATH", "cluster", 1);
+  const auto wc = forward_choice(waves, at::kBFloat16);
+  expect("B 4096 H 512: an explicit request runs them in waves",
+         wc.use && wc.cluster && !wc.plan.all_resident);
+  setenv("FUSEDLSTM_CUDA_PATH", "auto", 1);
+  // The bound itself, at its edge: G1's CTA (U 32, P 512) with 32 rows is
+  // exactly 2^21 multiply-adds.
+  using fusedlstm::cuda::cluster_pays_off;
+  fusedlstm::cuda::PersistentPlan plan;
+  plan.fits = true;
+  plan.cluster = 16;
+  plan.all_resident = true;
+  plan.units = 32;
+  plan.batch_tile = 32;
+  expect("bound: U 32, P 512, 32 rows (2^21 multiply-adds) pays off",
+         cluster_pays_off(plan, 512));
+  plan.batch_tile = 33;
+  expect("bound: one row more does not", !cluster_pays_off(plan, 512));
+  plan.batch_tile = 8;
+  plan.all_resident = false;
+  expect("bound: waves do not", !cluster_pays_off(plan, 512));
+  emu::kSms = sms;
+  emu::kMaxBlocksPerSm = per_sm;
 }
 
 // An emulated Turing GPU (compute capability 7.5) running a build with
@@ -461,6 +564,7 @@ int main(int argc, char** argv) {
     for (const Case& c : cases) backward_guards(path, c);
   }
   auto_cost_rule();
+  auto_prefers_clusters();
   // The cluster kernels: no projection, tensor-core types.
   for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) {
     for (bool reverse : {false, true}) {

@@ -3,12 +3,12 @@
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
 # builds the extension for sm_90 and runs, most telling first: the
 # operators' error paths (each in its own process), the GPU tests, the fuzz
-# sweeps against cuDNN, the persistent kernels against the stepwise path on
-# the grid, the benchmark grid (issue 4) in bfloat16, compute-sanitizer
-# memcheck and racecheck on a small smoke run of the CUDA paths, what is
-# alive at a training step's peak, the grid in float32 and float16,
-# torch.compile on CUDA, synccheck, the cluster kernels' latency comparison,
-# and bidirectional layers with their directions in turn and at once. Later steps still run when one fails, so
+# sweeps against cuDNN, `auto` against the cluster, persistent and stepwise
+# paths on the grid, the benchmark grid (issue 4) in bfloat16,
+# compute-sanitizer memcheck and racecheck on a small smoke run of the CUDA
+# paths, what is alive at a training step's peak, Nsight Compute on three
+# cells' recurrent kernels, the grid in float32 and float16, torch.compile on CUDA, synccheck, and bidirectional layers with
+# their directions in turn and at once. Later steps still run when one fails, so
 # one call gives the whole picture; the exit status is non-zero if any step
 # failed or was skipped for lack of time.
 #
@@ -22,9 +22,9 @@
 #    the deadline comes back; `--subset` of bench_gpu.py runs the rest later;
 #  * OUTDIR holds few files (a lending tool may return only eight):
 #    summary.txt, environment.txt, paths.csv, the grid's grid.csv
-#    (bfloat16) and grid_f32_f16.csv, and logs.tar.gz with every step's log
-#    and JUnit XML and the smaller comparisons' CSVs (cluster.csv,
-#    cluster_training.csv, directions.csv),
+#    (bfloat16) and grid_f32_f16.csv, ncu's step.ncu-rep (where under 15
+#    MiB), and logs.tar.gz with every step's log and JUnit XML, ncu's text
+#    exports and the smaller comparison's CSV (directions.csv),
 #    refreshed after each step so that whatever ran is there even if the
 #    call is cut short.
 set -uo pipefail
@@ -41,7 +41,16 @@ START=$SECONDS
 # The interpreter that holds torch (a venv's python3 may have no `python`).
 PY="${PYTHON:-$(command -v python3 || command -v python)}"
 
-pack_logs() { tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . 2>/dev/null || true; }
+# The lending tool returns files of at most 16 MiB: ncu's report travels on
+# its own (ncu_step), and an archive past 15 MiB drops ncu's per-instruction
+# export rather than every log.
+pack_logs() {
+  tar -czf "$OUT/logs.tar.gz" --exclude='*.ncu-rep' -C "$LOGS" . 2>/dev/null || true
+  if [ "$(stat -c %s "$OUT/logs.tar.gz" 2>/dev/null || echo 0)" -gt $((15 * 1024 * 1024)) ]; then
+    tar -czf "$OUT/logs.tar.gz" --exclude='*.ncu-rep' --exclude='./ncu/sass.csv' \
+      -C "$LOGS" . 2>/dev/null || true
+  fi
+}
 
 # step NAME LIMIT CMD...: runs CMD for at most LIMIT seconds (and never past
 # the deadline), logs to LOGS/NAME.log, records "NAME exit-code seconds".
@@ -113,13 +122,16 @@ step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
 step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v -x --tb=short \
   --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
 
-# `auto` against both paths it chooses between, the persistent kernels and
-# the stepwise path (a cuBLAS GEMM and a cell kernel per step), on the whole
-# grid, eager and graph-replayed: the check of its cost rule
-# (persistent_pays_off; NOTES, change 65), and the data to refit it.
-step bench_paths 180 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
+# `auto` against the three paths it chooses between, the cluster kernels,
+# the cooperative persistent kernels and the stepwise path (a cuBLAS GEMM and
+# a cell kernel per step), on the whole grid, eager and graph-replayed: the
+# check of its rules (cluster_pays_off, persistent_pays_off; NOTES, changes
+# 65 and 68), and the data to refit them. The cluster kernels record an
+# error row where they cannot run a layer (projection, exact float32, W_hh
+# past one cluster).
+step bench_paths 200 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
   --csv "$OUT/paths.csv" \
-  --impls fusedlstm,fusedlstm_graph,fusedlstm_persistent,fusedlstm_persistent_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,fusedlstm_persistent,fusedlstm_persistent_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
 
 # The grid (issue 4), bfloat16 first so that a short lease still measures
 # every shape in one dtype; then float32 and float16. GRID_IMPLS narrows the
@@ -143,6 +155,16 @@ fi
 step peak_memory 60 "$PY" benchmarks/peak_memory.py --subset G7,G1 --dtype bfloat16 \
   --out "$LOGS"
 
+# Nsight Compute on the recurrent kernels of three cells (G3 bfloat16
+# inference: the latency-bound step; G1 bfloat16 training; G4 exact float32):
+# stall reasons per instruction, for issue 5's profiler evidence. The report
+# and its text exports travel in logs.tar.gz.
+step ncu_step 120 bash scripts/ncu_step.sh "$LOGS/ncu"
+REP="$LOGS/ncu/step.ncu-rep"
+if [ -f "$REP" ] && [ "$(stat -c %s "$REP")" -le $((15 * 1024 * 1024)) ]; then
+  cp "$REP" "$OUT/step.ncu-rep"
+fi
+
 step bench_grid_f32_f16 200 "$PY" benchmarks/bench_gpu.py --dtypes float32,float16 --no-plot \
   --csv "$OUT/grid_f32_f16.csv" "${GRID_IMPLS_ARGS[@]}"
 
@@ -153,18 +175,6 @@ step pytest_cuda_compile 150 "$PY" -m pytest tests/cuda/test_cuda_compile.py -v 
 
 [ -n "$SAN" ] && step synccheck 90 "$SAN" --tool synccheck --error-exitcode 1 \
   "$PY" scripts/sanitizer_smoke.py persistent
-
-# The cluster kernels (opt-in, FUSEDLSTM_CUDA_PATH=cluster) against the
-# cooperative ones and cuDNN on the latency shapes (NOTES, changes 19 and
-# 21): the forward in inference, then forward + backward in training. These
-# CSVs travel in logs.tar.gz (a lending tool may return only eight files).
-CLUSTER_IMPLS=fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,cudnn,cudnn_graph
-step bench_cluster 90 "$PY" benchmarks/bench_gpu.py --subset G3,G4,G1 \
-  --dtypes bfloat16,float16 --modes inference --no-plot --csv "$LOGS/cluster.csv" \
-  --impls "$CLUSTER_IMPLS"
-step bench_cluster_training 75 "$PY" benchmarks/bench_gpu.py --subset G3,G4 \
-  --dtypes bfloat16 --modes training --no-plot --csv "$LOGS/cluster_training.csv" \
-  --impls "$CLUSTER_IMPLS"
 
 # A bidirectional layer's directions in turn and on two streams
 # (FUSEDLSTM_CUDA_DIRECTIONS=concurrent, opt-in; NOTES, change 59) on G6.

@@ -41,3 +41,30 @@ def test_ab_builds_refuses_a_build_its_processes_do_not_import(tmp_path):
                 "--processes", "1", "--reps", "1")
     assert done.returncode != 0
     assert "not this build" in done.stderr, done.stderr[-2000:]
+
+
+PROFILE = ROOT / "benchmarks" / "profile_step.py"
+
+
+def test_profile_step_runs_each_cell_it_is_given_on_the_cpu():
+    """gpu_check.sh's ncu step runs benchmarks/profile_step.py under ncu;
+    here its calls run on the CPU operators, one line per cell."""
+    done = subprocess.run([sys.executable, str(PROFILE), "G4:float32:inference",
+                           "G4:float32:training", "--device", "cpu"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["G4 float32 inference",
+                                                      "G4 float32 training"], done.stdout
+    for line in lines:
+        assert float(line.split(":")[1].split()[0]) > 0.0, line
+
+
+def test_profile_step_refuses_a_malformed_cell():
+    for cell, message in [("G3:bfloat:inference", "'bfloat' is not a torch dtype"),
+                          ("G10:float32:inference", "unknown shape"),
+                          ("G3:float32:eval", "mode must be one of"),
+                          ("G3:float32", "expected SHAPE:DTYPE:MODE")]:
+        done = subprocess.run([sys.executable, str(PROFILE), cell, "--device", "cpu"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and message in done.stderr, (cell, done.stderr)

@@ -63,13 +63,13 @@ void check_request(const char* path, const std::string& kernel,
               dtype, "). Use FUSEDLSTM_CUDA_PATH=", alternatives, ".");
 }
 
-// The cluster kernels for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
-// so a layer they cannot run raises rather than taking another path.
-PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
-                                const StepSchedule& sched, const LayerDims& d,
-                                int device) {
+// The cluster kernels' choice for a layer (c.use and c.cluster set, with
+// the plan when the batch is not empty), and why they cannot run it, or ""
+// if they can.
+std::string cluster_choice(RecurrencePass pass, at::ScalarType dtype,
+                           const StepSchedule& sched, const LayerDims& d,
+                           int device, PersistentChoice& c) {
   const bool forward = pass == RecurrencePass::kForward;
-  PersistentChoice c;
   c.tf32 = recurrent_tf32(dtype, device);
   const int64_t H = d.hidden_size, P = d.state_size;
   std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
@@ -88,10 +88,22 @@ PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
     });
     if (!c.plan.fits) why_not = c.plan.reason;
   }
-  check_request("cluster", forward ? "cluster forward" : "cluster backward",
-                "auto, persistent or stepwise", why_not, H, P, dtype);
-  c.use = true;
-  c.cluster = true;
+  c.use = why_not.empty();
+  c.cluster = c.use;
+  return why_not;
+}
+
+// The cluster kernels for FUSEDLSTM_CUDA_PATH=cluster: an explicit request,
+// so a layer they cannot run raises rather than taking another path.
+PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
+                                const StepSchedule& sched, const LayerDims& d,
+                                int device) {
+  PersistentChoice c;
+  const std::string why_not = cluster_choice(pass, dtype, sched, d, device, c);
+  check_request("cluster",
+                pass == RecurrencePass::kForward ? "cluster forward" : "cluster backward",
+                "auto, persistent or stepwise", why_not, d.hidden_size,
+                d.state_size, dtype);
   return c;
 }
 
@@ -119,7 +131,8 @@ PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
 //   G5's 2.7e8 go stepwise).
 // Replayed from a CUDA graph the stepwise path loses its launch cost, so
 // there the crossings are lower; eager is what most callers run. Both passes
-// of a layer use the same rule, so they take the same path.
+// of a layer use the same rule, so they take the same path (unless the
+// cluster kernels take one of them: cluster_pays_off).
 bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
                          int64_t hidden, int64_t state, bool has_proj) {
   const double b = static_cast<double>(batch), h = static_cast<double>(hidden),
@@ -131,6 +144,22 @@ bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
   return reads <= 2.5e7;
 }
 
+// The cluster kernels keep h (dG in the backward) in every CTA's shared
+// memory, written there through distributed shared memory, and sync a
+// cluster, not the grid: none of persistent_pays_off's L2 reads and no grid
+// barrier. On the H200 (0accd9a; NOTES, "The first GPU run") they were the
+// fastest path wherever they ran: inference 13-33 % under the cooperative
+// kernels (G1, G3, G4 in bfloat16 and float16; G1 6.9 µs a step replayed
+// against 10.4), training 18-20 % (G3, G4). What they were not measured on
+// is kept out: clusters in waves (a second wave reruns the whole sequence),
+// and a CTA's product past 4x G1's (4U x P by BT multiply-adds), where the
+// step would be bound by the CTA's own tensor cores at large batch tiles.
+bool cluster_pays_off(const PersistentPlan& plan, int64_t state) {
+  if (!plan.fits || plan.cluster < 1 || !plan.all_resident) return false;
+  const double macs = 4.0 * plan.units * static_cast<double>(state) * plan.batch_tile;
+  return macs <= kClusterMaxCtaMacs;
+}
+
 PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
                                    const StepSchedule& sched,
                                    const LayerDims& d, int device) {
@@ -138,6 +167,13 @@ PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
   const PathMode mode = requested_path();
   if (mode == PathMode::kCluster) return choose_cluster(pass, dtype, sched, d, device);
   if (mode == PathMode::kStepwise) return c;
+  if (mode == PathMode::kAuto && !d.has_proj && dtype != at::kDouble) {
+    PersistentChoice clustered;
+    if (cluster_choice(pass, dtype, sched, d, device, clustered).empty() &&
+        cluster_pays_off(clustered.plan, d.state_size)) {
+      return clustered;
+    }
+  }
   c.tf32 = recurrent_tf32(dtype, device);
   const bool forward = pass == RecurrencePass::kForward;
   const int64_t H = d.hidden_size, P = d.state_size;

@@ -34,8 +34,9 @@ from test_ops import SAMPLES, make_args  # noqa: E402
 FWD = torch.ops.fusedlstm.lstm_layer_forward
 INF = torch.ops.fusedlstm.lstm_layer_inference
 BWD = torch.ops.fusedlstm.lstm_layer_backward
-# Padded, packed and projected, in both directions; every sample takes the
-# persistent kernel under auto (float32 and bfloat16; float64 runs stepwise).
+# Padded, packed and projected, in both directions; every sample takes a
+# cluster or persistent kernel under auto (float32 and bfloat16; float64 runs
+# stepwise).
 CUDA_SAMPLES = [s for s in SAMPLES if s[0] in (
     "padded", "packed_reverse", "proj_packed_reverse", "no_bias", "single_step")]
 IDS = [s[0] for s in CUDA_SAMPLES]

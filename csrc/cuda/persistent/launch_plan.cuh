@@ -135,11 +135,13 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
         return per_sm >= 1 && grid <= per_sm * sms;
       };
       int stage = 0;
+      bool staged = false;  // try_stage has checked co-residency already
       auto try_stage = [&](size_t elems) {
         const SmemLayout l = layout(U, PU, H, P, elems);
         if (l.total > size_t(smem_optin) || !co_resident(l)) return false;
         L = l;
         stage = int(elems);
+        staged = true;
         return true;
       };
       if constexpr (!kTensorCore<T>) {
@@ -151,7 +153,7 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
       } else if (stage_chunks) {
         try_stage(size_t(kChunk) * L.w1.stride);
       }
-      if (co_resident(L)) {
+      if (staged || co_resident(L)) {
         plan.fits = true;
         plan.grid = grid;
         plan.units = U;
@@ -265,6 +267,7 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
         plan.batch_tile = BT;
         plan.grid = CS * ((B + BT - 1) / BT);
         plan.smem = smem_of(U, P, BT);
+        plan.all_resident = !waves;
       }
       if (plan.fits) break;
     }

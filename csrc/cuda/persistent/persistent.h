@@ -136,6 +136,9 @@ struct PersistentPlan {
   size_t smem = 0;             // dynamic shared memory per CTA, bytes
   int cluster = 0;             // cluster kernel: CTAs per cluster (else 0)
   int batch_tile = 0;          // cluster kernel: batch rows per cluster
+  // Cluster kernel: every cluster of the grid resident at once (one wave);
+  // otherwise the later clusters run the whole sequence after the first.
+  bool all_resident = false;
   // Elements (of the storage type) of the CTA's shared-memory buffer for the
   // rows of x its products read: exact fp32 stages x through it in passes
   // (fma_block_matmul); the tensor-core forward stages each wide chunk of h
@@ -213,9 +216,18 @@ struct PersistentChoice {
 bool persistent_pays_off(at::ScalarType dtype, bool tf32, int64_t batch,
                          int64_t hidden, int64_t state, bool has_proj);
 
+// Whether `auto` takes the cluster kernels' plan: every cluster resident at
+// once, and a CTA's product per step (4U x P by BT rows) at most
+// kClusterMaxCtaMacs multiply-adds, 4x the largest measured on the H200
+// (G1: U = 32, P = 512, BT = 8), so that the step stays bound by latency,
+// not by the CTA's tensor cores (persistent_choice.cpp; NOTES change 68).
+constexpr double kClusterMaxCtaMacs = double(1 << 21);
+bool cluster_pays_off(const PersistentPlan& plan, int64_t state);
+
 // Reads FUSEDLSTM_CUDA_PATH (raising on an unknown value) and, for float32,
 // PyTorch's TF32 flag for its cuDNN LSTM (torch.backends.cudnn.allow_tf32, or
-// cudnn.rnn.fp32_precision), both now. `auto` takes the persistent kernel
+// cudnn.rnn.fp32_precision), both now. `auto` takes the cluster kernel
+// where its plan fits and cluster_pays_off, else the persistent kernel
 // when the layer fits it and persistent_pays_off; `persistent` raises a
 // RuntimeError saying why when it does not fit, never falling back
 // (persistent_choice.cpp).

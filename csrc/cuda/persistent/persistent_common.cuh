@@ -607,7 +607,9 @@ __device__ __forceinline__ void stage_rows(S* __restrict__ dst, int ld,
 // part[r][b] = sum_k W[r][k] * x[b][k] in exact fp32 (see block_matmul). x's
 // rows are staged (stage_rows) in passes of g.stage_rows, rows g.k_pad
 // floats apart: a few L2 round trips a step, not one per element of the
-// depth.
+// depth. The caller's last barrier must follow its last use of xs (every
+// kernel's does: each product is followed by one), so the first pass stages
+// without waiting.
 __device__ __forceinline__ void fma_block_matmul(const float* __restrict__ w,
                                                  const SliceGeom& g,
                                                  const float* __restrict__ x,
@@ -617,7 +619,7 @@ __device__ __forceinline__ void fma_block_matmul(const float* __restrict__ w,
   const int rows = g.stage_rows;
   for (int b0 = 0; b0 < nbn; b0 += rows) {
     const int nb = min(rows, nbn - b0);
-    __syncthreads();  // the previous pass's readers are done with xs
+    if (b0 > 0) __syncthreads();  // the previous pass's readers are done with xs
     stage_rows<float>(xs, g.k_pad, x + int64_t(b0) * ldx, ldx, g.k, g.k_pad, nb);
     __syncthreads();
     // nb is uniform over the CTA: every warp takes the same branch.
@@ -648,7 +650,8 @@ __device__ __forceinline__ void reduce_ksplit(const SliceGeom& g, float* __restr
 // by the whole CTA in a fixed order (deterministic). W in shared memory, x in
 // global (or, kSharedX, tensor-core types only, in shared memory: see
 // load_b_tile). xs: exact fp32's staging buffer (SmemLayout::off_xs), for
-// which g must be the SmemLayout's copy (it sets stage_rows). Ends with
+// which g must be the SmemLayout's copy (it sets stage_rows), and which no
+// thread may still be reading since the caller's last barrier. Ends with
 // __syncthreads; the result is part[r * kPartStride + b] for r < rows_pad.
 template <typename T, bool kSharedX = false>
 __device__ void block_matmul(const storage_t<T>* __restrict__ w,

@@ -43,7 +43,7 @@ __global__ void __launch_bounds__(kThreads)
   unsigned char* smem = dynamic_smem();
   const int H = p.H, T_ = p.sched.steps;
   const ClusterTile tile = cluster_tile(cluster, BT, p.B);
-  const int CS = tile.size, b0 = tile.b0, u0 = tile.rank * U;
+  const int b0 = tile.b0, u0 = tile.rank * U;
   const ClusterLayout L = cluster_backward_layout<T>(U, H, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
@@ -98,15 +98,17 @@ __global__ void __launch_bounds__(kThreads)
           // The values written to dgates, which the weight gradients read.
           const S gi = from_float<T>(d.d_i), gf = from_float<T>(d.d_f),
                   gg = from_float<T>(d.d_g), go = from_float<T>(d.d_o);
-          for (int r = 0; r < CS; ++r) {
-            S* row = cluster.map_shared_rank(g_nxt, r) + bt * ld + uu;
-            row[0] = gi;
-            row[H] = gf;
-            row[2 * H] = gg;
-            row[3 * H] = go;
-          }
+          S* row = g_nxt + bt * ld + uu;  // the other CTAs get it from broadcast_slice
+          row[0] = gi;
+          row[H] = gf;
+          row[2 * H] = gg;
+          row[3 * H] = go;
         });
-    if (s == T_) break;  // the last visit's cells wrote nothing remote
+    if (s == T_) break;  // the last visit's gradients go nowhere
+    __syncthreads();  // g_nxt's part is written
+    // This CTA's units of each gate's dG (four spans of U columns, clipped
+    // to H) into the other CTAs, whole units at a time.
+    broadcast_slice(cluster, g_nxt, ld, active, u0, max(0, min(U, H - u0)), 4, H);
     visited = active;
     // dG of step t complete in every CTA's next buffer; also orders this
     // visit's reads of g_cur before the next visit's remote stores into it.

@@ -69,6 +69,56 @@ __device__ __forceinline__ ClusterTile cluster_tile(const ClusterGroup& cluster,
   return c;
 }
 
+// The widest unit, in bytes (16, 8, 4, or one element of es bytes), on
+// which every offset and length of a broadcast_slice falls: a power of two
+// that divides each of the values given (in bytes).
+__host__ __device__ constexpr int broadcast_unit_bytes(int es, int a, int b, int c) {
+  int w = 16;
+  while (w > es && ((a | b | c) & (w - 1)) != 0) w /= 2;
+  return w;
+}
+
+// Copies this CTA's part of buf (row stride ld, in its shared memory) into
+// the same place in every other CTA of the cluster: rows [0, rows), and in
+// each row the spans [q * span_stride + c0, q * span_stride + c0 + n) for
+// q < spans. One distributed-shared-memory store carries a whole unit
+// (Unit: 16, 8, 4 or 2 bytes; offsets and lengths fall on it), where one
+// store per element would cost a remote transaction each (NOTES change 69).
+// The caller's barrier must follow the writes of the part; no barrier here.
+template <typename Unit, typename S, typename ClusterGroup>
+__device__ __forceinline__ void broadcast_units(const ClusterGroup& cluster, S* buf,
+                                                int ld, int rows, int c0, int n,
+                                                int spans, int span_stride) {
+  constexpr int per_unit = int(sizeof(Unit) / sizeof(S));
+  const int cs = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int units = n / per_unit, per_dest = rows * spans * units;
+  for (int e = threadIdx.x; e < (cs - 1) * per_dest; e += kThreads) {
+    const int d = e / per_dest, rest = e - d * per_dest;
+    const int row = rest / (spans * units), in_row = rest - row * (spans * units);
+    const int q = in_row / units, unit = in_row - q * units;
+    const int at = row * ld + q * span_stride + c0 + unit * per_unit;
+    const Unit v = *reinterpret_cast<const Unit*>(buf + at);
+    *reinterpret_cast<Unit*>(cluster.map_shared_rank(buf + at, unsigned(d < rank ? d : d + 1))) = v;
+  }
+}
+
+template <typename S, typename ClusterGroup>
+__device__ __forceinline__ void broadcast_slice(const ClusterGroup& cluster, S* buf, int ld,
+                                                int rows, int c0, int n, int spans,
+                                                int span_stride) {
+  if (rows <= 0 || n <= 0) return;
+  constexpr int es = int(sizeof(S));
+  // c0, n and span_stride are multiples of the unit, and so is ld: then
+  // every unit's offset is (the buffer is 16-byte aligned).
+  const int w = broadcast_unit_bytes(es, es * ld, es * c0 | es * n,
+                                     spans > 1 ? es * span_stride : 0);
+  if (w == 16) broadcast_units<uint4>(cluster, buf, ld, rows, c0, n, spans, span_stride);
+  else if (w == 8) broadcast_units<uint2>(cluster, buf, ld, rows, c0, n, spans, span_stride);
+  else if (w == 4) broadcast_units<unsigned>(cluster, buf, ld, rows, c0, n, spans, span_stride);
+  else broadcast_units<S>(cluster, buf, ld, rows, c0, n, spans, span_stride);
+}
+
 // One CTA of a cluster (no projection; tensor-core types). Arguments and
 // shapes: PersistentForwardParams (h_buf[0] holds h0; nothing writes it).
 template <typename T>
@@ -86,7 +136,7 @@ __global__ void __launch_bounds__(kThreads)
   unsigned char* smem = dynamic_smem();
   const int H = p.H, P = p.P, T_ = p.sched.steps;
   const ClusterTile tile = cluster_tile(cluster, BT, p.B);
-  const int CS = tile.size, b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
+  const int b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
   const ClusterLayout L = cluster_forward_layout<T>(U, P, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
@@ -133,12 +183,15 @@ __global__ void __launch_bounds__(kThreads)
             const int bt = nb0 + b, bg = b0 + bt;
             const float* rec = part + u * kPartStride + b;
             const S m = forward_cell<T>(p, row0 + bg, bg, uu, rec, U * kPartStride, in);
-            for (int r = 0; r < CS; ++r) cluster.map_shared_rank(h_nxt, r)[bt * ld + uu] = m;
+            h_nxt[bt * ld + uu] = m;  // the other CTAs get it from broadcast_slice
             output[(row0 + bg) * P + uu] = m;
             if (bg >= bs_next) h_n[int64_t(bg) * P + uu] = m;  // row's last step
           });
-      __syncthreads();  // part is rewritten by the next chunk
+      __syncthreads();  // part is rewritten by the next chunk; h_nxt's part is written
     }
+    // This CTA's units of h_t (columns [u0, u0 + U), clipped to H) into the
+    // other CTAs, whole units at a time.
+    broadcast_slice(cluster, h_nxt, ld, active, u0, max(0, min(U, H - u0)), 1, 0);
     // h_t complete in every CTA's next buffer; also orders this step's reads
     // of h_cur before the next step's remote stores into it.
     cluster.sync();

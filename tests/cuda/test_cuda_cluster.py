@@ -87,17 +87,32 @@ def test_cluster_errors(cluster):
     with pytest.raises(RuntimeError, match="does not fit in the shared memory"):
         run_layer(make_case(torch.bfloat16, H=1024, I=8, B=2, T=2),
                   torch.bfloat16, False)
-    # H = 512, B = 96 on 16-CTA clusters, of which 4 to 8 are resident on an
-    # H100/H200: 12 to 24 rows per cluster. Beside a CTA's 130 KB of W_hh,
-    # shared memory holds up to ~39 rows of h (the forward runs) but only ~10
-    # of the gate gradients, four times as wide: the backward says so.
-    case = make_case(torch.bfloat16, H=512, I=8, B=96, T=2)
-    ops = _ops()
-    args = [case[k].to(DEV) for k in ARGS[:-1]] + [None]
-    fwd = ops.lstm_layer_forward(*args, None, False)
-    ones = [torch.ones_like(t) for t in fwd[:3]]
-    with pytest.raises(RuntimeError, match="cluster backward kernel: the batch tile"):
-        ops.lstm_layer_backward(*ones, *args, fwd[0], fwd[3], fwd[4], None, False)
+
+
+def test_cluster_backward_in_waves_matches_float64(cluster):
+    # H = 512, B = 96 on 16-CTA clusters, of which at most 8 are resident on
+    # an H100/H200: 12 or more rows a cluster. Beside a CTA's 130 KB of
+    # W_hh, shared memory holds up to ~39 rows of h (the forward runs in one
+    # wave) but only ~10 of the gate gradients, four times as wide: the
+    # backward's plan takes the widest tile that fits and runs its clusters
+    # in waves (launch_plan.cuh, plan_cluster's second pass), which an
+    # explicit request gets and `auto` declines (cluster_pays_off).
+    check_layer(make_case(torch.bfloat16, H=512, I=8, B=96, T=3), torch.bfloat16, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_auto_takes_the_cluster_kernels(monkeypatch, dtype):
+    # A small layer, whose cluster plans are one wave on any sm_90 GPU: auto
+    # runs it on the cluster kernels (NOTES change 68), so its results are
+    # the explicit request's bits, in both passes.
+    case = make_case(dtype, H=64, I=16, B=4, T=6, packed=True)
+    out = {}
+    for path in ("cluster", "auto"):
+        monkeypatch.setenv("FUSEDLSTM_CUDA_PATH", path)
+        fwd, bwd, _, _ = run_layer(case, dtype, False)
+        out[path] = [t for t in list(fwd) + list(bwd) if t is not None]
+    for a, b in zip(out["cluster"], out["auto"]):
+        assert torch.equal(a, b)
 
 
 def test_cluster_batch_zero_like_nn_lstm(cluster):

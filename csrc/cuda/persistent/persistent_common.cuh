@@ -422,7 +422,10 @@ __device__ __forceinline__ void mma_tile(float c[4], const uint32_t a[4],
 constexpr int kFragmentRegs = 32;
 
 // The tensor-core part of block_matmul for NT n-tiles (nbn <= 8 NT): each
-// warp's partial sums into part, not yet reduced over the k-split.
+// warp's partial sums into part, not yet reduced over the k-split. With NT
+// <= 2 a warp alternates its k-steps between two accumulators, added at the
+// end: each MMA then waits for the one two steps back, not the one before
+// (NOTES change 70); four n-tiles keep one, for registers.
 template <typename T, int NT, bool kSharedX>
 __device__ __forceinline__ void block_matmul_tiles(
     const storage_t<T>* __restrict__ w, const SliceGeom& g,
@@ -439,7 +442,9 @@ __device__ __forceinline__ void block_matmul_tiles(
     const int kt0 = ks * KT / KS, kt1 = (ks + 1) * KT / KS;
     const storage_t<T>* wa =
         w + (mt * 16 + gq) * g.stride + (kFloatStorage<T> ? tq : 2 * tq);
-    float acc[NT][4] = {};
+    constexpr int C = NT <= 2 ? 2 : 1;  // accumulator chains
+    static_assert(kBatch % C == 0, "each batch of k-steps starts on chain 0");
+    float acc[C][NT][4] = {};
     for (int kb = kt0; kb < kt1; kb += kBatch) {
       uint32_t b[kBatch][NT][2];
 #pragma unroll
@@ -455,18 +460,26 @@ __device__ __forceinline__ void block_matmul_tiles(
           uint32_t a[4];
           load_a_tile<T>(wa, g.stride, (kb + i) * kk, a);
 #pragma unroll
-          for (int nt = 0; nt < NT; ++nt) mma_tile<T>(acc[nt], a, b[i][nt]);
+          for (int nt = 0; nt < NT; ++nt) mma_tile<T>(acc[i % C][nt], a, b[i][nt]);
         }
+      }
+    }
+#pragma unroll
+    for (int c = 1; c < C; ++c) {
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[0][nt][j] += acc[c][nt][j];
       }
     }
     // Columns of part past 8 NT are left as they are: never read (b < nbn).
     float* pp = part + (size_t(ks) * g.rows_pad + mt * 16 + gq) * kPartStride + 2 * tq;
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
-      pp[nt * 8] = acc[nt][0];
-      pp[nt * 8 + 1] = acc[nt][1];
-      pp[8 * kPartStride + nt * 8] = acc[nt][2];
-      pp[8 * kPartStride + nt * 8 + 1] = acc[nt][3];
+      pp[nt * 8] = acc[0][nt][0];
+      pp[nt * 8 + 1] = acc[0][nt][1];
+      pp[8 * kPartStride + nt * 8] = acc[0][nt][2];
+      pp[8 * kPartStride + nt * 8 + 1] = acc[0][nt][3];
     }
   }
 }

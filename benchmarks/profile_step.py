@@ -4,8 +4,8 @@ warm call of fusedlstm per grid cell, inside an NVTX range named
 and fills the caches. ncu's NVTX filter then sees only the warm call's
 kernels, whichever path ``auto`` (or FUSEDLSTM_CUDA_PATH) takes.
 
-    ncu --nvtx --nvtx-include "profile/" -k regex:lstm_ --set full \\
-        -o OUT/step python benchmarks/profile_step.py G3:bfloat16:inference
+    ncu --nvtx --nvtx-include "profile/" -k regex:"lstm_(cluster|persistent)_" \\
+        --set full -o OUT/step python benchmarks/profile_step.py G3:bfloat16:inference
 
 Each argument is SHAPE:DTYPE:MODE with a shape of the GPU grid (common.py),
 a dtype name, and inference (the forward under no_grad) or training (the

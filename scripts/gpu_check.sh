@@ -7,10 +7,11 @@
 # paths on the grid, the benchmark grid (issue 4) in bfloat16,
 # compute-sanitizer memcheck and racecheck on a small smoke run of the CUDA
 # paths, what is alive at a training step's peak, Nsight Compute on three
-# cells' recurrent kernels, the grid in float32 and float16, torch.compile on CUDA, synccheck, and bidirectional layers with
-# their directions in turn and at once. Later steps still run when one fails, so
-# one call gives the whole picture; the exit status is non-zero if any step
-# failed or was skipped for lack of time.
+# cells' recurrent kernels, the grid in float32 and float16, torch.compile
+# on CUDA, synccheck, and bidirectional layers with their directions in turn
+# and at once. Later steps still run when one fails, so one call gives the
+# whole picture; the exit status is non-zero if any step failed or was
+# skipped for lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -157,8 +158,8 @@ step peak_memory 60 "$PY" benchmarks/peak_memory.py --subset G7,G1 --dtype bfloa
 
 # Nsight Compute on the recurrent kernels of three cells (G3 bfloat16
 # inference: the latency-bound step; G1 bfloat16 training; G4 exact float32):
-# stall reasons per instruction, for issue 5's profiler evidence. The report
-# and its text exports travel in logs.tar.gz.
+# stall reasons per instruction, for issue 5's profiler evidence. The text
+# exports travel in logs.tar.gz, the report beside it where under 15 MiB.
 step ncu_step 120 bash scripts/ncu_step.sh "$LOGS/ncu"
 REP="$LOGS/ncu/step.ncu-rep"
 if [ -f "$REP" ] && [ "$(stat -c %s "$REP")" -le $((15 * 1024 * 1024)) ]; then

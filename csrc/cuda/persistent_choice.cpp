@@ -63,25 +63,24 @@ void check_request(const char* path, const std::string& kernel,
               dtype, "). Use FUSEDLSTM_CUDA_PATH=", alternatives, ".");
 }
 
-// The cluster kernels' choice for a layer (c.use and c.cluster set, with
-// the plan when the batch is not empty), and why they cannot run it, or ""
-// if they can.
-std::string cluster_choice(RecurrencePass pass, at::ScalarType dtype,
-                           const StepSchedule& sched, const LayerDims& d,
-                           int device, PersistentChoice& c) {
-  const bool forward = pass == RecurrencePass::kForward;
-  c.tf32 = recurrent_tf32(dtype, device);
-  const int64_t H = d.hidden_size, P = d.state_size;
-  std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
-  if (why_not.empty() && d.has_proj) {
+// Why the cluster kernels cannot run a layer that has passed
+// persistent_precondition (c.tf32 and c.table already filled), or "" if
+// they can: then c.use and c.cluster are set, with the plan when the batch
+// is not empty.
+std::string cluster_refusal(RecurrencePass pass, at::ScalarType dtype,
+                            const StepSchedule& sched, const LayerDims& d,
+                            int device, PersistentChoice& c) {
+  std::string why_not;
+  if (d.has_proj) {
     why_not = "the cluster kernel has no projection (proj_size)";
-  } else if (why_not.empty() && dtype == at::kFloat && !c.tf32) {
+  } else if (dtype == at::kFloat && !c.tf32) {
     why_not = "the cluster kernel computes on tensor cores: float16, bfloat16, "
               "or float32 where TF32 is allowed (torch.backends.cudnn.allow_tf32) "
               "and the device has it (compute capability 8.0 and later)";
-  } else if (why_not.empty() && sched.batch > 0) {  // batch 0: nothing to launch
-    const int h = static_cast<int>(H), s = static_cast<int>(P),
+  } else if (sched.batch > 0) {  // batch 0: nothing to launch
+    const int h = static_cast<int>(d.hidden_size), s = static_cast<int>(d.state_size),
               b = static_cast<int>(sched.batch);
+    const bool forward = pass == RecurrencePass::kForward;
     c.plan = FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, c.tf32, T, [&] {
       return forward ? plan_cluster_forward<T>(h, s, b, device)
                      : plan_cluster_backward<T>(h, b, device);
@@ -99,7 +98,10 @@ PersistentChoice choose_cluster(RecurrencePass pass, at::ScalarType dtype,
                                 const StepSchedule& sched, const LayerDims& d,
                                 int device) {
   PersistentChoice c;
-  const std::string why_not = cluster_choice(pass, dtype, sched, d, device, c);
+  c.tf32 = recurrent_tf32(dtype, device);
+  std::string why_not =
+      persistent_precondition(dtype, sched, sched.batch, d.hidden_size, &c.table);
+  if (why_not.empty()) why_not = cluster_refusal(pass, dtype, sched, d, device, c);
   check_request("cluster",
                 pass == RecurrencePass::kForward ? "cluster forward" : "cluster backward",
                 "auto, persistent or stepwise", why_not, d.hidden_size,
@@ -167,17 +169,17 @@ PersistentChoice choose_persistent(RecurrencePass pass, at::ScalarType dtype,
   const PathMode mode = requested_path();
   if (mode == PathMode::kCluster) return choose_cluster(pass, dtype, sched, d, device);
   if (mode == PathMode::kStepwise) return c;
-  if (mode == PathMode::kAuto && !d.has_proj && dtype != at::kDouble) {
-    PersistentChoice clustered;
-    if (cluster_choice(pass, dtype, sched, d, device, clustered).empty() &&
-        cluster_pays_off(clustered.plan, d.state_size)) {
-      return clustered;
-    }
-  }
   c.tf32 = recurrent_tf32(dtype, device);
   const bool forward = pass == RecurrencePass::kForward;
   const int64_t H = d.hidden_size, P = d.state_size;
   std::string why_not = persistent_precondition(dtype, sched, sched.batch, H, &c.table);
+  if (mode == PathMode::kAuto && why_not.empty()) {
+    PersistentChoice clustered = c;  // the same precondition and table
+    if (cluster_refusal(pass, dtype, sched, d, device, clustered).empty() &&
+        cluster_pays_off(clustered.plan, P)) {
+      return clustered;
+    }
+  }
   if (mode == PathMode::kAuto && why_not.empty() &&
       !persistent_pays_off(dtype, c.tf32, sched.batch, H, P, d.has_proj)) {
     return c;  // the stepwise path, expected faster: no plan needed

@@ -31,7 +31,8 @@ import implementations  # noqa: E402
 DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native", "flashrnn"]
 # Opt-in: fusedlstm with FUSEDLSTM_CUDA_PATH=cluster (the cluster kernels,
 # forward and backward, where a layer fits them; error rows elsewhere), eager
-# and graph-replayed.
+# and graph-replayed; and the same with FUSEDLSTM_CLUSTER_SYNC=whole (the
+# forward's step barrier in one piece, as before NOTES change 71).
 # Opt-in: fusedlstm with FUSEDLSTM_CUDA_DIRECTIONS=concurrent (a
 # bidirectional layer's directions on two streams; the same as fusedlstm on
 # one direction), eager and graph-replayed.
@@ -39,6 +40,7 @@ DEFAULT_IMPLS = ["fusedlstm", "fusedlstm_graph", "cudnn", "cudnn_graph", "native
 # cuBLAS GEMM and a fused cell kernel per step), eager and graph-replayed:
 # the data behind `auto`'s choice between them (persistent_pays_off).
 ALL_IMPLS = DEFAULT_IMPLS + ["fusedlstm_cluster", "fusedlstm_cluster_graph",
+                             "fusedlstm_cluster_whole", "fusedlstm_cluster_whole_graph",
                              "fusedlstm_concurrent", "fusedlstm_concurrent_graph",
                              "fusedlstm_persistent", "fusedlstm_persistent_graph",
                              "fusedlstm_stepwise", "fusedlstm_stepwise_graph"]

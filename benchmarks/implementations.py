@@ -155,6 +155,23 @@ def _cuda_path(value):
     return _environment("FUSEDLSTM_CUDA_PATH", value)
 
 
+class _environments:
+    """Several variables at once, each as _environment sets it."""
+
+    def __init__(self, **values):
+        self.parts = [_environment(k, v) for k, v in values.items()]
+
+    def __enter__(self):
+        for part in self.parts:
+            part.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for part in reversed(self.parts):
+            part.__exit__(*exc)
+        return False
+
+
 def _concurrent_directions():
     return _environment("FUSEDLSTM_CUDA_DIRECTIONS", "concurrent")
 
@@ -348,6 +365,10 @@ def build_impls(shape: Shape, dtype: torch.dtype, device, names: list[str],
     makers = {
         **fused_pair("fusedlstm"),
         **fused_pair("fusedlstm_cluster", lambda: _cuda_path("cluster")),
+        # The cluster forward with one whole cluster.sync() a step, as before
+        # its split-phase barrier (NOTES change 71): the two side by side.
+        **fused_pair("fusedlstm_cluster_whole", lambda: _environments(
+            FUSEDLSTM_CUDA_PATH="cluster", FUSEDLSTM_CLUSTER_SYNC="whole")),
         **fused_pair("fusedlstm_persistent", lambda: _cuda_path("persistent")),
         **fused_pair("fusedlstm_stepwise", lambda: _cuda_path("stepwise")),
         **fused_pair("fusedlstm_concurrent", _concurrent_directions),

@@ -572,5 +572,14 @@ int main(int argc, char** argv) {
       run("cluster", cases[1], dtype, reverse);
     }
   }
+  // The cluster forward with one whole cluster.sync a step, as before
+  // change 71 (FUSEDLSTM_CLUSTER_SYNC=whole), and a value it does not know.
+  setenv("FUSEDLSTM_CLUSTER_SYNC", "whole", 1);
+  for (at::ScalarType dtype : {at::kHalf, at::kBFloat16}) run("cluster", cases[1], dtype, true);
+  setenv("FUSEDLSTM_CLUSTER_SYNC", "halves", 1);
+  expect_raises("cluster: FUSEDLSTM_CLUSTER_SYNC=halves",
+                "FUSEDLSTM_CLUSTER_SYNC must be split or whole, got 'halves'",
+                [&] { cuda_forward(make_inputs(cases[0], at::kHalf), false); });
+  unsetenv("FUSEDLSTM_CLUSTER_SYNC");
   return finish();
 }

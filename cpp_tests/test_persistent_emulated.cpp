@@ -275,11 +275,46 @@ void run_cluster_case(const Case& c, bool reverse, int clusters) {
       return;
     }
   }
-  ForwardRun run = prepare_forward(c, in, table, N, reverse, false);
-  emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem, [&] {
-    persistent::lstm_cluster_fwd<T>(run.fp, plan.units, plan.batch_tile);
-  }, plan.cluster);
+  // kSplitSync selects the kernel's step barrier; keep_activations false is
+  // inference (no gates or cells written back).
+  auto run_forward = [&](bool split_sync, bool keep_activations) {
+    ForwardRun r = prepare_forward(c, in, table, N, reverse, false);
+    if (!keep_activations) r.fp.cells = nullptr;
+    emu::launch(dim3(plan.grid), dim3(plan.block), plan.smem, [&] {
+      if (split_sync) {
+        persistent::lstm_cluster_fwd<T, true>(r.fp, plan.units, plan.batch_tile);
+      } else {
+        persistent::lstm_cluster_fwd<T, false>(r.fp, plan.units, plan.batch_tile);
+      }
+    }, plan.cluster);
+    return r;
+  };
+  const ForwardRun run = run_forward(true, true);
   const auto ref = check_forward<T>(tag, in, run, reverse);
+  // Both barriers, and inference, compute the same values in the same order:
+  // the same bits (NOTES, change 71).
+  const ForwardRun whole = run_forward(false, true), inference = run_forward(true, false);
+  const auto same = [](std::initializer_list<std::pair<at::Tensor, at::Tensor>> pairs) {
+    bool all = true;
+    for (const auto& [a, b] : pairs) all = all && at::allclose(a, b, 0.0, 0.0, true);
+    return all;
+  };
+  for (const auto& [what, ok] :
+       {std::pair{"one whole cluster.sync a step", same({{run.output, whole.output},
+                                                         {run.h_n, whole.h_n},
+                                                         {run.c_state, whole.c_state},
+                                                         {run.gates, whole.gates},
+                                                         {run.cells, whole.cells}})},
+        std::pair{"inference", same({{run.output, inference.output},
+                                     {run.h_n, inference.h_n},
+                                     {run.c_state, inference.c_state}})}}) {
+    ++checks;
+    if (!ok) {
+      ++failures;
+      std::printf("  MISMATCH %s: the split-phase forward differs from %s\n", tag.c_str(),
+                  what);
+    }
+  }
   check_backward<T>(tag, c, in, run, ref, table, N, reverse, false,
                     [&](const PersistentBackwardParams& bp) {
                       emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
@@ -406,7 +441,10 @@ void run_all(const std::vector<Case>& cases) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  // --cluster-only: the cluster kernels and planners alone (a quicker run
+  // under ThreadSanitizer while working on them).
+  const bool cluster_only = argc > 1 && std::string(argv[1]) == "--cluster-only";
   // Small shapes: every CUDA thread is an OS thread here.
   const std::vector<Case> cases = {
       {"padded H24", 10, 24, 0, 5, 7, false, true, 4, 8},
@@ -432,14 +470,16 @@ int main() {
       // gradients in passes of 19 and 1.
       {"packed, five SMs, 1 block each: U32", 4, 160, 0, 20, 4, true, true, 5, 1},
   };
-  std::printf("-- float32 (FMA path)\n");
-  run_all<float>(cases);
-  std::printf("-- float32 on TF32 tensor cores (emulated mma.sync m16n8k8)\n");
-  run_all<Tf32>(cases);
-  std::printf("-- float16 (emulated mma.sync)\n");
-  run_all<c10::Half>(cases);
-  std::printf("-- bfloat16 (emulated mma.sync)\n");
-  run_all<c10::BFloat16>(cases);
+  if (!cluster_only) {
+    std::printf("-- float32 (FMA path)\n");
+    run_all<float>(cases);
+    std::printf("-- float32 on TF32 tensor cores (emulated mma.sync m16n8k8)\n");
+    run_all<Tf32>(cases);
+    std::printf("-- float16 (emulated mma.sync)\n");
+    run_all<c10::Half>(cases);
+    std::printf("-- bfloat16 (emulated mma.sync)\n");
+    run_all<c10::BFloat16>(cases);
+  }
   std::printf("-- cluster forward and backward (emulated clusters and distributed shared memory)\n");
   run_cluster_all<Tf32>();
   run_cluster_all<c10::Half>();

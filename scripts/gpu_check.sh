@@ -8,10 +8,11 @@
 # compute-sanitizer memcheck and racecheck on a small smoke run of the CUDA
 # paths, what is alive at a training step's peak, Nsight Compute on three
 # cells' recurrent kernels, the grid in float32 and float16, torch.compile
-# on CUDA, synccheck, and bidirectional layers with their directions in turn
-# and at once. Later steps still run when one fails, so one call gives the
-# whole picture; the exit status is non-zero if any step failed or was
-# skipped for lack of time.
+# on CUDA, synccheck, bidirectional layers with their directions in turn
+# and at once, and FlashRNN where its wheels came along
+# (scripts/device_wheels.sh; carry .device_wheels). Later steps still run
+# when one fails, so one call gives the whole picture; the exit status is
+# non-zero if any step failed or was skipped for lack of time.
 #
 # Made for a lent machine with a few minutes of device time (the whole call,
 # build included, should end inside DEADLINE_SECONDS, default 540):
@@ -23,11 +24,11 @@
 #    the deadline comes back; `--subset` of bench_gpu.py runs the rest later;
 #  * OUTDIR holds few files (a lending tool may return only eight):
 #    summary.txt, environment.txt, paths.csv, the grid's grid.csv
-#    (bfloat16) and grid_f32_f16.csv, ncu's step.ncu-rep (where under 15
-#    MiB), and logs.tar.gz with every step's log and JUnit XML, ncu's text
-#    exports and the smaller comparison's CSV (directions.csv),
-#    refreshed after each step so that whatever ran is there even if the
-#    call is cut short.
+#    (bfloat16), grid_f32_f16.csv and flashrnn.csv, ncu's step.ncu-rep
+#    (where under 15 MiB), and logs.tar.gz with every step's log and JUnit
+#    XML, ncu's text exports and the smaller comparison's CSV
+#    (directions.csv), refreshed after each step so that whatever ran is
+#    there even if the call is cut short.
 set -uo pipefail
 
 OUT="${1:?usage: scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]}"
@@ -98,6 +99,16 @@ if ! step build 420 "$PY" -m pip install --no-build-isolation -v -e .; then
   echo "build failed; see build.log in $OUT/logs.tar.gz" >&2
   exit 1
 fi
+# FlashRNN for issue 4's `flashrnn` rows, from wheels carried to a machine
+# without a package index (scripts/device_wheels.sh fills .device_wheels/),
+# without dependencies: torch and triton stay the machine's own.
+if [ -d .device_wheels ] && ! "$PY" -c "import flashrnn" 2>/dev/null; then
+  "$PY" -m pip install --no-index --no-deps --find-links .device_wheels flashrnn einops \
+    2>&1 | tail -n 2 | tee -a "$LOGS/build.log"
+  command -v ninja >/dev/null 2>&1 || "$PY" -c "import ninja" 2>/dev/null ||
+    "$PY" -m pip install --no-index --no-deps --find-links .device_wheels ninja 2>&1 |
+    tail -n 2 | tee -a "$LOGS/build.log"
+fi
 "$PY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))" \
   2>&1 | tee -a "$LOGS/build.log"
 
@@ -127,12 +138,14 @@ step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v -x --tb
 # the cooperative persistent kernels and the stepwise path (a cuBLAS GEMM and
 # a cell kernel per step), on the whole grid, eager and graph-replayed: the
 # check of its rules (cluster_pays_off, persistent_pays_off; NOTES, changes
-# 65 and 68), and the data to refit them. The cluster kernels record an
+# 65 and 68), and the data to refit them; the cluster forward with its
+# split-phase barrier (the default) and with one whole cluster.sync() a step
+# (fusedlstm_cluster_whole: NOTES, change 71). The cluster kernels record an
 # error row where they cannot run a layer (projection, exact float32, W_hh
 # past one cluster).
 step bench_paths 200 "$PY" benchmarks/bench_gpu.py --dtypes bfloat16,float32 --no-plot \
   --csv "$OUT/paths.csv" \
-  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,fusedlstm_persistent,fusedlstm_persistent_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
+  --impls fusedlstm,fusedlstm_graph,fusedlstm_cluster,fusedlstm_cluster_graph,fusedlstm_cluster_whole,fusedlstm_cluster_whole_graph,fusedlstm_persistent,fusedlstm_persistent_graph,fusedlstm_stepwise,fusedlstm_stepwise_graph,cudnn,cudnn_graph
 
 # The grid (issue 4), bfloat16 first so that a short lease still measures
 # every shape in one dtype; then float32 and float16. GRID_IMPLS narrows the
@@ -182,6 +195,18 @@ step pytest_cuda_compile 150 "$PY" -m pytest tests/cuda/test_cuda_compile.py -v 
 step bench_directions 60 "$PY" benchmarks/bench_gpu.py --subset G6 \
   --dtypes bfloat16 --modes inference,training --no-plot --csv "$LOGS/directions.csv" \
   --impls fusedlstm,fusedlstm_graph,fusedlstm_concurrent,fusedlstm_concurrent_graph,cudnn,cudnn_graph
+
+# FlashRNN (where installed) beside fusedlstm and cuDNN replayed, on the two
+# shapes of issue 5's training target, in bfloat16: it compiles 40-70 s per
+# shape on its first call, so it comes last and writes its own CSV.
+if "$PY" -c "import flashrnn" 2>/dev/null; then
+  step bench_flashrnn 300 "$PY" benchmarks/bench_gpu.py --subset G2,G3 --dtypes bfloat16 \
+    --no-plot --csv "$OUT/flashrnn.csv" \
+    --impls flashrnn,fusedlstm,fusedlstm_graph,cudnn,cudnn_graph
+else
+  echo "bench_flashrnn skipped: flashrnn not installed (scripts/device_wheels.sh)" \
+    >> "$OUT/summary.txt"
+fi
 
 pack_logs
 echo "--- summary (step exit-code seconds) ---"

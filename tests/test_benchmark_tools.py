@@ -68,3 +68,42 @@ def test_profile_step_refuses_a_malformed_cell():
         done = subprocess.run([sys.executable, str(PROFILE), cell, "--device", "cpu"],
                               cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2 and message in done.stderr, (cell, done.stderr)
+
+
+def test_every_gpu_implementation_listed_has_a_maker():
+    """bench_gpu.py's --impls names reach implementations.build_impls, which
+    records a failed construction as the row's error: a name without a maker
+    would become an error row instead of a measurement. On the CPU the eager
+    ones build, and the graph-replayed ones fail for want of CUDA, not of a
+    maker; fusedlstm_cluster_whole sets both of its variables and restores
+    them."""
+    code = r"""
+import os, sys
+sys.path.insert(0, "benchmarks")
+import torch
+import bench_gpu, common, implementations
+shape = next(s for s in common.GPU_GRID if s.id == "G3")
+names = [n for n in bench_gpu.ALL_IMPLS if n != "flashrnn"]
+built = implementations.build_impls(shape, torch.float32, "cpu", names)
+for name in names:
+    v = built[name]
+    print(name, "error" if isinstance(v, Exception) else "built",
+          type(v).__name__ if isinstance(v, Exception) else "")
+os.environ["FUSEDLSTM_CLUSTER_SYNC"] = "split"
+os.environ.pop("FUSEDLSTM_CUDA_PATH", None)
+with implementations._environments(FUSEDLSTM_CUDA_PATH="cluster",
+                                   FUSEDLSTM_CLUSTER_SYNC="whole"):
+    print("inside", os.environ["FUSEDLSTM_CUDA_PATH"], os.environ["FUSEDLSTM_CLUSTER_SYNC"])
+print("after", os.environ.get("FUSEDLSTM_CUDA_PATH"), os.environ["FUSEDLSTM_CLUSTER_SYNC"])
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    for name in ("fusedlstm", "fusedlstm_cluster", "fusedlstm_cluster_whole",
+                 "fusedlstm_persistent", "fusedlstm_stepwise", "cudnn", "native"):
+        assert rows[name].startswith("built"), (name, rows[name])
+    for name, row in rows.items():
+        assert "KeyError" not in row, (name, row)
+    assert rows["inside"] == "cluster whole"
+    assert rows["after"] == "None split"

@@ -1,7 +1,8 @@
 // Host stand-in for <cooperative_groups.h> (see prelude.h): grid.sync() is a
 // barrier over every thread of the emulated launch, cluster.sync() one over
 // the threads of the CTA's cluster, and map_shared_rank() the same offset in
-// another CTA's shared memory (distributed shared memory).
+// another CTA's shared memory (distributed shared memory);
+// barrier_arrive()/barrier_wait() split cluster.sync() in two.
 #pragma once
 
 namespace cooperative_groups {
@@ -10,8 +11,16 @@ struct grid_group {
 };
 inline grid_group this_grid() { return {}; }
 
+struct arrival_token {
+  long generation;
+};
+
 struct cluster_group {
   void sync() const { emu::cluster->bar.wait(); }
+  arrival_token barrier_arrive() const { return {emu::cluster->bar.arrive()}; }
+  void barrier_wait(arrival_token&& token) const {
+    emu::cluster->bar.wait_for(token.generation);
+  }
   unsigned block_rank() const { return static_cast<unsigned>(emu::cluster_rank); }
   unsigned num_blocks() const {
     return static_cast<unsigned>(emu::cluster->ctas.size());

@@ -53,16 +53,25 @@ namespace emu {
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mu_);
+  void wait() { wait_for(arrive()); }
+  // The two halves of wait(), for a split-phase barrier: arrive() counts
+  // the thread in and returns the generation it arrived in; wait_for(gen)
+  // returns once every thread has arrived in it. Writes before a thread's
+  // arrive are visible after every thread's wait; writes between its
+  // arrive and its wait are not ordered by this barrier at all.
+  long arrive() {
+    std::lock_guard<std::mutex> lock(mu_);
     const long gen = gen_;
     if (++waiting_ == n_) {
       waiting_ = 0;
       ++gen_;
       cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return gen_ != gen; });
     }
+    return gen;
+  }
+  void wait_for(long gen) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return gen_ != gen; });
   }
 
  private:

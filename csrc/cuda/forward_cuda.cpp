@@ -114,8 +114,9 @@ void run_persistent(const PersistentChoice& choice, const LayerDims& d,
   p.h_n = h_n.data_ptr();
   const at::ScalarType dtype = opts.dtype().toScalarType();
   if (choice.table.steps > 0 && B > 0 && choice.cluster) {
+    const bool split_sync = cluster_split_sync();
     FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
-      launch_cluster_forward<T>(choice.plan, p, stream);
+      launch_cluster_forward<T>(choice.plan, p, split_sync, stream);
     });
   } else if (choice.table.steps > 0 && B > 0) {
     FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {

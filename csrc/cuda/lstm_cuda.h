@@ -35,6 +35,11 @@ inline bool on_kernel_device(const at::Tensor& t) {
 // Reads FUSEDLSTM_CUDA_PATH now (not cached); raises on an unknown value.
 PathMode requested_path();
 
+// Reads FUSEDLSTM_CLUSTER_SYNC now (not cached): true for "split" or unset
+// (the cluster forward's split-phase barrier), false for "whole"; raises on
+// another value.
+bool cluster_split_sync();
+
 // Raises a RuntimeError naming this build's GPU targets and the device's
 // compute capability where the build holds no code the (current) device
 // `device` can run, instead of a first launch failing with "no kernel image

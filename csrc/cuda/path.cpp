@@ -24,6 +24,14 @@ PathMode requested_path() {
               "persistent or cluster, got '", v, "'");
 }
 
+bool cluster_split_sync() {
+  const char* v = std::getenv("FUSEDLSTM_CLUSTER_SYNC");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "split") == 0) return true;
+  if (std::strcmp(v, "whole") == 0) return false;
+  TORCH_CHECK(false, "fusedlstm: FUSEDLSTM_CLUSTER_SYNC must be split or whole, got '",
+              v, "'");
+}
+
 std::string make_schedule_table(const StepSchedule& sched, ScheduleTable* table) {
   table->runs = 0;
   // The kernels' step counter and the table's step indices are int; the

@@ -118,6 +118,26 @@ def test_auto_takes_the_cluster_kernels(monkeypatch, dtype):
         assert (a is None and b is None) or torch.equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("cfg", [dict(packed=True, B=40, T=6), dict(H=256, I=64, B=8, T=20)],
+                         ids=["packed-B40", "H256-B8"])
+def test_cluster_split_sync_equals_whole(cluster, monkeypatch, dtype, cfg):
+    # The forward's split-phase step barrier (NOTES change 71, the default)
+    # moves stores and loads, not arithmetic: the bits of one whole
+    # cluster.sync() a step, in both passes (the backward is the same kernel).
+    case = make_case(dtype, **cfg)
+    out = {}
+    for mode in ("split", "whole"):
+        monkeypatch.setenv("FUSEDLSTM_CLUSTER_SYNC", mode)
+        out[mode] = run_layer(case, dtype, False)[:2]
+    (fs, gs), (fw, gw) = out["split"], out["whole"]
+    for a, b in zip(list(fs) + list(gs), list(fw) + list(gw)):
+        assert (a is None and b is None) or torch.equal(a, b)
+    monkeypatch.setenv("FUSEDLSTM_CLUSTER_SYNC", "halves")
+    with pytest.raises(RuntimeError, match="FUSEDLSTM_CLUSTER_SYNC must be split or whole"):
+        run_layer(case, dtype, False)
+
+
 def test_cluster_batch_zero_like_nn_lstm(cluster):
     import fusedlstm
     ref = torch.nn.LSTM(16, 32, device=DEV, dtype=torch.bfloat16)

@@ -5,5 +5,5 @@ namespace fusedlstm::cuda {
 template PersistentPlan plan_cluster_forward<c10::Half>(int, int, int, int);
 template void launch_cluster_forward<c10::Half>(const PersistentPlan&,
                                                 const PersistentForwardParams&,
-                                                cudaStream_t);
+                                                bool, cudaStream_t);
 }  // namespace fusedlstm::cuda

@@ -5,5 +5,5 @@ namespace fusedlstm::cuda {
 template PersistentPlan plan_cluster_forward<persistent::Tf32>(int, int, int, int);
 template void launch_cluster_forward<persistent::Tf32>(const PersistentPlan&,
                                                 const PersistentForwardParams&,
-                                                cudaStream_t);
+                                                bool, cudaStream_t);
 }  // namespace fusedlstm::cuda

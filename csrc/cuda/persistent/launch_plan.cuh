@@ -178,11 +178,13 @@ PersistentPlan plan_cooperative(const void* kernel, int H, int P, int device,
 // can be resident at once (cudaOccupancyMaxActiveClusters) with the shared
 // memory of their batch tile, at most B; or, where no such tile fits, as
 // many as the widest tile that fits needs, run in waves.
-// smem_of(U, P, BT) is a CTA's shared memory. Cached per shape and device
-// (PlanCache).
+// smem_of(U, P, BT) is a CTA's shared memory. `twin`, if given, is a
+// variant of `kernel` with the same launch bounds and shared memory that may
+// run the same plan: it gets the same attributes. Cached per shape and
+// device (PlanCache).
 template <typename SmemOf>
 PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
-                            SmemOf smem_of) {
+                            SmemOf smem_of, const void* twin = nullptr) {
   static PlanCache<std::tuple<int, int, int, int>> cache;
   const auto key = std::make_tuple(H, P, B, device);
   if (const auto hit = cache.find(key)) return *hit;
@@ -205,6 +207,12 @@ PersistentPlan plan_cluster(const void* kernel, int H, int P, int B, int device,
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
     C10_CUDA_CHECK(cudaFuncSetAttribute(
         kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    if (twin != nullptr) {
+      C10_CUDA_CHECK(cudaFuncSetAttribute(
+          twin, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_optin));
+      C10_CUDA_CHECK(cudaFuncSetAttribute(
+          twin, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+    }
     plan.reason = "W_hh does not fit in the shared memory of one cluster of "
                   "16 CTAs (" + std::to_string(smem_optin) + " bytes each)";
     // How many clusters of CS CTAs with `smem` bytes each can be resident.

@@ -180,10 +180,14 @@ void launch_persistent_backward(const PersistentPlan& plan,
 template <typename T>
 PersistentPlan plan_cluster_forward(int H, int P, int B, int device);
 
+// split_sync: the kernel whose step barrier arrives before its global
+// stores and loads the next step's inputs while it waits (the default);
+// false: one whole cluster.sync() a step (FUSEDLSTM_CLUSTER_SYNC=whole, kept
+// to measure the two side by side; NOTES, change 71).
 template <typename T>
 void launch_cluster_forward(const PersistentPlan& plan,
                             const PersistentForwardParams& params,
-                            cudaStream_t stream);
+                            bool split_sync, cudaStream_t stream);
 
 // Its backward (instantiations/cluster_bwd_*.cu): the cooperative backward's
 // split of W_hh ([U, 4H] columns per CTA) inside one cluster, the gate

@@ -64,27 +64,40 @@ __device__ __forceinline__ ForwardStep forward_step(const PersistentForwardParam
   return st;
 }
 
-// The cell of batch row bg (output row `row`) and unit uu from its recurrent
-// products (gate q at rec[q * gate_stride]) and inputs: writes the activated
-// gates over the preactivations and c_t to `cells` (unless p.cells is
-// nullptr: inference), c_t to the state, and
-// returns m = o * tanh(c_t) in the storage type (h_t without a projection).
+// The cell of unit uu from its recurrent products (gate q at
+// rec[q * gate_stride]), its input parts x and c_{t-1}.
+__device__ __forceinline__ CellOut<float> forward_cell_math(const float* rec, int gate_stride,
+                                                            const float (&x)[4], float c_prev) {
+  return cell_forward_math<float>(rec[0] + x[0], rec[gate_stride] + x[1],
+                                  rec[2 * gate_stride] + x[2], rec[3 * gate_stride] + x[3],
+                                  c_prev);
+}
+
+// What backward reads of a cell at output row `row`, unit uu: the activated
+// gates over the preactivations, and c_t.
+template <typename T>
+__device__ __forceinline__ void store_activations(const PersistentForwardParams& p,
+                                                  int64_t row, int uu, float i, float f,
+                                                  float g, float o, float c) {
+  using S = storage_t<T>;
+  const int H = p.H;
+  store_gates<T>(static_cast<S*>(p.gates) + row * 4 * H + uu, H, i, f, g, o);
+  static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(c);
+}
+
+// The cell of batch row bg (output row `row`) and unit uu with c in
+// p.c_state: writes c_t there, the activations unless p.cells is nullptr
+// (inference keeps nothing), and returns m = o * tanh(c_t) in the storage
+// type (h_t without a projection).
 template <typename T>
 __device__ __forceinline__ storage_t<T> forward_cell(const PersistentForwardParams& p,
                                                      int64_t row, int bg, int uu,
                                                      const float* rec, int gate_stride,
                                                      const CellInputs& in) {
-  using S = storage_t<T>;
-  const int H = p.H;
-  const CellOut<float> o = cell_forward_math<float>(
-      rec[0] + in.x[0], rec[gate_stride] + in.x[1], rec[2 * gate_stride] + in.x[2],
-      rec[3 * gate_stride] + in.x[3], in.c);
-  if (p.cells != nullptr) {  // kept for backward; inference keeps nothing
-    store_gates<T>(static_cast<S*>(p.gates) + row * 4 * H + uu, H, o.i, o.f, o.g, o.o);
-    static_cast<S*>(p.cells)[row * H + uu] = from_float<T>(o.c);
-  }
+  const CellOut<float> o = forward_cell_math(rec, gate_stride, in.x, in.c);
+  if (p.cells != nullptr) store_activations<T>(p, row, uu, o.i, o.f, o.g, o.o, o.c);
   // Only the CTA that owns unit uu ever touches its state.
-  p.c_state[int64_t(bg) * H + uu] = o.c;
+  p.c_state[int64_t(bg) * p.H + uu] = o.c;
   return from_float<T>(o.m);
 }
 

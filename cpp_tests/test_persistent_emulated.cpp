@@ -315,12 +315,39 @@ void run_cluster_case(const Case& c, bool reverse, int clusters) {
                   what);
     }
   }
-  check_backward<T>(tag, c, in, run, ref, table, N, reverse, false,
-                    [&](const PersistentBackwardParams& bp) {
-                      emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
-                        persistent::lstm_cluster_bwd<T>(bp, bplan.units, bplan.batch_tile);
-                      }, bplan.cluster);
-                    });
+  // The backward with each barrier, both against float64; what each wrote
+  // (dgates, h_prev, and dh and dc as grad of h0 and c0) kept to compare.
+  std::vector<at::Tensor> written[2];
+  for (const bool split_sync : {true, false}) {
+    check_backward<T>(tag, c, in, run, ref, table, N, reverse, false,
+                      [&](const PersistentBackwardParams& bp) {
+                        emu::launch(dim3(bplan.grid), dim3(bplan.block), bplan.smem, [&] {
+                          if (split_sync) {
+                            persistent::lstm_cluster_bwd<T, true>(bp, bplan.units,
+                                                                  bplan.batch_tile);
+                          } else {
+                            persistent::lstm_cluster_bwd<T, false>(bp, bplan.units,
+                                                                   bplan.batch_tile);
+                          }
+                        }, bplan.cluster);
+                        const auto o = in.x.options();
+                        written[split_sync] = {
+                            at::from_blob(bp.dgates, {N, 4 * c.H}, o).clone(),
+                            at::from_blob(bp.h_prev, {N, c.H}, o).clone(),
+                            at::from_blob(bp.dh_state, {c.B, c.H}, o.dtype(at::kFloat)).clone(),
+                            at::from_blob(bp.dc_state, {c.B, c.H}, o.dtype(at::kFloat)).clone()};
+                      });
+  }
+  bool same_backward = true;
+  for (size_t i = 0; i < written[0].size(); ++i) {
+    same_backward = same_backward && at::allclose(written[1][i], written[0][i], 0.0, 0.0, true);
+  }
+  ++checks;
+  if (!same_backward) {
+    ++failures;
+    std::printf("  MISMATCH %s: the split-phase backward differs from one whole "
+                "cluster.sync a visit\n", tag.c_str());
+  }
   std::printf("%-44s grid %d/%d = %d clusters of %d/%d, U %d/%d, BT %d/%d  checked\n",
               tag.c_str(), plan.grid, bplan.grid, clusters, plan.cluster,
               bplan.cluster, plan.units, bplan.units, plan.batch_tile,

@@ -164,8 +164,9 @@ RecurrentGrads run_persistent(const RecurrentInputs& in,
   p.dh_state = dh_state.data_ptr<float>();
   p.dc_state = dc_state.data_ptr<float>();
   if (choice.table.steps > 0 && B > 0 && choice.cluster) {
+    const bool split_sync = cluster_split_sync();
     FUSEDLSTM_CLUSTER_TYPE_SWITCH(dtype, choice.tf32, T, [&] {
-      launch_cluster_backward<T>(choice.plan, p, stream);
+      launch_cluster_backward<T>(choice.plan, p, split_sync, stream);
     });
   } else if (choice.table.steps > 0 && B > 0) {
     FUSEDLSTM_PERSISTENT_TYPE_SWITCH(dtype, choice.tf32, T, [&] {

@@ -122,9 +122,9 @@ def test_auto_takes_the_cluster_kernels(monkeypatch, dtype):
 @pytest.mark.parametrize("cfg", [dict(packed=True, B=40, T=6), dict(H=256, I=64, B=8, T=20)],
                          ids=["packed-B40", "H256-B8"])
 def test_cluster_split_sync_equals_whole(cluster, monkeypatch, dtype, cfg):
-    # The forward's split-phase step barrier (NOTES change 71, the default)
-    # moves stores and loads, not arithmetic: the bits of one whole
-    # cluster.sync() a step, in both passes (the backward is the same kernel).
+    # The split-phase step barrier of the forward and the backward (NOTES
+    # changes 71 and 72, the default) moves stores and loads, not
+    # arithmetic: the bits of one whole cluster.sync() a step, in both passes.
     case = make_case(dtype, **cfg)
     out = {}
     for mode in ("split", "whole"):

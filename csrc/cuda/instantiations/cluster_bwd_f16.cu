@@ -5,5 +5,5 @@ namespace fusedlstm::cuda {
 template PersistentPlan plan_cluster_backward<c10::Half>(int, int, int);
 template void launch_cluster_backward<c10::Half>(const PersistentPlan&,
                                           const PersistentBackwardParams&,
-                                          cudaStream_t);
+                                          bool, cudaStream_t);
 }  // namespace fusedlstm::cuda

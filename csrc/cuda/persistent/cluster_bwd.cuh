@@ -22,15 +22,51 @@
 namespace fusedlstm::cuda::persistent {
 
 // The backward's slice: the U columns of W_hh of the CTA's units,
-// transposed; the operand buffers hold BT rows of dG (4H wide).
+// transposed; the operand buffers hold BT rows of dG (4H wide); then dh and
+// dc of the tile's rows and the CTA's units, [BT][U] floats each, which the
+// split-phase kernel keeps on chip (the other reserves them too: the same
+// plans for both).
 template <typename T>
 __host__ __device__ inline ClusterLayout cluster_backward_layout(int U, int H, int BT) {
-  return cluster_layout_of<T>(slice_geom<T>(U, 4 * H), BT);
+  return cluster_layout_of<T>(slice_geom<T>(U, 4 * H), BT, 2 * size_t(BT) * U);
+}
+
+// What the split-phase kernel's cell of batch row b (of the visit's rows)
+// and unit uu reads from global memory: load_backward_cell without dc (in
+// shared memory there) and h_{t-1} (gathered after the arrive), with the
+// output gradient.
+template <typename T>
+__device__ __forceinline__ BackwardCellInputs<T> load_cluster_backward_cell(
+    const PersistentBackwardParams& p, const BackwardVisit& v, int b, int uu) {
+  using S = storage_t<T>;
+  BackwardCellInputs<T> in;
+  const int H = p.H;
+  if (uu >= H) return in;
+  const S* cells = static_cast<const S*>(p.cells);
+  const int64_t row = v.cur.row0 + b;
+  const S* gp = static_cast<const S*>(p.gates) + row * 4 * H + uu;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) in.gate[q] = to_float<T>(gp[q * H]);
+  in.c = to_float<T>(cells[row * H + uu]);
+  in.c_prev = b < v.carried ? to_float<T>(cells[(v.prev.row0 + b) * H + uu])
+                            : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
+  in.grad_out = to_float<T>(static_cast<const S*>(p.grad_out)[row * H + uu]);
+  return in;
 }
 
 // One CTA of a cluster (no projection; tensor-core types). Arguments and
 // shapes: PersistentBackwardParams.
-template <typename T>
+//
+// kSplitSync (the default, as in lstm_cluster_fwd; FUSEDLSTM_CLUSTER_SYNC=
+// whole runs the other): the visit's barrier in two phases. dh and dc of the
+// tile's rows and the CTA's units stay in shared memory for the whole
+// sequence (written back to dh_state and dc_state after the last visit),
+// the cells write their gate gradients into the CTA's dG buffer only, and
+// between the arrive and the wait the CTA copies its slice of them to
+// dgates, gathers h_{t-1} into h_prev for the weight gradients, and loads
+// the next visit's first cell inputs: no global store before the arrive
+// (NOTES, change 72).
+template <typename T, bool kSplitSync>
 __global__ void __launch_bounds__(kThreads)
     lstm_cluster_bwd(const PersistentBackwardParams p, int U, int BT) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
@@ -43,12 +79,15 @@ __global__ void __launch_bounds__(kThreads)
   unsigned char* smem = dynamic_smem();
   const int H = p.H, T_ = p.sched.steps;
   const ClusterTile tile = cluster_tile(cluster, BT, p.B);
-  const int b0 = tile.b0, u0 = tile.rank * U;
+  const int b0 = tile.b0, rows = tile.rows, u0 = tile.rank * U;
+  const int own_units = max(0, min(U, H - u0));  // clipped to H
   const ClusterLayout L = cluster_backward_layout<T>(U, H, BT);
   const int ld = L.w1.stride;
   S* w1 = reinterpret_cast<S*>(smem);
   S* g_local = reinterpret_cast<S*>(smem + L.off_h);  // [2][BT][ld]
   float* part = reinterpret_cast<float*>(smem + L.off_part);
+  float* dh_local = reinterpret_cast<float*>(smem + L.off_extra);  // [BT][U] (kSplitSync)
+  float* dc_local = dh_local + size_t(BT) * U;                      // [BT][U] (kSplitSync)
   float* dh_state = p.dh_state;
 
   load_slice_transposed<T>(w1, L.w1, static_cast<const S*>(p.w_hh), H,
@@ -56,6 +95,27 @@ __global__ void __launch_bounds__(kThreads)
   // Zero past 4H (the product reads up to k_pad) and in the padding units'
   // columns, which no cell writes.
   for (size_t e = threadIdx.x; e < 2 * L.h_elems; e += kThreads) g_local[e] = S(0);
+  // The inputs of a visit's first cells (each thread's first kPreloadCells),
+  // loaded ahead: kSplitSync, during the previous visit's barrier.
+  BackwardCellInputs<T> pre[kPreloadCells];
+  auto preload = [&](int s) {
+    const BackwardVisit v = backward_visit(p, s);
+    const int n = tile.rows_of(v.cur.bs) * U;
+#pragma unroll
+    for (int i = 0; i < kPreloadCells; ++i) {
+      const int e = threadIdx.x + i * kThreads;
+      if (e < n) pre[i] = load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U);
+    }
+  };
+  if constexpr (kSplitSync) {
+    for (int e = threadIdx.x; e < BT * U; e += kThreads) {
+      const int b = e / U, uu = u0 + e % U;
+      const bool mine = b < rows && uu < H;
+      dh_local[e] = mine ? dh_state[int64_t(b0 + b) * H + uu] : 0.f;
+      dc_local[e] = mine ? p.dc_state[int64_t(b0 + b) * H + uu] : 0.f;
+    }
+    preload(0);
+  }
   __syncthreads();
   cluster.sync();  // every CTA of the cluster runs before any remote store
 
@@ -66,53 +126,104 @@ __global__ void __launch_bounds__(kThreads)
     const S* g_cur = g_local + (s & 1) * L.h_elems;  // dG of visit s - 1
     S* g_nxt = g_local + ((s + 1) & 1) * L.h_elems;
     const int active = tile.rows_of(v.cur.bs);  // the tile's rows of this step
+    // This CTA's columns of dh for the rows visited before. Rows past them
+    // keep their dh: grad of h_n for rows that start here, grad of h0 for
+    // rows that have ended.
+    auto product = [&] {
+      for (int nb0 = 0; nb0 < visited; nb0 += kChunk) {
+        const int nbn = min(kChunk, visited - nb0);
+        block_matmul<T, true>(w1, L.w1, g_cur + nb0 * ld, ld, nbn, part, nullptr);
+        for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
+          const int b = e / U, r = e - b * U, c = u0 + r;
+          if (c >= H) continue;
+          if constexpr (kSplitSync) dh_local[(nb0 + b) * U + r] = part[r * kPartStride + b];
+          else dh_state[int64_t(b0 + nb0 + b) * H + c] = part[r * kPartStride + b];
+        }
+        __syncthreads();  // part is rewritten next; the cells read dh
+      }
+    };
     // Cell e: tile row e / U, unit u0 + e % U.
-    cells_after_product(
-        active * U,
-        [&](int e) {
-          const int uu = u0 + e % U;
-          return uu < H ? load_backward_cell<T, true>(p, v.cur, v.prev, v.carried,
-                                                      b0 + e / U, uu)
-                        : BackwardCellInputs<T>();
-        },
-        [&] {
-          // This CTA's columns of dh for the rows visited before. Rows past
-          // them keep their dh: grad of h_n for rows that start here, grad of
-          // h0 for rows that have ended.
-          for (int nb0 = 0; nb0 < visited; nb0 += kChunk) {
-            const int nbn = min(kChunk, visited - nb0);
-            block_matmul<T, true>(w1, L.w1, g_cur + nb0 * ld, ld, nbn, part, nullptr);
-            for (int e = threadIdx.x; e < nbn * U; e += kThreads) {
-              const int b = e / U, r = e - b * U, c = u0 + r;
-              if (c < H) dh_state[int64_t(b0 + nb0 + b) * H + c] = part[r * kPartStride + b];
-            }
-            __syncthreads();  // part is rewritten next; the cells read dh_state
-          }
-        },
-        [&](int e, const BackwardCellInputs<T>& in) {
-          const int bt = e / U, uu = u0 + e % U;
-          if (uu >= H) return;
-          const int bg = b0 + bt;
-          const float dm = dh_state[int64_t(bg) * H + uu] + in.grad_out;
-          const CellGrad<float> d = run_backward_cell<T, true>(p, v.cur, bg, uu, dm, in);
-          // The values written to dgates, which the weight gradients read.
-          const S gi = from_float<T>(d.d_i), gf = from_float<T>(d.d_f),
-                  gg = from_float<T>(d.d_g), go = from_float<T>(d.d_o);
-          S* row = g_nxt + bt * ld + uu;  // the other CTAs get it from broadcast_slice
-          row[0] = gi;
-          row[H] = gf;
-          row[2 * H] = gg;
-          row[3 * H] = go;
-        });
+    auto cell = [&](int e, const BackwardCellInputs<T>& in) {
+      const int bt = e / U, u = e % U, uu = u0 + u;
+      if (uu >= H) return;
+      const int bg = b0 + bt;
+      CellGrad<float> d;
+      if constexpr (kSplitSync) {
+        float& dc = dc_local[bt * U + u];
+        d = cell_backward_math<float>(in.gate[0], in.gate[1], in.gate[2], in.gate[3], in.c,
+                                      in.c_prev, dh_local[bt * U + u] + in.grad_out, dc);
+        dc = d.dc_prev;
+      } else {
+        const float dm = dh_state[int64_t(bg) * H + uu] + in.grad_out;
+        d = run_backward_cell<T, true>(p, v.cur, bg, uu, dm, in);
+      }
+      // The values dgates holds, which the weight gradients read; the
+      // other CTAs get them from broadcast_slice.
+      S* row = g_nxt + bt * ld + uu;
+      row[0] = from_float<T>(d.d_i);
+      row[H] = from_float<T>(d.d_f);
+      row[2 * H] = from_float<T>(d.d_g);
+      row[3 * H] = from_float<T>(d.d_o);
+    };
+    if constexpr (kSplitSync) {
+      product();
+#pragma unroll
+      for (int i = 0; i < kPreloadCells; ++i) {
+        const int e = threadIdx.x + i * kThreads;
+        if (e < active * U) cell(e, pre[i]);
+      }
+      for (int e = threadIdx.x + kPreloadCells * kThreads; e < active * U; e += kThreads) {
+        cell(e, load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U));
+      }
+    } else {
+      cells_after_product(
+          active * U,
+          [&](int e) {
+            const int uu = u0 + e % U;
+            return uu < H ? load_backward_cell<T, true>(p, v.cur, v.prev, v.carried,
+                                                        b0 + e / U, uu)
+                          : BackwardCellInputs<T>();
+          },
+          product, cell);
+    }
     if (s == T_) break;  // the last visit's gradients go nowhere
     __syncthreads();  // g_nxt's part is written
     // This CTA's units of each gate's dG (four spans of U columns, clipped
     // to H) into the other CTAs, whole units at a time.
-    broadcast_slice(cluster, g_nxt, ld, active, u0, max(0, min(U, H - u0)), 4, H);
+    broadcast_slice(cluster, g_nxt, ld, active, u0, own_units, 4, H);
     visited = active;
-    // dG of step t complete in every CTA's next buffer; also orders this
-    // visit's reads of g_cur before the next visit's remote stores into it.
-    cluster.sync();
+    if constexpr (kSplitSync) {
+      // Released: dG of this visit in every CTA's next buffer, and this
+      // visit's reads of g_cur done before the next visit's remote stores.
+      auto arrived = cluster.barrier_arrive();
+      copy_rows_to_global(static_cast<S*>(p.dgates) + (v.cur.row0 + b0) * 4 * H, 4 * H,
+                          g_nxt, ld, active, u0, own_units, 4, H);
+      // h_{t-1} of the visit's rows, for dW_hh.
+      const S* output = static_cast<const S*>(p.output);
+      const S* h0 = static_cast<const S*>(p.h0);
+      S* h_prev = static_cast<S*>(p.h_prev);
+      for (int e = threadIdx.x; e < active * U; e += kThreads) {
+        const int bg = b0 + e / U, uu = u0 + e % U;
+        if (uu >= H) continue;
+        h_prev[(v.cur.row0 + bg) * H + uu] =
+            bg < v.carried ? output[(v.prev.row0 + bg) * H + uu] : h0[int64_t(bg) * H + uu];
+      }
+      preload(s + 1);
+      cluster.barrier_wait(std::move(arrived));
+    } else {
+      // dG of step t complete in every CTA's next buffer; also orders this
+      // visit's reads of g_cur before the next visit's remote stores into it.
+      cluster.sync();
+    }
+  }
+  if constexpr (kSplitSync) {
+    __syncthreads();  // the last product's dh and every cell's dc written
+    for (int e = threadIdx.x; e < BT * U; e += kThreads) {
+      const int b = e / U, uu = u0 + e % U;
+      if (b >= rows || uu >= H) continue;
+      dh_state[int64_t(b0 + b) * H + uu] = dh_local[e];
+      p.dc_state[int64_t(b0 + b) * H + uu] = dc_local[e];
+    }
   }
 #endif
 }
@@ -121,22 +232,26 @@ __global__ void __launch_bounds__(kThreads)
 
 namespace fusedlstm::cuda {
 
+// Planned for the split-phase kernel, as the forward; the other gets the
+// same attributes.
 template <typename T>
 PersistentPlan plan_cluster_backward(int H, int B, int device) {
   return persistent::plan_cluster(
-      reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T>), H, H, B,
+      reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T, true>), H, H, B,
       device, [](int U, int H_, int BT) {
         return persistent::cluster_backward_layout<T>(U, H_, BT).total;
-      });
+      },
+      reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T, false>));
 }
 
 template <typename T>
 void launch_cluster_backward(const PersistentPlan& plan,
                              const PersistentBackwardParams& params,
-                             cudaStream_t stream) {
+                             bool split_sync, cudaStream_t stream) {
   persistent::launch_cluster(
-      reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T>), plan,
-      params, stream);
+      split_sync ? reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T, true>)
+                 : reinterpret_cast<const void*>(persistent::lstm_cluster_bwd<T, false>),
+      plan, params, stream);
 }
 
 }  // namespace fusedlstm::cuda

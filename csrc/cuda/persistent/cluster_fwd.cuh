@@ -125,18 +125,21 @@ __device__ __forceinline__ void broadcast_slice(const ClusterGroup& cluster, S* 
   else broadcast_units<S>(cluster, buf, ld, rows, c0, n, spans, span_stride);
 }
 
-// Copies rows [0, rows) of columns [c0, c0 + n) of src (shared memory, row
-// stride ld) to the same columns of dst (global memory, row stride ldd),
-// whole units at a time: where every cell would store its own value, the
-// CTA writes full 16-byte pieces of each row.
+// Copies rows [0, rows) of src (shared memory, row stride ld) to the same
+// places of dst (global memory, row stride ldd): in each row the spans
+// [q * span_stride + c0, q * span_stride + c0 + n) for q < spans, whole
+// units at a time. Where every cell would store its own value, the CTA
+// writes full 16-byte pieces of each row.
 template <typename Unit, typename S>
 __device__ __forceinline__ void copy_rows_units(S* dst, int ldd, const S* src, int ld,
-                                                int rows, int c0, int n) {
+                                                int rows, int c0, int n, int spans,
+                                                int span_stride) {
   constexpr int per_unit = int(sizeof(Unit) / sizeof(S));
-  const int units = n / per_unit;
-  for (int e = threadIdx.x; e < rows * units; e += kThreads) {
-    const int row = e / units, unit = e - row * units;
-    const int col = c0 + unit * per_unit;
+  const int units = n / per_unit, per_row = spans * units;
+  for (int e = threadIdx.x; e < rows * per_row; e += kThreads) {
+    const int row = e / per_row, in_row = e - row * per_row;
+    const int q = in_row / units, unit = in_row - q * units;
+    const int col = q * span_stride + c0 + unit * per_unit;
     *reinterpret_cast<Unit*>(dst + int64_t(row) * ldd + col) =
         *reinterpret_cast<const Unit*>(src + row * ld + col);
   }
@@ -144,15 +147,17 @@ __device__ __forceinline__ void copy_rows_units(S* dst, int ldd, const S* src, i
 
 template <typename S>
 __device__ __forceinline__ void copy_rows_to_global(S* dst, int ldd, const S* src, int ld,
-                                                    int rows, int c0, int n) {
+                                                    int rows, int c0, int n, int spans = 1,
+                                                    int span_stride = 0) {
   if (rows <= 0 || n <= 0) return;
   constexpr int es = int(sizeof(S));
   const int misaligned = int(reinterpret_cast<uintptr_t>(dst) & 15);
-  const int w = broadcast_unit_bytes(es, es * ld | es * ldd, es * c0 | es * n, misaligned);
-  if (w == 16) copy_rows_units<uint4>(dst, ldd, src, ld, rows, c0, n);
-  else if (w == 8) copy_rows_units<uint2>(dst, ldd, src, ld, rows, c0, n);
-  else if (w == 4) copy_rows_units<unsigned>(dst, ldd, src, ld, rows, c0, n);
-  else copy_rows_units<S>(dst, ldd, src, ld, rows, c0, n);
+  const int w = broadcast_unit_bytes(es, es * ld | es * ldd, es * c0 | es * n,
+                                     misaligned | (spans > 1 ? es * span_stride : 0));
+  if (w == 16) copy_rows_units<uint4>(dst, ldd, src, ld, rows, c0, n, spans, span_stride);
+  else if (w == 8) copy_rows_units<uint2>(dst, ldd, src, ld, rows, c0, n, spans, span_stride);
+  else if (w == 4) copy_rows_units<unsigned>(dst, ldd, src, ld, rows, c0, n, spans, span_stride);
+  else copy_rows_units<S>(dst, ldd, src, ld, rows, c0, n, spans, span_stride);
 }
 
 // The input parts of cell e of a chunk (x W_ih^T + b_ih + b_hh) for the

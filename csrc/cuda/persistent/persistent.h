@@ -183,7 +183,7 @@ PersistentPlan plan_cluster_forward(int H, int P, int B, int device);
 // split_sync: the kernel whose step barrier arrives before its global
 // stores and loads the next step's inputs while it waits (the default);
 // false: one whole cluster.sync() a step (FUSEDLSTM_CLUSTER_SYNC=whole, kept
-// to measure the two side by side; NOTES, change 71).
+// to measure the two side by side; NOTES, changes 71 and 72).
 template <typename T>
 void launch_cluster_forward(const PersistentPlan& plan,
                             const PersistentForwardParams& params,
@@ -197,10 +197,11 @@ void launch_cluster_forward(const PersistentPlan& plan,
 template <typename T>
 PersistentPlan plan_cluster_backward(int H, int B, int device);
 
+// split_sync as in launch_cluster_forward (NOTES, change 72).
 template <typename T>
 void launch_cluster_backward(const PersistentPlan& plan,
                              const PersistentBackwardParams& params,
-                             cudaStream_t stream);
+                             bool split_sync, cudaStream_t stream);
 
 // Which recurrence a pass runs, and for the persistent kernel its plan.
 enum class RecurrencePass { kForward, kBackward };

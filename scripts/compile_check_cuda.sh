@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Compile-checks every .cu and .cpp under csrc/cuda for sm_90 without a GPU
-# (objects are thrown away). Exits non-zero if any file fails.
+# Compile-checks every .cu and .cpp under csrc/cuda (and, for sm_90 on, the
+# GPU probes under benchmarks/probes) for sm_90 without a GPU (objects are
+# thrown away). Exits non-zero if any file fails.
 #
 #   scripts/compile_check_cuda.sh            # all files, 2 at a time
 #   JOBS=4 scripts/compile_check_cuda.sh     # more parallel jobs
@@ -63,7 +64,10 @@ compile_one() {
 }
 export -f compile_one
 
-FILES="$(find csrc/cuda -name '*.cu' -o -name '*.cpp' | sort | grep -E -- "${1:-.}" || true)"
+# The GPU probes (benchmarks/probes) use thread-block clusters: sm_90 on.
+DIRS="csrc/cuda"
+[ "$(echo "$ARCH" | tr -dc 0-9)" -ge 90 ] && DIRS="$DIRS benchmarks/probes"
+FILES="$(find $DIRS -name '*.cu' -o -name '*.cpp' | sort | grep -E -- "${1:-.}" || true)"
 [ -n "$FILES" ] || { echo "compile_check_cuda: no files under csrc/cuda" >&2; exit 1; }
 echo "compile_check_cuda: $(echo "$FILES" | wc -l) files, arch $ARCH, $JOBS jobs"
 if echo "$FILES" | xargs -P "$JOBS" -I{} bash -c 'compile_one "$@"' _ {}; then

@@ -3,7 +3,8 @@
 #   scripts/gpu_check.sh OUTDIR [DEADLINE_SECONDS]
 # builds the extension for sm_90 and runs, most telling first: the
 # operators' error paths (each in its own process), the GPU tests, the fuzz
-# sweeps against cuDNN, `auto` against the cluster, persistent and stepwise
+# sweeps against cuDNN, a probe of the cluster barrier's cost
+# (benchmarks/probes), `auto` against the cluster, persistent and stepwise
 # paths on the grid, the benchmark grid (issue 4) in bfloat16,
 # compute-sanitizer memcheck and racecheck on a small smoke run of the CUDA
 # paths, what is alive at a training step's peak, Nsight Compute on three
@@ -133,6 +134,13 @@ step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
 # the first failure's falsifying example is printed before the limit.
 step pytest_cuda_fuzz 90 "$PY" -m pytest tests/cuda/test_cuda_fuzz.py -v -x --tb=short \
   --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
+
+# What a cluster barrier costs by itself, with the stores and loads a step
+# of the cluster kernels makes around it (before the arrive, between arrive
+# and wait, after the wait): the floor under their step, and the premise of
+# NOTES changes 71-72. A few seconds; its CSV travels in logs.tar.gz.
+step cluster_sync_probe 60 bash -c "nvcc -O3 -arch=sm_90 -o '$LOGS/cluster_sync_probe' \
+  benchmarks/probes/cluster_sync_probe.cu && '$LOGS/cluster_sync_probe' | tee '$LOGS/cluster_sync_probe.csv'"
 
 # `auto` against the three paths it chooses between, the cluster kernels,
 # the cooperative persistent kernels and the stepwise path (a cuBLAS GEMM and

@@ -74,27 +74,35 @@ __global__ void __launch_bounds__(kThreads) probe(uint4* out, const uint4* in, i
   out[me] = v;
 }
 
+// A launch of `clusters` clusters of cs CTAs (the attribute lives with it).
+struct ClusterLaunch {
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute attr[1];
+  ClusterLaunch(int cs, int clusters) {
+    cfg.gridDim = dim3(cs * clusters);
+    cfg.blockDim = dim3(kThreads);
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = cs;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  ClusterLaunch(const ClusterLaunch&) = delete;
+};
+
 template <int kPattern>
 float time_pattern(int cs, int clusters, int iters, uint4* out, const uint4* in,
                    int in_elems) {
   auto kernel = probe<kPattern>;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(cs * clusters);
-  cfg.blockDim = dim3(kThreads);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cs;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  const ClusterLaunch launch(cs, clusters);
   cudaEvent_t a, b;
   CHECK(cudaEventCreate(&a));
   CHECK(cudaEventCreate(&b));
-  CHECK(cudaLaunchKernelEx(&cfg, kernel, out, in, iters, in_elems));  // warm-up
+  CHECK(cudaLaunchKernelEx(&launch.cfg, kernel, out, in, iters, in_elems));  // warm-up
   CHECK(cudaEventRecord(a));
-  CHECK(cudaLaunchKernelEx(&cfg, kernel, out, in, iters, in_elems));
+  CHECK(cudaLaunchKernelEx(&launch.cfg, kernel, out, in, iters, in_elems));
   CHECK(cudaEventRecord(b));
   CHECK(cudaEventSynchronize(b));
   float ms = 0.f;
@@ -108,18 +116,9 @@ float time_pattern(int cs, int clusters, int iters, uint4* out, const uint4* in,
 int resident_clusters(int cs, int want) {
   auto kernel = probe<kSync>;
   CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(cs * want);
-  cfg.blockDim = dim3(kThreads);
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cs;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
+  const ClusterLaunch launch(cs, want);
   int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &launch.cfg) != cudaSuccess) {
     (void)cudaGetLastError();
     return 0;
   }

@@ -160,26 +160,6 @@ __device__ __forceinline__ void copy_rows_to_global(S* dst, int ldd, const S* sr
   else copy_rows_units<S>(dst, ldd, src, ld, rows, c0, n, spans, span_stride);
 }
 
-// The input parts of cell e of a chunk (x W_ih^T + b_ih + b_hh) for the
-// split-phase kernel, whose c is in shared memory: load_cell_inputs
-// without c.
-template <typename T>
-__device__ __forceinline__ CellInputs load_cell_x(const PersistentForwardParams& p,
-                                                 const storage_t<T>* gates, int e, int row_b0,
-                                                 int U, int u0, int64_t row0) {
-  CellInputs in;
-  const int b = e / U, uu = u0 + (e - b * U), H = p.H;
-  if (uu >= H) return in;
-  const storage_t<T>* gp = gates + (row0 + row_b0 + b) * 4 * H + uu;
-#pragma unroll
-  for (int q = 0; q < 4; ++q) in.x[q] = to_float<T>(gp[q * H]);
-  if (p.bias != nullptr) {
-#pragma unroll
-    for (int q = 0; q < 4; ++q) in.x[q] += p.bias[q * H + uu];
-  }
-  return in;
-}
-
 // One CTA of a cluster (no projection; tensor-core types). Arguments and
 // shapes: PersistentForwardParams (h_buf[0] holds h0; nothing writes it).
 //

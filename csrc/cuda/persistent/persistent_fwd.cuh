@@ -27,12 +27,12 @@ struct CellInputs {
   float c = 0.f;
 };
 
-// The inputs of cell e of the chunk at nb0 (see lstm_persistent_fwd); zeros
-// for a unit past H.
+// The input parts of cell e of the chunk at nb0 (see lstm_persistent_fwd):
+// x W_ih^T + b_ih + b_hh; zeros for a unit past H.
 template <typename T>
-__device__ __forceinline__ CellInputs load_cell_inputs(
-    const PersistentForwardParams& p, const storage_t<T>* gates, int e, int nb0,
-    int U, int u0, int64_t row0) {
+__device__ __forceinline__ CellInputs load_cell_x(const PersistentForwardParams& p,
+                                                 const storage_t<T>* gates, int e, int nb0,
+                                                 int U, int u0, int64_t row0) {
   CellInputs in;
   const int b = e / U, uu = u0 + (e - b * U), H = p.H;
   if (uu >= H) return in;
@@ -43,7 +43,17 @@ __device__ __forceinline__ CellInputs load_cell_inputs(
 #pragma unroll
     for (int q = 0; q < 4; ++q) in.x[q] += p.bias[q * H + uu];
   }
-  in.c = p.c_state[int64_t(nb0 + b) * H + uu];
+  return in;
+}
+
+// load_cell_x with c_{t-1}, from p.c_state.
+template <typename T>
+__device__ __forceinline__ CellInputs load_cell_inputs(
+    const PersistentForwardParams& p, const storage_t<T>* gates, int e, int nb0,
+    int U, int u0, int64_t row0) {
+  CellInputs in = load_cell_x<T>(p, gates, e, nb0, U, u0, row0);
+  const int b = e / U, uu = u0 + (e - b * U);
+  if (uu < p.H) in.c = p.c_state[int64_t(nb0 + b) * p.H + uu];
   return in;
 }
 

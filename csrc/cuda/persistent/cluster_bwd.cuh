@@ -32,25 +32,17 @@ __host__ __device__ inline ClusterLayout cluster_backward_layout(int U, int H, i
 }
 
 // What the split-phase kernel's cell of batch row b (of the visit's rows)
-// and unit uu reads from global memory: load_backward_cell without dc (in
-// shared memory there) and h_{t-1} (gathered after the arrive), with the
-// output gradient.
+// and unit uu reads from global memory: the activations of both steps and
+// the output gradient; dc is in shared memory there, and h_{t-1} is
+// gathered after the arrive.
 template <typename T>
 __device__ __forceinline__ BackwardCellInputs<T> load_cluster_backward_cell(
     const PersistentBackwardParams& p, const BackwardVisit& v, int b, int uu) {
-  using S = storage_t<T>;
   BackwardCellInputs<T> in;
-  const int H = p.H;
-  if (uu >= H) return in;
-  const S* cells = static_cast<const S*>(p.cells);
-  const int64_t row = v.cur.row0 + b;
-  const S* gp = static_cast<const S*>(p.gates) + row * 4 * H + uu;
-#pragma unroll
-  for (int q = 0; q < 4; ++q) in.gate[q] = to_float<T>(gp[q * H]);
-  in.c = to_float<T>(cells[row * H + uu]);
-  in.c_prev = b < v.carried ? to_float<T>(cells[(v.prev.row0 + b) * H + uu])
-                            : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
-  in.grad_out = to_float<T>(static_cast<const S*>(p.grad_out)[row * H + uu]);
+  if (uu >= p.H) return in;
+  load_backward_activations<T>(p, v.cur, v.prev, v.carried, b, uu, in);
+  in.grad_out =
+      to_float<T>(static_cast<const storage_t<T>*>(p.grad_out)[(v.cur.row0 + b) * p.H + uu]);
   return in;
 }
 
@@ -100,12 +92,11 @@ __global__ void __launch_bounds__(kThreads)
   BackwardCellInputs<T> pre[kPreloadCells];
   auto preload = [&](int s) {
     const BackwardVisit v = backward_visit(p, s);
-    const int n = tile.rows_of(v.cur.bs) * U;
-#pragma unroll
-    for (int i = 0; i < kPreloadCells; ++i) {
-      const int e = threadIdx.x + i * kThreads;
-      if (e < n) pre[i] = load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U);
-    }
+    preload_cells(tile.rows_of(v.cur.bs) * U,
+                  [&](int e) {
+                    return load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U);
+                  },
+                  pre);
   };
   if constexpr (kSplitSync) {
     for (int e = threadIdx.x; e < BT * U; e += kThreads) {
@@ -165,16 +156,12 @@ __global__ void __launch_bounds__(kThreads)
       row[2 * H] = from_float<T>(d.d_g);
       row[3 * H] = from_float<T>(d.d_o);
     };
-    if constexpr (kSplitSync) {
+    if constexpr (kSplitSync) {  // preloaded during the last barrier
       product();
-#pragma unroll
-      for (int i = 0; i < kPreloadCells; ++i) {
-        const int e = threadIdx.x + i * kThreads;
-        if (e < active * U) cell(e, pre[i]);
-      }
-      for (int e = threadIdx.x + kPreloadCells * kThreads; e < active * U; e += kThreads) {
-        cell(e, load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U));
-      }
+      cells_from_preloaded(
+          active * U, pre,
+          [&](int e) { return load_cluster_backward_cell<T>(p, v, b0 + e / U, u0 + e % U); },
+          cell);
     } else {
       cells_after_product(
           active * U,
@@ -199,14 +186,11 @@ __global__ void __launch_bounds__(kThreads)
       copy_rows_to_global(static_cast<S*>(p.dgates) + (v.cur.row0 + b0) * 4 * H, 4 * H,
                           g_nxt, ld, active, u0, own_units, 4, H);
       // h_{t-1} of the visit's rows, for dW_hh.
-      const S* output = static_cast<const S*>(p.output);
-      const S* h0 = static_cast<const S*>(p.h0);
-      S* h_prev = static_cast<S*>(p.h_prev);
       for (int e = threadIdx.x; e < active * U; e += kThreads) {
         const int bg = b0 + e / U, uu = u0 + e % U;
         if (uu >= H) continue;
-        h_prev[(v.cur.row0 + bg) * H + uu] =
-            bg < v.carried ? output[(v.prev.row0 + bg) * H + uu] : h0[int64_t(bg) * H + uu];
+        static_cast<S*>(p.h_prev)[(v.cur.row0 + bg) * H + uu] =
+            h_before<T>(p, v.prev, v.carried, bg, uu);
       }
       preload(s + 1);
       cluster.barrier_wait(std::move(arrived));

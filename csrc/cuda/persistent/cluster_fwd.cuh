@@ -219,12 +219,9 @@ __global__ void __launch_bounds__(kThreads)
   CellInputs pre[kPreloadCells];
   auto preload = [&](int s) {
     const ForwardStep st = forward_step(p, s);
-    const int n = min(kChunk, tile.rows_of(st.bs)) * U;
-#pragma unroll
-    for (int i = 0; i < kPreloadCells; ++i) {
-      const int e = threadIdx.x + i * kThreads;
-      if (e < n) pre[i] = load_cell_x<T>(p, gates, e, b0, U, u0, st.row0);
-    }
+    preload_cells(min(kChunk, tile.rows_of(st.bs)) * U,
+                  [&](int e) { return load_cell_x<T>(p, gates, e, b0, U, u0, st.row0); },
+                  pre);
   };
   if constexpr (kSplitSync) {
     for (int e = threadIdx.x; e < BT * U; e += kThreads) {
@@ -287,21 +284,14 @@ __global__ void __launch_bounds__(kThreads)
         }
         h_nxt[bt * ld + uu] = m;  // the other CTAs get it from broadcast_slice
       };
-      if (kSplitSync && nb0 == 0) {
-        product();
-#pragma unroll
-        for (int i = 0; i < kPreloadCells; ++i) {
-          const int e = threadIdx.x + i * kThreads;
-          if (e < nbn * U) cell(e, pre[i]);
+      if constexpr (kSplitSync) {
+        auto load = [&](int e) { return load_cell_x<T>(p, gates, e, b0 + nb0, U, u0, row0); };
+        if (nb0 == 0) {  // preloaded during the last barrier
+          product();
+          cells_from_preloaded(nbn * U, pre, load, cell);
+        } else {
+          cells_after_product(nbn * U, load, product, cell);
         }
-        for (int e = threadIdx.x + kPreloadCells * kThreads; e < nbn * U; e += kThreads) {
-          cell(e, load_cell_x<T>(p, gates, e, b0, U, u0, row0));
-        }
-      } else if constexpr (kSplitSync) {
-        cells_after_product(
-            nbn * U,
-            [&](int e) { return load_cell_x<T>(p, gates, e, b0 + nb0, U, u0, row0); },
-            product, cell);
       } else {
         cells_after_product(
             nbn * U,

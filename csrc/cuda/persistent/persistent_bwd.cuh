@@ -89,28 +89,46 @@ struct BackwardCellInputs {
   storage_t<T> h_prev = storage_t<T>(0);  // kGatherH only
 };
 
+// The forward's activations a cell backward reads: the activated gates
+// and c_t of row b, and c_{t-1} (of the previous step, or c0).
+template <typename T>
+__device__ __forceinline__ void load_backward_activations(const PersistentBackwardParams& p,
+                                                          StepRows cur, StepRows prev,
+                                                          int carried, int b, int uu,
+                                                          BackwardCellInputs<T>& in) {
+  using S = storage_t<T>;
+  const int H = p.H;
+  const S* cells = static_cast<const S*>(p.cells);
+  const int64_t row = cur.row0 + b;
+  const S* gp = static_cast<const S*>(p.gates) + row * 4 * H + uu;
+#pragma unroll
+  for (int q = 0; q < 4; ++q) in.gate[q] = to_float<T>(gp[q * H]);
+  in.c = to_float<T>(cells[row * H + uu]);
+  in.c_prev = b < carried ? to_float<T>(cells[(prev.row0 + b) * H + uu])
+                          : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
+}
+
+// h_{t-1} of row b, state column uu: the previous step's output, or h0 for
+// a row that starts at this step (no projection: units are state columns).
+template <typename T>
+__device__ __forceinline__ storage_t<T> h_before(const PersistentBackwardParams& p,
+                                                 StepRows prev, int carried, int b, int uu) {
+  using S = storage_t<T>;
+  return b < carried ? static_cast<const S*>(p.output)[(prev.row0 + b) * p.P + uu]
+                     : static_cast<const S*>(p.h0)[int64_t(b) * p.P + uu];
+}
+
 template <typename T, bool kGatherH>
 __device__ __forceinline__ BackwardCellInputs<T> load_backward_cell(
     const PersistentBackwardParams& p, StepRows cur, StepRows prev, int carried,
     int b, int uu) {
   using S = storage_t<T>;
-  const int H = p.H, P = p.P;
-  const S* gates = static_cast<const S*>(p.gates);
-  const S* cells = static_cast<const S*>(p.cells);
-  const int64_t row = cur.row0 + b;
-  const bool cont = b < carried;
-  const S* gp = gates + row * 4 * H + uu;
   BackwardCellInputs<T> in;
-#pragma unroll
-  for (int q = 0; q < 4; ++q) in.gate[q] = to_float<T>(gp[q * H]);
-  in.c = to_float<T>(cells[row * H + uu]);
-  in.c_prev = cont ? to_float<T>(cells[(prev.row0 + b) * H + uu])
-                   : to_float<T>(static_cast<const S*>(p.c0)[int64_t(b) * H + uu]);
-  in.dc = p.dc_state[int64_t(b) * H + uu];
+  load_backward_activations<T>(p, cur, prev, carried, b, uu, in);
+  in.dc = p.dc_state[int64_t(b) * p.H + uu];
   if constexpr (kGatherH) {
-    in.grad_out = to_float<T>(static_cast<const S*>(p.grad_out)[row * P + uu]);
-    in.h_prev = cont ? static_cast<const S*>(p.output)[(prev.row0 + b) * P + uu]
-                     : static_cast<const S*>(p.h0)[int64_t(b) * P + uu];
+    in.grad_out = to_float<T>(static_cast<const S*>(p.grad_out)[(cur.row0 + b) * p.P + uu]);
+    in.h_prev = h_before<T>(p, prev, carried, b, uu);
   }
   return in;
 }

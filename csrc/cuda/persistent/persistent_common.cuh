@@ -62,17 +62,23 @@ constexpr int kPreloadCells = 2;
 // dc) need no barrier before them only because the thread that wrote them
 // last step is this one: cell e of a step always falls to thread
 // e % kThreads. A mapping that moves cells between threads from step to
-// step would need a __syncthreads before the loads.
-template <typename Load, typename Product, typename Cell>
-__device__ __forceinline__ void cells_after_product(int n, Load load, Product product,
-                                                    Cell cell) {
-  decltype(load(0)) pre[kPreloadCells];
+// step would need a __syncthreads before the loads. The split-phase cluster
+// kernels call its two halves themselves, preloading during the previous
+// step's barrier.
+template <typename Inputs, typename Load>
+__device__ __forceinline__ void preload_cells(int n, Load load, Inputs (&pre)[kPreloadCells]) {
 #pragma unroll
   for (int i = 0; i < kPreloadCells; ++i) {
     const int e = threadIdx.x + i * kThreads;
     if (e < n) pre[i] = load(e);
   }
-  product();
+}
+
+// The cells after the product: this thread's first kPreloadCells from
+// `pre` (preload_cells of the same n and load), the rest loaded here.
+template <typename Inputs, typename Load, typename Cell>
+__device__ __forceinline__ void cells_from_preloaded(int n, const Inputs (&pre)[kPreloadCells],
+                                                     Load load, Cell cell) {
 #pragma unroll
   for (int i = 0; i < kPreloadCells; ++i) {
     const int e = threadIdx.x + i * kThreads;
@@ -81,6 +87,15 @@ __device__ __forceinline__ void cells_after_product(int n, Load load, Product pr
   for (int e = threadIdx.x + kPreloadCells * kThreads; e < n; e += kThreads) {
     cell(e, load(e));
   }
+}
+
+template <typename Load, typename Product, typename Cell>
+__device__ __forceinline__ void cells_after_product(int n, Load load, Product product,
+                                                    Cell cell) {
+  decltype(load(0)) pre[kPreloadCells];
+  preload_cells(n, load, pre);
+  product();
+  cells_from_preloaded(n, pre, load, cell);
 }
 
 // The kernels' element types: float (exact FMA products), Tf32 (declared in

@@ -9,16 +9,22 @@ pytest died with SIGSEGV at the first test that expects the CUDA operator to
 raise (FUSEDLSTM_CUDA_PATH=persistent on float64, and =cluster on float32
 without TF32), while the same errors raise cleanly on the CPU builds that CI
 runs. Each case here runs in a fresh interpreter, so one crash does not hide
-the others, and the first case that dies by a signal is run again under
-cuda-gdb (where it is installed: it debugs host code too) for the native
-backtrace. CPU cases need no GPU; CUDA cases are left out without one.
+the others, and the first case that dies by a signal is run again twice for
+its native backtrace: with scripts/native_backtrace.c preloaded (built with
+the machine's C compiler; each frame's object and offset, resolved to
+function and line by addr2line where binutils is installed), and under
+cuda-gdb where it is installed. CPU cases need no GPU; CUDA cases are left
+out without one.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -73,6 +79,82 @@ def run_one(name: str) -> int:
     return 1
 
 
+HANDLER_SOURCE = Path(__file__).resolve().parent / "native_backtrace.c"
+# A frame as native_backtrace.c writes it: "  #3 /path/lib.so+0x1a2b (symbol)";
+# "at" for the faulting instruction itself.
+_FRAME = re.compile(r"^\s+(#\d+|at) (\S+)\+0x([0-9a-f]+) \((.*)\)$", re.MULTILINE)
+
+
+def build_handler(directory: str) -> str | None:
+    """native_backtrace.c built as a preloadable library in `directory`, or
+    None (with the reason printed) where there is no C compiler or it fails."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        print("(no C compiler here: no preloaded backtrace)")
+        return None
+    library = os.path.join(directory, "native_backtrace.so")
+    built = subprocess.run([cc, "-shared", "-fPIC", "-O1", "-o", library,
+                            str(HANDLER_SOURCE), "-ldl"], capture_output=True, text=True)
+    if built.returncode != 0:
+        print(f"(building the backtrace handler failed: {built.stderr[-500:]})")
+        return None
+    return library
+
+
+def resolve_frames(text: str) -> list[str]:
+    """Each frame native_backtrace.c wrote in `text`, with the function and
+    source line addr2line finds for it (one addr2line call an object). A
+    frame below the first is a return address: the call is the byte before."""
+    frames = [(m.group(1), m.group(2), int(m.group(3), 16), m.group(4))
+              for m in _FRAME.finditer(text)]
+    addr2line = shutil.which("addr2line")
+    found: dict[tuple[str, int], str] = {}
+    if addr2line is not None:
+        wanted: dict[str, list[int]] = {}
+        for label, obj, offset, _ in frames:
+            wanted.setdefault(obj, []).append(offset if label == "at" else max(offset - 1, 0))
+        for obj, offsets in wanted.items():
+            if not os.path.exists(obj):
+                continue
+            done = subprocess.run([addr2line, "-f", "-C", "-e", obj] + [hex(o) for o in offsets],
+                                  capture_output=True, text=True)
+            lines = done.stdout.splitlines()
+            for i, offset in enumerate(offsets):
+                if 2 * i + 1 < len(lines):
+                    found[(obj, offset)] = f"{lines[2 * i]} at {lines[2 * i + 1]}"
+    out = []
+    for label, obj, offset, symbol in frames:
+        key = (obj, offset if label == "at" else max(offset - 1, 0))
+        out.append(f"{label:>4} {Path(obj).name}+{offset:#x}: "
+                   f"{found.get(key, symbol)}")
+    return out
+
+
+def run_with_handler(args: list[str], library: str, timeout: float = 120):
+    """Runs `args` with the handler preloaded; returns the finished process."""
+    env = dict(os.environ, LD_PRELOAD=library)
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _preloaded_backtrace(name: str) -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        library = build_handler(directory)
+        if library is None:
+            return
+        print(f"$ LD_PRELOAD=native_backtrace.so {sys.executable} {__file__} {name}", flush=True)
+        try:
+            done = run_with_handler([sys.executable, __file__, name], library)
+        except subprocess.TimeoutExpired:
+            print("(timed out)")
+            return
+        sys.stdout.write(done.stdout)
+        frames = resolve_frames(done.stderr)
+        if not frames:
+            print(f"(exit {done.returncode}, no native frames; stderr tail:\n"
+                  f"{done.stderr[-1500:]})")
+        print("\n".join(frames))
+
+
 def _native_backtrace(name: str) -> None:
     gdb = shutil.which("cuda-gdb") or ("/usr/local/cuda/bin/cuda-gdb"
                                        if os.path.exists("/usr/local/cuda/bin/cuda-gdb") else None)
@@ -106,6 +188,7 @@ def main(argv) -> int:
         elif done.returncode != 0:
             failed.append(name)
     if crashed:
+        _preloaded_backtrace(crashed[0])
         _native_backtrace(crashed[0])
     print(f"{len(CASES) - len(failed) - len(crashed)} ok or skipped, {len(failed)} failed, "
           f"{len(crashed)} died: {crashed}")

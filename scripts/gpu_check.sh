@@ -114,8 +114,9 @@ fi
   2>&1 | tee -a "$LOGS/build.log"
 
 # Every kind of RuntimeError the operators throw, one child process each; a
-# case that dies by a signal is rerun under cuda-gdb for its native
-# backtrace (the first H200 run died at such an error: NOTES, change 64).
+# case that dies by a signal is rerun for its native backtrace, with
+# scripts/native_backtrace.c preloaded and under cuda-gdb (the first H200
+# run died at such an error: NOTES, change 64).
 step error_paths 180 "$PY" scripts/error_paths_smoke.py
 
 # pytest-timeout, where installed, names the test that hangs; pytest-xdist,

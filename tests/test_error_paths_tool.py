@@ -1,0 +1,57 @@
+"""scripts/error_paths_smoke.py's native backtrace of a process that dies by
+a signal: scripts/native_backtrace.c preloaded into a Python that faults in
+native code (ctypes reading address 0), and the frames it writes resolved
+by addr2line. The GPU run needs it for the SIGSEGV of NOTES change 64; here
+it is checked on a fault of known place."""
+import importlib.util
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+_PATH = Path(__file__).resolve().parent.parent / "scripts" / "error_paths_smoke.py"
+_SPEC = importlib.util.spec_from_file_location("fusedlstm_error_paths_smoke", _PATH)
+_TOOL = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_TOOL)
+
+FAULT = [sys.executable, "-c", "import ctypes; ctypes.string_at(0)"]
+
+
+@pytest.fixture(scope="module")
+def handler(tmp_path_factory):
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler to build scripts/native_backtrace.c")
+    library = _TOOL.build_handler(str(tmp_path_factory.mktemp("handler")))
+    assert library is not None, "scripts/native_backtrace.c did not build"
+    return library
+
+
+def test_the_handler_writes_the_native_stack_and_dies_by_the_same_signal(handler):
+    done = _TOOL.run_with_handler(FAULT, handler, timeout=60)
+    assert done.returncode == -signal.SIGSEGV, done.stderr[-2000:]
+    assert f"native backtrace: signal {int(signal.SIGSEGV)}" in done.stderr
+    frames = _TOOL.resolve_frames(done.stderr)
+    # The faulting instruction first, then the calls that led to it: the
+    # ctypes module's call is among them.
+    assert frames[0].lstrip().startswith("at "), frames
+    assert any("_ctypes" in f for f in frames[1:]), "\n".join(frames)
+
+
+@pytest.mark.skipif(shutil.which("addr2line") is None, reason="no addr2line (binutils) here")
+def test_frames_resolve_to_functions(handler):
+    done = _TOOL.run_with_handler(FAULT, handler, timeout=60)
+    frames = _TOOL.resolve_frames(done.stderr)
+    # addr2line names functions that no exported symbol does (ctypes'
+    # string_at, the interpreter's evaluation loop), from the symbol table
+    # with or without debug lines.
+    listing = "\n".join(frames)
+    assert "string_at at " in listing or "_PyEval_EvalFrameDefault at " in listing, listing
+
+
+def test_a_process_without_a_fault_writes_no_frames(handler):
+    done = _TOOL.run_with_handler([sys.executable, "-c", "print('fine')"], handler,
+                                  timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "fine"
+    assert _TOOL.resolve_frames(done.stderr) == []

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 
-def _layer_args(device, dtype, H=24, I=10, B=5, T=7, bad_w_hh=False):
+def _layer_args(device, dtype, H=24, I=10, B=5, T=7, bad_w_hh=False, grad=False):
     g = torch.Generator().manual_seed(0)
 
     def u(*shape):
         return (torch.rand(*shape, generator=g, dtype=torch.float64) * 0.2 - 0.1).to(
-            device=device, dtype=dtype)
+            device=device, dtype=dtype).requires_grad_(grad)
 
     w_hh = u(4 * H, H + 1) if bad_w_hh else u(4 * H, H)
     return [u(T, B, I), u(B, H), u(B, H), u(4 * H, I), w_hh, u(4 * H), u(4 * H), None,
@@ -60,6 +60,14 @@ CASES = {
         _layer_args("cuda", torch.float16, H=4096, I=4, B=2, T=2)), "persistent"),
     "cuda_cluster_float32": (True, {"FUSEDLSTM_CUDA_PATH": "cluster"}, lambda: _forward(
         _layer_args("cuda", torch.float32)), "tensor cores"),
+    # The same errors from inside the operator's C++ autograd kernel
+    # (csrc/autograd.cpp), which inputs that require grad go through.
+    "cpu_bad_w_hh_autograd": (False, {}, lambda: _forward(
+        _layer_args("cpu", torch.float32, bad_w_hh=True, grad=True)), "w_hh"),
+    "cuda_persistent_float64_autograd": (True, {"FUSEDLSTM_CUDA_PATH": "persistent"},
+                                         lambda: _forward(_layer_args(
+                                             "cuda", torch.float64, grad=True)),
+                                         "float64 has no persistent kernel"),
 }
 
 

@@ -113,28 +113,30 @@ def resolve_frames(text: str) -> list[str]:
     """Each frame native_backtrace.c wrote in `text`, with the function and
     source line addr2line finds for it (one addr2line call an object). A
     frame below the first is a return address: the call is the byte before."""
-    frames = [(m.group(1), m.group(2), int(m.group(3), 16), m.group(4))
-              for m in _FRAME.finditer(text)]
+    # (label, object, offset, symbol, the offset addr2line is asked about)
+    frames = []
+    for m in _FRAME.finditer(text):
+        offset = int(m.group(3), 16)
+        at = offset if m.group(1) == "at" else max(offset - 1, 0)
+        frames.append((m.group(1), m.group(2), offset, m.group(4), at))
     addr2line = shutil.which("addr2line")
     found: dict[tuple[str, int], str] = {}
     if addr2line is not None:
         wanted: dict[str, list[int]] = {}
-        for label, obj, offset, _ in frames:
-            wanted.setdefault(obj, []).append(offset if label == "at" else max(offset - 1, 0))
+        for _, obj, _, _, at in frames:
+            wanted.setdefault(obj, []).append(at)
         for obj, offsets in wanted.items():
             if not os.path.exists(obj):
                 continue
             done = subprocess.run([addr2line, "-f", "-C", "-e", obj] + [hex(o) for o in offsets],
                                   capture_output=True, text=True)
             lines = done.stdout.splitlines()
-            for i, offset in enumerate(offsets):
+            for i, at in enumerate(offsets):
                 if 2 * i + 1 < len(lines):
-                    found[(obj, offset)] = f"{lines[2 * i]} at {lines[2 * i + 1]}"
+                    found[(obj, at)] = f"{lines[2 * i]} at {lines[2 * i + 1]}"
     out = []
-    for label, obj, offset, symbol in frames:
-        key = (obj, offset if label == "at" else max(offset - 1, 0))
-        out.append(f"{label:>4} {Path(obj).name}+{offset:#x}: "
-                   f"{found.get(key, symbol)}")
+    for label, obj, offset, symbol, at in frames:
+        out.append(f"{label:>4} {Path(obj).name}+{offset:#x}: {found.get((obj, at), symbol)}")
     return out
 
 

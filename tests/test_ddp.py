@@ -119,7 +119,7 @@ def _worker(rank, wrapper, store_path, out_dir):
     finally:
         dist.destroy_process_group()
     # Every result is on disk and the group is destroyed: leave without the
-    # interpreter's finalisation. About one FSDP2 worker in 100 aborted there
+    # interpreter's finalisation. About one FSDP2 run in 200 aborted there
     # ("terminate called without an active exception"; once in CI), after
     # both ranks had returned from destroy_process_group, with no Python
     # frame left on any thread: torch's own teardown of what FSDP2 and gloo

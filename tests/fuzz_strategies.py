@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import torch
-from hypothesis import HealthCheck, assume, event, settings
+from hypothesis import HealthCheck, Phase, assume, event, settings
 from hypothesis import strategies as st
 
 from fuzz_harness import LAYOUTS, Call, TensorSpec, check_call
@@ -21,12 +21,19 @@ OTHER_DTYPES = DTYPES + (torch.int64,)
 
 # FUSEDLSTM_FUZZ_EXAMPLES=N: a long run, N fresh random examples per sweep.
 _LONG_RUN = int(os.environ.get("FUSEDLSTM_FUZZ_EXAMPLES", "0"))
+# FUSEDLSTM_FUZZ_NO_SHRINK=1: a failure is reported as first drawn, without
+# hypothesis's search for a smaller one. For a run with a hard time limit
+# (scripts/gpu_check.sh), where shrinking an example whose every try runs on
+# the device can outlast the limit and the example is never printed.
+_NO_SHRINK = os.environ.get("FUSEDLSTM_FUZZ_NO_SHRINK", "") not in ("", "0")
 
 
 def fuzz_settings(examples: int):
     """hypothesis settings of a sweep: ``examples`` derandomised examples
     (the same every run), or a long run's fresh ones."""
     common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    if _NO_SHRINK:
+        common["phases"] = (Phase.explicit, Phase.reuse, Phase.generate)
     if _LONG_RUN:
         return settings(max_examples=_LONG_RUN, derandomize=False, **common)
     return settings(max_examples=examples, derandomize=True, database=None, **common)

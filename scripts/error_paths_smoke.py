@@ -15,9 +15,16 @@ the machine's C compiler; each frame's object and offset, resolved to
 function and line by addr2line where binutils is installed), and under
 cuda-gdb where it is installed. CPU cases need no GPU; CUDA cases are left
 out without one.
+
+Controls: torch's own C++ error (a bad view) on the CPU and on CUDA, with and
+without fusedlstm loaded, say whether a crash is the machine's or
+fusedlstm's; and the first line says whether fusedlstm's library has the
+search table of the unwinder that c10::Error's backtrace capture runs
+(eh_frame_search_table).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -46,8 +53,26 @@ def _forward(args):
     torch.ops.fusedlstm.lstm_layer_forward(*args)
 
 
+def _torch_own_error(device, load_fusedlstm):
+    """A C++ error of torch's own (c10::Error from a view), with or without
+    fusedlstm's library loaded: controls for the cases above. If these die
+    too, the crash is the machine's (the unwinder that c10::Error's
+    backtrace capture runs, after CUDA's libraries are loaded), not
+    fusedlstm's code; if only the cases with fusedlstm loaded die, its
+    library's unwind tables are the suspect (see eh_frame_search_table)."""
+    if load_fusedlstm:
+        import fusedlstm  # noqa: F401
+    torch.empty(6, device=device).view(4)
+
+
 # name -> (needs CUDA, environment, call, a piece of the expected message)
 CASES = {
+    "torch_cpu_error": (False, {}, lambda: _torch_own_error("cpu", False), "invalid for input"),
+    "torch_cuda_error": (True, {}, lambda: _torch_own_error("cuda", False), "invalid for input"),
+    "torch_cpu_error_fusedlstm_loaded": (False, {}, lambda: _torch_own_error("cpu", True),
+                                         "invalid for input"),
+    "torch_cuda_error_fusedlstm_loaded": (True, {}, lambda: _torch_own_error("cuda", True),
+                                          "invalid for input"),
     "cpu_bad_w_hh": (False, {}, lambda: _forward(
         _layer_args("cpu", torch.float32, bad_w_hh=True)), "w_hh"),
     "cuda_bad_w_hh": (True, {}, lambda: _forward(
@@ -85,6 +110,62 @@ def run_one(name: str) -> int:
         return 1
     print(f"FAIL {name}: nothing raised")
     return 1
+
+
+def eh_frame_search_table(path: str) -> int | None:
+    """The number of functions in the binary-search table of an ELF64 shared
+    object's .eh_frame_hdr, or None where it has no such table (no
+    .eh_frame_hdr, or one whose table the linker left out: it does so, with
+    a warning, when it cannot parse an object's .eh_frame). Without the
+    table, libgcc's unwinder searches the object's FDEs one by one, where a
+    malformed FDE faults: the crash that c10::Error's backtrace capture
+    meets in pytorch/pytorch#117645 (linear_search_fdes)."""
+    import struct
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        raise ValueError(f"{path}: not a little-endian ELF64 object")
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+
+    def section(i):  # (name offset, file offset, size)
+        name, _, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
+        return name, offset, size
+
+    _, names_at, _ = section(shstrndx)
+    for i in range(shnum):
+        name, offset, size = section(i)
+        end = data.index(b"\0", names_at + name)
+        if data[names_at + name:end] != b".eh_frame_hdr":
+            continue
+        version, ptr_enc, count_enc, table_enc = data[offset:offset + 4]
+        omit = 0xFF
+        if version != 1 or count_enc == omit or table_enc == omit:
+            return None
+        # eh_frame_ptr then fde_count; the linkers write both as 4 bytes
+        # (pcrel|sdata4 and udata4), which is all this reads.
+        sizes = {0x03: 4, 0x0B: 4, 0x1B: 4}
+        if ptr_enc not in sizes or count_enc not in sizes:
+            raise ValueError(f"{path}: .eh_frame_hdr encodings {ptr_enc:#x}, {count_enc:#x}")
+        count, = struct.unpack_from("<I", data, offset + 4 + sizes[ptr_enc])
+        return count
+    return None
+
+
+def _report_unwind_tables() -> None:
+    """Whether fusedlstm's library has the unwinder's search table (read
+    from the file, without loading it)."""
+    spec = importlib.util.find_spec("fusedlstm._C")
+    if spec is None or spec.origin is None:
+        print("unwind table: fusedlstm._C not found")
+        return
+    count = eh_frame_search_table(spec.origin)
+    if count is None:
+        print(f"unwind table: {spec.origin} has NO .eh_frame_hdr search table: the "
+              "unwinder searches its FDEs linearly (look for the linker's "
+              "'no .eh_frame_hdr table will be created' in the build log)")
+    else:
+        print(f"unwind table: {Path(spec.origin).name} has a search table of {count} functions")
 
 
 HANDLER_SOURCE = Path(__file__).resolve().parent / "native_backtrace.c"
@@ -183,6 +264,7 @@ def _native_backtrace(name: str) -> None:
 def main(argv) -> int:
     if argv:
         return run_one(argv[0])
+    _report_unwind_tables()
     has_cuda = torch.cuda.is_available()
     failed, crashed = [], []
     for name, (needs_cuda, _, _, _) in CASES.items():

@@ -2,7 +2,9 @@
 a signal: scripts/native_backtrace.c preloaded into a Python that faults in
 native code (ctypes reading address 0), and the frames it writes resolved
 by addr2line. The GPU run needs it for the SIGSEGV of NOTES change 64; here
-it is checked on a fault of known place."""
+it is checked on a fault of known place. Also the script's reading of a
+library's unwind search table, against readelf and a library linked without
+one, and its CPU cases, controls included."""
 import importlib.util
 import shutil
 import signal
@@ -55,3 +57,43 @@ def test_a_process_without_a_fault_writes_no_frames(handler):
                                   timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "fine"
     assert _TOOL.resolve_frames(done.stderr) == []
+
+
+# --- the unwinder's search table (eh_frame_search_table) and the controls
+
+
+def _readelf_fde_count(path: str) -> int:
+    import subprocess
+    done = subprocess.run(["readelf", "--debug-dump=frames", path], capture_output=True,
+                          text=True, check=True)
+    return sum(1 for line in done.stdout.splitlines() if " FDE " in line)
+
+
+@pytest.mark.skipif(shutil.which("readelf") is None, reason="no readelf (binutils) here")
+def test_search_table_counts_every_function_of_fusedlstms_library():
+    import fusedlstm._C as ext
+    count = _TOOL.eh_frame_search_table(ext.__file__)
+    assert count is not None and count > 100
+    assert count == _readelf_fde_count(ext.__file__)
+
+
+def test_no_search_table_where_the_linker_left_it_out(tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the two libraries")
+    import subprocess
+    source = tmp_path / "f.c"
+    source.write_text("int f(int x) { return x + 1; }\nint g(int x) { return f(x) * 2; }\n")
+    with_table, without = tmp_path / "with.so", tmp_path / "without.so"
+    for out, flags in ((with_table, []), (without, ["-Wl,--no-eh-frame-hdr"])):
+        subprocess.run([cc, "-shared", "-fPIC", "-O0", "-fasynchronous-unwind-tables",
+                        "-o", str(out), str(source)] + flags, check=True)
+    # f and g, and the C runtime's own functions that the linker adds
+    assert _TOOL.eh_frame_search_table(str(with_table)) >= 2
+    assert _TOOL.eh_frame_search_table(str(without)) is None
+
+
+@pytest.mark.parametrize("name", ["torch_cpu_error", "torch_cpu_error_fusedlstm_loaded",
+                                  "cpu_bad_w_hh", "cpu_bad_w_hh_autograd"])
+def test_cpu_cases_raise_their_error(name):
+    assert _TOOL.run_one(name) == 0

@@ -1,5 +1,5 @@
 // The exact-fp32 product of the persistent kernels (block_matmul<float>,
-// csrc/cuda/persistent/persistent_common.cuh) on one emulated CTA, against
+// csrc/cuda/persistent/block_matmul.cuh) on one emulated CTA, against
 // float64, on shapes chosen to reach each of its branches: batch tiles of
 // 1, 2, 4 and 8 rows, one and several k-split parts, one and several staging
 // passes, 16-byte and element loads of x (row stride or base not a multiple
@@ -19,7 +19,7 @@
 #include <random>
 #include <vector>
 
-#include "cuda/persistent/persistent_common.cuh"
+#include "cuda/persistent/block_matmul.cuh"
 
 namespace {
 

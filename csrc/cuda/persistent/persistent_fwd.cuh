@@ -7,7 +7,7 @@
 
 #include "cuda/cell_math.cuh"
 #include "cuda/persistent/launch_plan.cuh"
-#include "cuda/persistent/persistent_common.cuh"
+#include "cuda/persistent/block_matmul.cuh"
 
 namespace fusedlstm::cuda::persistent {
 

@@ -130,14 +130,19 @@ step pytest_cuda 200 "$PY" -m pytest tests/cuda -v -rs "${PER_TEST[@]}" \
   --ignore=tests/cuda/test_cuda_fuzz.py --ignore=tests/cuda/test_cuda_compile.py \
   --junitxml="$LOGS/pytest_cuda.xml"
 
-# The fuzz sweeps against cuDNN, in a process of their own: a torch.nn call
-# that faults on the device would end every later test of its process.
-# Without shrinking, a sweep ends at its first failure and prints that
-# example as drawn: the first run's sweeps failed and spent the step's limit
-# looking for smaller examples, so none was printed. All three sweeps run.
-step pytest_cuda_fuzz 90 env FUSEDLSTM_FUZZ_NO_SHRINK=1 "$PY" -m pytest \
-  tests/cuda/test_cuda_fuzz.py -v --tb=short \
-  --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz.xml"
+# The fuzz sweeps against cuDNN, each in a process and a step of its own: a
+# torch.nn call that faults on the device would end every later test of its
+# process, and a sweep that outlasts its limit leaves the others their time
+# (the first run's cell sweep got none). Without shrinking, a sweep ends at
+# its first failure and prints that example as drawn: the first run's sweeps
+# failed and spent the step's limit looking for smaller examples, so none
+# was printed. Verbose hypothesis prints each example as it is tried, so a
+# sweep cut short by its limit still shows how far it got.
+for sweep in valid_calls malformed_calls lstm_cell; do
+  step "pytest_cuda_fuzz_$sweep" 35 env FUSEDLSTM_FUZZ_NO_SHRINK=1 "$PY" -m pytest \
+    tests/cuda/test_cuda_fuzz.py -k "$sweep" -v -s --tb=short --hypothesis-verbosity=verbose \
+    --hypothesis-show-statistics --junitxml="$LOGS/pytest_cuda_fuzz_$sweep.xml"
+done
 
 # What a cluster barrier costs by itself, with the stores and loads a step
 # of the cluster kernels makes around it (before the arrive, between arrive

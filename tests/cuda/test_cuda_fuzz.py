@@ -42,8 +42,9 @@ from fuzz_strategies import (cell_example, fuzz_settings,  # noqa: E402
                              lstm_malformed_example, lstm_valid_example)
 
 # Each CUDA example runs both modules, forward and backward, and the float64
-# reference on the CPU; the counts are sized for scripts/gpu_check.sh's 90 s
-# step, a guess until a GPU run times them.
+# reference on the CPU; the counts are a guess at what fits
+# scripts/gpu_check.sh's 35 s step per sweep, until a GPU run times them (its
+# verbose log shows how many examples each sweep got through).
 CUDA_EXAMPLES = {"lstm_valid": 300, "lstm_errors": 200, "cell": 150}
 
 

@@ -112,44 +112,102 @@ def run_one(name: str) -> int:
     return 1
 
 
+_PT_GNU_EH_FRAME = 0x6474E550
+_NO_UNWIND_INFO = "no PT_GNU_EH_FRAME"
+
+
 def eh_frame_search_table(path: str) -> int | None:
-    """The number of functions in the binary-search table of an ELF64 shared
-    object's .eh_frame_hdr, or None where it has no such table (no
-    .eh_frame_hdr, or one whose table the linker left out: it does so, with
-    a warning, when it cannot parse an object's .eh_frame). Without the
-    table, libgcc's unwinder searches the object's FDEs one by one, where a
+    """The number of functions in the binary-search table of an ELF64
+    object's .eh_frame_hdr (the PT_GNU_EH_FRAME segment, which is what
+    libgcc's unwinder reads), or None where it has no such table: no such
+    segment (the unwinder finds no frames there and stops), or a header
+    whose table the linker left out (it does so, with a warning, when it
+    cannot parse an object's .eh_frame). Without the table, the unwinder
+    searches the object's FDEs one by one (linear_search_fdes), where a
     malformed FDE faults: the crash that c10::Error's backtrace capture
-    meets in pytorch/pytorch#117645 (linear_search_fdes)."""
+    meets in pytorch/pytorch#117645."""
+    found = _eh_frame_hdr(path)
+    return found if isinstance(found, int) else None
+
+
+def _eh_frame_hdr(path: str) -> int | str:
+    """eh_frame_search_table's count, or a reason there is none."""
     import struct
+    # Only the headers are read: CUDA's libraries run to hundreds of MB.
     with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        raise ValueError(f"{path}: not a little-endian ELF64 object")
-    shoff, = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+            raise ValueError(f"{path}: not a little-endian ELF64 object")
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        phdrs = f.read(phentsize * phnum)
+        offset = next((o for t, _, o in (struct.unpack_from("<IIQ", phdrs, i * phentsize)
+                                         for i in range(phnum)) if t == _PT_GNU_EH_FRAME), None)
+        if offset is None:
+            return _NO_UNWIND_INFO
+        f.seek(offset)
+        data = f.read(12)
+    version, ptr_enc, count_enc, table_enc = data[0:4]
+    omit = 0xFF
+    if version != 1 or count_enc == omit or table_enc == omit:
+        return "a .eh_frame_hdr without a search table"
+    # eh_frame_ptr then fde_count; the linkers write both as 4 bytes
+    # (pcrel|sdata4 and udata4), which is all this reads.
+    sizes = {0x03: 4, 0x0B: 4, 0x1B: 4}
+    if ptr_enc not in sizes or count_enc not in sizes:
+        return f".eh_frame_hdr encodings {ptr_enc:#x}, {count_enc:#x} not read here"
+    count, = struct.unpack_from("<I", data, 4 + sizes[ptr_enc])
+    return count
 
-    def section(i):  # (name offset, file offset, size)
-        name, _, _, _, offset, size = struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize)
-        return name, offset, size
 
-    _, names_at, _ = section(shstrndx)
-    for i in range(shnum):
-        name, offset, size = section(i)
-        end = data.index(b"\0", names_at + name)
-        if data[names_at + name:end] != b".eh_frame_hdr":
+def mapped_objects_without_search_table(maps: str) -> dict[str, str]:
+    """Of the ELF objects in `maps` (the text of /proc/<pid>/maps), those
+    that have unwind information but no search table, each with the reason:
+    where the unwinder would search linearly. Objects with no unwind
+    information at all are left out (the unwinder stops there; no fault)."""
+    paths = sorted({line.split(None, 5)[5].strip() for line in maps.splitlines()
+                    if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith("/")})
+    out = {}
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                if f.read(4) != b"\x7fELF":
+                    continue
+            found = _eh_frame_hdr(path)
+        except (OSError, ValueError) as e:
+            out[path] = f"not read: {e}"
             continue
-        version, ptr_enc, count_enc, table_enc = data[offset:offset + 4]
-        omit = 0xFF
-        if version != 1 or count_enc == omit or table_enc == omit:
-            return None
-        # eh_frame_ptr then fde_count; the linkers write both as 4 bytes
-        # (pcrel|sdata4 and udata4), which is all this reads.
-        sizes = {0x03: 4, 0x0B: 4, 0x1B: 4}
-        if ptr_enc not in sizes or count_enc not in sizes:
-            raise ValueError(f"{path}: .eh_frame_hdr encodings {ptr_enc:#x}, {count_enc:#x}")
-        count, = struct.unpack_from("<I", data, offset + 4 + sizes[ptr_enc])
-        return count
-    return None
+        if isinstance(found, str) and found != _NO_UNWIND_INFO:
+            out[path] = found
+    return out
+
+
+def _report_mapped_objects() -> int:
+    """In this process, after CUDA, cuBLAS and cuDNN are loaded (where there
+    is a GPU) and fusedlstm is imported: every mapped object whose unwind
+    information the unwinder would search linearly."""
+    import fusedlstm  # noqa: F401
+    if torch.cuda.is_available():
+        x = torch.randn(8, 8, device="cuda")
+        (x @ x).sum().item()  # cuBLAS
+        lstm = torch.nn.LSTM(8, 8).cuda()
+        lstm(x.unsqueeze(0))[0].sum().item()  # cuDNN
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    bad = mapped_objects_without_search_table(maps)
+    count = len({line.split(None, 5)[5] for line in maps.splitlines()
+                 if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith("/")})
+    where = "with CUDA, cuBLAS and cuDNN loaded" if torch.cuda.is_available() else "(no GPU)"
+    if not bad:
+        print(f"unwind tables: all {count} mapped objects {where} have a search table "
+              "or no unwind information")
+        return 0
+    print(f"unwind tables: {len(bad)} of {count} mapped objects {where} have unwind "
+          "information the unwinder searches linearly:")
+    for path, reason in bad.items():
+        print(f"  {path}: {reason}")
+    return 0
 
 
 def _report_unwind_tables() -> None:
@@ -262,9 +320,18 @@ def _native_backtrace(name: str) -> None:
 
 
 def main(argv) -> int:
+    if argv == ["--mapped-objects"]:
+        return _report_mapped_objects()
     if argv:
         return run_one(argv[0])
     _report_unwind_tables()
+    # In a child: loading CUDA's libraries must not depend on the cases.
+    try:
+        done = subprocess.run([sys.executable, __file__, "--mapped-objects"],
+                              capture_output=True, text=True, timeout=120)
+        sys.stdout.write(done.stdout or f"unwind tables: the scan failed: {done.stderr[-800:]}\n")
+    except subprocess.TimeoutExpired:
+        print("unwind tables: the scan timed out")
     has_cuda = torch.cuda.is_available()
     failed, crashed = [], []
     for name, (needs_cuda, _, _, _) in CASES.items():

@@ -93,6 +93,46 @@ def test_no_search_table_where_the_linker_left_it_out(tmp_path):
     assert _TOOL.eh_frame_search_table(str(without)) is None
 
 
+def _eh_frame_hdr_offset(path) -> int:
+    import struct
+    data = Path(path).read_bytes()
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        p_type, _, offset = struct.unpack_from("<IIQ", data, phoff + i * phentsize)
+        if p_type == 0x6474E550:
+            return offset
+    raise AssertionError(f"{path} has no PT_GNU_EH_FRAME")
+
+
+def test_mapped_objects_scan_names_only_those_searched_linearly(tmp_path):
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler to build the libraries")
+    import subprocess
+    source = tmp_path / "f.c"
+    source.write_text("int f(int x) { return x + 1; }\n")
+    good, bare = tmp_path / "good.so", tmp_path / "bare.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(good), str(source)], check=True)
+    subprocess.run([cc, "-shared", "-fPIC", "-Wl,--no-eh-frame-hdr", "-o", str(bare),
+                    str(source)], check=True)
+    # The same library with its header's table encoding set to "omitted", as
+    # a linker writes it when it cannot parse an object's .eh_frame.
+    linear = tmp_path / "linear.so"
+    data = bytearray(good.read_bytes())
+    data[_eh_frame_hdr_offset(good) + 3] = 0xFF
+    linear.write_bytes(bytes(data))
+    text = tmp_path / "notes.txt"
+    text.write_text("not an ELF object")
+    maps = "\n".join(f"7f00000{i}000-7f00000{i}fff r-xp 00000000 08:01 {i} {p}"
+                     for i, p in enumerate((good, bare, linear, text)))
+    maps += "\n7ffd0000-7ffd1000 rw-p 00000000 00:00 0 [stack]\n"
+    found = _TOOL.mapped_objects_without_search_table(maps)
+    assert found == {str(linear): "a .eh_frame_hdr without a search table"}
+    assert _TOOL.eh_frame_search_table(str(linear)) is None
+    assert _TOOL.eh_frame_search_table(str(good)) >= 1
+
+
 @pytest.mark.parametrize("name", ["torch_cpu_error", "torch_cpu_error_fusedlstm_loaded",
                                   "cpu_bad_w_hh", "cpu_bad_w_hh_autograd"])
 def test_cpu_cases_raise_their_error(name):

@@ -148,7 +148,7 @@ done
 # of the cluster kernels makes around it (before the arrive, between arrive
 # and wait, after the wait): the floor under their step, and the premise of
 # NOTES changes 71-72. A few seconds; its CSV travels in logs.tar.gz.
-step cluster_sync_probe 60 bash -c "nvcc -O3 -arch=sm_90 -o '$LOGS/cluster_sync_probe' \
+step cluster_sync_probe 60 bash -c "set -o pipefail; nvcc -O3 -arch=sm_90 -o '$LOGS/cluster_sync_probe' \
   benchmarks/probes/cluster_sync_probe.cu && '$LOGS/cluster_sync_probe' | tee '$LOGS/cluster_sync_probe.csv'"
 
 # `auto` against the three paths it chooses between, the cluster kernels,

@@ -77,20 +77,29 @@ def test_search_table_counts_every_function_of_fusedlstms_library():
     assert count == _readelf_fde_count(ext.__file__)
 
 
-def test_no_search_table_where_the_linker_left_it_out(tmp_path):
+@pytest.fixture
+def two_libraries(tmp_path):
+    """(with_table, bare): one small C library linked as usual, and again
+    with --no-eh-frame-hdr (no PT_GNU_EH_FRAME, so no unwind information
+    the unwinder can find)."""
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler to build the two libraries")
     import subprocess
     source = tmp_path / "f.c"
     source.write_text("int f(int x) { return x + 1; }\nint g(int x) { return f(x) * 2; }\n")
-    with_table, without = tmp_path / "with.so", tmp_path / "without.so"
-    for out, flags in ((with_table, []), (without, ["-Wl,--no-eh-frame-hdr"])):
+    with_table, bare = tmp_path / "with.so", tmp_path / "bare.so"
+    for out, flags in ((with_table, []), (bare, ["-Wl,--no-eh-frame-hdr"])):
         subprocess.run([cc, "-shared", "-fPIC", "-O0", "-fasynchronous-unwind-tables",
                         "-o", str(out), str(source)] + flags, check=True)
+    return with_table, bare
+
+
+def test_no_search_table_where_the_linker_left_it_out(two_libraries):
+    with_table, bare = two_libraries
     # f and g, and the C runtime's own functions that the linker adds
     assert _TOOL.eh_frame_search_table(str(with_table)) >= 2
-    assert _TOOL.eh_frame_search_table(str(without)) is None
+    assert _TOOL.eh_frame_search_table(str(bare)) is None
 
 
 def _eh_frame_hdr_offset(path) -> int:
@@ -105,17 +114,8 @@ def _eh_frame_hdr_offset(path) -> int:
     raise AssertionError(f"{path} has no PT_GNU_EH_FRAME")
 
 
-def test_mapped_objects_scan_names_only_those_searched_linearly(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to build the libraries")
-    import subprocess
-    source = tmp_path / "f.c"
-    source.write_text("int f(int x) { return x + 1; }\n")
-    good, bare = tmp_path / "good.so", tmp_path / "bare.so"
-    subprocess.run([cc, "-shared", "-fPIC", "-o", str(good), str(source)], check=True)
-    subprocess.run([cc, "-shared", "-fPIC", "-Wl,--no-eh-frame-hdr", "-o", str(bare),
-                    str(source)], check=True)
+def test_mapped_objects_scan_names_only_those_searched_linearly(two_libraries, tmp_path):
+    good, bare = two_libraries
     # The same library with its header's table encoding set to "omitted", as
     # a linker writes it when it cannot parse an object's .eh_frame.
     linear = tmp_path / "linear.so"

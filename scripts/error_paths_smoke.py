@@ -28,6 +28,7 @@ import importlib.util
 import os
 import re
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -130,20 +131,39 @@ def eh_frame_search_table(path: str) -> int | None:
     return found if isinstance(found, int) else None
 
 
+class NotElfError(ValueError):
+    """A file that is not an ELF object at all (a mapped data file)."""
+
+
+def eh_frame_hdr_offset(path: str) -> int | None:
+    """The file offset of an ELF64 object's PT_GNU_EH_FRAME segment (its
+    .eh_frame_hdr), or None where it has none."""
+    with open(path, "rb") as f:
+        return _eh_frame_hdr_offset_in(f, path)
+
+
+def _eh_frame_hdr_offset_in(f, path: str) -> int | None:
+    # Reads the headers only: CUDA's libraries run to hundreds of MB.
+    head = f.read(64)
+    if head[:4] != b"\x7fELF":
+        raise NotElfError(f"{path}: not an ELF object")
+    if head[4] != 2 or head[5] != 1:
+        raise ValueError(f"{path}: not a little-endian ELF64 object")
+    phoff, = struct.unpack_from("<Q", head, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+    f.seek(phoff)
+    phdrs = f.read(phentsize * phnum)
+    for i in range(phnum):
+        p_type, _, offset = struct.unpack_from("<IIQ", phdrs, i * phentsize)
+        if p_type == _PT_GNU_EH_FRAME:
+            return offset
+    return None
+
+
 def _eh_frame_hdr(path: str) -> int | str:
     """eh_frame_search_table's count, or a reason there is none."""
-    import struct
-    # Only the headers are read: CUDA's libraries run to hundreds of MB.
     with open(path, "rb") as f:
-        head = f.read(64)
-        if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
-            raise ValueError(f"{path}: not a little-endian ELF64 object")
-        phoff, = struct.unpack_from("<Q", head, 0x20)
-        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
-        f.seek(phoff)
-        phdrs = f.read(phentsize * phnum)
-        offset = next((o for t, _, o in (struct.unpack_from("<IIQ", phdrs, i * phentsize)
-                                         for i in range(phnum)) if t == _PT_GNU_EH_FRAME), None)
+        offset = _eh_frame_hdr_offset_in(f, path)
         if offset is None:
             return _NO_UNWIND_INFO
         f.seek(offset)
@@ -161,20 +181,27 @@ def _eh_frame_hdr(path: str) -> int | str:
     return count
 
 
+def _mapped_files(maps: str) -> list[str]:
+    """The files mapped in `maps` (the text of /proc/<pid>/maps), each once."""
+    files = set()
+    for line in maps.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            files.add(fields[5].strip())
+    return sorted(files)
+
+
 def mapped_objects_without_search_table(maps: str) -> dict[str, str]:
     """Of the ELF objects in `maps` (the text of /proc/<pid>/maps), those
     that have unwind information but no search table, each with the reason:
     where the unwinder would search linearly. Objects with no unwind
     information at all are left out (the unwinder stops there; no fault)."""
-    paths = sorted({line.split(None, 5)[5].strip() for line in maps.splitlines()
-                    if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith("/")})
     out = {}
-    for path in paths:
+    for path in _mapped_files(maps):
         try:
-            with open(path, "rb") as f:
-                if f.read(4) != b"\x7fELF":
-                    continue
             found = _eh_frame_hdr(path)
+        except NotElfError:
+            continue
         except (OSError, ValueError) as e:
             out[path] = f"not read: {e}"
             continue
@@ -196,14 +223,13 @@ def _report_mapped_objects() -> int:
     with open("/proc/self/maps") as f:
         maps = f.read()
     bad = mapped_objects_without_search_table(maps)
-    count = len({line.split(None, 5)[5] for line in maps.splitlines()
-                 if len(line.split(None, 5)) == 6 and line.split(None, 5)[5].startswith("/")})
+    count = len(_mapped_files(maps))
     where = "with CUDA, cuBLAS and cuDNN loaded" if torch.cuda.is_available() else "(no GPU)"
     if not bad:
-        print(f"unwind tables: all {count} mapped objects {where} have a search table "
-              "or no unwind information")
+        print(f"unwind tables: all {count} mapped files {where} have a search table, "
+              "no unwind information, or are not ELF objects")
         return 0
-    print(f"unwind tables: {len(bad)} of {count} mapped objects {where} have unwind "
+    print(f"unwind tables: {len(bad)} of {count} mapped files {where} have unwind "
           "information the unwinder searches linearly:")
     for path, reason in bad.items():
         print(f"  {path}: {reason}")

@@ -102,25 +102,13 @@ def test_no_search_table_where_the_linker_left_it_out(two_libraries):
     assert _TOOL.eh_frame_search_table(str(bare)) is None
 
 
-def _eh_frame_hdr_offset(path) -> int:
-    import struct
-    data = Path(path).read_bytes()
-    phoff, = struct.unpack_from("<Q", data, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
-    for i in range(phnum):
-        p_type, _, offset = struct.unpack_from("<IIQ", data, phoff + i * phentsize)
-        if p_type == 0x6474E550:
-            return offset
-    raise AssertionError(f"{path} has no PT_GNU_EH_FRAME")
-
-
 def test_mapped_objects_scan_names_only_those_searched_linearly(two_libraries, tmp_path):
     good, bare = two_libraries
     # The same library with its header's table encoding set to "omitted", as
     # a linker writes it when it cannot parse an object's .eh_frame.
     linear = tmp_path / "linear.so"
     data = bytearray(good.read_bytes())
-    data[_eh_frame_hdr_offset(good) + 3] = 0xFF
+    data[_TOOL.eh_frame_hdr_offset(str(good)) + 3] = 0xFF
     linear.write_bytes(bytes(data))
     text = tmp_path / "notes.txt"
     text.write_text("not an ELF object")

@@ -1,5 +1,6 @@
 """How fusedlstm's Python code meets the tracers: torch.jit.trace's warnings
-quieted where they are noise, ONNX export, and TorchDynamo's constant marks."""
+quieted where they are noise, ONNX export, torch.fx's leaf modules, and
+TorchDynamo's constant marks."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,8 @@ import sys
 import warnings
 
 import torch
+from torch.fx import Proxy
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing  # noqa: F401 (modules.py)
 
 # Stateless, so one instance serves every call outside tracing (a generator
 # context manager per call costs a microsecond or two of a small step).
@@ -48,6 +51,63 @@ def onnx_exporting() -> bool:
     if not tracing_or_compiling():
         return False
     return torch.onnx.is_in_onnx_export()
+
+
+def _first_proxy(value):
+    if isinstance(value, Proxy):
+        return value
+    if isinstance(value, (tuple, list)):  # hx, a PackedSequence's fields
+        for item in value:
+            found = _first_proxy(item)
+            if found is not None:
+                return found
+    return None
+
+
+def _calling_tracer():
+    """The torch.fx Tracer whose call_module (torch.fx patches
+    Module.__call__ to it while tracing) is calling this forward: the
+    nearest frame up the stack whose ``self`` is a Tracer. None where that
+    is make_fx's (torch.func, AOTAutograd): it raises the same flag, but
+    records the operators a module runs, and its modules are never leaves."""
+    from torch.fx.experimental.proxy_tensor import PythonKeyTracer
+
+    frame = sys._getframe(2)
+    while frame is not None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, torch.fx.Tracer):
+            return None if isinstance(candidate, PythonKeyTracer) else candidate
+        frame = frame.f_back
+    return None
+
+
+def fx_leaf_call(module, args: tuple):
+    """Under torch.fx.symbolic_trace, the ``call_module`` node that the
+    module's torch.nn counterpart gets, as a Proxy; None anywhere else.
+
+    torch.fx keeps the modules of torch.nn (``__module__`` under "torch.nn")
+    as leaves: one node that calls the module, never traced into. fusedlstm's
+    modules live elsewhere, so the tracer calls their forward with Proxies,
+    and its first branch on an argument's size raised TraceError, where a
+    model with nn.LSTM traces (torchvision's feature extraction, FX model
+    surgery). Made here, from inside forward, the node is the one the tracer
+    would make for a leaf: the same target, arguments and module stack.
+
+    The tracer is the one that made the arguments' Proxies. A call whose
+    arguments are all constants has none, and would otherwise run at trace
+    time and put its result in the graph as a constant, which goes stale
+    when the weights train; its tracer is found up the stack instead. The
+    module traced as the root is left to the plain forward: torch.fx never
+    makes the root a leaf, and raises TraceError there, as for nn.LSTM.
+    Checked first on every call: is_fx_symbolic_tracing reads one flag, and
+    TorchDynamo takes it as False."""
+    if not is_fx_symbolic_tracing():
+        return None
+    proxy = _first_proxy(args)
+    tracer = proxy.tracer if proxy is not None else _calling_tracer()
+    if tracer is None or getattr(tracer, "root", None) is module:
+        return None
+    return tracer.create_proxy("call_module", tracer.path_of_module(module), args, {})
 
 
 def assume_constant_result(fn):

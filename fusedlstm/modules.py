@@ -17,7 +17,10 @@ from torch import Tensor, _VF, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _autocast, functional, ops
-from ._tracing import onnx_exporting, shapes_fixed_by_module, tracing_or_compiling
+from ._tracing import (
+    fx_leaf_call, is_fx_symbolic_tracing, onnx_exporting, shapes_fixed_by_module,
+    tracing_or_compiling,
+)
 from . import _state_dtypes
 from ._dtype_names import aten_name
 
@@ -106,6 +109,9 @@ class LSTM(nn.RNNBase):
         )
 
     def forward(self, input, hx=None):
+        leaf = fx_leaf_call(self, (input,) if hx is None else (input, hx))
+        if leaf is not None:
+            return leaf
         if onnx_exporting():
             return nn.LSTM.forward(self, input, hx)
         weights = self._refreshed_flat_weights()
@@ -224,6 +230,9 @@ class LSTMCell(nn.LSTMCell):
         direct = self._direct_step(input, hx)
         if direct is not None:
             return direct
+        leaf = fx_leaf_call(self, (input,) if hx is None else (input, hx))
+        if leaf is not None:
+            return leaf
         if onnx_exporting():
             return super().forward(input, hx)
         # nn.LSTMCell.forward's own steps, in its order, so that odd hx
@@ -293,7 +302,8 @@ class LSTMCell(nn.LSTMCell):
         weight moved out of `_parameters` by weight_norm, pruning or a weight
         drop) takes the general path."""
         if (type(hx) is not tuple or len(hx) != 2 or type(self) is not LSTMCell
-                or tracing_or_compiling() or torch._C._is_any_autocast_enabled()):
+                or tracing_or_compiling() or is_fx_symbolic_tracing()
+                or torch._C._is_any_autocast_enabled()):
             return None
         params = self._parameters
         try:

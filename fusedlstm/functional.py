@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _directions, _state_dtypes, ops, reference
-from ._tracing import shapes_fixed_by_module
+from ._tracing import shapes_fixed_by_module, tracing_or_compiling
 
 
 def lstm(
@@ -67,6 +67,13 @@ def lstm(
         return _one_step_promoting_c(input, hx, weights, bias=bias, directions=directions,
                                      batch_first=batch_first, packed=batch_sizes is not None)
     layer_input = input.transpose(0, 1) if batch_first and batch_sizes is None else input
+    if (layer_input is not input and torch.is_grad_enabled() and not tracing_or_compiling()
+            and input.is_inference()):
+        # autograd refuses to save an inference tensor (made under
+        # torch.inference_mode) for backward, and nn.LSTM saves the copy its
+        # input projection makes of the transposed view: it takes such input
+        # batch-first, and refuses it time-major, as the layers here do.
+        layer_input = layer_input.contiguous()
     concurrent = directions == 2 and _directions.run_concurrently(layer_input)
     h_n, c_n = [], []
     for layer in range(num_layers):

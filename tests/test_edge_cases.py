@@ -5,7 +5,8 @@ and input_size 1; packed input with all lengths equal and with every length
 1; NaN and +-Inf wherever they can enter (input, h0, c0, each weight; and in
 the padding of packed input, where they must not enter); very long
 sequences (T = 10^5): results and gradients match and the memory saved for
-backward grows exactly linearly in T. Also the regression tests of the
+backward grows exactly linearly in T; tensors made under
+torch.inference_mode fed to a training call. Also the regression tests of the
 bugs the fuzz sweep (tests/test_fuzz.py) found, and its known divergences.
 States of another dtype than the input: tests/test_state_dtypes.py.
 """
@@ -387,3 +388,46 @@ def test_cell_unbatched_hx_taken_apart_like_nn_lstm_cell(hx):
     results = [m(_randn(4), state) for m in (ref, ours)]
     for a, b in zip(results[1], results[0]):
         torch.testing.assert_close(a, b)
+
+
+INFERENCE_INPUT_CASES = {
+    # nn.LSTM's input projection copies a batch-first input's transposed
+    # view, and saves the copy: the one case it takes.
+    "batch_first": (dict(batch_first=True), "input", (2, 3, 4)),
+    "batch_first_two_layers_bidirectional_proj": (
+        dict(batch_first=True, num_layers=2, bidirectional=True, proj_size=2), "input", (2, 3, 4)),
+    "time_major": (dict(), "input", (3, 2, 4)),
+    "batch_first_unbatched": (dict(batch_first=True), "input", (3, 4)),
+    "batch_first_state": (dict(batch_first=True), "state", (2, 3, 4)),
+    "packed": (dict(), "packed", (3, 2, 4)),
+}
+
+
+@pytest.mark.parametrize("case", list(INFERENCE_INPUT_CASES), ids=list(INFERENCE_INPUT_CASES))
+def test_inference_mode_tensors_in_a_training_call(case):
+    """Tensors made under torch.inference_mode (a feature extractor's, say)
+    fed to a call that records autograd: taken where nn.LSTM takes them, with
+    its gradients, and refused with its error elsewhere."""
+    kwargs, where, shape = INFERENCE_INPUT_CASES[case]
+    ref, ours = make_lstm_pair(4, 5, dtype=torch.float64, **kwargs)
+    with torch.inference_mode():
+        x = _randn(*shape, dtype=torch.float64)
+        hx = _states(ref, 3 if kwargs.get("batch_first") else 2, dtype=torch.float64)
+    if where == "packed":
+        x = pack_padded_sequence(x, [3, 2])
+
+    def call(m):
+        out = m(x, hx) if where == "state" else m(x)
+        y = out[0].data if where == "packed" else out[0]
+        loss = y.square().sum() + out[1][1].sum()
+        return (y, *torch.autograd.grad(loss, list(m.parameters())))
+
+    ref_err, expected = outcome(lambda: call(ref))
+    our_err, actual = outcome(lambda: call(ours))
+    if ref_err is not None:
+        assert type(our_err) is type(ref_err) and str(our_err) == str(ref_err), (our_err, ref_err)
+    else:
+        assert our_err is None, our_err
+        torch.testing.assert_close(actual, expected)
+    assert (ref_err is None) == (case in ("batch_first", "batch_first_two_layers_bidirectional_proj",
+                                          "packed"))

@@ -44,6 +44,8 @@ def lstm_layer(
     for backward.
     """
     args = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
+    if input.is_complex():
+        return reference.lstm_layer(*args)
     if _functorch_active() or _dual_tensors_present(args[:8]):
         output, h_n, c_n, _, _ = _FunctorchLayer.apply(*args)
         return output, h_n, c_n

@@ -7,6 +7,10 @@ torch.autograd.grad (which returns them rather than accumulating them into
 .grad, where the order of the additions would depend on the threads).
 With one and with two intra-op threads.
 
+Also: a torch.utils.data.DataLoader whose worker processes run the model
+(forked after the parent has run it, and spawned), as a data pipeline with
+an LSTM feature extractor does.
+
 The pool's threads start by setting torch's thread count to the main
 thread's. OpenMP keeps that count per OS thread, and a new thread starts
 from OpenMP's default (all cores), which MKL's GEMM then uses: for some
@@ -22,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+from torch.utils.data import DataLoader, Dataset
 
 from helpers import make_cell_pair, make_lstm_pair, state_shapes
 
@@ -98,3 +103,44 @@ def test_concurrent_calls_match_sequential_calls(kind, dtype, backward, threads)
         for position, (x, y) in enumerate(zip(a, b)):
             torch.testing.assert_close(x, y, rtol=0, atol=0,
                                        msg=lambda m, i=index, p=position: f"call {i}, result {p}: {m}")
+
+
+class LstmFeatures(Dataset):
+    """Each item is the final h of one sequence, computed in the worker."""
+
+    def __init__(self, module, sequences):
+        self.module, self.sequences = module, sequences
+
+    def __len__(self):
+        return len(self.sequences)
+
+    def __getitem__(self, index):
+        with torch.no_grad():
+            _, (h_n, _) = self.module(self.sequences[index])
+        return h_n[-1, 0]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_run_the_model(context):
+    """DataLoader's workers set one intra-op thread; each worker's results
+    equal the same calls in this process, bitwise. A forked worker inherits
+    the parent's state after the parent has run the recurrence on two
+    threads (GNU OpenMP's thread pool included: at more than one thread,
+    nn.LSTM and fusedlstm.LSTM both hang in a forked child, which is why
+    DataLoader sets one)."""
+    _, module = make_lstm_pair(8, 32, num_layers=2, bidirectional=True)
+    generator = torch.Generator().manual_seed(3)
+    sequences = [torch.randn(9, 1, 8, generator=generator) for _ in range(6)]
+    dataset = LstmFeatures(module, sequences)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        dataset[0]  # the parent runs the recurrence before the workers start
+        torch.set_num_threads(1)
+        expected = torch.stack([dataset[i] for i in range(len(dataset))])
+        loader = DataLoader(dataset, batch_size=2, num_workers=2,
+                            multiprocessing_context=context, timeout=120)
+        actual = torch.cat(list(loader))
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(actual, expected)

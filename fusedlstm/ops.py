@@ -15,6 +15,7 @@ from torch.autograd import forward_ad
 from . import _C  # noqa: F401  (loads the library, registering the operators)
 from . import _flop_formulas  # noqa: F401  (torch.utils.flop_counter's counts)
 from . import reference
+from ._dtype_names import aten_name
 
 _forward_op = torch.ops.fusedlstm.lstm_layer_forward
 _inference_op = torch.ops.fusedlstm.lstm_layer_inference
@@ -45,6 +46,13 @@ def lstm_layer(
     """
     args = (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     if input.is_complex():
+        if input.device.type == "cuda":
+            # nn.LSTM and nn.LSTMCell run complex CUDA input through ATen's
+            # fused CUDA cell (cuDNN takes no complex), which has no complex
+            # kernel: refused there, so refused here, with its error.
+            raise NotImplementedError(
+                f'"_thnn_fused_lstm_cell_cuda" not implemented for '
+                f"'{aten_name(input.dtype)}'")
         return reference.lstm_layer(*args)
     if _functorch_active() or _dual_tensors_present(args[:8]):
         output, h_n, c_n, _, _ = _FunctorchLayer.apply(*args)

@@ -81,7 +81,7 @@ def _calling_tracer():
     return None
 
 
-def fx_leaf_call(module, args: tuple):
+def fx_leaf_call(module, input, hx):
     """Under torch.fx.symbolic_trace, the ``call_module`` node that the
     module's torch.nn counterpart gets, as a Proxy; None anywhere else.
 
@@ -103,6 +103,7 @@ def fx_leaf_call(module, args: tuple):
     TorchDynamo takes it as False."""
     if not is_fx_symbolic_tracing():
         return None
+    args = (input,) if hx is None else (input, hx)
     proxy = _first_proxy(args)
     tracer = proxy.tracer if proxy is not None else _calling_tracer()
     if tracer is None or getattr(tracer, "root", None) is module:

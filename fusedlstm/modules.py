@@ -109,7 +109,7 @@ class LSTM(nn.RNNBase):
         )
 
     def forward(self, input, hx=None):
-        leaf = fx_leaf_call(self, (input,) if hx is None else (input, hx))
+        leaf = fx_leaf_call(self, input, hx)
         if leaf is not None:
             return leaf
         if onnx_exporting():
@@ -230,7 +230,7 @@ class LSTMCell(nn.LSTMCell):
         direct = self._direct_step(input, hx)
         if direct is not None:
             return direct
-        leaf = fx_leaf_call(self, (input,) if hx is None else (input, hx))
+        leaf = fx_leaf_call(self, input, hx)
         if leaf is not None:
             return leaf
         if onnx_exporting():

@@ -170,6 +170,21 @@ def outcome(fn):
         return e, None
 
 
+def assert_same_outcome(ref_call, our_call):
+    """Runs both calls: where torch.nn's raises, fusedlstm's must raise the
+    same exception type with the same message; else its results must equal
+    torch.nn's under torch.testing.assert_close (defaults). Returns torch.nn's
+    exception, or None."""
+    ref_err, expected = outcome(ref_call)
+    our_err, actual = outcome(our_call)
+    if ref_err is not None:
+        assert (type(our_err), str(our_err)) == (type(ref_err), str(ref_err)), (our_err, ref_err)
+    else:
+        assert our_err is None, our_err
+        torch.testing.assert_close(actual, expected)
+    return ref_err
+
+
 def assert_results_close(actual: dict, expected: dict, **kwargs):
     """Every entry equal under torch.testing.assert_close (defaults)."""
     assert actual.keys() == expected.keys(), (sorted(actual), sorted(expected))

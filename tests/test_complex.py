@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedlstm
-from helpers import make_cell_pair, make_lstm_pair, outcome
+from helpers import assert_same_outcome, make_cell_pair, make_lstm_pair
 
 LSTM_CONFIGS = {
     "plain": dict(),
@@ -80,15 +80,10 @@ def test_complex128_lstm_matches_nn_lstm(config, with_hx, packed):
     x = _complex_randn(*shape, dtype=torch.complex128, generator=gen)
     hx = _states(ref, 3, torch.complex128) if with_hx else None
     lengths = [2, 5, 4] if packed else None
-    ref_error, expected = outcome(lambda: _lstm_results(ref, x, hx, lengths))
-    our_error, actual = outcome(lambda: _lstm_results(ours, x, hx, lengths))
-    if ref_error is not None:
-        # Dropout: ATen's bernoulli has no complex kernel, for either module.
-        assert config == "dropout", ref_error
-        assert type(our_error) is type(ref_error) and str(our_error) == str(ref_error)
-        return
-    assert our_error is None, our_error
-    torch.testing.assert_close(actual, expected)
+    ref_error = assert_same_outcome(lambda: _lstm_results(ref, x, hx, lengths),
+                                    lambda: _lstm_results(ours, x, hx, lengths))
+    # Dropout: ATen's bernoulli has no complex kernel, for either module.
+    assert (ref_error is not None) == (config == "dropout"), ref_error
 
 
 def test_complex128_unbatched_lstm_matches_nn_lstm():

@@ -261,14 +261,15 @@ def test_few_rows_match_nn_lstm(threads, steps, batch, hidden, proj):
         torch.testing.assert_close(ours(x, hx), ref(x, hx))
 
 
-# A call of one step and more rows than the direct product takes packs each
-# unit block's panel just before its product (ForwardPlan::pack_in_step), not
-# all of W_hh up front: the same panels, so the same sums as the first step
-# of a longer call. With input_size 1 the input projection is one exact
-# product per gate, whatever the GEMM, so any difference is the recurrence's.
-# Batch 32 at two threads: the two-step call splits the rows, the one-step
+# A call of one step and more rows than take the input product into the
+# step (one_step_takes_input: 64; tests/test_cpu_one_step.py) packs each unit
+# block's panel just before its product (ForwardPlan::pack_in_step), not all
+# of W_hh up front: the same panels, so the same sums as the first step of a
+# longer call. With input_size 1 the input projection is one exact product
+# per gate, whatever the GEMM, so any difference is the recurrence's. Batch
+# 80 and 128 at two threads: the two-step call splits the rows, the one-step
 # call the units.
-@pytest.mark.parametrize("batch", [9, 16, 32])
+@pytest.mark.parametrize("batch", [65, 80, 128])
 @pytest.mark.parametrize("hidden,proj", [(136, 0), (300, 0), (100, 37)])
 def test_one_step_gives_the_first_step_of_two_bit_for_bit(threads, batch, hidden, proj):
     _, ours = make_lstm_pair(1, hidden, proj_size=proj, seed=batch)
@@ -448,7 +449,8 @@ def test_other_builds_pass_the_recurrence_suite_and_parity_grid(isa):
          "print(torch.ops.fusedlstm.cpu_recurrence(), torch.ops.fusedlstm.cpu_bfloat16_dot())"],
         env=env, capture_output=True, text=True, timeout=120)
     assert check.stdout.split() == [isa, "False"], check.stderr
-    _suite_passes_in_subprocess(env, ["test_cpu_recurrence.py", "test_modules_parity.py",
+    _suite_passes_in_subprocess(env, ["test_cpu_recurrence.py", "test_cpu_one_step.py",
+                                      "test_modules_parity.py",
                                       "test_reduced_precision.py", "test_inference_op.py"])
 
 

@@ -133,6 +133,15 @@ class Bf16InputProjection {
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace
 };
 
+// A one-step call's input product, run inside the recurrence
+// (one_step_takes_input): x [B, I] and W_ih [4H, I], contiguous float.
+void set_step_input(RecurrentForward& args, const at::Tensor& x,
+                    const at::Tensor& w_ih, int64_t I) {
+  args.x = x.const_data_ptr<float>();
+  args.w_ih = w_ih.const_data_ptr<float>();
+  args.input = I;
+}
+
 // b_ih + b_hh (zeros without a bias), in the compute type. Two contiguous float32 biases are summed here, element by element as
 // at::add sums them: at::add's dispatch costs more than the sum at small H.
 at::Tensor summed_bias(const c10::optional<at::Tensor>& b_ih,
@@ -203,7 +212,14 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   // The fused cell adds the bias itself: addmm_out would first broadcast it
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
-  if (bf16_dot) {
+  const bool input_in_step = fused && !bf16_dot && sched.steps() == 1 &&
+                             one_step_takes_input(sched.batch);
+  at::Tensor x, w_ih_c;  // with input_in_step
+  if (input_in_step) {
+    x = w(input).reshape({N, I}).contiguous();
+    w_ih_c = w(w_ih).contiguous();
+    buf.gates.zero_();
+  } else if (bf16_dot) {
     Bf16InputProjection(input, w_ih, N, H, I)(0, N, buf.gates.data_ptr<float>());
   } else if (d.has_bias && !fused) {
     buf.gates.copy_(summed_bias(b_ih, b_hh, d, opts).expand({N, 4 * H}));
@@ -236,6 +252,7 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
       args.w_hh16 = bf16_bits(w_hh_c);
       args.output16 = mutable_bf16_bits(buf.output);
     }
+    if (input_in_step) set_step_input(args, x, w_ih_c, I);
     recurrent_forward_fused(args);
     return finish(input, buf, d, c0.scalar_type());
   }
@@ -287,6 +304,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   const auto opts = input.options().dtype(w.compute);
 
   const bool bf16_dot = bf16_recurrent_product(input.scalar_type(), d.has_proj);
+  const bool input_in_step =
+      !bf16_dot && sched.steps() == 1 && one_step_takes_input(B);
   // Steps per chunk: ~2048 rows, and a gates buffer of at most 16 MiB (4 MiB
   // with bfloat16 dot products). The float32 GEMM re-packs W_ih on every
   // call, and below ~2048 rows that cost shows: 2 threads, I = 512, 4H =
@@ -313,7 +332,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   std::function<void(int64_t, int64_t)> project;
   std::optional<Bf16InputProjection> bf16_projection;
   at::Tensor x, w_ih_t;
-  if (bf16_dot) {
+  if (input_in_step) {
+    x = w(input).reshape({N, I}).contiguous();
+    w_ih_t = w(w_ih).contiguous();  // as it lies, [4H, I]
+    gates.zero_();
+  } else if (bf16_dot) {
     bf16_projection.emplace(input, w_ih, N, H, I);
     project = [&](int64_t first_row, int64_t rows) {
       (*bf16_projection)(first_row, rows, gates.data_ptr<float>());
@@ -346,8 +369,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         gates.data_ptr<float>(), /*cells=*/nullptr,
                         bf16_dot ? nullptr : output.data_ptr<float>(),
                         h_state.data_ptr<float>(), c_state.data_ptr<float>()};
-  args.project = &project;
-  args.chunk_steps = chunk_steps;
+  if (input_in_step) {
+    set_step_input(args, x, w_ih_t, I);
+  } else {
+    args.project = &project;
+    args.chunk_steps = chunk_steps;
+  }
   args.bf16_dot = bf16_dot;
   if (bf16_dot) {
     args.w_hh16 = bf16_bits(w_hh_c);

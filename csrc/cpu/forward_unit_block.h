@@ -103,48 +103,112 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
   for (int r = 0; r < R; ++r) cell_from_tile(acc[r], H, n, cell_row(st, r0 + r));
 }
 
+// The most rows (steps x batch) of a call whose W_hh product runs direct
+// (plan_forward); a call of one step that takes its input product too
+// (one_step_takes_input) may have more.
+constexpr int64_t kDirectMaxRows = 8;
+
 #if !defined(FUSEDLSTM_BF16_DOT)
-// The direct product, for calls of few steps (plan_forward says when): one
-// gate of a unit block for one row, h_{t-1} . W_hh[q*H + j + l] for each unit
-// l, read from W_hh as it is ([4H, P], rows P apart) with no packing. Lanes
-// run along k; each unit's lanes are summed at the end. kFull: all kLanes
-// units exist (every block but a last, partial one).
-template <bool kFull>
-inline Reg direct_gate(const float* w, int64_t P, int64_t n, const float* h) {
-  Reg acc[kLanes];
-  for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
-  const int64_t units = kFull ? kLanes : n;
+// The direct product, for calls of few rows (plan_forward says when): read
+// from the weights as they lie, with no packing. A register tile holds
+// kLanes sums, kDirectRows batch rows x kDirectUnits weight rows, with lanes
+// along k, each lane-summed once at the end: a weight load feeds
+// kDirectRows FMAs and an activation load kDirectUnits, so the loads stay
+// under the FMAs' rate, and the tile's four weight rows (16 KiB at K = 1024)
+// stay in L1 while each row tile of the batch passes over them.
+constexpr int kDirectUnits = 4;
+constexpr int kDirectRows = static_cast<int>(kLanes) / kDirectUnits;
+
+// acc[r * kDirectUnits + u] += v_r . w_u, over k < K, for R rows of v (ldv
+// apart; R <= kDirectRows) and kDirectUnits rows of weights.
+template <int R>
+inline void direct_tile(const float* const (&w)[kDirectUnits], const float* v,
+                        int64_t ldv, int64_t K, Reg (&acc)[kLanes]) {
   int64_t k = 0;
-  for (; k + kLanes <= P; k += kLanes) {
-    const Reg x = reg_load(h + k);
-    for (int64_t l = 0; l < units; ++l) {
-      acc[l] = reg_fma(reg_load(w + l * P + k), x, acc[l]);
+  for (; k + kLanes <= K; k += kLanes) {
+    Reg xs[R];
+    for (int r = 0; r < R; ++r) xs[r] = reg_load(v + r * ldv + k);
+    for (int u = 0; u < kDirectUnits; ++u) {
+      const Reg wu = reg_load(w[u] + k);
+      for (int r = 0; r < R; ++r) {
+        acc[r * kDirectUnits + u] = reg_fma(wu, xs[r], acc[r * kDirectUnits + u]);
+      }
     }
   }
-  if (k < P) {
-    const int64_t rest = P - k;
-    const Reg x = load(h + k, rest);
-    for (int64_t l = 0; l < units; ++l) {
-      acc[l] = reg_fma(load(w + l * P + k, rest), x, acc[l]);
+  if (k < K) {
+    const int64_t rest = K - k;
+    Reg xs[R];
+    for (int r = 0; r < R; ++r) xs[r] = load(v + r * ldv + k, rest);
+    for (int u = 0; u < kDirectUnits; ++u) {
+      const Reg wu = load(w[u] + k, rest);
+      for (int r = 0; r < R; ++r) {
+        acc[r * kDirectUnits + u] = reg_fma(wu, xs[r], acc[r * kDirectUnits + u]);
+      }
     }
   }
-  return reg_lane_sums(acc);
 }
 
-// unit_block_step with the direct product: row by row, the four gates, then
-// the cell.
-void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
+// The most rows of a direct step.
+constexpr int64_t kDirectStepMaxRows = std::max(kDirectMaxRows, kOneStepInputMaxBatch);
+
+// The preactivation sums of rows [b0, b0 + R) for units [u0, u0 + m) of gate
+// rows from `row`: the input product where the call takes it
+// (RecurrentForward::x), then the recurrent one, in the same registers,
+// into pre[b][q][u0 + u] (q: the gate).
+template <int R>
+void direct_sums(const UnitBlockStep& st, int64_t q, int64_t u0, int64_t m,
+                 int64_t b0, float (*pre)[4][kLanes]) {
   const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, j = st.unit;
-  const int64_t n = std::min(kLanes, H - j);
-  for (int64_t b = 0; b < rows; ++b) {
-    const float* h = st.h_prev + b * P;
-    Reg acc[4];
-    for (int64_t q = 0; q < 4; ++q) {
-      const float* w = a.w_hh + (q * H + j) * P;
-      acc[q] = n == kLanes ? direct_gate<true>(w, P, n, h)
-                           : direct_gate<false>(w, P, n, h);
+  const int64_t H = a.hidden, P = a.state, I = a.input;
+  const int64_t row = q * H + st.unit + u0;
+  Reg acc[kLanes];
+  for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
+  // A group of fewer than kDirectUnits units reads its last row again for
+  // the rest, whose sums are not kept.
+  const float* w[kDirectUnits];
+  if (a.x != nullptr) {
+    for (int u = 0; u < kDirectUnits; ++u) {
+      w[u] = a.w_ih + (row + std::min<int64_t>(u, m - 1)) * I;
     }
+    direct_tile<R>(w, a.x + (st.first_row + b0) * I, I, I, acc);
+  }
+  for (int u = 0; u < kDirectUnits; ++u) {
+    w[u] = a.w_hh + (row + std::min<int64_t>(u, m - 1)) * P;
+  }
+  direct_tile<R>(w, st.h_prev + b0 * P, P, P, acc);
+  alignas(64) float sums[kLanes];
+  reg_store(sums, reg_lane_sums(acc));
+  for (int r = 0; r < R; ++r) {
+    for (int64_t u = 0; u < m; ++u) pre[b0 + r][q][u0 + u] = sums[r * kDirectUnits + u];
+  }
+}
+
+// unit_block_step with the direct product: gate by gate and group of units
+// by group, every row tile, then the cells.
+void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
+  const int64_t H = st.args->hidden;
+  const int64_t n = std::min(kLanes, H - st.unit);
+  TORCH_CHECK(rows <= kDirectStepMaxRows, "fusedlstm: direct step of ", rows, " rows");
+  alignas(64) float pre[kDirectStepMaxRows][4][kLanes];
+  if (n < kLanes) std::memset(pre, 0, sizeof pre);  // lanes past n: computed, not stored
+  for (int64_t q = 0; q < 4; ++q) {
+    for (int64_t u0 = 0; u0 < n; u0 += kDirectUnits) {
+      const int64_t m = std::min<int64_t>(kDirectUnits, n - u0);
+      int64_t b0 = 0;
+      for (; b0 + kDirectRows <= rows; b0 += kDirectRows) {
+        direct_sums<kDirectRows>(st, q, u0, m, b0, pre);
+      }
+      switch (rows - b0) {
+        case 3: if constexpr (kDirectRows > 3) direct_sums<3>(st, q, u0, m, b0, pre); break;
+        case 2: if constexpr (kDirectRows > 2) direct_sums<2>(st, q, u0, m, b0, pre); break;
+        case 1: direct_sums<1>(st, q, u0, m, b0, pre); break;
+        default: break;
+      }
+    }
+  }
+  for (int64_t b = 0; b < rows; ++b) {
+    Reg acc[4];
+    for (int q = 0; q < 4; ++q) acc[q] = reg_load(pre[b][q]);
     cell_from_tile(acc, H, n, cell_row(st, b));
   }
 }

@@ -50,6 +50,13 @@ struct RecurrentForward {
   // chunk's rows [first_row, first_row + rows) into `gates` from its row 0.
   const std::function<void(int64_t, int64_t)>* project = nullptr;
   int64_t chunk_steps = 0;
+  // One step with the input product too (`gates` then starts at zero):
+  // x_{t} W_ih^T is summed in the same registers as h_{t-1} W_hh^T, as dot
+  // products over W_ih's rows as they lie, so no GEMM call and no packing
+  // (one_step_takes_input says where). nullptr: `gates` holds x W_ih^T.
+  const float* x = nullptr;     // [B, I]
+  const float* w_ih = nullptr;  // [4H, I]
+  int64_t input = 0;            // I
   // Run the recurrent product in bfloat16 dot products on h_{t-1} rounded to
   // bfloat16: set by the caller to bf16_recurrent_product(layer dtype,
   // has_proj), for a bfloat16 layer whose widened values are passed here,
@@ -115,6 +122,16 @@ bool fused_recurrence_supported();
 // same function to float rounding). Every layer shape has a fused forward and
 // backward, so nothing else enters.
 bool use_fused_recurrence(at::ScalarType compute);
+
+// Whether a call of one step over `batch` rows that computes in float, with
+// the fused recurrence and no bfloat16 dot products, runs its input product
+// inside the recurrence (RecurrentForward::x). A GEMM call's setup (oneDNN's
+// primitive, W_ih's packing) cost more than the whole product there: an
+// LSTMCell step at H = 128, batch 8 took 70 us with it and 41 without (one
+// thread, Zen 4). Past 64 rows the GEMM's packed panels win (at 128 rows,
+// 1.0-1.1x faster for H = 128-1024; NOTES change 73).
+bool one_step_takes_input(int64_t batch);
+constexpr int64_t kOneStepInputMaxBatch = 64;  // the most it takes
 
 // The fused recurrence in fused_recurrence_isa()'s instruction set.
 void recurrent_forward_fused(const RecurrentForward& args);

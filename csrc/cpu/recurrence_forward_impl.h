@@ -24,9 +24,6 @@
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 namespace {
 
-// The most rows (steps x batch) of a call that runs the direct product.
-constexpr int64_t kDirectMaxRows = 8;
-
 // The largest packed W_hh (bytes) whose panels every worker reads each step
 // when the workers split the rows (ForwardPlan::split_rows): 1 MiB, half of
 // the L2 of the Xeon it was measured on (H = P = 256: 512 KiB).
@@ -66,7 +63,7 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // Meetings per step: after the cells, and after the projection.
   plan.phases = proj ? 2 : 1;
   plan.workers = choose_workers(
-      8 * B * H * P + 2 * B * H * (proj ? P : 0),
+      8 * B * H * (P + a.input) + 2 * B * H * (proj ? P : 0),
       proj ? std::min(plan.unit_blocks, plan.proj_blocks) : plan.unit_blocks);
   const auto f32 = at::TensorOptions().dtype(at::kFloat);
   // Packing W_hh reads and writes it once more than the steps read it, which
@@ -75,8 +72,13 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // 1024, 1 thread: batch 1, T = 1 2.15 against 3.24 ms, T = 8 4.63 against
   // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
   // at H = 256 (NOTES change 23).
-  plan.direct = !kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows;
-  // A call of one step (an LSTMCell, a decoder's step) reads each panel once:
+  plan.direct = !kBf16Dot && (a.x != nullptr || a.schedule->steps() * B <= kDirectMaxRows);
+  TORCH_CHECK(a.x == nullptr || (!kBf16Dot && a.schedule->steps() == 1 &&
+                                 B <= kOneStepInputMaxBatch && a.project == nullptr),
+              "fusedlstm: the input product runs in the recurrence only for "
+              "one float32 step of at most ", kOneStepInputMaxBatch, " rows");
+  // A call of one step (an LSTMCell, a decoder's step) of more rows than
+  // take the input product into the step reads each panel once:
   // packing all of W_hh first writes it out (to memory, past L3's share at
   // H = 1024) and reads it back for nothing. Packed block by block into a
   // slot that stays in L2, W_hh is read once. The panel is the same, and so

@@ -116,6 +116,10 @@ bool use_fused_recurrence(at::ScalarType compute) {
   return allowed && compute == at::kFloat && fused_recurrence_supported();
 }
 
+bool one_step_takes_input(int64_t batch) {
+  return use_fused_recurrence(at::kFloat) && batch <= kOneStepInputMaxBatch;
+}
+
 bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {
   return dtype == at::kBFloat16 && !has_proj && use_fused_recurrence(at::kFloat) &&
          bf16_dot_available();

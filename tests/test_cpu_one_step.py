@@ -1,0 +1,171 @@
+"""One-step float32 calls on the CPU, which take their input product into the step.
+
+A call of one step (an LSTMCell, a decoder's step, an LSTM over T = 1) with at
+most 64 rows runs x W_ih^T and h W_hh^T in the same registers, as dot products
+over the weights' rows as they lie (RecurrentForward::x in
+csrc/cpu/recurrence.h; direct_unit_block_step in csrc/cpu/forward_unit_block.h),
+instead of calling a GEMM for the input product. Its register tiles are
+4 batch rows x 4 units on AVX-512 and 2 x 4 on AVX2, the units of a block of
+16 (8) taken 4 at a time, and k in whole registers with a masked rest. So:
+
+- batches 1-9 and 63-64 leave every row-tile remainder, and 65 is the first
+  batch past the rule (the GEMM and packed panels again);
+- hidden sizes 17, 33, 100 and 136 end in blocks of 1, 1, 4 and 8 units
+  (groups of 1 and 4 units), and 64 in whole blocks;
+- input sizes 1, 13 and 40 are masked rests only or partly, and 300 spans
+  many registers.
+
+test_cpu_recurrence.py runs this file under the AVX2 build too.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import assert_bitwise, make_cell_pair, make_lstm_pair, parity_check, run_lstm
+
+import fusedlstm
+
+SIZES = [(1, 17), (13, 100), (40, 136), (300, 33), (64, 64)]
+BATCHES = [1, 2, 3, 5, 8, 9, 63, 64, 65]
+
+
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("input_size,hidden", SIZES)
+def test_cell_step_matches_nn_lstmcell(threads, input_size, hidden, batch):
+    ref, ours = make_cell_pair(input_size, hidden, seed=hidden + batch)
+    x = torch.randn(batch, input_size)
+    hx = (torch.randn(batch, hidden), torch.randn(batch, hidden))
+    parity_check(ref, ours, x, hx)
+    with torch.no_grad():  # the inference operator
+        torch.testing.assert_close(ours(x, hx), ref(x, hx))
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_cell_step_without_bias_or_states(threads, batch):
+    ref, ours = make_cell_pair(40, 136, bias=False, seed=batch)
+    x = torch.randn(batch, 40)
+    parity_check(ref, ours, x, (torch.randn(batch, 136), torch.randn(batch, 136)))
+    parity_check(ref, ours, x)  # hx omitted: zero states
+    parity_check(ref, ours, torch.randn(40))  # unbatched
+
+
+@pytest.mark.parametrize("batch", [1, 6, 64, 65])
+@pytest.mark.parametrize("hidden,proj", [(100, 37), (136, 0)])
+def test_lstm_of_one_step_matches_nn_lstm(threads, hidden, proj, batch):
+    # Two layers, both directions: every layer-direction is a one-step call,
+    # the second layer's input the first's output.
+    ref, ours = make_lstm_pair(13, hidden, proj_size=proj, num_layers=2,
+                               bidirectional=True, seed=hidden + batch)
+    x = torch.randn(1, batch, 13)
+    state = proj or hidden
+    hx = (torch.randn(4, batch, state), torch.randn(4, batch, hidden))
+    parity_check(ref, ours, x, hx)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, hx), ref(x, hx))
+
+
+@pytest.mark.parametrize("batch", [3, 64])
+def test_packed_sequences_of_length_one(threads, batch):
+    # batch_sizes [B]: a packed call of one step.
+    ref, ours = make_lstm_pair(40, 136, bidirectional=True, seed=batch)
+    x = torch.randn(1, batch, 40)
+    lengths = torch.ones(batch, dtype=torch.int64)
+    parity_check(ref, ours, x, lengths=lengths)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_reduced_precision_cell_step(dtype):
+    # Half computes in float (widened weights and input), and so does
+    # bfloat16 where it has no bfloat16 dot products (the AVX2 build, or
+    # FUSEDLSTM_CPU_RECURRENCE=avx512): the step takes the widened input.
+    ref, ours = make_cell_pair(40, 136, dtype=dtype, seed=3)
+    x = torch.randn(5, 40, dtype=dtype)
+    hx = (torch.randn(5, 136, dtype=dtype), torch.randn(5, 136, dtype=dtype))
+    parity_check(ref, ours, x, hx)
+
+
+def _step_results(ours, x, hx):
+    with torch.no_grad():
+        inference = ours(x, hx)
+    trained = run_lstm(ours, x, hx)
+    return inference, trained
+
+
+@pytest.mark.parametrize("batch", [4, 9, 64])
+def test_same_bits_at_one_and_two_threads_and_from_run_to_run(batch):
+    # Each preactivation is one tile's dot product in a fixed order, whichever
+    # worker runs its unit block, so the thread count cannot change a bit;
+    # the training forward and the inference operator run the same step.
+    # The backward's recurrence (grad_h0, grad_c0) is ours and fixed too.
+    # (H = 136 at batch 4 is over 2 * 2**17 FLOPs a step: two workers.)
+    _, ours = make_cell_pair(40, 136, seed=batch)
+    x = torch.randn(batch, 40)
+    hx = (torch.randn(batch, 136), torch.randn(batch, 136))
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one_inference, one_trained = _step_results(ours, x, hx)
+        torch.set_num_threads(2)
+        two_inference, two_trained = _step_results(ours, x, hx)
+        again_inference, again_trained = _step_results(ours, x, hx)
+    finally:
+        torch.set_num_threads(old)
+    assert_bitwise(two_inference, one_inference, "inference result")
+    assert_bitwise(again_inference, two_inference, "inference result")
+    assert_bitwise((one_trained["h_n"], one_trained["c_n"]), one_inference,
+                   "training forward's result")
+    # grad_input is a GEMM's (MKL's, whose bits may follow the thread count):
+    # the same from run to run only.
+    for key in ("h_n", "c_n", "grad_h0", "grad_c0"):
+        assert_bitwise((two_trained[key],), (one_trained[key],), key)
+    for key, value in two_trained.items():
+        assert_bitwise((again_trained[key],), (value,), key)
+
+
+def test_long_dot_products_are_as_accurate_as_nn():
+    # K = I + H = 1024 terms a preactivation: the error against float64 is
+    # within twice nn.LSTMCell's own float32 error.
+    ref, ours = make_cell_pair(512, 512, seed=5)
+    ref64 = torch.nn.LSTMCell(512, 512).double()
+    ref64.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 512)
+    hx = (torch.randn(6, 512), torch.randn(6, 512))
+    with torch.no_grad():
+        exact = ref64(x.double(), tuple(t.double() for t in hx))
+        ours_out, nn_out = ours(x, hx), ref(x, hx)
+    for name, a, b, e in zip(("h", "c"), ours_out, nn_out, exact):
+        ours_error = (a.double() - e).abs().max().item()
+        nn_error = (b.double() - e).abs().max().item()
+        assert ours_error <= 2 * nn_error + torch.finfo(torch.float32).eps, (
+            name, ours_error, nn_error)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_non_finite_weights_stay_in_their_units(threads, batch):
+    # An Inf or NaN weight reaches only its own unit's gate, as in nn: the
+    # masked rest of a dot product (k past I or H) must not read the next
+    # weight row, where Inf * 0 would be NaN. The poisoned entries start rows
+    # (k = 0), just past the rest of the row before.
+    ref, ours = make_cell_pair(13, 100, seed=batch)
+    with torch.no_grad():
+        for module in (ref, ours):
+            module.weight_ih[6, 0] = float("inf")
+            module.weight_hh[3 * 100 + 41, 0] = float("nan")
+            module.weight_hh[2 * 100 + 17, 0] = float("-inf")
+    x = torch.randn(batch, 13)
+    hx = (torch.randn(batch, 100), torch.randn(batch, 100))
+    with torch.no_grad():
+        ours_h, ours_c = ours(x, hx)
+        ref_h, ref_c = ref(x, hx)
+    assert ref_h.isfinite().sum() >= 97 * batch, "nn spread the poison: a moot case"
+    torch.testing.assert_close(ours_h, ref_h, equal_nan=True)
+    torch.testing.assert_close(ours_c, ref_c, equal_nan=True)

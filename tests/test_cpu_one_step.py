@@ -1,19 +1,23 @@
-"""One-step float32 calls on the CPU, which take their input product into the step.
+"""Float32 calls of few rows on the CPU, which take their input product into the steps.
 
 A call of one step (an LSTMCell, a decoder's step, an LSTM over T = 1) with at
-most 64 rows runs x W_ih^T and h W_hh^T in the same registers, as dot products
-over the weights' rows as they lie (RecurrentForward::x in
-csrc/cpu/recurrence.h; direct_unit_block_step in csrc/cpu/forward_unit_block.h),
-instead of calling a GEMM for the input product. Its register tiles are
-4 batch rows x 4 units on AVX-512 and 2 x 4 on AVX2, the units of a block of
-16 (8) taken 4 at a time, and k in whole registers with a masked rest. So:
+most 64 rows, or of a few steps with at most 8 rows in all (steps x batch;
+while the steps read at most 16 MiB of W_ih between them), runs x W_ih^T and
+h W_hh^T in the same registers, as dot products over the weights' rows as
+they lie (RecurrentForward::x and input_in_steps in csrc/cpu/recurrence.h;
+direct_unit_block_step in csrc/cpu/forward_unit_block.h), instead of calling
+a GEMM for the input product. Its register tiles are 4 batch rows x 4 units
+on AVX-512 and 2 x 4 on AVX2, the units of a block of 16 (8) taken 4 at a
+time, and k in whole registers with a masked rest. So:
 
 - batches 1-9 and 63-64 leave every row-tile remainder, and 65 is the first
   batch past the rule (the GEMM and packed panels again);
 - hidden sizes 17, 33, 100 and 136 end in blocks of 1, 1, 4 and 8 units
   (groups of 1 and 4 units), and 64 in whole blocks;
 - input sizes 1, 13 and 40 are masked rests only or partly, and 300 spans
-  many registers.
+  many registers;
+- calls of 2-8 steps read each step's rows of x, in either direction and
+  packed.
 
 test_cpu_recurrence.py runs this file under the AVX2 build too.
 """
@@ -169,3 +173,48 @@ def test_non_finite_weights_stay_in_their_units(threads, batch):
     assert ref_h.isfinite().sum() >= 97 * batch, "nn spread the poison: a moot case"
     torch.testing.assert_close(ours_h, ref_h, equal_nan=True)
     torch.testing.assert_close(ours_c, ref_c, equal_nan=True)
+
+
+# (steps, batch): 8 rows or fewer, so the steps take the input product; 3 x 3
+# is past the rule, for the boundary.
+FEW_STEPS = [(2, 1), (2, 4), (4, 2), (8, 1), (3, 3)]
+
+
+@pytest.mark.parametrize("steps,batch", FEW_STEPS)
+@pytest.mark.parametrize("hidden,proj", [(17, 0), (100, 37), (136, 0)])
+def test_few_steps_match_nn_lstm(threads, steps, batch, hidden, proj):
+    ref, ours = make_lstm_pair(13, hidden, proj_size=proj, num_layers=2,
+                               bidirectional=True, seed=hidden + steps)
+    x = torch.randn(steps, batch, 13)
+    hx = (torch.randn(4, batch, proj or hidden), torch.randn(4, batch, hidden))
+    parity_check(ref, ours, x, hx)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, hx), ref(x, hx))
+
+
+@pytest.mark.parametrize("lengths", [[4, 2], [1, 3], [2, 2, 1, 1]])
+def test_few_steps_packed_match_nn_lstm(threads, lengths):
+    # Steps of shrinking batch (growing in the reverse direction): each
+    # step's rows of x start at its offset in the packed data.
+    ref, ours = make_lstm_pair(40, 136, bidirectional=True, seed=len(lengths))
+    T, B = max(lengths), len(lengths)
+    x = torch.randn(T, B, 40)
+    hx = (torch.randn(2, B, 136), torch.randn(2, B, 136))
+    parity_check(ref, ours, x, hx, lengths=torch.tensor(lengths), enforce_sorted=False)
+
+
+def test_few_steps_same_bits_at_one_and_two_threads():
+    _, ours = make_lstm_pair(40, 136, bidirectional=True, seed=9)
+    x = torch.randn(4, 2, 40)
+    old = torch.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                output, (h, c) = ours(x)
+            results.append((output, h, c))
+    finally:
+        torch.set_num_threads(old)
+    assert_bitwise(results[1], results[0], "two threads' result")
+    assert_bitwise(results[2], results[1], "the rerun's result")

@@ -262,7 +262,7 @@ def test_few_rows_match_nn_lstm(threads, steps, batch, hidden, proj):
 
 
 # A call of one step and more rows than take the input product into the
-# step (one_step_takes_input: 64; tests/test_cpu_one_step.py) packs each unit
+# step (input_in_steps: 64; tests/test_cpu_one_step.py) packs each unit
 # block's panel just before its product (ForwardPlan::pack_in_step), not all
 # of W_hh up front: the same panels, so the same sums as the first step of a
 # longer call. With input_size 1 the input projection is one exact product

@@ -133,8 +133,8 @@ class Bf16InputProjection {
   const uint32_t* packed_ = nullptr;  // this thread's kInputWeights workspace
 };
 
-// A one-step call's input product, run inside the recurrence
-// (one_step_takes_input): x [B, I] and W_ih [4H, I], contiguous float.
+// The input product of a call of few rows, run inside the recurrence
+// (input_in_steps): x [N, I] and W_ih [4H, I], contiguous float.
 void set_step_input(RecurrentForward& args, const at::Tensor& x,
                     const at::Tensor& w_ih, int64_t I) {
   args.x = x.const_data_ptr<float>();
@@ -212,8 +212,8 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   // The fused cell adds the bias itself: addmm_out would first broadcast it
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
-  const bool input_in_step = fused && !bf16_dot && sched.steps() == 1 &&
-                             one_step_takes_input(sched.batch);
+  const bool input_in_step =
+      fused && !bf16_dot && input_in_steps(sched.steps(), sched.batch, w_ih.numel());
   at::Tensor x, w_ih_c;  // with input_in_step
   if (input_in_step) {
     x = w(input).reshape({N, I}).contiguous();
@@ -305,7 +305,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
 
   const bool bf16_dot = bf16_recurrent_product(input.scalar_type(), d.has_proj);
   const bool input_in_step =
-      !bf16_dot && sched.steps() == 1 && one_step_takes_input(B);
+      !bf16_dot && input_in_steps(sched.steps(), B, w_ih.numel());
   // Steps per chunk: ~2048 rows, and a gates buffer of at most 16 MiB (4 MiB
   // with bfloat16 dot products). The float32 GEMM re-packs W_ih on every
   // call, and below ~2048 rows that cost shows: 2 threads, I = 512, 4H =

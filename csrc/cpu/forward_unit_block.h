@@ -103,11 +103,6 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
   for (int r = 0; r < R; ++r) cell_from_tile(acc[r], H, n, cell_row(st, r0 + r));
 }
 
-// The most rows (steps x batch) of a call whose W_hh product runs direct
-// (plan_forward); a call of one step that takes its input product too
-// (one_step_takes_input) may have more.
-constexpr int64_t kDirectMaxRows = 8;
-
 #if !defined(FUSEDLSTM_BF16_DOT)
 // The direct product, for calls of few rows (plan_forward says when): read
 // from the weights as they lie, with no packing. A register tile holds

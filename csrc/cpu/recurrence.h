@@ -50,11 +50,11 @@ struct RecurrentForward {
   // chunk's rows [first_row, first_row + rows) into `gates` from its row 0.
   const std::function<void(int64_t, int64_t)>* project = nullptr;
   int64_t chunk_steps = 0;
-  // One step with the input product too (`gates` then starts at zero):
+  // Steps that run the input product too (`gates` then starts at zero):
   // x_{t} W_ih^T is summed in the same registers as h_{t-1} W_hh^T, as dot
   // products over W_ih's rows as they lie, so no GEMM call and no packing
-  // (one_step_takes_input says where). nullptr: `gates` holds x W_ih^T.
-  const float* x = nullptr;     // [B, I]
+  // (input_in_steps says where). nullptr: `gates` holds x W_ih^T.
+  const float* x = nullptr;     // [N, I]
   const float* w_ih = nullptr;  // [4H, I]
   int64_t input = 0;            // I
   // Run the recurrent product in bfloat16 dot products on h_{t-1} rounded to
@@ -123,15 +123,29 @@ bool fused_recurrence_supported();
 // backward, so nothing else enters.
 bool use_fused_recurrence(at::ScalarType compute);
 
-// Whether a call of one step over `batch` rows that computes in float, with
-// the fused recurrence and no bfloat16 dot products, runs its input product
-// inside the recurrence (RecurrentForward::x). A GEMM call's setup (oneDNN's
+// Whether a call of `steps` steps over `batch` rows that computes in float,
+// with the fused recurrence and no bfloat16 dot products, runs its input
+// product inside the recurrence (RecurrentForward::x): one step of at most
+// kOneStepInputMaxBatch rows does. A GEMM call's setup (oneDNN's
 // primitive, W_ih's packing) cost more than the whole product there: an
 // LSTMCell step at H = 128, batch 8 took 70 us with it and 41 without (one
 // thread, Zen 4). Past 64 rows the GEMM's packed panels win (at 128 rows,
 // 1.0-1.1x faster for H = 128-1024; NOTES change 73).
-bool one_step_takes_input(int64_t batch);
-constexpr int64_t kOneStepInputMaxBatch = 64;  // the most it takes
+//
+// A call of a few steps whose rows (steps x batch) are at most kDirectMaxRows
+// takes it too where the steps read at most 16 MiB of W_ih between them
+// (steps x `w_ih_elements`, W_ih being [4H, I] float): its W_hh product
+// already runs direct, reading W_hh as it lies each step, and reading W_ih
+// the same way costs less than a GEMM call while it comes from the caches.
+// Inference, Zen 4, 1 and 2 threads (NOTES change 74): H = I = 128 at 4
+// steps of batch 1 took 61 and 52 us against 106 and 99; at 512 (W_ih 4
+// MiB), 8 steps took 946 and 480 against 828 and 454.
+bool input_in_steps(int64_t steps, int64_t batch, int64_t w_ih_elements);
+constexpr int64_t kOneStepInputMaxBatch = 64;
+constexpr int64_t kStepsInputMaxReads = int64_t{1} << 22;  // elements
+// The most rows (steps x batch) of a call whose W_hh product runs direct,
+// without packing (plan_forward in recurrence_forward_impl.h).
+constexpr int64_t kDirectMaxRows = 8;
 
 // The fused recurrence in fused_recurrence_isa()'s instruction set.
 void recurrent_forward_fused(const RecurrentForward& args);

@@ -73,10 +73,11 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
   // at H = 256 (NOTES change 23).
   plan.direct = !kBf16Dot && (a.x != nullptr || a.schedule->steps() * B <= kDirectMaxRows);
-  TORCH_CHECK(a.x == nullptr || (!kBf16Dot && a.schedule->steps() == 1 &&
-                                 B <= kOneStepInputMaxBatch && a.project == nullptr),
+  TORCH_CHECK(a.x == nullptr ||
+                  (!kBf16Dot && a.project == nullptr &&
+                   input_in_steps(a.schedule->steps(), B, 4 * H * a.input)),
               "fusedlstm: the input product runs in the recurrence only for "
-              "one float32 step of at most ", kOneStepInputMaxBatch, " rows");
+              "calls of few rows in float (input_in_steps)");
   // A call of one step (an LSTMCell, a decoder's step) of more rows than
   // take the input product into the step reads each panel once:
   // packing all of W_hh first writes it out (to memory, past L3's share at

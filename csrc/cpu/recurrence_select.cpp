@@ -116,8 +116,11 @@ bool use_fused_recurrence(at::ScalarType compute) {
   return allowed && compute == at::kFloat && fused_recurrence_supported();
 }
 
-bool one_step_takes_input(int64_t batch) {
-  return use_fused_recurrence(at::kFloat) && batch <= kOneStepInputMaxBatch;
+bool input_in_steps(int64_t steps, int64_t batch, int64_t w_ih_elements) {
+  if (!use_fused_recurrence(at::kFloat)) return false;
+  if (steps == 1) return batch <= kOneStepInputMaxBatch;
+  return steps * batch <= kDirectMaxRows &&
+         steps * w_ih_elements <= kStepsInputMaxReads;
 }
 
 bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {

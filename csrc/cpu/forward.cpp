@@ -20,6 +20,8 @@
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "common/layer_args.h"
 #include "cpu/bf16_dot_build.h"
@@ -134,12 +136,29 @@ class Bf16InputProjection {
 };
 
 // The input product of a call of few rows, run inside the recurrence
-// (input_in_steps): x [N, I] and W_ih [4H, I], contiguous float.
+// (input_in_steps): x [N, I] and W_ih [4H, I], contiguous, float, or
+// bfloat16 for bfloat16 dot products (args.bf16_dot, set first).
 void set_step_input(RecurrentForward& args, const at::Tensor& x,
                     const at::Tensor& w_ih, int64_t I) {
-  args.x = x.const_data_ptr<float>();
-  args.w_ih = w_ih.const_data_ptr<float>();
+  if (args.bf16_dot) {
+    args.x16 = bf16_bits(x);
+    args.w_ih16 = bf16_bits(w_ih);
+  } else {
+    args.x = x.const_data_ptr<float>();
+    args.w_ih = w_ih.const_data_ptr<float>();
+  }
   args.input = I;
+}
+
+// x and W_ih as the input product in the steps takes them: the layer's own
+// values for bfloat16 dot products, else in float.
+std::pair<at::Tensor, at::Tensor> step_input_operands(const at::Tensor& input,
+                                                      const at::Tensor& w_ih,
+                                                      int64_t N, int64_t I,
+                                                      bool bf16_dot) {
+  if (bf16_dot) return {input.reshape({N, I}).contiguous(), w_ih.contiguous()};
+  const Widen w(input.scalar_type());
+  return {w(input).reshape({N, I}).contiguous(), w(w_ih).contiguous()};
 }
 
 // b_ih + b_hh (zeros without a bias), in the compute type. Two contiguous float32 biases are summed here, element by element as
@@ -213,11 +232,10 @@ lstm_layer_forward(const at::Tensor& input, const at::Tensor& h0,
   // into every row of the [N, 4H] buffer, a whole extra pass over the largest
   // buffer of the forward.
   const bool input_in_step =
-      fused && !bf16_dot && input_in_steps(sched.steps(), sched.batch, w_ih.numel());
+      fused && input_in_steps(sched.steps(), sched.batch, w_ih.numel());
   at::Tensor x, w_ih_c;  // with input_in_step
   if (input_in_step) {
-    x = w(input).reshape({N, I}).contiguous();
-    w_ih_c = w(w_ih).contiguous();
+    std::tie(x, w_ih_c) = step_input_operands(input, w_ih, N, I, bf16_dot);
     buf.gates.zero_();
   } else if (bf16_dot) {
     Bf16InputProjection(input, w_ih, N, H, I)(0, N, buf.gates.data_ptr<float>());
@@ -304,8 +322,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   const auto opts = input.options().dtype(w.compute);
 
   const bool bf16_dot = bf16_recurrent_product(input.scalar_type(), d.has_proj);
-  const bool input_in_step =
-      !bf16_dot && input_in_steps(sched.steps(), B, w_ih.numel());
+  const bool input_in_step = input_in_steps(sched.steps(), B, w_ih.numel());
   // Steps per chunk: ~2048 rows, and a gates buffer of at most 16 MiB (4 MiB
   // with bfloat16 dot products). The float32 GEMM re-packs W_ih on every
   // call, and below ~2048 rows that cost shows: 2 threads, I = 512, 4H =
@@ -333,8 +350,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   std::optional<Bf16InputProjection> bf16_projection;
   at::Tensor x, w_ih_t;
   if (input_in_step) {
-    x = w(input).reshape({N, I}).contiguous();
-    w_ih_t = w(w_ih).contiguous();  // as it lies, [4H, I]
+    std::tie(x, w_ih_t) = step_input_operands(input, w_ih, N, I, bf16_dot);
     gates.zero_();
   } else if (bf16_dot) {
     bf16_projection.emplace(input, w_ih, N, H, I);
@@ -369,16 +385,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
                         gates.data_ptr<float>(), /*cells=*/nullptr,
                         bf16_dot ? nullptr : output.data_ptr<float>(),
                         h_state.data_ptr<float>(), c_state.data_ptr<float>()};
+  args.bf16_dot = bf16_dot;
+  if (bf16_dot) {
+    args.w_hh16 = bf16_bits(w_hh_c);
+    args.output16 = mutable_bf16_bits(output);
+  }
   if (input_in_step) {
     set_step_input(args, x, w_ih_t, I);
   } else {
     args.project = &project;
     args.chunk_steps = chunk_steps;
-  }
-  args.bf16_dot = bf16_dot;
-  if (bf16_dot) {
-    args.w_hh16 = bf16_bits(w_hh_c);
-    args.output16 = mutable_bf16_bits(output);
   }
   recurrent_forward_fused(args);
 

@@ -103,16 +103,56 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
   for (int r = 0; r < R; ++r) cell_from_tile(acc[r], H, n, cell_row(st, r0 + r));
 }
 
-#if !defined(FUSEDLSTM_BF16_DOT)
 // The direct product, for calls of few rows (plan_forward says when): read
 // from the weights as they lie, with no packing. A register tile holds
 // kLanes sums, kDirectRows batch rows x kDirectUnits weight rows, with lanes
-// along k, each lane-summed once at the end: a weight load feeds
-// kDirectRows FMAs and an activation load kDirectUnits, so the loads stay
-// under the FMAs' rate, and the tile's four weight rows (16 KiB at K = 1024)
-// stay in L1 while each row tile of the batch passes over them.
+// along k (along pairs of k in bfloat16 dot products), each lane-summed once
+// at the end: a weight load feeds kDirectRows FMAs and an activation load
+// kDirectUnits, so the loads stay under the FMAs' rate, and the tile's four
+// weight rows (16 KiB at K = 1024 in float) stay in L1 while each row tile
+// of the batch passes over them.
 constexpr int kDirectUnits = 4;
 constexpr int kDirectRows = static_cast<int>(kLanes) / kDirectUnits;
+
+#if defined(FUSEDLSTM_BF16_DOT)
+// n < 2 kLanes bfloat16 values at p, zeros after them (none read past n).
+inline __m512bh load_bf16_rest(const uint16_t* p, int64_t n) {
+  return (__m512bh)_mm512_maskz_loadu_epi16(
+      static_cast<__mmask32>((uint32_t{1} << n) - 1u), p);
+}
+
+// acc[r * kDirectUnits + u] += v_r . w_u in bfloat16 dot products (exact
+// products, float sums, pair by pair as the packed tiles sum them), over k
+// < K, for R rows of v (ldv apart) and kDirectUnits rows of weights.
+template <int R>
+inline void direct_tile(const uint16_t* const (&w)[kDirectUnits],
+                        const uint16_t* v, int64_t ldv, int64_t K,
+                        Reg (&acc)[kLanes]) {
+  constexpr int64_t kStep = 2 * kLanes;
+  int64_t k = 0;
+  for (; k + kStep <= K; k += kStep) {
+    __m512bh xs[R];
+    for (int r = 0; r < R; ++r) xs[r] = (__m512bh)_mm512_loadu_si512(v + r * ldv + k);
+    for (int u = 0; u < kDirectUnits; ++u) {
+      const __m512bh wu = (__m512bh)_mm512_loadu_si512(w[u] + k);
+      for (int r = 0; r < R; ++r) {
+        acc[r * kDirectUnits + u] = _mm512_dpbf16_ps(acc[r * kDirectUnits + u], wu, xs[r]);
+      }
+    }
+  }
+  if (k < K) {
+    const int64_t rest = K - k;
+    __m512bh xs[R];
+    for (int r = 0; r < R; ++r) xs[r] = load_bf16_rest(v + r * ldv + k, rest);
+    for (int u = 0; u < kDirectUnits; ++u) {
+      const __m512bh wu = load_bf16_rest(w[u] + k, rest);
+      for (int r = 0; r < R; ++r) {
+        acc[r * kDirectUnits + u] = _mm512_dpbf16_ps(acc[r * kDirectUnits + u], wu, xs[r]);
+      }
+    }
+  }
+}
+#else
 
 // acc[r * kDirectUnits + u] += v_r . w_u, over k < K, for R rows of v (ldv
 // apart; R <= kDirectRows) and kDirectUnits rows of weights.
@@ -142,6 +182,7 @@ inline void direct_tile(const float* const (&w)[kDirectUnits], const float* v,
     }
   }
 }
+#endif  // FUSEDLSTM_BF16_DOT
 
 // The most rows of a direct step.
 constexpr int64_t kDirectStepMaxRows = std::max(kDirectMaxRows, kOneStepInputMaxBatch);
@@ -156,21 +197,34 @@ void direct_sums(const UnitBlockStep& st, int64_t q, int64_t u0, int64_t m,
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, I = a.input;
   const int64_t row = q * H + st.unit + u0;
+#if defined(FUSEDLSTM_BF16_DOT)
+  // bfloat16 values: x and the weights as the layer holds them, and h_{t-1}
+  // rounded (st.h16).
+  using Value = uint16_t;
+  const Value *x = a.x16, *w_ih = a.w_ih16, *w_hh = a.w_hh16;
+  const Value* h = st.h16 + b0 * st.ld16;
+  const int64_t ldh = st.ld16;
+#else
+  using Value = float;
+  const Value *x = a.x, *w_ih = a.w_ih, *w_hh = a.w_hh;
+  const Value* h = st.h_prev + b0 * P;
+  const int64_t ldh = P;
+#endif
   Reg acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
   // A group of fewer than kDirectUnits units reads its last row again for
   // the rest, whose sums are not kept.
-  const float* w[kDirectUnits];
-  if (a.x != nullptr) {
+  const Value* w[kDirectUnits];
+  if (x != nullptr) {
     for (int u = 0; u < kDirectUnits; ++u) {
-      w[u] = a.w_ih + (row + std::min<int64_t>(u, m - 1)) * I;
+      w[u] = w_ih + (row + std::min<int64_t>(u, m - 1)) * I;
     }
-    direct_tile<R>(w, a.x + (st.first_row + b0) * I, I, I, acc);
+    direct_tile<R>(w, x + (st.first_row + b0) * I, I, I, acc);
   }
   for (int u = 0; u < kDirectUnits; ++u) {
-    w[u] = a.w_hh + (row + std::min<int64_t>(u, m - 1)) * P;
+    w[u] = w_hh + (row + std::min<int64_t>(u, m - 1)) * P;
   }
-  direct_tile<R>(w, st.h_prev + b0 * P, P, P, acc);
+  direct_tile<R>(w, h, ldh, P, acc);
   alignas(64) float sums[kLanes];
   reg_store(sums, reg_lane_sums(acc));
   for (int r = 0; r < R; ++r) {
@@ -207,7 +261,6 @@ void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
     cell_from_tile(acc, H, n, cell_row(st, b));
   }
 }
-#endif  // !FUSEDLSTM_BF16_DOT
 
 #if defined(FUSEDLSTM_BF16_DOT)
 // The cells of rows [from, to) of a tile product that starts at row r0 of

@@ -57,6 +57,10 @@ struct RecurrentForward {
   const float* x = nullptr;     // [N, I]
   const float* w_ih = nullptr;  // [4H, I]
   int64_t input = 0;            // I
+  // The same with bf16_dot, instead of x and w_ih: the layer's bfloat16
+  // values as bits, multiplied in bfloat16 dot products.
+  const uint16_t* x16 = nullptr;     // [N, I]
+  const uint16_t* w_ih16 = nullptr;  // [4H, I]
   // Run the recurrent product in bfloat16 dot products on h_{t-1} rounded to
   // bfloat16: set by the caller to bf16_recurrent_product(layer dtype,
   // has_proj), for a bfloat16 layer whose widened values are passed here,

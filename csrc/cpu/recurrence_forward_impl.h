@@ -72,12 +72,16 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // 1024, 1 thread: batch 1, T = 1 2.15 against 3.24 ms, T = 8 4.63 against
   // 5.30; batch 8, T = 1 even; batch 16, T = 1 5.90 against 4.55), and level
   // at H = 256 (NOTES change 23).
-  plan.direct = !kBf16Dot && (a.x != nullptr || a.schedule->steps() * B <= kDirectMaxRows);
-  TORCH_CHECK(a.x == nullptr ||
-                  (!kBf16Dot && a.project == nullptr &&
+  // bfloat16 dot products run direct only with the input product: their
+  // packed panels are pairs, and the W_hh-only rule was measured in float.
+  const bool takes_input = kBf16Dot ? a.x16 != nullptr : a.x != nullptr;
+  plan.direct = takes_input ||
+                (!kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows);
+  TORCH_CHECK((a.x == nullptr && a.x16 == nullptr) ||
+                  (takes_input && a.project == nullptr &&
                    input_in_steps(a.schedule->steps(), B, 4 * H * a.input)),
               "fusedlstm: the input product runs in the recurrence only for "
-              "calls of few rows in float (input_in_steps)");
+              "calls of few rows (input_in_steps), with x in the build's type");
   // A call of one step (an LSTMCell, a decoder's step) of more rows than
   // take the input product into the step reads each panel once:
   // packing all of W_hh first writes it out (to memory, past L3's share at
@@ -86,7 +90,7 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   // are the sums.
   plan.pack_in_step = !kBf16Dot && !plan.direct && a.schedule->steps() == 1;
 #if defined(FUSEDLSTM_BF16_DOT)
-  plan.amx = amx_tiles_available();
+  plan.amx = !plan.direct && amx_tiles_available();
   plan.depth = plan.amx ? amx_depth(product_depth(P)) : product_depth(P);
 #else
   plan.amx = false;
@@ -137,14 +141,16 @@ void pack_weights(const ForwardPlan& plan) {
     const Share units(plan.unit_blocks, workers, w0, w1);
     const Share cols(plan.proj_blocks, workers, w0, w1);
 #if defined(FUSEDLSTM_BF16_DOT)
-    std::vector<float> scratch(P * kUnitCols);
-    const int64_t pairs = product_depth(P);
-    for (int64_t u = units.begin; u < units.end; ++u) {
-      float* panel = u_panels + u * depth * kUnitCols;
-      pack_unit_block_pairs(a.w_hh16, H, P, u, scratch.data(),
-                            reinterpret_cast<uint32_t*>(panel));
-      std::memset(panel + pairs * kUnitCols, 0,
-                  (depth - pairs) * kUnitCols * sizeof(float));
+    if (!plan.direct) {
+      std::vector<float> scratch(P * kUnitCols);
+      const int64_t pairs = product_depth(P);
+      for (int64_t u = units.begin; u < units.end; ++u) {
+        float* panel = u_panels + u * depth * kUnitCols;
+        pack_unit_block_pairs(a.w_hh16, H, P, u, scratch.data(),
+                              reinterpret_cast<uint32_t*>(panel));
+        std::memset(panel + pairs * kUnitCols, 0,
+                    (depth - pairs) * kUnitCols * sizeof(float));
+      }
     }
 #else
     if (!plan.direct && !plan.pack_in_step) {
@@ -298,14 +304,16 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
           panel = u_panels + u * depth * kUnitCols;
         }
 #else
-        panel = u_panels + u * depth * kUnitCols;
+        if (!plan.direct) panel = u_panels + u * depth * kUnitCols;
 #endif
         const UnitBlockStep step{
             &a, h_prev, h_next, hidden, panel,
             h16.data(), ld16, partial.data(), u * kLanes, first,
             first - gate_base, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
-        if (plan.amx) {
+        if (plan.direct) {
+          direct_unit_block_step(step, bs);
+        } else if (plan.amx) {
           amx_unit_block_step(step, bs, depth, tile_out.data(), flip, pending);
         } else {
           unit_block_step(step, bs, bs);

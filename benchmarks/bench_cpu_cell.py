@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """One LSTMCell step on the CPU, as a decoder takes it: fusedlstm.LSTMCell
-against torch.nn.LSTMCell, float32, side by side in one process.
+against torch.nn.LSTMCell, float32 (or --dtype bfloat16), side by side in one
+process.
 
     python benchmarks/bench_cpu_cell.py                 # 1 and 2 threads, every shape
     python benchmarks/bench_cpu_cell.py --threads 1 --shapes D3
+    python benchmarks/bench_cpu_cell.py --dtype bfloat16
 
 The two modules alternate call by call (common.time_cpu_interleaved, the
 order flipping every round) over rotating input sets; the median of the
@@ -43,18 +45,20 @@ SHAPES = {
 N_SETS = 4
 
 
-def _runs(H: int, B: int, mode: str):
+def _runs(H: int, B: int, mode: str, dtype: torch.dtype = torch.float32):
     torch.manual_seed(0)
-    ref = nn.LSTMCell(H, H)
-    ours = fusedlstm.LSTMCell(H, H)
+    ref = nn.LSTMCell(H, H).to(dtype)
+    ours = fusedlstm.LSTMCell(H, H).to(dtype)
     ours.load_state_dict(ref.state_dict())
     gen = torch.Generator().manual_seed(1)
-    sets = [(torch.randn(B, H, generator=gen),
-             (torch.randn(B, H, generator=gen), torch.randn(B, H, generator=gen)))
-            for _ in range(N_SETS)]
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    sets = [(randn(B, H), (randn(B, H), randn(B, H))) for _ in range(N_SETS)]
     if mode == "training":
         sets = [(x.requires_grad_(), tuple(t.requires_grad_() for t in hx)) for x, hx in sets]
-    cot = (torch.randn(B, H, generator=gen), torch.randn(B, H, generator=gen))
+    cot = (randn(B, H), randn(B, H))
 
     def run_of(module):
         if mode == "inference":
@@ -75,11 +79,13 @@ def main(argv=None):
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--threads", default="1,2")
     p.add_argument("--reps", type=int, default=200)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--csv", type=Path)
     args = p.parse_args(argv)
     cells = [(SHAPES[s], s, int(t), mode) for t in args.threads.split(",")
              for s in args.shapes.split(",") for mode in ("inference", "training")]
-    print(f"torch {torch.__version__} | {common.cpu_model()} | "
+    dtype = getattr(torch, args.dtype)
+    print(f"{args.dtype} | torch {torch.__version__} | {common.cpu_model()} | "
           f"recurrence {torch.ops.fusedlstm.cpu_recurrence()} | "
           f"load {os.getloadavg()[0]:.2f} | commit {common._git('rev-parse', '--short', 'HEAD')}\n")
     rows = []
@@ -90,7 +96,8 @@ def main(argv=None):
         progress = cells
     for (H, B), sid, threads, mode in progress:
         torch.set_num_threads(threads)
-        t = common.time_cpu_interleaved(_runs(H, B, mode), N_SETS, warmup=5, reps=args.reps)
+        t = common.time_cpu_interleaved(_runs(H, B, mode, dtype), N_SETS, warmup=5,
+                                        reps=args.reps)
         ours, ref = t["fusedlstm"].median_ms, t["nn.LSTMCell"].median_ms
         rows.append(dict(shape=sid, hidden=H, batch=B, threads=threads, mode=mode,
                          fusedlstm_us=round(ours * 1e3, 1), nn_us=round(ref * 1e3, 1),

@@ -70,6 +70,32 @@ def test_profile_step_refuses_a_malformed_cell():
         assert done.returncode == 2 and message in done.stderr, (cell, done.stderr)
 
 
+CELL_BENCH = ROOT / "benchmarks" / "bench_cpu_cell.py"
+
+
+def test_bench_cpu_cell_times_both_cells_in_each_dtype(tmp_path):
+    """The README's LSTMCell figures: every (shape, threads, mode) row, a
+    positive time for each side and their ratio, in float32 and bfloat16."""
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"{dtype}.csv"
+        done = subprocess.run([sys.executable, str(CELL_BENCH), "--shapes", "D1,D6",
+                               "--threads", "1", "--reps", "3", "--dtype", dtype,
+                               "--csv", str(out)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.startswith(dtype), done.stdout[:200]
+        rows = out.read_text().splitlines()
+        assert rows[0].split(",") == ["shape", "hidden", "batch", "threads", "mode",
+                                      "fusedlstm_us", "nn_us", "ratio"]
+        cells = [row.split(",") for row in rows[1:]]
+        assert [(c[0], c[4]) for c in cells] == [
+            ("D1", "inference"), ("D1", "training"), ("D6", "inference"), ("D6", "training")]
+        for c in cells:
+            ours, ref, ratio = float(c[5]), float(c[6]), float(c[7])
+            assert ours > 0 and ref > 0
+            assert abs(ratio - ours / ref) <= 0.01 + 0.01 * ratio, c
+
+
 def test_every_gpu_implementation_listed_has_a_maker():
     """bench_gpu.py's --impls names reach implementations.build_impls, which
     records a failed construction as the row's error: a name without a maker

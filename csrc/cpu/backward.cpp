@@ -255,16 +255,40 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   }
   const at::Tensor h_prev =
       gather_previous(h_all, w(h0).contiguous(), sched, reverse);
-  const at::Tensor dgates_t = buf.dgates.t();
-  at::Tensor grad_input = empty_fresh({N, I}, opts);
-  gemm_out(grad_input, buf.dgates, w(w_ih));
+  at::Tensor grad_input, grad_w_ih, grad_w_hh;
+  at::Tensor grad_w_hr = at::empty({0}, opts);
+  if (w.compute == at::kFloat && N > 0 &&
+      few_rows_backward(N, w_ih.numel(), w_hh.numel())) {
+    // Products too small for a GEMM call's setup
+    // (cpu/few_rows_products_impl.h).
+    const float* dg = buf.dgates.const_data_ptr<float>();
+    const int64_t G = 4 * H;
+    grad_input = empty_fresh({N, I}, opts);
+    few_rows_product(dg, N, G, w(w_ih).contiguous().const_data_ptr<float>(), I,
+                     grad_input.data_ptr<float>());
+    grad_w_ih = empty_fresh({G, I}, opts);
+    few_rows_weight_gradient(dg, N, G, x.contiguous().const_data_ptr<float>(), I,
+                             grad_w_ih.data_ptr<float>());
+    grad_w_hh = empty_fresh({G, P}, opts);
+    few_rows_weight_gradient(dg, N, G, h_prev.const_data_ptr<float>(), P,
+                             grad_w_hh.data_ptr<float>());
+    if (d.has_proj) {
+      grad_w_hr = empty_fresh({P, H}, opts);
+      few_rows_weight_gradient(buf.grad_h_all.const_data_ptr<float>(), N, P,
+                               hidden.contiguous().const_data_ptr<float>(), H,
+                               grad_w_hr.data_ptr<float>());
+    }
+  } else {
+    const at::Tensor dgates_t = buf.dgates.t();
+    grad_input = empty_fresh({N, I}, opts);
+    gemm_out(grad_input, buf.dgates, w(w_ih));
+    grad_w_ih = gemm(dgates_t, x);
+    grad_w_hh = gemm(dgates_t, h_prev);
+    if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
+  }
   grad_input = grad_input.view(input.sizes());
-  at::Tensor grad_w_ih = gemm(dgates_t, x);
-  at::Tensor grad_w_hh = gemm(dgates_t, h_prev);
   at::Tensor grad_bias =
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
-  at::Tensor grad_w_hr = at::empty({0}, opts);
-  if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
   return {converted_fresh(grad_input, dtype), converted_fresh(buf.dh_state, dtype),
           converted_fresh(buf.dc_state, c0.scalar_type()),
           converted_fresh(grad_w_ih, dtype), converted_fresh(grad_w_hh, dtype),

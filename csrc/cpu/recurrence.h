@@ -155,14 +155,41 @@ constexpr int64_t kDirectMaxRows = 8;
 void recurrent_forward_fused(const RecurrentForward& args);
 void recurrent_backward_fused(const RecurrentBackward& args);
 
+// Whether the backward of a call of `rows` rows (N) takes the products below
+// instead of GEMM calls: at most kFewRowsBackwardMaxRows rows, W_ih and W_hh
+// of at most kFewRowsBackwardMaxWeights elements each, and the fused
+// recurrence (NOTES change 76).
+bool few_rows_backward(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements);
+constexpr int64_t kFewRowsBackwardMaxRows = 32;
+constexpr int64_t kFewRowsBackwardMaxWeights = int64_t{1} << 20;
+
+// The backward's products for a call of few rows (few_rows_backward), in the
+// fused recurrence's instruction set (few_rows_products_impl.h), all
+// row-major and contiguous:
+//   few_rows_product:         out [N, C] = a [N, J] . w [J, C]
+//   few_rows_weight_gradient: out [J, C] = a [N, J]^T . b [N, C]
+// (dX = dG W_ih, and dW = dG^T x, dG^T h_{t-1}, with J = 4H).
+void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
+                      int64_t C, float* out);
+void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
+                              const float* b, int64_t C, float* out);
+
 // Per ISA (defined only in x86-64 builds).
 namespace avx2 {
 void recurrent_forward(const RecurrentForward& args);
 void recurrent_backward(const RecurrentBackward& args);
+void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
+                      int64_t C, float* out);
+void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
+                              const float* b, int64_t C, float* out);
 }  // namespace avx2
 namespace avx512 {
 void recurrent_forward(const RecurrentForward& args);
 void recurrent_backward(const RecurrentBackward& args);
+void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
+                      int64_t C, float* out);
+void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
+                              const float* b, int64_t C, float* out);
 }  // namespace avx512
 namespace avx512bf16 {
 void recurrent_forward(const RecurrentForward& args);

@@ -123,6 +123,12 @@ bool input_in_steps(int64_t steps, int64_t batch, int64_t w_ih_elements) {
          steps * w_ih_elements <= kStepsInputMaxReads;
 }
 
+bool few_rows_backward(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements) {
+  return use_fused_recurrence(at::kFloat) && rows <= kFewRowsBackwardMaxRows &&
+         w_ih_elements <= kFewRowsBackwardMaxWeights &&
+         w_hh_elements <= kFewRowsBackwardMaxWeights;
+}
+
 bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {
   return dtype == at::kBFloat16 && !has_proj && use_fused_recurrence(at::kFloat) &&
          bf16_dot_available();
@@ -162,6 +168,21 @@ void recurrent_forward_fused(const RecurrentForward& args) {
   run_fused(args, bf16_dot, &avx512::recurrent_forward, &avx2::recurrent_forward);
 }
 
+void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
+                      int64_t C, float* out) {
+  TORCH_CHECK(fused_recurrence_supported(),
+              "fusedlstm: the fused recurrence is not built for this CPU");
+  (is_avx512() ? &avx512::few_rows_product : &avx2::few_rows_product)(a, N, J, w, C, out);
+}
+
+void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
+                              const float* b, int64_t C, float* out) {
+  TORCH_CHECK(fused_recurrence_supported(),
+              "fusedlstm: the fused recurrence is not built for this CPU");
+  (is_avx512() ? &avx512::few_rows_weight_gradient
+               : &avx2::few_rows_weight_gradient)(a, N, J, b, C, out);
+}
+
 void recurrent_backward_fused(const RecurrentBackward& args) {
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
   constexpr auto bf16_dot = &avx512bf16::recurrent_backward;
@@ -176,6 +197,15 @@ void recurrent_forward_fused(const RecurrentForward&) {
 }
 
 void recurrent_backward_fused(const RecurrentBackward&) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+
+void few_rows_product(const float*, int64_t, int64_t, const float*, int64_t, float*) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+
+void few_rows_weight_gradient(const float*, int64_t, int64_t, const float*, int64_t,
+                              float*) {
   TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
 }
 #endif

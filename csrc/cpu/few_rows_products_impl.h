@@ -1,0 +1,178 @@
+// The backward's products for a call of few rows (input_in_steps: the calls
+// whose forward reads the weights as they lie), written once for the ISA of
+// the including file (few_rows_products_avx2.cpp, few_rows_products_avx512.cpp,
+// which include their target header first).
+//
+// Why not the GEMM: at N <= 64 rows the products are small (128/8: 2 M
+// multiply-adds over the three), and a oneDNN call's primitive setup,
+// scratchpad and W packing cost several times the arithmetic (NOTES, "the
+// backward of a call of few rows"). Here each is broadcast-FMA tiles over
+// the operands as they lie: lanes along the output's contiguous columns, a
+// tile of kTileRows output rows x kTileRegs registers, each output element
+// summed by one worker in a fixed order (so the bits do not depend on the
+// thread count).
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "cpu/recurrence.h"
+#include "cpu/recurrence_blocks.h"
+#include "cpu/recurrence_tiles.h"
+
+namespace fusedlstm::cpu::FUSEDLSTM_ISA {
+namespace {
+
+constexpr int kTileRows = 4;
+constexpr int kTileRegs = 4;
+constexpr int64_t kTileCols = kTileRegs * kLanes;
+
+// out[r][c0 + c] = sum over s < S of coef(r, s) * rows[s][c0 + c], for r < R
+// and the columns of NV registers from c0, the last of `last` lanes:
+// coef(r, s) = coef[r * coef_r + s * coef_s]; added to out's values with
+// `accumulate`. R and NV are template constants so that the accumulators
+// stay in registers.
+// The most rows S of a tile: kProductChunk, or the 64 rows of a few-rows call.
+constexpr int64_t kTailRows = 128;
+
+template <int R, int NV>
+inline void broadcast_tile(const float* coef, int64_t coef_r, int64_t coef_s,
+                           const float* rows, int64_t ld_rows, int64_t S,
+                           int64_t c0, int64_t last, float* out, int64_t ld_out,
+                           bool accumulate) {
+  const bool full = last == kLanes;
+  // A partial last register: its columns of every row copied first, zero
+  // past `last` (S <= kProductChunk rows, or the few rows of b).
+  alignas(64) float tail[kTailRows * kLanes];
+  if (!full) {
+    for (int64_t s = 0; s < S; ++s) {
+      store(load(rows + s * ld_rows + c0 + (NV - 1) * kLanes, last), tail + s * kLanes, kLanes);
+    }
+  }
+  Reg acc[R][NV];
+  for (int r = 0; r < R; ++r) {
+    const float* o = out + r * ld_out + c0;
+    for (int v = 0; v + 1 < NV; ++v) {
+      acc[r][v] = accumulate ? reg_load(o + v * kLanes) : reg_zero();
+    }
+    acc[r][NV - 1] = !accumulate ? reg_zero()
+                     : full      ? reg_load(o + (NV - 1) * kLanes)
+                                 : Reg(load(o + (NV - 1) * kLanes, last));
+  }
+  // The last register's columns are loaded masked only where it is partial:
+  // a partial load inside the loop kept the accumulators in memory.
+  const float* last_rows = rows + c0 + (NV - 1) * kLanes;
+  for (int64_t s = 0; s < S; ++s) {
+    const float* row = rows + s * ld_rows + c0;
+    Reg w[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v + 1 < NV; ++v) w[v] = reg_load(row + v * kLanes);
+    w[NV - 1] = reg_load(full ? last_rows + s * ld_rows : tail + s * kLanes);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const Reg a = reg_broadcast(coef + r * coef_r + s * coef_s);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[r][v] = reg_fma(a, w[v], acc[r][v]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    float* o = out + r * ld_out + c0;
+    for (int v = 0; v + 1 < NV; ++v) reg_store(o + v * kLanes, acc[r][v]);
+    store(V(acc[r][NV - 1]), o + (NV - 1) * kLanes, last);
+  }
+}
+
+template <int R>
+inline void broadcast_tile_cols(const float* coef, int64_t coef_r, int64_t coef_s,
+                                const float* rows, int64_t ld_rows, int64_t S,
+                                int64_t c0, int64_t cols, float* out, int64_t ld_out,
+                                bool accumulate) {
+  const int64_t regs = ceil_div(cols, kLanes);
+  const int64_t last = cols - (regs - 1) * kLanes;
+  static_assert(kTileRegs == 4, "up to 4 registers a tile");
+  switch (regs) {
+#define FUSEDLSTM_TILE(NV)                                                        \
+  broadcast_tile<R, NV>(coef, coef_r, coef_s, rows, ld_rows, S, c0, last, out, \
+                        ld_out, accumulate)
+    case 4: FUSEDLSTM_TILE(4); break;
+    case 3: FUSEDLSTM_TILE(3); break;
+    case 2: FUSEDLSTM_TILE(2); break;
+    default: FUSEDLSTM_TILE(1); break;
+#undef FUSEDLSTM_TILE
+  }
+}
+
+// Output rows [r0, r1) of columns [c0, c0 + cols) in row tiles.
+inline void broadcast_rows(const float* coef, int64_t coef_r, int64_t coef_s,
+                           const float* rows, int64_t ld_rows, int64_t S,
+                           int64_t c0, int64_t cols, float* out, int64_t ld_out,
+                           int64_t r0, int64_t r1, bool accumulate) {
+  int64_t r = r0;
+  for (; r + kTileRows <= r1; r += kTileRows) {
+    broadcast_tile_cols<kTileRows>(coef + r * coef_r, coef_r, coef_s, rows, ld_rows,
+                                   S, c0, cols, out + r * ld_out, ld_out, accumulate);
+  }
+  const float* c = coef + r * coef_r;
+  float* o = out + r * ld_out;
+  switch (r1 - r) {
+    case 3: broadcast_tile_cols<3>(c, coef_r, coef_s, rows, ld_rows, S, c0, cols, o, ld_out, accumulate); break;
+    case 2: broadcast_tile_cols<2>(c, coef_r, coef_s, rows, ld_rows, S, c0, cols, o, ld_out, accumulate); break;
+    case 1: broadcast_tile_cols<1>(c, coef_r, coef_s, rows, ld_rows, S, c0, cols, o, ld_out, accumulate); break;
+    default: break;
+  }
+}
+
+// Blocks [0, blocks) split over workers, each with at least kMinFlopsPerWorker.
+template <typename Run>
+void over_blocks(int64_t blocks, int64_t flops, Run&& run) {
+  const int64_t workers = choose_workers(flops, blocks);
+  at::parallel_for(0, workers, 1, [&](int64_t w0, int64_t w1) {
+    const Share share(blocks, workers, w0, w1);
+    run(share.begin, share.end);
+  });
+}
+
+// Rows of w a column strip takes at a time: the strip's chunk (32 KiB at
+// 64 columns) stays in L1 while the output's row tiles pass over it, and a
+// pass touches few pages (w's rows may be 4 KiB apart).
+constexpr int64_t kProductChunk = 128;
+static_assert(kProductChunk <= kTailRows, "a chunk's rows must fit the tail copy");
+
+}  // namespace
+
+void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
+                      int64_t C, float* out) {
+  // Workers take column strips; each walks w a chunk of rows at a time
+  // across all of its strips, so that a chunk's rows are read together
+  // (strip by strip down all of w, every row a page apart at C = 1024).
+  over_blocks(ceil_div(C, kTileCols), 2 * N * J * C, [&](int64_t b0, int64_t b1) {
+    for (int64_t s0 = 0; s0 < J; s0 += kProductChunk) {
+      const int64_t S = std::min(kProductChunk, J - s0);
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t c0 = b * kTileCols, cols = std::min(kTileCols, C - c0);
+        broadcast_rows(a + s0, J, 1, w + s0 * C, C, S, c0, cols, out, C, 0, N,
+                       /*accumulate=*/s0 > 0);
+      }
+    }
+  });
+}
+
+void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
+                              const float* b, int64_t C, float* out) {
+  // Workers take row tiles, each written whole, row after row: b (N <= 64
+  // rows) stays in the caches.
+  over_blocks(ceil_div(J, kTileRows), 2 * N * J * C, [&](int64_t t0, int64_t t1) {
+    const int64_t r0 = t0 * kTileRows, r1 = std::min(J, t1 * kTileRows);
+    for (int64_t r = r0; r < r1; r += kTileRows) {
+      const int64_t r_end = std::min(r1, r + kTileRows);
+      for (int64_t c0 = 0; c0 < C; c0 += kTileCols) {
+        broadcast_rows(a, 1, J, b, C, N, c0, std::min(kTileCols, C - c0), out, C,
+                       r, r_end, /*accumulate=*/false);
+      }
+    }
+  });
+}
+
+}  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -40,14 +40,6 @@ SIZES = [(1, 17), (13, 100), (40, 136), (300, 33), (64, 64)]
 BATCHES = [1, 2, 3, 5, 8, 9, 63, 64, 65]
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 def _check_inference(ref, ours, x, hx, trained):
     """The inference operator: nn's result in float32; in bfloat16 (judged
     against float64 by parity_check's rule) the training forward's bits."""

@@ -73,14 +73,6 @@ def test_two_workers_packed_matches_nn_lstm(two_threads, hidden, batch):
 PROJ_SHAPES = [(136, 40, 20), (100, 70, 16), (140, 90, 13), (300, 264, 7)]
 
 
-@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("hidden,proj,batch", PROJ_SHAPES)
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_projection_padded_matches_nn_lstm(threads, hidden, proj, batch, bidirectional):

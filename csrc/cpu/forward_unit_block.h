@@ -114,75 +114,60 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
 constexpr int kDirectUnits = 4;
 constexpr int kDirectRows = static_cast<int>(kLanes) / kDirectUnits;
 
+// What a direct tile multiplies, per build: float lanes and FMAs, or
+// bfloat16 pairs (exact products, float sums, pair by pair as the packed
+// tiles sum them) and vdpbf16ps. kDirectStep values of k per register; the
+// rest loads n < kDirectStep values and zeros after them, reading none past
+// n (so no Inf or NaN of the next row enters as Inf * 0).
 #if defined(FUSEDLSTM_BF16_DOT)
-// n < 2 kLanes bfloat16 values at p, zeros after them (none read past n).
-inline __m512bh load_bf16_rest(const uint16_t* p, int64_t n) {
+using DirectValue = uint16_t;
+using DirectOperand = __m512bh;
+constexpr int64_t kDirectStep = 2 * kLanes;
+inline DirectOperand direct_load(const uint16_t* p) {
+  return (__m512bh)_mm512_loadu_si512(p);
+}
+inline DirectOperand direct_load(const uint16_t* p, int64_t n) {
   return (__m512bh)_mm512_maskz_loadu_epi16(
       static_cast<__mmask32>((uint32_t{1} << n) - 1u), p);
 }
-
-// acc[r * kDirectUnits + u] += v_r . w_u in bfloat16 dot products (exact
-// products, float sums, pair by pair as the packed tiles sum them), over k
-// < K, for R rows of v (ldv apart) and kDirectUnits rows of weights.
-template <int R>
-inline void direct_tile(const uint16_t* const (&w)[kDirectUnits],
-                        const uint16_t* v, int64_t ldv, int64_t K,
-                        Reg (&acc)[kLanes]) {
-  constexpr int64_t kStep = 2 * kLanes;
-  int64_t k = 0;
-  for (; k + kStep <= K; k += kStep) {
-    __m512bh xs[R];
-    for (int r = 0; r < R; ++r) xs[r] = (__m512bh)_mm512_loadu_si512(v + r * ldv + k);
-    for (int u = 0; u < kDirectUnits; ++u) {
-      const __m512bh wu = (__m512bh)_mm512_loadu_si512(w[u] + k);
-      for (int r = 0; r < R; ++r) {
-        acc[r * kDirectUnits + u] = _mm512_dpbf16_ps(acc[r * kDirectUnits + u], wu, xs[r]);
-      }
-    }
-  }
-  if (k < K) {
-    const int64_t rest = K - k;
-    __m512bh xs[R];
-    for (int r = 0; r < R; ++r) xs[r] = load_bf16_rest(v + r * ldv + k, rest);
-    for (int u = 0; u < kDirectUnits; ++u) {
-      const __m512bh wu = load_bf16_rest(w[u] + k, rest);
-      for (int r = 0; r < R; ++r) {
-        acc[r * kDirectUnits + u] = _mm512_dpbf16_ps(acc[r * kDirectUnits + u], wu, xs[r]);
-      }
-    }
-  }
+inline Reg direct_fma(DirectOperand w, DirectOperand x, Reg acc) {
+  return _mm512_dpbf16_ps(acc, w, x);
 }
 #else
+using DirectValue = float;
+using DirectOperand = Reg;
+constexpr int64_t kDirectStep = kLanes;
+inline DirectOperand direct_load(const float* p) { return reg_load(p); }
+inline DirectOperand direct_load(const float* p, int64_t n) { return load(p, n); }
+inline Reg direct_fma(DirectOperand w, DirectOperand x, Reg acc) {
+  return reg_fma(w, x, acc);
+}
+#endif  // FUSEDLSTM_BF16_DOT
 
 // acc[r * kDirectUnits + u] += v_r . w_u, over k < K, for R rows of v (ldv
 // apart; R <= kDirectRows) and kDirectUnits rows of weights.
 template <int R>
-inline void direct_tile(const float* const (&w)[kDirectUnits], const float* v,
-                        int64_t ldv, int64_t K, Reg (&acc)[kLanes]) {
+inline void direct_tile(const DirectValue* const (&w)[kDirectUnits],
+                        const DirectValue* v, int64_t ldv, int64_t K,
+                        Reg (&acc)[kLanes]) {
+  // One register of k from k0: every one whole but a last rest of `rest`.
+  const auto at_k = [&](int64_t k0, int64_t rest) {
+    const auto operand = [&](const DirectValue* p) {
+      return rest == kDirectStep ? direct_load(p) : direct_load(p, rest);
+    };
+    DirectOperand xs[R];
+    for (int r = 0; r < R; ++r) xs[r] = operand(v + r * ldv + k0);
+    for (int u = 0; u < kDirectUnits; ++u) {
+      const DirectOperand wu = operand(w[u] + k0);
+      for (int r = 0; r < R; ++r) {
+        acc[r * kDirectUnits + u] = direct_fma(wu, xs[r], acc[r * kDirectUnits + u]);
+      }
+    }
+  };
   int64_t k = 0;
-  for (; k + kLanes <= K; k += kLanes) {
-    Reg xs[R];
-    for (int r = 0; r < R; ++r) xs[r] = reg_load(v + r * ldv + k);
-    for (int u = 0; u < kDirectUnits; ++u) {
-      const Reg wu = reg_load(w[u] + k);
-      for (int r = 0; r < R; ++r) {
-        acc[r * kDirectUnits + u] = reg_fma(wu, xs[r], acc[r * kDirectUnits + u]);
-      }
-    }
-  }
-  if (k < K) {
-    const int64_t rest = K - k;
-    Reg xs[R];
-    for (int r = 0; r < R; ++r) xs[r] = load(v + r * ldv + k, rest);
-    for (int u = 0; u < kDirectUnits; ++u) {
-      const Reg wu = load(w[u] + k, rest);
-      for (int r = 0; r < R; ++r) {
-        acc[r * kDirectUnits + u] = reg_fma(wu, xs[r], acc[r * kDirectUnits + u]);
-      }
-    }
-  }
+  for (; k + kDirectStep <= K; k += kDirectStep) at_k(k, kDirectStep);
+  if (k < K) at_k(k, K - k);
 }
-#endif  // FUSEDLSTM_BF16_DOT
 
 // The most rows of a direct step.
 constexpr int64_t kDirectStepMaxRows = std::max(kDirectMaxRows, kOneStepInputMaxBatch);
@@ -200,21 +185,19 @@ void direct_sums(const UnitBlockStep& st, int64_t q, int64_t u0, int64_t m,
 #if defined(FUSEDLSTM_BF16_DOT)
   // bfloat16 values: x and the weights as the layer holds them, and h_{t-1}
   // rounded (st.h16).
-  using Value = uint16_t;
-  const Value *x = a.x16, *w_ih = a.w_ih16, *w_hh = a.w_hh16;
-  const Value* h = st.h16 + b0 * st.ld16;
+  const DirectValue *x = a.x16, *w_ih = a.w_ih16, *w_hh = a.w_hh16;
+  const DirectValue* h = st.h16 + b0 * st.ld16;
   const int64_t ldh = st.ld16;
 #else
-  using Value = float;
-  const Value *x = a.x, *w_ih = a.w_ih, *w_hh = a.w_hh;
-  const Value* h = st.h_prev + b0 * P;
+  const DirectValue *x = a.x, *w_ih = a.w_ih, *w_hh = a.w_hh;
+  const DirectValue* h = st.h_prev + b0 * P;
   const int64_t ldh = P;
 #endif
   Reg acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
   // A group of fewer than kDirectUnits units reads its last row again for
   // the rest, whose sums are not kept.
-  const Value* w[kDirectUnits];
+  const DirectValue* w[kDirectUnits];
   if (x != nullptr) {
     for (int u = 0; u < kDirectUnits; ++u) {
       w[u] = w_ih + (row + std::min<int64_t>(u, m - 1)) * I;

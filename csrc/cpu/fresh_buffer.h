@@ -13,11 +13,17 @@
 // contents, alignment and lifetime are at::empty's, and the mapping goes away
 // with the tensor. Smaller buffers are left alone; where the kernel does not
 // honour the advice, nothing changes.
+//
+// From 256 KiB these buffers come from the recycled blocks of
+// cpu/recycling_allocator.h, which the advice covers too, unless
+// FUSEDLSTM_CPU_RECYCLE_MIB=0 turned recycling off.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <cstdint>
+
+#include "cpu/recycling_allocator.h"
 
 #if defined(__linux__)
 #include <sys/mman.h>
@@ -27,6 +33,10 @@ namespace fusedlstm::cpu {
 
 inline at::Tensor empty_fresh(at::IntArrayRef sizes,
                               const at::TensorOptions& options) {
+  if (options.device().is_cpu() && options.layout() == at::kStrided &&
+      recycle_cap_bytes() > 0) {
+    return recycle_empty(sizes, options);
+  }
   at::Tensor t = at::empty(sizes, options);
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   constexpr uintptr_t kHuge = uintptr_t{2} << 20;

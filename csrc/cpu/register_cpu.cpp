@@ -5,6 +5,7 @@
 #include "cpu/lstm_cpu.h"
 #include "cpu/mkl_bf16_gemm.h"
 #include "cpu/recurrence.h"
+#include "cpu/recycling_allocator.h"
 #include "cpu/sequence_gemm.h"
 
 TORCH_LIBRARY_IMPL(fusedlstm, CPU, m) {
@@ -53,6 +54,18 @@ bool cpu_mkl_bf16() {
   return fusedlstm::cpu::mkl_bf16_gemm_available() && cpu_bfloat16_dot();
 }
 
+// Bytes of the recycled blocks (cpu/recycling_allocator.h) idle now, and the
+// cap on them (FUSEDLSTM_CPU_RECYCLE_MIB).
+int64_t cpu_recycled_idle_bytes() { return fusedlstm::cpu::recycled_idle_bytes(); }
+int64_t cpu_recycle_cap_bytes() { return fusedlstm::cpu::recycle_cap_bytes(); }
+
+// Gives the idle recycled blocks back to the system allocator, as
+// torch.cuda.empty_cache does for CUDA's cached blocks.
+void cpu_release_recycled() { fusedlstm::cpu::release_recycled(); }
+
+// Fills the idle recycled blocks with NaN bytes (for tests).
+void cpu_poison_recycled() { fusedlstm::cpu::poison_recycled(); }
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
@@ -61,4 +74,8 @@ TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
   m.def("cpu_bfloat16_dot() -> bool", &cpu_bfloat16_dot);
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
   m.def("cpu_recurrence() -> str", &cpu_recurrence);
+  m.def("cpu_recycled_idle_bytes() -> int", &cpu_recycled_idle_bytes);
+  m.def("cpu_recycle_cap_bytes() -> int", &cpu_recycle_cap_bytes);
+  m.def("cpu_release_recycled() -> ()", &cpu_release_recycled);
+  m.def("cpu_poison_recycled() -> ()", &cpu_poison_recycled);
 }

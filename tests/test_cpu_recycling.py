@@ -179,6 +179,7 @@ def test_recycled_tensors_behave_like_any_cpu_tensor(tmp_path):
     grown = ours.weight_ih.grad.detach()
     grown.resize_(grown.numel() * 3)
     assert_bitwise([grown[: accumulated.numel()]], [accumulated.flatten()], "resized")
+    grown[accumulated.numel():] = 1.5  # the grown part is unspecified
     kept = grown.clone()
     grown.share_memory_()
     assert grown.is_shared()

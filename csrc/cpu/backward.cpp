@@ -132,13 +132,35 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
   // convert all of dgates to a float copy (16 ms of a C3 backward).
   at::Tensor grad_bias =
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, input.options());
-  at::Tensor grad_input = empty_fresh({N, I}, input.options());
-  at::mm_out(grad_input, buf.dgates, w_ih);
+  at::Tensor grad_input, grad_w_ih, grad_w_hh;
+  const at::Tensor w_ih_c = w_ih.contiguous();
+  if (N > 0 && few_rows_backward_bf16(N, w_ih.numel(), 4 * d.hidden_size * P)) {
+    // Products too small for a GEMM call's setup, as for float layers
+    // (cpu/few_rows_products_impl.h): float sums of the bfloat16 operands,
+    // dX rounded once from its float sums.
+    const int64_t G = 4 * d.hidden_size;
+    const uint16_t* dg = bf16_bits(buf.dgates);
+    at::Tensor dx = at::empty({N, I}, input.options().dtype(at::kFloat));
+    few_rows_product_bf16(dg, N, G, bf16_bits(w_ih_c), I, dx.data_ptr<float>());
+    grad_input = converted_fresh(dx, dtype);
+    const at::Tensor x_c = x.contiguous();
+    grad_w_ih = empty_fresh({G, I}, input.options());
+    few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(x_c), I,
+                                  mutable_bf16_bits(grad_w_ih));
+    grad_w_hh = empty_fresh({G, P}, input.options());
+    few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(h_prev), P,
+                                  mutable_bf16_bits(grad_w_hh));
+  } else {
+    grad_input = empty_fresh({N, I}, input.options());
+    at::mm_out(grad_input, buf.dgates, w_ih_c);
+    grad_w_ih = at::mm(dgates_t, x);
+    grad_w_hh = at::mm(dgates_t, h_prev);
+  }
   return {grad_input.view(input.sizes()),
           converted_fresh(buf.dh_state, dtype),
           converted_fresh(buf.dc_state, c_dtype),
-          at::mm(dgates_t, x),
-          at::mm(dgates_t, h_prev),
+          grad_w_ih,
+          grad_w_hh,
           grad_bias,
           at::empty({0}, input.options())};
 }

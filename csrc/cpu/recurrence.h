@@ -162,6 +162,15 @@ void recurrent_backward_fused(const RecurrentBackward& args);
 bool few_rows_backward(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements);
 constexpr int64_t kFewRowsBackwardMaxRows = 32;
 constexpr int64_t kFewRowsBackwardMaxWeights = int64_t{1} << 20;
+// A bfloat16 layer with bfloat16 dot products takes them within the same
+// bounds, and only while rows x the larger weight's elements is at most
+// kFewRowsBf16MaxProducts: oneDNN's bfloat16 GEMM runs at twice the float
+// rate (vdpbf16ps) against these tiles' float FMAs, and wins once its setup
+// is paid for (one thread, Zen 4, backward µs tiles / GEMM: 128 x 8 rows
+// 87 / 130, 256 x 1 126 / 172, 128 x 16 125 / 149, 512 x 1 448 / 454,
+// 256 x 8 244 / 223, 512 x 8 919 / 657; NOTES change 78).
+bool few_rows_backward_bf16(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements);
+constexpr int64_t kFewRowsBf16MaxProducts = int64_t{1} << 20;
 
 // The backward's products for a call of few rows (few_rows_backward), in the
 // fused recurrence's instruction set (few_rows_products_impl.h), all
@@ -173,6 +182,14 @@ void few_rows_product(const float* a, int64_t N, int64_t J, const float* w,
                       int64_t C, float* out);
 void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
                               const float* b, int64_t C, float* out);
+// The same for a bfloat16 layer with bfloat16 dot products
+// (bf16_recurrent_product): operands in bfloat16 (bits), float sums;
+// few_rows_weight_gradient_bf16's result rounded once to bfloat16, to
+// nearest even, as at::mm's is (NOTES change 78).
+void few_rows_product_bf16(const uint16_t* a, int64_t N, int64_t J, const uint16_t* w,
+                           int64_t C, float* out);
+void few_rows_weight_gradient_bf16(const uint16_t* a, int64_t N, int64_t J,
+                                   const uint16_t* b, int64_t C, uint16_t* out);
 
 // Per ISA (defined only in x86-64 builds).
 namespace avx2 {
@@ -206,6 +223,10 @@ int64_t input_row_stride(int64_t I);
 void input_projection(const uint32_t* packed, const uint16_t* x,
                       int64_t rows, int64_t ldx, int64_t H, int64_t I,
                       float* out);
+void few_rows_product_bf16(const uint16_t* a, int64_t N, int64_t J, const uint16_t* w,
+                           int64_t C, float* out);
+void few_rows_weight_gradient_bf16(const uint16_t* a, int64_t N, int64_t J,
+                                   const uint16_t* b, int64_t C, uint16_t* out);
 }  // namespace avx512bf16
 
 }  // namespace fusedlstm::cpu

@@ -2,6 +2,7 @@
 // BLAS loop.
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstring>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -129,6 +130,11 @@ bool few_rows_backward(int64_t rows, int64_t w_ih_elements, int64_t w_hh_element
          w_hh_elements <= kFewRowsBackwardMaxWeights;
 }
 
+bool few_rows_backward_bf16(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements) {
+  return few_rows_backward(rows, w_ih_elements, w_hh_elements) &&
+         rows * std::max(w_ih_elements, w_hh_elements) <= kFewRowsBf16MaxProducts;
+}
+
 bool bf16_recurrent_product(at::ScalarType dtype, bool has_proj) {
   return dtype == at::kBFloat16 && !has_proj && use_fused_recurrence(at::kFloat) &&
          bf16_dot_available();
@@ -183,6 +189,28 @@ void few_rows_weight_gradient(const float* a, int64_t N, int64_t J,
                : &avx2::few_rows_weight_gradient)(a, N, J, b, C, out);
 }
 
+void few_rows_product_bf16(const uint16_t* a, int64_t N, int64_t J, const uint16_t* w,
+                           int64_t C, float* out) {
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
+  TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, false),
+              "fusedlstm: bfloat16 dot products asked for where they do not run");
+  avx512bf16::few_rows_product_bf16(a, N, J, w, C, out);
+#else
+  TORCH_CHECK(false, "fusedlstm: bfloat16 dot products are not built here");
+#endif
+}
+
+void few_rows_weight_gradient_bf16(const uint16_t* a, int64_t N, int64_t J,
+                                   const uint16_t* b, int64_t C, uint16_t* out) {
+#if defined(FUSEDLSTM_BUILD_BF16_DOT)
+  TORCH_CHECK(bf16_recurrent_product(at::kBFloat16, false),
+              "fusedlstm: bfloat16 dot products asked for where they do not run");
+  avx512bf16::few_rows_weight_gradient_bf16(a, N, J, b, C, out);
+#else
+  TORCH_CHECK(false, "fusedlstm: bfloat16 dot products are not built here");
+#endif
+}
+
 void recurrent_backward_fused(const RecurrentBackward& args) {
 #if defined(FUSEDLSTM_BUILD_BF16_DOT)
   constexpr auto bf16_dot = &avx512bf16::recurrent_backward;
@@ -206,6 +234,16 @@ void few_rows_product(const float*, int64_t, int64_t, const float*, int64_t, flo
 
 void few_rows_weight_gradient(const float*, int64_t, int64_t, const float*, int64_t,
                               float*) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+
+void few_rows_product_bf16(const uint16_t*, int64_t, int64_t, const uint16_t*, int64_t,
+                           float*) {
+  TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
+}
+
+void few_rows_weight_gradient_bf16(const uint16_t*, int64_t, int64_t, const uint16_t*,
+                                   int64_t, uint16_t*) {
   TORCH_CHECK(false, "fusedlstm: the fused recurrence is not built for this CPU");
 }
 #endif

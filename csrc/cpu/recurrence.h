@@ -151,6 +151,20 @@ constexpr int64_t kStepsInputMaxReads = int64_t{1} << 22;  // elements
 // without packing (plan_forward in recurrence_forward_impl.h).
 constexpr int64_t kDirectMaxRows = 8;
 
+// Whether the backward recurrence of a call of `rows` rows (N, without a
+// projection) reads W_hh as it lies for dh_{t-1} = dG_t W_hh instead of
+// packing it first: at most kDirectBackwardMaxRows, and with bfloat16 dot
+// products only from kDirectBackwardBf16MinHidden, below which the packed
+// pairs' vdpbf16ps (twice the rate of the widened FMAs) repay the packing
+// even for one step. Layer backward, one thread, Zen 4, µs direct / packed
+// (NOTES change 79): float32 128 x 8 rows 86 / 92, 512 x 8 1380 / 1729,
+// 1024 x 2 5632 / 6416; bfloat16 128 x 8 87 / 84, 256 x 8 234 / 224,
+// 512 x 4 430 / 480, 1024 x 2 3704 / 3945. Past 8 rows the panels come
+// back: 32 steps of one row at H = 1024 took 26.6 against 20.5 ms direct.
+bool backward_reads_w_hh_directly(int64_t rows, int64_t hidden, bool bf16_dot);
+constexpr int64_t kDirectBackwardMaxRows = 8;
+constexpr int64_t kDirectBackwardBf16MinHidden = 512;
+
 // The fused recurrence in fused_recurrence_isa()'s instruction set.
 void recurrent_forward_fused(const RecurrentForward& args);
 void recurrent_backward_fused(const RecurrentBackward& args);

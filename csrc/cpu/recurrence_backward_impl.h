@@ -16,6 +16,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/few_rows_tiles.h"
 #include "cpu/recurrence.h"
 #include "cpu/recurrence_blocks.h"
 #if defined(FUSEDLSTM_BF16_DOT)
@@ -363,13 +364,19 @@ void recurrent_backward(const RecurrentBackward& a) {
   const int64_t dh_blocks = ceil_div(H, kPanelCols);
   // The contraction of dh_{t-1} = dG_t W_hh: over 4H, or its pairs.
   const int64_t depth = kBf16Dot ? G / 2 : G;
-  float* const w_panels = workspace<float>(WorkspaceRole::kRecurrentWeights,
-                                           dh_blocks * depth * kPanelCols);
+  // A call of few rows reads W_hh as it lies (few_rows_tiles.h) instead of
+  // packing it into panels first: the packing, a read and a write of all of
+  // W_hh, is not repaid over so few rows (NOTES change 79).
+  const bool direct = backward_reads_w_hh_directly(sched.rows, H, kBf16Dot);
+  float* const w_panels =
+      direct ? nullptr
+             : workspace<float>(WorkspaceRole::kRecurrentWeights,
+                                dh_blocks * depth * kPanelCols);
   const int64_t workers = choose_workers(8 * B * H * H, dh_blocks);
 #if defined(FUSEDLSTM_BF16_DOT)
   // AMX tiles take the contraction in whole steps of 32 (4H = 32k: H % 8 ==
   // 0); other hidden sizes keep the AVX-512 BF16 dot products.
-  if (amx_tiles_available() && H % 8 == 0) {
+  if (!direct && amx_tiles_available() && H % 8 == 0) {
     amx_recurrent_backward(a, w_panels, workers, depth);
     return;
   }
@@ -387,13 +394,21 @@ void recurrent_backward(const RecurrentBackward& a) {
     float* const gate_grads = a.dgates;
 #endif
 #if defined(FUSEDLSTM_BF16_DOT)
-    pack_panels_pairs(a.w_hh16, G, H, H, cols.begin, cols.end,
-                      reinterpret_cast<uint32_t*>(w_panels), depth * kPanelCols);
+    const uint16_t* const w_hh = a.w_hh16;
+    if (!direct) {
+      pack_panels_pairs(a.w_hh16, G, H, H, cols.begin, cols.end,
+                        reinterpret_cast<uint32_t*>(w_panels), depth * kPanelCols);
+    }
 #else
-    pack_panels(a.w_hh, G, H, H, cols.begin, cols.end, w_panels,
-                depth * kPanelCols);
+    const float* const w_hh = a.w_hh;
+    if (!direct) {
+      pack_panels(a.w_hh, G, H, H, cols.begin, cols.end, w_panels,
+                  depth * kPanelCols);
+    }
 #endif
-    std::vector<float> partial(B * kPanelCols);
+    const int64_t col_begin = cols.begin * kPanelCols;
+    const int64_t col_end = std::min(H, cols.end * kPanelCols);
+    std::vector<float> partial(direct ? 0 : B * kPanelCols);
     for (int64_t s = 0; s < steps; ++s) {
       const int64_t t = sched.step_at(s, !a.reverse);
       const int64_t bs = sched.batch_sizes[t], first = sched.offsets[t];
@@ -407,6 +422,23 @@ void recurrent_backward(const RecurrentBackward& a) {
       }
       meeting.arrive(w1 - w0);
       meeting.wait_for((2 * s + 1) * workers);
+      if (direct) {
+        // W_hh's rows a chunk at a time across this worker's column strips,
+        // as few_rows_product walks them.
+        for (int64_t s0 = 0; s0 < G; s0 += kProductChunk) {
+          const int64_t S = std::min(kProductChunk, G - s0);
+          for (int64_t c = col_begin; c < col_end; c += kTileCols) {
+            broadcast_rows(gate_grads + first * G + s0, G, 1, w_hh + s0 * H, H, S, c,
+                           std::min(kTileCols, col_end - c), dh_next, H, 0, bs,
+                           /*accumulate=*/s0 > 0);
+          }
+        }
+        if (col_end > col_begin) {
+          carry_rows(dh_cur, dh_next, H, bs, B, col_begin, col_end - col_begin);
+        }
+        meeting.arrive(w1 - w0);
+        continue;
+      }
       for (int64_t c = cols.begin; c < cols.end; ++c) {
         const int64_t col = c * kPanelCols, n = std::min(kPanelCols, H - col);
         PanelStep step{kBf16Dot ? nullptr : a.dgates + first * G, G,

@@ -130,6 +130,10 @@ bool few_rows_backward(int64_t rows, int64_t w_ih_elements, int64_t w_hh_element
          w_hh_elements <= kFewRowsBackwardMaxWeights;
 }
 
+bool backward_reads_w_hh_directly(int64_t rows, int64_t hidden, bool bf16_dot) {
+  return rows <= kDirectBackwardMaxRows && (!bf16_dot || hidden >= kDirectBackwardBf16MinHidden);
+}
+
 bool few_rows_backward_bf16(int64_t rows, int64_t w_ih_elements, int64_t w_hh_elements) {
   return few_rows_backward(rows, w_ih_elements, w_hh_elements) &&
          rows * std::max(w_ih_elements, w_hh_elements) <= kFewRowsBf16MaxProducts;

@@ -219,6 +219,20 @@ def test_few_steps_match_nn_lstm(threads, steps, batch, hidden, proj, dtype):
     _check_inference(ref, ours, x, hx, trained)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("steps,batch", [(1, 1), (1, 3), (2, 4), (1, 9)])
+def test_wide_layers_of_few_rows_match_nn_lstm(threads, steps, batch, dtype):
+    # H = 520 (W_hh 4 MiB in float32): the backward recurrence of up to 8
+    # rows reads W_hh as it lies in both dtypes (bfloat16 from H = 512), in
+    # column strips with a partial last register and split over the
+    # workers; 9 rows are past the rule, for the boundary.
+    ref, ours = make_lstm_pair(24, 520, dtype=dtype, seed=steps + batch)
+    x = torch.randn(steps, batch, 24, dtype=dtype)
+    hx = (torch.randn(1, batch, 520, dtype=dtype), torch.randn(1, batch, 520, dtype=dtype))
+    trained, _ = parity_check(ref, ours, x, hx)
+    _check_inference(ref, ours, x, hx, trained)
+
+
 @pytest.mark.parametrize("lengths", [[4, 2], [1, 3], [2, 2, 1, 1]])
 def test_few_steps_packed_match_nn_lstm(threads, lengths):
     # Steps of shrinking batch (growing in the reverse direction): each

@@ -18,18 +18,9 @@ namespace {
 
 template <typename Coef, typename Row>
 void product(const Coef* a, int64_t N, int64_t J, const Row* w, int64_t C, float* out) {
-  // Workers take column strips; each walks w a chunk of rows at a time
-  // across all of its strips, so that a chunk's rows are read together
-  // (strip by strip down all of w, every row a page apart at C = 1024).
+  // Workers take column strips.
   over_blocks(ceil_div(C, kTileCols), 2 * N * J * C, [&](int64_t b0, int64_t b1) {
-    for (int64_t s0 = 0; s0 < J; s0 += kProductChunk) {
-      const int64_t S = std::min(kProductChunk, J - s0);
-      for (int64_t b = b0; b < b1; ++b) {
-        const int64_t c0 = b * kTileCols, cols = std::min(kTileCols, C - c0);
-        broadcast_rows(a + s0, J, 1, w + s0 * C, C, S, c0, cols, out, C, 0, N,
-                       /*accumulate=*/s0 > 0);
-      }
-    }
+    product_columns(a, N, J, w, C, b0 * kTileCols, std::min(C, b1 * kTileCols), out);
   });
 }
 

@@ -169,5 +169,21 @@ void over_blocks(int64_t blocks, int64_t flops, Run&& run) {
 constexpr int64_t kProductChunk = 128;
 static_assert(kProductChunk <= kTailRows, "a chunk's rows must fit the tail copy");
 
+// out [N, C] = a [N, J] . w [J, C] for the columns [c_begin, c_end) (w and
+// out rows ld apart): w walked a chunk of rows at a time across all of the
+// columns' strips, so that a chunk's rows are read together (strip by strip
+// down all of w, every row a page apart at ld = 1024).
+template <typename Coef, typename Row>
+inline void product_columns(const Coef* a, int64_t N, int64_t J, const Row* w, int64_t ld,
+                            int64_t c_begin, int64_t c_end, float* out) {
+  for (int64_t s0 = 0; s0 < J; s0 += kProductChunk) {
+    const int64_t S = std::min(kProductChunk, J - s0);
+    for (int64_t c = c_begin; c < c_end; c += kTileCols) {
+      broadcast_rows(a + s0, J, 1, w + s0 * ld, ld, S, c, std::min(kTileCols, c_end - c),
+                     out, ld, 0, N, /*accumulate=*/s0 > 0);
+    }
+  }
+}
+
 }  // namespace
 }  // namespace fusedlstm::cpu::FUSEDLSTM_ISA

@@ -31,6 +31,26 @@
 
 namespace fusedlstm::cpu {
 
+// Advises the whole huge pages inside [data, data + bytes) for transparent
+// huge pages, where bytes is at least two of them. Advisory: an error (an
+// old kernel, THP compiled out) leaves the buffer as it was.
+inline void advise_huge_pages(void* data, int64_t bytes) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  constexpr int64_t kMinBytes = int64_t{4} << 20;  // two huge pages
+  if (bytes < kMinBytes) return;
+  const auto begin = reinterpret_cast<uintptr_t>(data);
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t last = (begin + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
+  if (last > first) {
+    (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+  }
+#else
+  (void)data;
+  (void)bytes;
+#endif
+}
+
 inline at::Tensor empty_fresh(at::IntArrayRef sizes,
                               const at::TensorOptions& options) {
   if (options.device().is_cpu() && options.layout() == at::kStrided &&
@@ -38,21 +58,9 @@ inline at::Tensor empty_fresh(at::IntArrayRef sizes,
     return recycle_empty(sizes, options);
   }
   at::Tensor t = at::empty(sizes, options);
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  constexpr int64_t kMinBytes = int64_t{4} << 20;  // two huge pages
-  const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-  if (t.device().is_cpu() && bytes >= kMinBytes) {
-    const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-    const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
-    const uintptr_t last = (begin + static_cast<uintptr_t>(bytes)) & ~(kHuge - 1);
-    if (last > first) {
-      // Advisory: an error (an old kernel, THP compiled out) leaves the
-      // buffer as it was.
-      (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-    }
+  if (t.device().is_cpu()) {
+    advise_huge_pages(t.data_ptr(), t.numel() * static_cast<int64_t>(t.element_size()));
   }
-#endif
   return t;
 }
 

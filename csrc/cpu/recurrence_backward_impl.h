@@ -423,16 +423,8 @@ void recurrent_backward(const RecurrentBackward& a) {
       meeting.arrive(w1 - w0);
       meeting.wait_for((2 * s + 1) * workers);
       if (direct) {
-        // W_hh's rows a chunk at a time across this worker's column strips,
-        // as few_rows_product walks them.
-        for (int64_t s0 = 0; s0 < G; s0 += kProductChunk) {
-          const int64_t S = std::min(kProductChunk, G - s0);
-          for (int64_t c = col_begin; c < col_end; c += kTileCols) {
-            broadcast_rows(gate_grads + first * G + s0, G, 1, w_hh + s0 * H, H, S, c,
-                           std::min(kTileCols, col_end - c), dh_next, H, 0, bs,
-                           /*accumulate=*/s0 > 0);
-          }
-        }
+        product_columns(gate_grads + first * G, bs, G, w_hh, H, col_begin, col_end,
+                        dh_next);
         if (col_end > col_begin) {
           carry_rows(dh_cur, dh_next, H, bs, B, col_begin, col_end - col_begin);
         }

@@ -1,5 +1,7 @@
 #include "cpu/recycling_allocator.h"
 
+#include "cpu/fresh_buffer.h"
+
 #include <ATen/EmptyTensor.h>
 #include <c10/core/Allocator.h>
 #include <c10/core/impl/alloc_cpu.h>
@@ -16,14 +18,10 @@
 
 #if defined(__linux__)
 #include <pthread.h>
-#include <sys/mman.h>
 #endif
 
 namespace fusedlstm::cpu {
 namespace {
-
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
-constexpr std::size_t kAdviseFrom = std::size_t{4} << 20;  // two huge pages
 
 // Rounds a request up to one of 8 classes per power of two (at least 4 KiB
 // apart), so that requests that differ a little (a packed batch one step
@@ -139,18 +137,8 @@ class RecyclingAllocator final : public c10::Allocator {
       release_idle();
       data = c10::alloc_cpu(bytes);
     }
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-    // One fault per 2 MiB instead of per 4 KiB for the first use; advisory,
-    // so an error (an old kernel, THP compiled out) changes nothing.
-    if (bytes >= kAdviseFrom) {
-      const auto begin = reinterpret_cast<uintptr_t>(data);
-      const uintptr_t first = (begin + kHugePage - 1) & ~(kHugePage - 1);
-      const uintptr_t last = (begin + bytes) & ~(kHugePage - 1);
-      if (last > first) {
-        (void)madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-      }
-    }
-#endif
+    // One fault per 2 MiB instead of per 4 KiB for the first use.
+    advise_huge_pages(data, static_cast<int64_t>(bytes));
     return data;
   }
 

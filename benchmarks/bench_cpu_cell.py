@@ -6,6 +6,7 @@ process.
     python benchmarks/bench_cpu_cell.py                 # 1 and 2 threads, every shape
     python benchmarks/bench_cpu_cell.py --threads 1 --shapes D3
     python benchmarks/bench_cpu_cell.py --dtype bfloat16
+    python benchmarks/bench_cpu_cell.py --evict-mib 64   # weights from memory
 
 The two modules alternate call by call (common.time_cpu_interleaved, the
 order flipping every round) over rotating input sets; the median of the
@@ -13,7 +14,10 @@ calls is reported, with the ratio fusedlstm / nn (below 1: fusedlstm is
 faster). Inference: one step under torch.no_grad. Training: one step, then
 the gradients of the input, both states and every parameter under fixed
 cotangents (accumulated into .grad, as an optimizer loop does). Prints a
-Markdown table; --csv writes the rows.
+Markdown table; --csv writes the rows. --evict-mib N writes an N MiB buffer
+before every timed call, outside its time, so that each call finds the
+weights in memory rather than in the caches, as a decoder does whose other
+work (attention, an output layer) comes between two steps.
 """
 from __future__ import annotations
 
@@ -81,13 +85,24 @@ def main(argv=None):
     p.add_argument("--reps", type=int, default=200)
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     p.add_argument("--csv", type=Path)
+    p.add_argument("--evict-mib", type=int, default=0,
+                   help="MiB written before every timed call (0: none)")
     args = p.parse_args(argv)
+    if args.evict_mib < 0:
+        p.error("--evict-mib must be 0 or more")
+    evict = None
+    if args.evict_mib:
+        junk = torch.ones(args.evict_mib << 18)  # float32: 4 bytes each
+
+        def evict():
+            junk.add_(1.0)
     cells = [(SHAPES[s], s, int(t), mode) for t in args.threads.split(",")
              for s in args.shapes.split(",") for mode in ("inference", "training")]
     dtype = getattr(torch, args.dtype)
     print(f"{args.dtype} | torch {torch.__version__} | {common.cpu_model()} | "
           f"recurrence {torch.ops.fusedlstm.cpu_recurrence()} | "
-          f"load {os.getloadavg()[0]:.2f} | commit {common._git('rev-parse', '--short', 'HEAD')}\n")
+          f"load {os.getloadavg()[0]:.2f} | commit {common._git('rev-parse', '--short', 'HEAD')}"
+          f"{f' | {args.evict_mib} MiB written before each call' if evict else ''}\n")
     rows = []
     try:
         from tqdm import tqdm
@@ -97,7 +112,7 @@ def main(argv=None):
     for (H, B), sid, threads, mode in progress:
         torch.set_num_threads(threads)
         t = common.time_cpu_interleaved(_runs(H, B, mode, dtype), N_SETS, warmup=5,
-                                        reps=args.reps)
+                                        reps=args.reps, before_each=evict)
         ours, ref = t["fusedlstm"].median_ms, t["nn.LSTMCell"].median_ms
         rows.append(dict(shape=sid, hidden=H, batch=B, threads=threads, mode=mode,
                          fusedlstm_us=round(ours * 1e3, 1), nn_us=round(ref * 1e3, 1),

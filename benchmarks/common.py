@@ -208,11 +208,13 @@ def time_cuda(run: Callable[[int], object], n_sets: int, warmup: int = 5, reps: 
 
 def time_cpu_interleaved(runs: dict[str, Callable[[int], object]], n_sets: int,
                          warmup: int = 2, reps: int = 20, budget_s: Optional[float] = None,
-                         min_reps: int = 5) -> dict[str, Timing]:
+                         min_reps: int = 5,
+                         before_each: Optional[Callable[[], object]] = None) -> dict[str, Timing]:
     """perf_counter around each call; the impls alternate call by call (and
     the order flips every round), so that load from other processes and
     frequency drift fall on all of them alike. ``budget_s`` caps the rounds
-    (never fewer than ``min_reps``)."""
+    (never fewer than ``min_reps``). ``before_each`` runs before every timed
+    call, outside its time (to evict the caches, say)."""
     names = list(runs)
     for i in range(warmup):
         for name in names:
@@ -222,6 +224,8 @@ def time_cpu_interleaved(runs: dict[str, Callable[[int], object]], n_sets: int,
     for r in range(reps):
         order = names if r % 2 == 0 else names[::-1]
         for name in order:
+            if before_each is not None:
+                before_each()
             t0 = time.perf_counter()
             runs[name](r % n_sets)
             times[name].append((time.perf_counter() - t0) * 1e3)

@@ -96,6 +96,49 @@ def test_bench_cpu_cell_times_both_cells_in_each_dtype(tmp_path):
             assert abs(ratio - ours / ref) <= 0.01 + 0.01 * ratio, c
 
 
+def test_bench_cpu_cell_evicts_before_each_call_when_asked(tmp_path):
+    """--evict-mib: the header says so and every row is still timed; a
+    negative size is refused by the parser."""
+    out = tmp_path / "evict.csv"
+    done = subprocess.run([sys.executable, str(CELL_BENCH), "--shapes", "D1", "--threads", "1",
+                           "--reps", "3", "--evict-mib", "8", "--csv", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "8 MiB written before each call" in done.stdout.splitlines()[0], done.stdout[:300]
+    cells = [row.split(",") for row in out.read_text().splitlines()[1:]]
+    assert [(c[0], c[4]) for c in cells] == [("D1", "inference"), ("D1", "training")]
+    assert all(float(c[5]) > 0 and float(c[6]) > 0 for c in cells)
+    bad = subprocess.run([sys.executable, str(CELL_BENCH), "--evict-mib", "-1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--evict-mib must be 0 or more" in bad.stderr, bad.stderr
+
+
+def test_time_cpu_interleaved_runs_before_each_outside_the_timed_calls():
+    """before_each runs once before every timed call (not the warm-up), and
+    its time is not counted: a 30 ms hook around 1 ms calls."""
+    code = r"""
+import sys, time
+sys.path.insert(0, "benchmarks")
+import common
+log = []
+def hook():
+    log.append("hook"); time.sleep(0.03)
+def run_of(name):
+    def run(i):
+        log.append(name); time.sleep(0.001)
+    return run
+t = common.time_cpu_interleaved({"a": run_of("a"), "b": run_of("b")}, 2, warmup=2, reps=4,
+                                before_each=hook)
+timed = log[4:]
+assert timed == ["hook", "a", "hook", "b", "hook", "b", "hook", "a"] * 2, timed
+assert all(v.median_ms < 20 for v in t.values()), {k: v.median_ms for k, v in t.items()}
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
 def test_every_gpu_implementation_listed_has_a_maker():
     """bench_gpu.py's --impls names reach implementations.build_impls, which
     records a failed construction as the row's error: a name without a maker

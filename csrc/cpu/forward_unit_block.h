@@ -105,14 +105,11 @@ void unit_rows(const UnitBlockStep& st, int64_t r0, int64_t tile,
 
 // The direct product, for calls of few rows (plan_forward says when): read
 // from the weights as they lie, with no packing. A register tile holds
-// kLanes sums, kDirectRows batch rows x kDirectUnits weight rows, with lanes
-// along k (along pairs of k in bfloat16 dot products), each lane-summed once
-// at the end: a weight load feeds kDirectRows FMAs and an activation load
-// kDirectUnits, so the loads stay under the FMAs' rate, and the tile's four
-// weight rows (16 KiB at K = 1024 in float) stay in L1 while each row tile
-// of the batch passes over them.
-constexpr int kDirectUnits = 4;
-constexpr int kDirectRows = static_cast<int>(kLanes) / kDirectUnits;
+// kLanes sums, kLanes / U batch rows x U weight rows, with lanes along k
+// (along pairs of k in bfloat16 dot products), each lane-summed once at the
+// end: a weight load feeds kLanes / U FMAs and an activation load U.
+// A row's sums are the same bits whatever U: each accumulator is one (row,
+// unit) summed over k in one order.
 
 // What a direct tile multiplies, per build: float lanes and FMAs, or
 // bfloat16 pairs (exact products, float sums, pair by pair as the packed
@@ -144,12 +141,13 @@ inline Reg direct_fma(DirectOperand w, DirectOperand x, Reg acc) {
 }
 #endif  // FUSEDLSTM_BF16_DOT
 
-// acc[r * kDirectUnits + u] += v_r . w_u, over k < K, for R rows of v (ldv
-// apart; R <= kDirectRows) and kDirectUnits rows of weights.
-template <int R>
-inline void direct_tile(const DirectValue* const (&w)[kDirectUnits],
-                        const DirectValue* v, int64_t ldv, int64_t K,
-                        Reg (&acc)[kLanes]) {
+// acc[r * U + u] += v_r . w_u, over k < K, for R rows of v (ldv apart; R <=
+// kLanes / U) and U rows of weights; with `ahead`, asks for the same k of
+// the rows at ahead[u] into L2 as it goes.
+template <int U, int R>
+[[gnu::always_inline]] inline void direct_tile(
+    const DirectValue* const (&w)[U], const DirectValue* v, int64_t ldv,
+    int64_t K, Reg (&acc)[kLanes], const DirectValue* const* ahead) {
   // One register of k from k0: every one whole but a last rest of `rest`.
   const auto at_k = [&](int64_t k0, int64_t rest) {
     const auto operand = [&](const DirectValue* p) {
@@ -157,14 +155,20 @@ inline void direct_tile(const DirectValue* const (&w)[kDirectUnits],
     };
     DirectOperand xs[R];
     for (int r = 0; r < R; ++r) xs[r] = operand(v + r * ldv + k0);
-    for (int u = 0; u < kDirectUnits; ++u) {
+    for (int u = 0; u < U; ++u) {
       const DirectOperand wu = operand(w[u] + k0);
-      for (int r = 0; r < R; ++r) {
-        acc[r * kDirectUnits + u] = direct_fma(wu, xs[r], acc[r * kDirectUnits + u]);
-      }
+      for (int r = 0; r < R; ++r) acc[r * U + u] = direct_fma(wu, xs[r], acc[r * U + u]);
     }
   };
   int64_t k = 0;
+  if (ahead != nullptr) {
+    for (; k + kDirectStep <= K; k += kDirectStep) {
+      for (int u = 0; u < U; ++u) {
+        _mm_prefetch(reinterpret_cast<const char*>(ahead[u] + k), _MM_HINT_T1);
+      }
+      at_k(k, kDirectStep);
+    }
+  }
   for (; k + kDirectStep <= K; k += kDirectStep) at_k(k, kDirectStep);
   if (k < K) at_k(k, K - k);
 }
@@ -172,16 +176,22 @@ inline void direct_tile(const DirectValue* const (&w)[kDirectUnits],
 // The most rows of a direct step.
 constexpr int64_t kDirectStepMaxRows = std::max(kDirectMaxRows, kOneStepInputMaxBatch);
 
-// The preactivation sums of rows [b0, b0 + R) for units [u0, u0 + m) of gate
-// rows from `row`: the input product where the call takes it
-// (RecurrentForward::x), then the recurrent one, in the same registers,
-// into pre[b][q][u0 + u] (q: the gate).
-template <int R>
-void direct_sums(const UnitBlockStep& st, int64_t q, int64_t u0, int64_t m,
-                 int64_t b0, float (*pre)[4][kLanes]) {
+// Where a group of units' sums go, and which weight rows come next.
+struct DirectGroup {
+  int64_t q, u0, m;   // gate, first unit in the block, units kept (<= U)
+  int64_t row;        // the group's first weight row
+  int64_t next_row;   // the next group's, or -1
+};
+
+// The preactivation sums of rows [b0, b0 + R) for the group's units: the
+// input product where the call takes it (RecurrentForward::x), then the
+// recurrent one, in the same registers, into pre[b][q][u0 + u]. With
+// `prefetch`, asks for the next group's weight rows as it goes.
+template <int U, int R>
+void direct_sums(const UnitBlockStep& st, const DirectGroup& g, int64_t b0,
+                 bool prefetch, float (*pre)[4][kLanes]) {
   const RecurrentForward& a = *st.args;
   const int64_t H = a.hidden, P = a.state, I = a.input;
-  const int64_t row = q * H + st.unit + u0;
 #if defined(FUSEDLSTM_BF16_DOT)
   // bfloat16 values: x and the weights as the layer holds them, and h_{t-1}
   // rounded (st.h16).
@@ -195,48 +205,90 @@ void direct_sums(const UnitBlockStep& st, int64_t q, int64_t u0, int64_t m,
 #endif
   Reg acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
-  // A group of fewer than kDirectUnits units reads its last row again for
-  // the rest, whose sums are not kept.
-  const DirectValue* w[kDirectUnits];
-  if (x != nullptr) {
-    for (int u = 0; u < kDirectUnits; ++u) {
-      w[u] = w_ih + (row + std::min<int64_t>(u, m - 1)) * I;
+  // A group of fewer than U units reads its last row again for the rest,
+  // whose sums are not kept. The next group's rows past the weights' last
+  // are not asked for.
+  const DirectValue *w[U], *ahead[U];
+  const DirectValue* const* ask = prefetch ? ahead : nullptr;
+  const auto rows_of = [&](const DirectValue* weights, int64_t K) {
+    for (int u = 0; u < U; ++u) w[u] = weights + (g.row + std::min<int64_t>(u, g.m - 1)) * K;
+    if (ask != nullptr) {
+      for (int u = 0; u < U; ++u) ahead[u] = weights + std::min(g.next_row + u, 4 * H - 1) * K;
     }
-    direct_tile<R>(w, x + (st.first_row + b0) * I, I, I, acc);
+  };
+  if (x != nullptr) {
+    rows_of(w_ih, I);
+    direct_tile<U, R>(w, x + (st.first_row + b0) * I, I, I, acc, ask);
   }
-  for (int u = 0; u < kDirectUnits; ++u) {
-    w[u] = w_hh + (row + std::min<int64_t>(u, m - 1)) * P;
-  }
-  direct_tile<R>(w, h, ldh, P, acc);
+  rows_of(w_hh, P);
+  direct_tile<U, R>(w, h, ldh, P, acc, ask);
   alignas(64) float sums[kLanes];
   reg_store(sums, reg_lane_sums(acc));
   for (int r = 0; r < R; ++r) {
-    for (int64_t u = 0; u < m; ++u) pre[b0 + r][q][u0 + u] = sums[r * kDirectUnits + u];
+    for (int64_t u = 0; u < g.m; ++u) pre[b0 + r][g.q][g.u0 + u] = sums[r * U + u];
   }
 }
 
-// unit_block_step with the direct product: gate by gate and group of units
-// by group, every row tile, then the cells.
+// The sums of every row for the unit block's 4 gates x n units, group of U
+// units by group, each group's row tiles in turn; the first row tile asks
+// for the next group's weights where `prefetch`: a decoder's step finds
+// W_ih and W_hh in memory, not in L3, where its other work came between two
+// steps, and the hardware prefetcher kept too few of a group's row streams
+// in flight.
+template <int U>
+void direct_block_sums(const UnitBlockStep& st, int64_t rows, int64_t n,
+                       bool prefetch, float (*pre)[4][kLanes]) {
+  constexpr int kRows = static_cast<int>(kLanes) / U;
+  const int64_t H = st.args->hidden;
+  for (int64_t q = 0; q < 4; ++q) {
+    for (int64_t u0 = 0; u0 < n; u0 += U) {
+      DirectGroup g{q, u0, std::min<int64_t>(U, n - u0), q * H + st.unit + u0, -1};
+      g.next_row = u0 + U < n ? g.row + U : q < 3 ? (q + 1) * H + st.unit : -1;
+      // Only the first row tile asks.
+      const bool ask = prefetch && g.next_row >= 0;
+      int64_t b0 = 0;
+      for (; b0 + kRows <= rows; b0 += kRows) {
+        direct_sums<U, kRows>(st, g, b0, ask && b0 == 0, pre);
+      }
+      switch (rows - b0) {
+        case 3: if constexpr (kRows > 3) direct_sums<U, 3>(st, g, b0, ask && b0 == 0, pre); break;
+        case 2: if constexpr (kRows > 2) direct_sums<U, 2>(st, g, b0, ask && b0 == 0, pre); break;
+        case 1: direct_sums<U, 1>(st, g, b0, ask && b0 == 0, pre); break;
+        default: break;
+      }
+    }
+  }
+}
+
+// The most rows for tiles of 8 units: at 1-2 rows a tile of 4 units keeps
+// only 4-8 chains of FMAs, where 8 units keep 8-16 and load each row once
+// for 8 weight rows. Past 2 rows, 4 units of 4 (or 2) rows (NOTES change 80).
+constexpr int64_t kDirectWideMaxRows = 2;
+// The least weight bytes of a direct step (W_ih where it takes the input
+// product, and W_hh) that it prefetches: more than a core's L2 (2 MiB on
+// the Zen 4 and Sapphire Rapids cores), which weights that small stay in
+// between steps. Each prefetch takes a load slot: at one row with the
+// weights in L3 (a step repeated with nothing between) the step took 5-10 %
+// longer, against 25-35 % less with them in memory (NOTES change 80).
+constexpr int64_t kDirectPrefetchMinBytes = int64_t{2} << 20;
+
+// unit_block_step with the direct product: the sums of every row, then the
+// cells. A row's sums do not depend on the other rows of its batch.
 void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
   const int64_t H = st.args->hidden;
   const int64_t n = std::min(kLanes, H - st.unit);
   TORCH_CHECK(rows <= kDirectStepMaxRows, "fusedlstm: direct step of ", rows, " rows");
   alignas(64) float pre[kDirectStepMaxRows][4][kLanes];
   if (n < kLanes) std::memset(pre, 0, sizeof pre);  // lanes past n: computed, not stored
-  for (int64_t q = 0; q < 4; ++q) {
-    for (int64_t u0 = 0; u0 < n; u0 += kDirectUnits) {
-      const int64_t m = std::min<int64_t>(kDirectUnits, n - u0);
-      int64_t b0 = 0;
-      for (; b0 + kDirectRows <= rows; b0 += kDirectRows) {
-        direct_sums<kDirectRows>(st, q, u0, m, b0, pre);
-      }
-      switch (rows - b0) {
-        case 3: if constexpr (kDirectRows > 3) direct_sums<3>(st, q, u0, m, b0, pre); break;
-        case 2: if constexpr (kDirectRows > 2) direct_sums<2>(st, q, u0, m, b0, pre); break;
-        case 1: direct_sums<1>(st, q, u0, m, b0, pre); break;
-        default: break;
-      }
-    }
+  const RecurrentForward& a = *st.args;
+  const bool takes_input = (kBf16Dot ? static_cast<const void*>(a.x16) : a.x) != nullptr;
+  const int64_t weight_bytes = 4 * H * ((takes_input ? a.input : 0) + a.state) *
+                               int64_t{sizeof(DirectValue)};
+  const bool prefetch = weight_bytes > kDirectPrefetchMinBytes;
+  if (rows <= kDirectWideMaxRows) {
+    direct_block_sums<8>(st, rows, n, prefetch, pre);
+  } else {
+    direct_block_sums<4>(st, rows, n, prefetch, pre);
   }
   for (int64_t b = 0; b < rows; ++b) {
     Reg acc[4];

@@ -90,8 +90,10 @@ inline __m256 sums_of_eight(const __m256* a) {
                        _mm256_permute2f128_ps(u0, u1, 0x31));
 }
 
-// Lane l of the result: the sum of the lanes of a[l].
-inline Reg reg_lane_sums(const Reg (&a)[kLanes]) {
+// Lane l of the result: the sum of the lanes of a[l]. Always inlined: out
+// of line, the caller's sums go through memory (a 64-row direct step at H =
+// 64 took half as long again).
+[[gnu::always_inline]] inline Reg reg_lane_sums(const Reg (&a)[kLanes]) {
 #if defined(FUSEDLSTM_ISA_AVX512)
   __m256 halves[kLanes];
   for (int l = 0; l < kLanes; ++l) {

@@ -142,15 +142,18 @@ inline Reg direct_fma(DirectOperand w, DirectOperand x, Reg acc) {
 #endif  // FUSEDLSTM_BF16_DOT
 
 // acc[r * U + u] += v_r . w_u, over k < K, for R rows of v (ldv apart; R <=
-// kLanes / U) and U rows of weights; with `ahead`, asks for the same k of
-// the rows at ahead[u] into L2 as it goes.
+// kLanes / U) and U rows of weights; with ahead_bytes != 0, asks for the
+// same k ahead_bytes past each row into L2 as it goes (an address, not a
+// pointer into the weights: it may lie past their end, and prefetches do
+// not fault). Always inlined, with its lambdas: out of line, acc would live
+// in memory through the product.
 template <int U, int R>
 [[gnu::always_inline]] inline void direct_tile(
     const DirectValue* const (&w)[U], const DirectValue* v, int64_t ldv,
-    int64_t K, Reg (&acc)[kLanes], const DirectValue* const* ahead) {
+    int64_t K, Reg (&acc)[kLanes], int64_t ahead_bytes) {
   // One register of k from k0: every one whole but a last rest of `rest`.
-  const auto at_k = [&](int64_t k0, int64_t rest) {
-    const auto operand = [&](const DirectValue* p) {
+  const auto at_k = [&](int64_t k0, int64_t rest) __attribute__((always_inline)) {
+    const auto operand = [&](const DirectValue* p) __attribute__((always_inline)) {
       return rest == kDirectStep ? direct_load(p) : direct_load(p, rest);
     };
     DirectOperand xs[R];
@@ -161,10 +164,12 @@ template <int U, int R>
     }
   };
   int64_t k = 0;
-  if (ahead != nullptr) {
+  if (ahead_bytes != 0) {
     for (; k + kDirectStep <= K; k += kDirectStep) {
       for (int u = 0; u < U; ++u) {
-        _mm_prefetch(reinterpret_cast<const char*>(ahead[u] + k), _MM_HINT_T1);
+        _mm_prefetch(reinterpret_cast<const char*>(
+                         reinterpret_cast<uintptr_t>(w[u] + k) + ahead_bytes),
+                     _MM_HINT_T1);
       }
       at_k(k, kDirectStep);
     }
@@ -188,10 +193,10 @@ struct DirectGroup {
 // recurrent one, in the same registers, into pre[b][q][u0 + u]. With
 // `prefetch`, asks for the next group's weight rows as it goes.
 template <int U, int R>
-void direct_sums(const UnitBlockStep& st, const DirectGroup& g, int64_t b0,
+[[gnu::always_inline]] inline void direct_sums(const UnitBlockStep& st, const DirectGroup& g, int64_t b0,
                  bool prefetch, float (*pre)[4][kLanes]) {
   const RecurrentForward& a = *st.args;
-  const int64_t H = a.hidden, P = a.state, I = a.input;
+  const int64_t P = a.state, I = a.input;
 #if defined(FUSEDLSTM_BF16_DOT)
   // bfloat16 values: x and the weights as the layer holds them, and h_{t-1}
   // rounded (st.h16).
@@ -206,22 +211,19 @@ void direct_sums(const UnitBlockStep& st, const DirectGroup& g, int64_t b0,
   Reg acc[kLanes];
   for (int l = 0; l < kLanes; ++l) acc[l] = reg_zero();
   // A group of fewer than U units reads its last row again for the rest,
-  // whose sums are not kept. The next group's rows past the weights' last
-  // are not asked for.
-  const DirectValue *w[U], *ahead[U];
-  const DirectValue* const* ask = prefetch ? ahead : nullptr;
+  // whose sums are not kept. The next group's rows lie the same distance
+  // from each of this group's.
+  const DirectValue* w[U];
   const auto rows_of = [&](const DirectValue* weights, int64_t K) {
     for (int u = 0; u < U; ++u) w[u] = weights + (g.row + std::min<int64_t>(u, g.m - 1)) * K;
-    if (ask != nullptr) {
-      for (int u = 0; u < U; ++u) ahead[u] = weights + std::min(g.next_row + u, 4 * H - 1) * K;
-    }
+    return prefetch ? (g.next_row - g.row) * K * int64_t{sizeof(DirectValue)} : 0;
   };
   if (x != nullptr) {
-    rows_of(w_ih, I);
-    direct_tile<U, R>(w, x + (st.first_row + b0) * I, I, I, acc, ask);
+    const int64_t ahead = rows_of(w_ih, I);
+    direct_tile<U, R>(w, x + (st.first_row + b0) * I, I, I, acc, ahead);
   }
-  rows_of(w_hh, P);
-  direct_tile<U, R>(w, h, ldh, P, acc, ask);
+  const int64_t ahead = rows_of(w_hh, P);
+  direct_tile<U, R>(w, h, ldh, P, acc, ahead);
   alignas(64) float sums[kLanes];
   reg_store(sums, reg_lane_sums(acc));
   for (int r = 0; r < R; ++r) {

@@ -191,10 +191,14 @@ struct DirectGroup {
 // The preactivation sums of rows [b0, b0 + R) for the group's units: the
 // input product where the call takes it (RecurrentForward::x), then the
 // recurrent one, in the same registers, into pre[b][q][u0 + u]. With
-// `prefetch`, asks for the next group's weight rows as it goes.
+// `prefetch`, asks for the next group's weight rows as it goes. Always
+// inlined like direct_tile: left out of line, the 8 x 2 tile kept its sums
+// in memory (NOTES change 80).
 template <int U, int R>
-[[gnu::always_inline]] inline void direct_sums(const UnitBlockStep& st, const DirectGroup& g, int64_t b0,
-                 bool prefetch, float (*pre)[4][kLanes]) {
+[[gnu::always_inline]] inline void direct_sums(const UnitBlockStep& st,
+                                               const DirectGroup& g, int64_t b0,
+                                               bool prefetch,
+                                               float (*pre)[4][kLanes]) {
   const RecurrentForward& a = *st.args;
   const int64_t P = a.state, I = a.input;
 #if defined(FUSEDLSTM_BF16_DOT)

@@ -271,7 +271,7 @@ void direct_block_sums(const UnitBlockStep& st, int64_t rows, int64_t n,
 // for 8 weight rows. Past 2 rows, 4 units of 4 (or 2) rows (NOTES change 80).
 constexpr int64_t kDirectWideMaxRows = 2;
 // The least weight bytes of a direct step (W_ih where it takes the input
-// product, and W_hh) that it prefetches: more than a core's L2 (2 MiB on
+// product, and W_hh) that it prefetches (plan_forward decides): more than a core's L2 (2 MiB on
 // the Zen 4 and Sapphire Rapids cores), which weights that small stay in
 // between steps, and where a prefetch would only take a load slot. With
 // the weights in memory, 1-4 rows at H = 512-1024 took 25-50 % less time;
@@ -280,18 +280,14 @@ constexpr int64_t kDirectWideMaxRows = 2;
 constexpr int64_t kDirectPrefetchMinBytes = int64_t{2} << 20;
 
 // unit_block_step with the direct product: the sums of every row, then the
-// cells. A row's sums do not depend on the other rows of its batch.
-void direct_unit_block_step(const UnitBlockStep& st, int64_t rows) {
+// cells. A row's sums do not depend on the other rows of its batch. With
+// `prefetch`, each group of weight rows asks for the next.
+void direct_unit_block_step(const UnitBlockStep& st, int64_t rows, bool prefetch) {
   const int64_t H = st.args->hidden;
   const int64_t n = std::min(kLanes, H - st.unit);
   TORCH_CHECK(rows <= kDirectStepMaxRows, "fusedlstm: direct step of ", rows, " rows");
   alignas(64) float pre[kDirectStepMaxRows][4][kLanes];
   if (n < kLanes) std::memset(pre, 0, sizeof pre);  // lanes past n: computed, not stored
-  const RecurrentForward& a = *st.args;
-  const bool takes_input = (kBf16Dot ? static_cast<const void*>(a.x16) : a.x) != nullptr;
-  const int64_t weight_bytes = 4 * H * ((takes_input ? a.input : 0) + a.state) *
-                               int64_t{sizeof(DirectValue)};
-  const bool prefetch = weight_bytes > kDirectPrefetchMinBytes;
   if (rows <= kDirectWideMaxRows) {
     direct_block_sums<8>(st, rows, n, prefetch, pre);
   } else {

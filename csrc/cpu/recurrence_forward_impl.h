@@ -37,6 +37,8 @@ struct ForwardPlan {
   const RecurrentForward* args;
   int64_t unit_blocks, proj_blocks, workers, phases;
   bool direct;         // W_hh read as it is, not packed (direct_unit_block_step)
+  bool direct_prefetch;  // direct: each step asks for the next weight rows
+                         //   ahead (kDirectPrefetchMinBytes)
   bool pack_in_step;   // one step: each worker packs a unit block's panel
                        //   into its own slot of unit_panels just before the
                        //   block's product, instead of all of W_hh up front
@@ -77,6 +79,11 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   const bool takes_input = kBf16Dot ? a.x16 != nullptr : a.x != nullptr;
   plan.direct = takes_input ||
                 (!kBf16Dot && a.schedule->steps() * B <= kDirectMaxRows);
+  // The weights a direct step reads: W_ih where it takes the input product,
+  // and W_hh.
+  const int64_t direct_weight_bytes =
+      4 * H * ((takes_input ? a.input : 0) + P) * int64_t{sizeof(DirectValue)};
+  plan.direct_prefetch = plan.direct && direct_weight_bytes > kDirectPrefetchMinBytes;
   TORCH_CHECK((a.x == nullptr && a.x16 == nullptr) ||
                   (takes_input && a.project == nullptr &&
                    input_in_steps(a.schedule->steps(), B, 4 * H * a.input)),
@@ -312,7 +319,7 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
             first - gate_base, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
         if (plan.direct) {
-          direct_unit_block_step(step, bs);
+          direct_unit_block_step(step, bs, plan.direct_prefetch);
         } else if (plan.amx) {
           amx_unit_block_step(step, bs, depth, tile_out.data(), flip, pending);
         } else {
@@ -320,7 +327,7 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
         }
 #else
         if (plan.direct) {
-          direct_unit_block_step(step, bs);
+          direct_unit_block_step(step, bs, plan.direct_prefetch);
         } else {
           unit_block_step(step, bs, bs);
         }

@@ -134,11 +134,11 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
       d.has_bias ? buf.dgates.sum(0) : at::empty({0}, input.options());
   at::Tensor grad_input, grad_w_ih, grad_w_hh;
   const at::Tensor w_ih_c = w_ih.contiguous();
-  if (N > 0 && few_rows_backward_bf16(N, w_ih.numel(), 4 * d.hidden_size * P)) {
+  const int64_t G = 4 * d.hidden_size;
+  if (N > 0 && few_rows_backward_bf16(N, w_ih.numel(), G * P)) {
     // Products too small for a GEMM call's setup, as for float layers
     // (cpu/few_rows_products_impl.h): float sums of the bfloat16 operands,
     // dX rounded once from its float sums.
-    const int64_t G = 4 * d.hidden_size;
     const uint16_t* dg = bf16_bits(buf.dgates);
     at::Tensor dx = at::empty({N, I}, input.options().dtype(at::kFloat));
     few_rows_product_bf16(dg, N, G, bf16_bits(w_ih_c), I, dx.data_ptr<float>());
@@ -153,8 +153,14 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
   } else {
     grad_input = empty_fresh({N, I}, input.options());
     at::mm_out(grad_input, buf.dgates, w_ih_c);
-    grad_w_ih = at::mm(dgates_t, x);
-    grad_w_hh = at::mm(dgates_t, h_prev);
+    // The weight gradients come from the recycled blocks too: at::mm's own
+    // 8 MiB outputs (H = 1024), freed once autograd has added them to .grad,
+    // let glibc trim the heap and fault the pages back in on the next call,
+    // a third of a one-step training call (NOTES change 81).
+    grad_w_ih = empty_fresh({G, I}, input.options());
+    at::mm_out(grad_w_ih, dgates_t, x);
+    grad_w_hh = empty_fresh({G, P}, input.options());
+    at::mm_out(grad_w_hh, dgates_t, h_prev);
   }
   return {grad_input.view(input.sizes()),
           converted_fresh(buf.dh_state, dtype),

@@ -6,6 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "benchmarks" / "ab_builds.py"
 
@@ -111,6 +114,72 @@ def test_bench_cpu_cell_evicts_before_each_call_when_asked(tmp_path):
     bad = subprocess.run([sys.executable, str(CELL_BENCH), "--evict-mib", "-1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--evict-mib must be 0 or more" in bad.stderr, bad.stderr
+
+
+DECODER_BENCH = ROOT / "benchmarks" / "bench_cpu_decoder.py"
+
+
+def test_bench_cpu_decoder_times_each_loop_in_its_own_processes(tmp_path):
+    """Every (shape, threads) row: each side's median time an iteration over
+    its processes, their ratio, and each side's page faults an iteration."""
+    out = tmp_path / "decoder.csv"
+    done = subprocess.run([sys.executable, str(DECODER_BENCH), "--shapes", "D1,D6",
+                           "--threads", "1", "--steps", "2", "--iters", "2", "--warmup", "1",
+                           "--rounds", "1", "--dtype", "bfloat16", "--csv", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("bfloat16") and "1 processes a side" in done.stdout
+    rows = out.read_text().splitlines()
+    assert rows[0].split(",") == ["shape", "hidden", "batch", "threads", "dtype", "steps",
+                                  "fusedlstm_ms", "nn_ms", "ratio", "fusedlstm_faults",
+                                  "nn_faults"]
+    cells = [row.split(",") for row in rows[1:]]
+    assert [(c[0], c[1], c[2], c[5]) for c in cells] == [("D1", "64", "1", "2"),
+                                                         ("D6", "128", "8", "2")]
+    for c in cells:
+        ours, ref, ratio = float(c[6]), float(c[7]), float(c[8])
+        assert ours > 0 and ref > 0
+        assert abs(ratio - ours / ref) <= 0.01 + 0.01 * ratio, c
+        assert float(c[9]) >= 0 and float(c[10]) >= 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shapes", "D9"], "unknown shape(s) D9"),
+    (["--iters", "0"], "--iters must be 1 or more"),
+    (["--rounds", "0"], "--rounds must be 1 or more"),
+])
+def test_bench_cpu_decoder_refuses_bad_arguments(args, message):
+    bad = subprocess.run([sys.executable, str(DECODER_BENCH), *args], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+
+
+def test_decoder_loop_counts_the_page_faults_of_its_iterations(monkeypatch):
+    """The faults column is the loop's own: an iteration that writes a fresh
+    16 MiB mapping each time reports at least its 4 KiB pages."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench_cpu_decoder
+    import mmap
+
+    def fresh_pages():
+        m = mmap.mmap(-1, 16 << 20)
+        for offset in range(0, 16 << 20, 4096):
+            m[offset] = 1
+        m.close()
+
+    real_sgd = torch.optim.SGD
+
+    class FaultingSGD(real_sgd):
+        def step(self, *a, **k):
+            fresh_pages()
+            return super().step(*a, **k)
+
+    monkeypatch.setattr(torch.optim, "SGD", FaultingSGD)
+    faulting = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
+    monkeypatch.setattr(torch.optim, "SGD", real_sgd)
+    plain = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
+    assert faulting["faults"] >= plain["faults"] + (16 << 20) // 4096, (faulting, plain)
+    assert faulting["ms"] > 0 and plain["ms"] > 0
 
 
 def test_time_cpu_interleaved_runs_before_each_outside_the_timed_calls():

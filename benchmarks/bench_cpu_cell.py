@@ -22,7 +22,6 @@ work (attention, an output layer) comes between two steps.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import sys
 from pathlib import Path
@@ -123,10 +122,7 @@ def main(argv=None):
         print(f"| {r['shape']} (H={r['hidden']} B={r['batch']}) | {r['threads']} | {r['mode']} | "
               f"{r['fusedlstm_us']} / {r['nn_us']} | {r['ratio']} |")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        common.write_rows_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

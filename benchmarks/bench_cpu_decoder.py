@@ -23,7 +23,6 @@ gives each side's median over its processes, the ratio fusedlstm / nn
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import resource
@@ -147,10 +146,7 @@ def main(argv=None):
               f"{r['fusedlstm_ms']} / {r['nn_ms']} | {r['ratio']} | "
               f"{r['fusedlstm_faults']} / {r['nn_faults']} |")
     if args.csv:
-        with open(args.csv, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        common.write_rows_csv(args.csv, rows)
 
 
 if __name__ == "__main__":

@@ -395,6 +395,14 @@ def read_csv(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def write_rows_csv(path, rows: list[dict]) -> None:
+    """Writes a table's rows (dicts with the same keys, in column order)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def latest_csv(directory: Optional[Path] = None, prefix: Optional[str] = None) -> Optional[Path]:
     d = Path(directory) if directory else RESULTS_DIR
     files = [p for p in d.glob("*.csv") if prefix is None or p.name.startswith(prefix)]

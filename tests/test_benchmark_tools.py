@@ -157,27 +157,30 @@ def test_bench_cpu_decoder_refuses_bad_arguments(args, message):
 def test_decoder_loop_counts_the_page_faults_of_its_iterations(monkeypatch):
     """The faults column is the loop's own: an iteration that writes a fresh
     16 MiB mapping each time reports at least its 4 KiB pages."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import bench_cpu_decoder
     import mmap
 
     def fresh_pages():
         m = mmap.mmap(-1, 16 << 20)
+        if hasattr(mmap, "MADV_NOHUGEPAGE"):  # else THP "always" would fault 2 MiB at a time
+            m.madvise(mmap.MADV_NOHUGEPAGE)
         for offset in range(0, 16 << 20, 4096):
             m[offset] = 1
         m.close()
 
-    real_sgd = torch.optim.SGD
-
-    class FaultingSGD(real_sgd):
+    class FaultingSGD(torch.optim.SGD):
         def step(self, *a, **k):
             fresh_pages()
             return super().step(*a, **k)
 
-    monkeypatch.setattr(torch.optim, "SGD", FaultingSGD)
-    faulting = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
-    monkeypatch.setattr(torch.optim, "SGD", real_sgd)
-    plain = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
+    threads = torch.get_num_threads()  # run_loop sets its own
+    try:
+        plain = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
+        monkeypatch.setattr(torch.optim, "SGD", FaultingSGD)
+        faulting = bench_cpu_decoder.run_loop("nn.LSTMCell", 16, 2, 1, "float32", 2, 3, 1)
+    finally:
+        torch.set_num_threads(threads)
     assert faulting["faults"] >= plain["faults"] + (16 << 20) // 4096, (faulting, plain)
     assert faulting["ms"] > 0 and plain["ms"] > 0
 

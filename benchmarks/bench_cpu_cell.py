@@ -103,12 +103,7 @@ def main(argv=None):
           f"load {os.getloadavg()[0]:.2f} | commit {common._git('rev-parse', '--short', 'HEAD')}"
           f"{f' | {args.evict_mib} MiB written before each call' if evict else ''}\n")
     rows = []
-    try:
-        from tqdm import tqdm
-        progress = tqdm(cells, unit="cell", dynamic_ncols=True, file=sys.stderr)
-    except ImportError:
-        progress = cells
-    for (H, B), sid, threads, mode in progress:
+    for (H, B), sid, threads, mode in common.progress(cells):
         torch.set_num_threads(threads)
         t = common.time_cpu_interleaved(_runs(H, B, mode, dtype), N_SETS, warmup=5,
                                         reps=args.reps, before_each=evict)

@@ -34,6 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import torch  # noqa: E402
+
+import common  # noqa: E402
+import fusedlstm  # noqa: E402
 from bench_cpu_cell import SHAPES  # noqa: E402
 
 IMPLS = ("fusedlstm", "nn.LSTMCell")
@@ -42,9 +46,6 @@ IMPLS = ("fusedlstm", "nn.LSTMCell")
 def run_loop(impl: str, hidden: int, batch: int, threads: int, dtype_name: str,
              steps: int, iters: int, warmup: int) -> dict:
     """Runs the loop in this process; returns its median ms and faults."""
-    import torch
-    import fusedlstm
-
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)
@@ -110,20 +111,12 @@ def main(argv=None):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be 1 or more")
 
-    import torch
-    import common
-
     print(f"{args.dtype} | torch {torch.__version__} | {common.cpu_model()} | "
           f"load {os.getloadavg()[0]:.2f} | commit {common._git('rev-parse', '--short', 'HEAD')} | "
           f"{args.steps} steps an iteration, {args.rounds} processes a side\n")
     cells = [(s, int(t)) for t in args.threads.split(",") for s in args.shapes.split(",")]
-    try:
-        from tqdm import tqdm
-        progress = tqdm(cells, unit="cell", dynamic_ncols=True, file=sys.stderr)
-    except ImportError:
-        progress = cells
     rows = []
-    for sid, threads in progress:
+    for sid, threads in common.progress(cells):
         H, B = SHAPES[sid]
         results = {impl: [] for impl in IMPLS}
         for _ in range(args.rounds):

@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,6 +247,16 @@ def peak_cuda_mib(run: Callable[[], object]) -> float:
     peak = torch.cuda.max_memory_allocated() - base
     del result
     return peak / 2**20
+
+
+def progress(items: list, unit: str = "cell"):
+    """items behind a tqdm bar on stderr where tqdm is installed, else as
+    they are."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
 def sweep(cells: list[tuple]):

@@ -271,12 +271,12 @@ void direct_block_sums(const UnitBlockStep& st, int64_t rows, int64_t n,
 // for 8 weight rows. Past 2 rows, 4 units of 4 (or 2) rows (NOTES change 80).
 constexpr int64_t kDirectWideMaxRows = 2;
 // The least weight bytes of a direct step (W_ih where it takes the input
-// product, and W_hh) that it prefetches (plan_forward decides): more than a core's L2 (2 MiB on
-// the Zen 4 and Sapphire Rapids cores), which weights that small stay in
-// between steps, and where a prefetch would only take a load slot. With
-// the weights in memory, 1-4 rows at H = 512-1024 took 25-50 % less time;
-// with them in L3 (a step repeated with nothing between), level at H = 512
-// (NOTES change 80).
+// product, and W_hh) that it prefetches (plan_forward decides): more than a
+// core's L2 (2 MiB on the Zen 4 and Sapphire Rapids cores), which weights
+// that small stay in between steps, and where a prefetch would only take a
+// load slot. With the weights in memory, 1-4 rows at H = 512-1024 took
+// 25-50 % less time; with them in L3 (a step repeated with nothing
+// between), level at H = 512 (NOTES change 80).
 constexpr int64_t kDirectPrefetchMinBytes = int64_t{2} << 20;
 
 // unit_block_step with the direct product: the sums of every row, then the

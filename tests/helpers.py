@@ -238,6 +238,7 @@ def saved_activations_rounded_to(dtype: Optional[torch.dtype]):
 
 def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, eps=None, *,
                                 grad_floor_ulps: float = 1.0, gradient_unit: str = "tensor",
+                                state_unit: str = "tensor",
                                 saved_rounded: Optional[dict] = None):
     """The half-precision rule, per compared tensor.
 
@@ -264,6 +265,12 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
     tiny examples reach gradient entries that cancel, uses the latter (see
     tests/fuzz_harness.py, low_precision_rule).
 
+    ``state_unit`` does the same for the forward results: "tensor", the
+    largest reference magnitude of the tensor itself, or "hidden", the
+    larger of that and the largest magnitude of the call's h values
+    (``output``, ``h_n``, a cell's ``h``), at which every step's h is rounded
+    on its way to the next step, in nn.LSTM as in fusedlstm.
+
     ``saved_rounded``: the float64 model's results with its saved
     activations rounded to the dtype (``saved_activations_rounded_to``).
     Where given, a gradient may be off by twice that model's error where
@@ -274,9 +281,13 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
     """
     assert ours.keys() == reference.keys() == torch_low.keys()
     assert gradient_unit in ("tensor", "backward"), gradient_unit
+    assert state_unit in ("tensor", "hidden"), state_unit
     backward_scale = max(
         (r.abs().max().item() for k, r in reference.items()
          if k.startswith("grad_") and r is not None and r.numel()), default=0.0)
+    hidden_scale = max(
+        (r.abs().max().item() for k, r in reference.items()
+         if k in ("output", "h_n", "h") and r is not None and r.numel()), default=0.0)
     failures = []
     for key, ref in reference.items():
         if ref is None:
@@ -297,6 +308,8 @@ def assert_low_precision_parity(ours: dict, torch_low: dict, reference: dict, ep
         if key.startswith("grad_"):
             units = grad_floor_ulps
             scale = backward_scale if gradient_unit == "backward" else scale
+        elif state_unit == "hidden":
+            scale = max(scale, hidden_scale)
         floor = units * unit * scale
         if not err_ours <= 2 * max(err_torch, err_kept) + floor:
             kept = f" (kept activations {err_kept:.3g})" if err_kept > err_torch else ""

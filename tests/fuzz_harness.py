@@ -394,16 +394,17 @@ KNOWN_DIVERGENCES = {
 #
 # Why the forward results' floor is at the scale of h: each step's h is
 # rounded to the dtype before the next step's product (nn.LSTM's bfloat16
-# and float16 paths return every h_t in the dtype and run on from it, and
-# fusedlstm rounds it as oneDNN does), so its error enters the next states
-# at the scale of h. A state that cancels (c_t = f c_{t-1} + i g much
-# smaller than its terms) keeps that absolute error, and relative to its own
-# size it has no bound. A 15,000-example run met a bfloat16 call of one unit
-# (H = 1) whose c_n cancelled to 0.0032 beside outputs of 0.31: fusedlstm's
-# c_n was 0.00012 off, what the float64 model with h rounded to bfloat16
-# gives, while nn.LSTM, which rounds c too, landed 2e-5 off by luck
-# (test_fuzz.py::test_state_that_cancels_is_judged_at_the_scale_of_h). The
-# output is judged at that scale already, being all the h_t.
+# and float16 paths return every h_t in the dtype and run on from it;
+# fusedlstm's bfloat16 dot products round it as oneDNN does), so its
+# error enters the next states at the scale of h. A state that cancels
+# (c_t = f c_{t-1} + i g much smaller than its terms) keeps that absolute
+# error, and relative to its own size it has no bound. A 15,000-example
+# run met a bfloat16 call of one unit (H = 1) whose c_n cancelled to 0.0032
+# beside outputs of 0.31: fusedlstm's c_n was 0.00012 off, what the float64
+# model with h rounded to bfloat16 gives, while nn.LSTM, which rounds c
+# too, landed 2e-5 off by luck (test_fuzz.py::
+# test_state_that_cancels_is_judged_at_the_scale_of_h). The output is
+# judged at that scale already, being all the h_t.
 def low_precision_rule(module) -> dict:
     """Keyword arguments of assert_low_precision_parity for ``module``."""
     return dict(grad_floor_ulps=1.0 + getattr(module, "num_layers", 1),

@@ -13,9 +13,22 @@ report prints
 * accuracy against a float64 reference (nn.LSTM in float64 on the same
   weights): fusedlstm's error next to nn.LSTM's own, and the verdict: in
   float32, ``torch.testing.assert_close`` defaults against nn.LSTM; in bf16/fp16,
-  fusedlstm's error at most 2x nn.LSTM's own;
+  fusedlstm's error at most 2x nn.LSTM's own plus one unit of the dtype's
+  precision at the largest reference magnitude (the forward results'; for the
+  gradients, 1 + layers units at the largest gradient's), the test suite's
+  rule: a result correct to its last bit can be an ulp off float64 where
+  nn.LSTM happens to land on it;
 * speed: median time of forward (no_grad) and forward+backward, the two run
   interleaved in one process, and the ratio fusedlstm / nn.LSTM (< 1: faster).
+
+Your own shapes, as many as you like, beside or instead of the fixed ones:
+
+    python -m fusedlstm.report --shape T=100,B=32,I=8,H=256
+    python -m fusedlstm.report --shape T=200,B=16,I=40,H=320,layers=3,bidirectional,batch_first \
+                               --shape T=80,B=8,I=64,H=128,proj=32,packed=10
+
+(keys: T, B, I, H, layers, proj, and the flags bidirectional, batch_first,
+packed; ``packed=LOW``: sequence lengths drawn from LOW to T, one of them T.)
 
 Exit status 1 if a parity verdict fails. Needs nothing beyond torch (uses
 tqdm for a progress bar when installed).
@@ -75,6 +88,55 @@ CASES = [
     Case("S5", T=100, B=8, I=512, H=512, dtypes=("float32",)),
 ]
 QUICK = ("S1", "S2", "S4")
+
+_SIZE_KEYS = {"T": "T", "B": "B", "I": "I", "H": "H", "layers": "layers", "proj": "proj_size"}
+_FLAG_KEYS = ("bidirectional", "batch_first", "packed")
+
+
+def parse_shape(spec: str, name: str) -> Case:
+    """The Case of a --shape spec: ``T=..,B=..,I=..,H=..`` with optional
+    ``layers=N``, ``proj=P``, ``bidirectional``, ``batch_first`` and
+    ``packed`` or ``packed=LOW``. Raises ValueError saying what is wrong."""
+    sizes: dict = {}
+    flags: dict = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        key, eq, value = (t.strip() for t in part.partition("="))
+        if key in _FLAG_KEYS and not eq:
+            flags[key] = True
+            continue
+        if key not in _SIZE_KEYS and key != "packed":
+            raise ValueError(f"unknown key {key!r} in --shape {spec!r}; keys: "
+                             f"{', '.join(_SIZE_KEYS)}, {', '.join(_FLAG_KEYS)}")
+        if key in sizes or key in flags:
+            raise ValueError(f"{key!r} given twice in --shape {spec!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{key}={value!r} in --shape {spec!r}: not an integer") from None
+        (flags if key == "packed" else sizes)[key] = number
+    missing = [k for k in ("T", "B", "I", "H") if k not in sizes]
+    if missing:
+        raise ValueError(f"--shape {spec!r} lacks {', '.join(missing)} (T, B, I and H "
+                         "are needed)")
+    for key in ("T", "B", "I", "H", "layers"):
+        if key in sizes and sizes[key] < 1:
+            raise ValueError(f"{key}={sizes[key]} in --shape {spec!r}: must be at least 1")
+    proj = sizes.get("proj", 0)
+    if not 0 <= proj < sizes["H"]:
+        raise ValueError(f"proj={proj} in --shape {spec!r}: must be in [0, H) as "
+                         "nn.LSTM's proj_size")
+    packed = None
+    if "packed" in flags:
+        low = 1 if flags["packed"] is True else flags["packed"]
+        if not 1 <= low <= sizes["T"]:
+            raise ValueError(f"packed={low} in --shape {spec!r}: the shortest length must "
+                             f"be in [1, T]")
+        packed = (low, sizes["T"])
+    return Case(name, **{_SIZE_KEYS[k]: v for k, v in sizes.items()},
+                bidirectional=bool(flags.get("bidirectional")),
+                batch_first=bool(flags.get("batch_first")), packed=packed)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -262,10 +324,15 @@ def _check(case: Case, dtype_name: str, device, args) -> Row:
         return fwd, max(_max_err(res[k], res_64[k]) for k in grads)
     row.fused_f64, row.torch_f64 = f64_errs(res_f), f64_errs(res_t)
 
-    # judged against float64: at most 2x nn.LSTM's own error (issue 2, section 5)
-    tiny = torch.finfo(dtype).eps * 1e-3
-    bad = [n for n, f, t in zip(("forward", "gradients"), row.fused_f64, row.torch_f64)
-           if f > 2 * t + tiny]
+    # judged against float64: at most 2x nn.LSTM's own error (issue 2, section
+    # 5), plus one unit at the reference's scale (the module docstring)
+    def scale(keys):
+        return max((float(res_64[k].abs().max()) for k in keys if res_64[k].numel()),
+                   default=0.0)
+    unit = torch.finfo(dtype).eps
+    floors = (unit * scale(("output", "h_n", "c_n")), (1 + case.layers) * unit * scale(grads))
+    bad = [n for n, f, t, floor in zip(("forward", "gradients"), row.fused_f64,
+                                       row.torch_f64, floors) if f > 2 * t + floor]
     if dtype == torch.float32:
         # float32: torch.testing.assert_close defaults against nn.LSTM; where
         # a long reduction (bias and weight gradients over T*B rows) exceeds
@@ -375,6 +442,10 @@ def main(argv=None) -> int:
                         "float32,bfloat16,float16 on CUDA)")
     p.add_argument("--shapes", default=None, help="comma-separated from " +
                    ",".join(c.name for c in CASES))
+    p.add_argument("--shape", action="append", default=[], metavar="SPEC",
+                   help="a shape of your own, e.g. T=100,B=32,I=8,H=256[,layers=2][,proj=64]"
+                        "[,bidirectional][,batch_first][,packed[=LOW]]; repeatable. Alone, "
+                        "only these run; with --shapes or --quick, beside those")
     p.add_argument("--quick", action="store_true", help=f"shapes {','.join(QUICK)}, fewer runs")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--no-timing", action="store_true", help="parity only")
@@ -402,11 +473,18 @@ def main(argv=None) -> int:
         if d not in DTYPES:
             p.error(f"unknown dtype {d}; choose from {', '.join(DTYPES)}")
     names = args.shapes.split(",") if args.shapes else (QUICK if args.quick else None)
+    if names is None and args.shape:
+        names = []
     cases = [c for c in CASES if names is None or c.name in names]
     if names is not None:
         unknown = set(names) - {c.name for c in cases}
         if unknown:
             p.error(f"unknown shape(s) {sorted(unknown)}")
+    for index, spec in enumerate(args.shape, 1):
+        try:
+            cases.append(parse_shape(spec, f"U{index}"))
+        except ValueError as e:
+            p.error(str(e))
 
     # nn.LSTM warns that oneDNN lacks projections and falls back; that is its business
     warnings.filterwarnings("ignore", message="LSTM with projections is not supported")

@@ -106,6 +106,8 @@ def parse_shape(spec: str, name: str) -> Case:
         if key in _FLAG_KEYS and not eq:
             flags[key] = True
             continue
+        if key in ("bidirectional", "batch_first"):
+            raise ValueError(f"{key} in --shape {spec!r} is a flag: give it without a value")
         if key not in _SIZE_KEYS and key != "packed":
             raise ValueError(f"unknown key {key!r} in --shape {spec!r}; keys: "
                              f"{', '.join(_SIZE_KEYS)}, {', '.join(_FLAG_KEYS)}")
@@ -137,6 +139,7 @@ def parse_shape(spec: str, name: str) -> Case:
     return Case(name, **{_SIZE_KEYS[k]: v for k, v in sizes.items()},
                 bidirectional=bool(flags.get("bidirectional")),
                 batch_first=bool(flags.get("batch_first")), packed=packed)
+
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 

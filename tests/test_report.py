@@ -62,6 +62,7 @@ def test_parse_shape_reads_every_key():
     ("T=5,B=3,I=5,H=6,proj=6", r"proj=6 .* must be in \[0, H\)"),
     ("T=5,B=3,I=5,H=6,packed=9", r"packed=9 .* in \[1, T\]"),
     ("T=5,B=x,I=5,H=6", "B='x' .* not an integer"),
+    ("T=5,B=3,I=5,H=6,bidirectional=1", "bidirectional .* is a flag"),
 ])
 def test_malformed_shapes_are_refused_with_the_reason(capsys, spec, message):
     with pytest.raises(ValueError, match=message):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up fusedlstm on a fresh machine and runs one of its two jobs:
 #   bash scripts/quickstart.sh report   side-by-side parity and speed vs torch.nn.LSTM
+#                                       (what follows goes to the report: --help, --shape ...)
 #   bash scripts/quickstart.sh test     the test suite
 # Installs torch 2.13.0 only where no torch is installed (an installed torch is
 # never replaced), builds the extension for the torch that is there (with CUDA
@@ -49,7 +50,7 @@ echo "== building fusedlstm ($("$PY" -c 'import torch; print("torch", torch.__ve
 MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation -e .
 
 if [ "$job" = report ]; then
-  exec "$PY" -m fusedlstm.report
+  exec "$PY" -m fusedlstm.report "${@:2}"
 fi
 set +e
 "$PY" -m pytest tests -q

@@ -262,15 +262,11 @@ def progress(items: list, unit: str = "cell"):
 def sweep(cells: list[tuple]):
     """Yields each (shape, dtype name, mode) cell of a sweep, showing progress:
     a tqdm bar where tqdm is installed, else one line per cell."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    bar = tqdm(cells, unit="cell", dynamic_ncols=True) if tqdm else cells
+    bar = progress(cells)
     for k, cell in enumerate(bar):
         shape, dtype_name, mode = cell
         label = f"{shape.id} {dtype_name} {mode}"
-        if tqdm:
+        if bar is not cells:
             bar.set_description(label)
         else:
             print(f"[{k + 1}/{len(cells)}] {label}", flush=True)

@@ -7,6 +7,12 @@ of the medians.
 
     python benchmarks/ab_cpu.py --shapes C2,C3 --modes inference --reps 20
     python benchmarks/ab_cpu.py --dtype bfloat16
+    python benchmarks/ab_cpu.py --modes training --grads weights
+
+``--grads`` says which leaves need a gradient in training: ``all`` (the
+grid's training: input and parameters), ``weights`` (the parameters only,
+as for the first layer of a model fed raw features) or ``input`` (the input
+only, as for a frozen LSTM under a trained embedding).
 
 Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1 (T=100, B=128,
 H=128: the cells bound the step there), S2 and S3 (T=100, H=256, batch 2 and
@@ -36,10 +42,12 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--grads", default="all", choices=["all", "weights", "input"],
+                   help="which leaves need a gradient in training mode")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    print(f"threads {args.threads} | {args.dtype} | recurrence "
+    print(f"threads {args.threads} | {args.dtype} | gradients: {args.grads} | recurrence "
           f"{torch.ops.fusedlstm.cpu_recurrence()} | GEMMs "
           f"{torch.ops.fusedlstm.cpu_gemm_backend()}")
     for shape in common.select(args.shapes, common.CPU_GRID + common.CPU_EXTRA):
@@ -49,7 +57,9 @@ def main(argv=None):
         ours = fusedlstm.LSTM(I, H, L)
         ours.load_state_dict(ref.state_dict())
         ref, ours = ref.to(dtype), ours.to(dtype)
-        x = torch.randn(T, B, I).to(dtype).requires_grad_()
+        for module in (ref, ours):
+            module.requires_grad_(args.grads != "input")
+        x = torch.randn(T, B, I).to(dtype).requires_grad_(args.grads != "weights")
         for mode in args.modes.split(","):
             def run(module):
                 common.quick_call(module, x, mode)

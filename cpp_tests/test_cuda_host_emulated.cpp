@@ -128,6 +128,23 @@ void run(const char* path, const Case& c, at::ScalarType dtype, bool reverse,
   expect_close(tag + " grad_w_hh", std::get<4>(grads), rg.grad_w_hh, gtol);
   if (c.bias) expect_close(tag + " grad_bias", std::get<5>(grads), rg.grad_bias, gtol);
   if (c.P) expect_close(tag + " grad_w_hr", std::get<6>(grads), rg.grad_w_hr, gtol);
+  // A mask that leaves out dX and the weights (a frozen layer), then one that
+  // keeps only them: what is left out is empty, the rest the full call's bits.
+  for (const fusedlstm::BackwardMask& mask :
+       {fusedlstm::BackwardMask{false, true, true, false, false, false, false},
+        fusedlstm::BackwardMask{true, false, false, true, true, true, true}}) {
+    const auto some = fusedlstm::cuda::lstm_layer_backward(
+        l.grad_out, l.grad_h_n, l.grad_c_n, l.x, l.h0, l.c0, l.w_ih, l.w_hh,
+        opt(l.b_ih), opt(l.b_hh), opt(l.w_hr), out, gates, cells,
+        opt(l.batch_sizes), reverse, mask);
+    const auto listed = [](const auto& g) {
+      return std::apply([](const auto&... t) { return std::vector<at::Tensor>{t...}; }, g);
+    };
+    const std::vector<at::Tensor> full = listed(grads), got = listed(some);
+    bool ok = true;
+    for (size_t i = 0; i < full.size(); ++i) ok &= mask[i] ? at::equal(got[i], full[i]) : got[i].numel() == 0;
+    expect(tag + (mask[0] ? " masked: all but states" : " masked: states only"), ok);
+  }
   std::printf("%-56s checked\n", tag.c_str());
 }
 

@@ -99,11 +99,12 @@ struct LstmLayer : public torch::autograd::Function<LstmLayer> {
     const at::Tensor grad_output = or_zeros(grads[0], output);
     const at::Tensor grad_h_n = or_zeros(grads[1], h0);
     const at::Tensor grad_c_n = or_zeros(grads[2], c0);
+    const fusedlstm::BackwardMask want = wanted_gradients(ctx, b_ih, w_hr);
     auto run = [&] {
       return fusedlstm::lstm_layer_backward(
           grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
           present(b_ih), present(b_hh), present(w_hr), output, gates, cells,
-          present(s[11]), reverse);
+          present(s[11]), reverse, want);
     };
     fusedlstm::LayerBackwardResult g;
     if (at::GradMode::is_enabled()) {
@@ -114,14 +115,46 @@ struct LstmLayer : public torch::autograd::Function<LstmLayer> {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       g = run();
     }
-    const bool has_bias = b_ih.defined();
-    return {g.grad_input, g.grad_h0, g.grad_c0, g.grad_w_ih, g.grad_w_hh,
+    // A gradient left out comes back empty; autograd takes undefined for it.
+    auto kept = [&](const at::Tensor& g, int which) {
+      return want[which] ? g : at::Tensor();
+    };
+    const bool has_bias = b_ih.defined() && want[fusedlstm::gradient::bias];
+    return {kept(g.grad_input, fusedlstm::gradient::input),
+            kept(g.grad_h0, fusedlstm::gradient::h0),
+            kept(g.grad_c0, fusedlstm::gradient::c0),
+            kept(g.grad_w_ih, fusedlstm::gradient::w_ih),
+            kept(g.grad_w_hh, fusedlstm::gradient::w_hh),
             has_bias ? g.grad_bias : at::Tensor(),
             // b_ih and b_hh get equal gradients; each its own tensor, so
             // that an in-place update of one .grad never reaches the other.
             has_bias ? g.grad_bias.clone() : at::Tensor(),
-            w_hr.defined() ? g.grad_w_hr : at::Tensor(),
+            w_hr.defined() ? kept(g.grad_w_hr, fusedlstm::gradient::w_hr)
+                           : at::Tensor(),
             at::Tensor(), at::Tensor()};
+  }
+
+  // The gradients autograd asks of this node. Its edges are forward's
+  // tensor arguments that were given (an absent optional has none): input,
+  // h0, c0, w_ih, w_hh, then b_ih and b_hh, then w_hr, where present.
+  static fusedlstm::BackwardMask wanted_gradients(AutogradContext* ctx,
+                                                  const at::Tensor& b_ih,
+                                                  const at::Tensor& w_hr) {
+    namespace gradient = fusedlstm::gradient;
+    fusedlstm::BackwardMask want{};
+    want[gradient::input] = ctx->needs_input_grad(0);
+    want[gradient::h0] = ctx->needs_input_grad(1);
+    want[gradient::c0] = ctx->needs_input_grad(2);
+    want[gradient::w_ih] = ctx->needs_input_grad(3);
+    want[gradient::w_hh] = ctx->needs_input_grad(4);
+    size_t edge = 5;
+    if (b_ih.defined()) {
+      want[gradient::bias] =
+          ctx->needs_input_grad(edge) || ctx->needs_input_grad(edge + 1);
+      edge += 2;
+    }
+    if (w_hr.defined()) want[gradient::w_hr] = ctx->needs_input_grad(edge);
+    return want;
   }
 };
 

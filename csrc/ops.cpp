@@ -26,14 +26,16 @@ TORCH_LIBRARY(fusedlstm, m) {
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
       "Tensor? batch_sizes, bool reverse) -> (Tensor, Tensor, Tensor)");
   // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-  // grad_w_hr); grad_bias and grad_w_hr are empty when absent.
+  // grad_w_hr); grad_bias and grad_w_hr are empty when absent, and so is
+  // each gradient whose output_mask entry (same order) is false.
   // b_ih and b_hh are taken so that double backward can differentiate
   // through them; the kernel reads only whether they are present.
   m.def(
       "lstm_layer_backward(Tensor grad_output, Tensor grad_h_n, "
       "Tensor grad_c_n, Tensor input, Tensor h0, Tensor c0, Tensor w_ih, "
       "Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor output, "
-      "Tensor gates, Tensor cells, Tensor? batch_sizes, bool reverse) "
+      "Tensor gates, Tensor cells, Tensor? batch_sizes, bool reverse, "
+      "bool[7] output_mask=[True, True, True, True, True, True, True]) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
@@ -87,7 +89,8 @@ LayerBackwardResult lstm_layer_backward(
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
     const c10::optional<at::Tensor>& w_hr, const at::Tensor& output,
     const at::Tensor& gates, const at::Tensor& cells,
-    const c10::optional<at::Tensor>& batch_sizes, bool reverse) {
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse,
+    BackwardMask output_mask) {
   static auto op =
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("fusedlstm::lstm_layer_backward", "")
@@ -99,10 +102,11 @@ LayerBackwardResult lstm_layer_backward(
               const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
               const c10::optional<at::Tensor>&, const at::Tensor&,
               const at::Tensor&, const at::Tensor&,
-              const c10::optional<at::Tensor>&, bool)>();
+              const c10::optional<at::Tensor>&, bool, BackwardMask)>();
   auto [gi, gh0, gc0, gwih, gwhh, gb, gwhr] =
       op.call(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
-              b_ih, b_hh, w_hr, output, gates, cells, batch_sizes, reverse);
+              b_ih, b_hh, w_hr, output, gates, cells, batch_sizes, reverse,
+              output_mask);
   return {gi, gh0, gc0, gwih, gwhh, gb, gwhr};
 }
 

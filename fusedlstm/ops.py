@@ -146,24 +146,28 @@ def _inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, re
     )
 
 
+_ALL_GRADIENTS = (True,) * 7
+
+
 @torch.library.register_fake("fusedlstm::lstm_layer_backward")
 def _backward_fake(
     grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-    output, gates, cells, batch_sizes, reverse,
+    output, gates, cells, batch_sizes, reverse, output_mask=_ALL_GRADIENTS,
 ):
     _check_devices("lstm_layer_backward", input, batch_sizes, w_ih=w_ih, w_hh=w_hh,
                    h0=h0, c0=c0, b_ih=b_ih, b_hh=b_hh, w_hr=w_hr, output=output,
                    gates=gates, cells=cells, grad_output=grad_output,
                    grad_h_n=grad_h_n, grad_c_n=grad_c_n)
 
-    def like(t):
+    def like(t, wanted):
+        # A gradient the mask leaves out (or of an absent tensor) is empty,
+        # in the dtype it would have had.
+        if t is None or not wanted:
+            return (input if t is None else t).new_empty(0)
         return torch.empty_like(t, memory_format=torch.contiguous_format)
 
-    return (
-        like(input), like(h0), like(c0), like(w_ih), like(w_hh),
-        like(b_ih) if b_ih is not None else input.new_empty(0),
-        like(w_hr) if w_hr is not None else input.new_empty(0),
-    )
+    return tuple(like(t, wanted) for t, wanted in zip(
+        (input, h0, c0, w_ih, w_hh, b_ih, w_hr), output_mask))
 
 
 # -------------------------------------------------------- first-order autograd
@@ -224,9 +228,11 @@ _PRIMALS = ("input", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
 
 
 def _backward_setup_context(ctx, inputs, output):
+    # inputs ends with output_mask where the caller gave it.
     (grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-     _out, _gates, _cells, batch_sizes, reverse) = inputs
+     _out, _gates, _cells, batch_sizes, reverse) = inputs[:16]
     ctx.reverse = reverse
+    ctx.trailing_nones = (None,) * (len(inputs) - 11)
     ctx.save_for_backward(
         grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, b_ih, b_hh,
         w_hr, batch_sizes,
@@ -270,9 +276,9 @@ def _backward_backward(ctx, *grads_of_grads):
         s if s is not None or l is None else torch.zeros_like(l)
         for s, l in zip(by_leaf, leaves)
     ]
-    # Inputs: grad_output, grad_h_n, grad_c_n, 8 primals, out, gates, cells,
-    # batch_sizes, reverse.
-    return (*g, None, None, None, None, None)
+    # Inputs: grad_output, grad_h_n, grad_c_n, 8 primals, then out, gates,
+    # cells, batch_sizes, reverse (and output_mask), which get none.
+    return (*g, *ctx.trailing_nones)
 
 
 torch.library.register_autograd(
@@ -436,12 +442,16 @@ def _backward_backward_composite(ctx, *grads_of_grads):
     # under an enclosing transform, to any order.
     values, where, rebuild, first_order = _saved_first_order(ctx)
     grads, pullback = torch.func.vjp(first_order, *(values[i] for i in where))
+    # A result the operator left out (output_mask) came back empty, so its
+    # weight here is None or empty: zero for the recomputed gradient.
     weights = tuple(
-        torch.zeros_like(g) if w is None else w for g, w in zip(grads, grads_of_grads)
+        torch.zeros_like(g) if w is None or w.shape != g.shape else w
+        for g, w in zip(grads, grads_of_grads)
     )
     second = rebuild(pullback(weights))
-    # Remaining inputs: out, gates, cells, batch_sizes, reverse.
-    return (*second, None, None, None, None, None)
+    # Remaining inputs: out, gates, cells, batch_sizes, reverse (and
+    # output_mask).
+    return (*second, *ctx.trailing_nones)
 
 
 def _layer_setup_context(ctx, inputs, output):

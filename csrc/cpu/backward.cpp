@@ -113,7 +113,7 @@ void run_steps_backward(const StepSchedule& sched, const LayerDims& d,
 // bfloat16 (buf.dgates): products of bfloat16 operands, accumulated in float
 // and rounded once (at::mm runs them in oneDNN, at twice its float32 rate).
 // The h_{t-1} of dW_hh are the layer's outputs: forward multiplied them,
-// rounded to bfloat16, by W_hh.
+// rounded to bfloat16, by W_hh. Only the gradients in `want` are computed.
 LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
                                        const LayerDims& d,
                                        const StepSchedule& sched,
@@ -121,54 +121,74 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
                                        const at::Tensor& h0,
                                        const at::Tensor& w_ih,
                                        const at::Tensor& output, bool reverse,
-                                       at::ScalarType c_dtype) {
+                                       at::ScalarType c_dtype,
+                                       const BackwardMask& want) {
   const int64_t N = sched.rows, I = d.input_size, P = d.state_size;
   const at::ScalarType dtype = input.scalar_type();
+  const auto opts = input.options();
   const at::Tensor dgates_t = buf.dgates.t();
-  const at::Tensor x = input.reshape({N, I});
-  const at::Tensor h_prev = gather_previous(output.reshape({N, P}).contiguous(),
-                                            h0.contiguous(), sched, reverse);
   // ATen sums bfloat16 in float and rounds once; sum(0, kFloat) would first
   // convert all of dgates to a float copy (16 ms of a C3 backward).
-  at::Tensor grad_bias =
-      d.has_bias ? buf.dgates.sum(0) : at::empty({0}, input.options());
-  at::Tensor grad_input, grad_w_ih, grad_w_hh;
-  const at::Tensor w_ih_c = w_ih.contiguous();
+  at::Tensor grad_bias = d.has_bias && want[gradient::bias]
+                             ? buf.dgates.sum(0)
+                             : at::empty({0}, opts);
+  at::Tensor grad_input = at::empty({0}, opts), grad_w_ih = at::empty({0}, opts),
+             grad_w_hh = at::empty({0}, opts);
+  const at::Tensor x = input.reshape({N, I});
+  at::Tensor h_prev;
+  if (want[gradient::w_hh]) {
+    h_prev = gather_previous(output.reshape({N, P}).contiguous(),
+                             h0.contiguous(), sched, reverse);
+  }
   const int64_t G = 4 * d.hidden_size;
   if (N > 0 && few_rows_backward_bf16(N, w_ih.numel(), G * P)) {
     // Products too small for a GEMM call's setup, as for float layers
     // (cpu/few_rows_products_impl.h): float sums of the bfloat16 operands,
     // dX rounded once from its float sums.
     const uint16_t* dg = bf16_bits(buf.dgates);
-    at::Tensor dx = at::empty({N, I}, input.options().dtype(at::kFloat));
-    few_rows_product_bf16(dg, N, G, bf16_bits(w_ih_c), I, dx.data_ptr<float>());
-    grad_input = converted_fresh(dx, dtype);
-    const at::Tensor x_c = x.contiguous();
-    grad_w_ih = empty_fresh({G, I}, input.options());
-    few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(x_c), I,
-                                  mutable_bf16_bits(grad_w_ih));
-    grad_w_hh = empty_fresh({G, P}, input.options());
-    few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(h_prev), P,
-                                  mutable_bf16_bits(grad_w_hh));
+    if (want[gradient::input]) {
+      at::Tensor dx = at::empty({N, I}, opts.dtype(at::kFloat));
+      few_rows_product_bf16(dg, N, G, bf16_bits(w_ih.contiguous()), I,
+                            dx.data_ptr<float>());
+      grad_input = converted_fresh(dx, dtype);
+    }
+    if (want[gradient::w_ih]) {
+      grad_w_ih = empty_fresh({G, I}, opts);
+      few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(x.contiguous()), I,
+                                    mutable_bf16_bits(grad_w_ih));
+    }
+    if (want[gradient::w_hh]) {
+      grad_w_hh = empty_fresh({G, P}, opts);
+      few_rows_weight_gradient_bf16(dg, N, G, bf16_bits(h_prev), P,
+                                    mutable_bf16_bits(grad_w_hh));
+    }
   } else {
-    grad_input = empty_fresh({N, I}, input.options());
-    at::mm_out(grad_input, buf.dgates, w_ih_c);
+    if (want[gradient::input]) {
+      grad_input = empty_fresh({N, I}, opts);
+      at::mm_out(grad_input, buf.dgates, w_ih.contiguous());
+    }
     // The weight gradients come from the recycled blocks too: at::mm's own
     // 8 MiB outputs (H = 1024), freed once autograd has added them to .grad,
     // let glibc trim the heap and fault the pages back in on the next call,
     // a third of a one-step training call (NOTES change 81).
-    grad_w_ih = empty_fresh({G, I}, input.options());
-    at::mm_out(grad_w_ih, dgates_t, x);
-    grad_w_hh = empty_fresh({G, P}, input.options());
-    at::mm_out(grad_w_hh, dgates_t, h_prev);
+    if (want[gradient::w_ih]) {
+      grad_w_ih = empty_fresh({G, I}, opts);
+      at::mm_out(grad_w_ih, dgates_t, x);
+    }
+    if (want[gradient::w_hh]) {
+      grad_w_hh = empty_fresh({G, P}, opts);
+      at::mm_out(grad_w_hh, dgates_t, h_prev);
+    }
   }
-  return {grad_input.view(input.sizes()),
-          converted_fresh(buf.dh_state, dtype),
-          converted_fresh(buf.dc_state, c_dtype),
+  return {want[gradient::input] ? grad_input.view(input.sizes()) : grad_input,
+          want[gradient::h0] ? converted_fresh(buf.dh_state, dtype)
+                             : at::empty({0}, opts),
+          want[gradient::c0] ? converted_fresh(buf.dc_state, c_dtype)
+                             : at::empty({0}, opts.dtype(c_dtype)),
           grad_w_ih,
           grad_w_hh,
           grad_bias,
-          at::empty({0}, input.options())};
+          at::empty({0}, opts)};
 }
 
 }  // namespace
@@ -184,7 +204,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cells,
                     const c10::optional<at::Tensor>& batch_sizes,
-                    bool reverse) {
+                    bool reverse, BackwardMask want) {
   const NoAutocastInside no_autocast;
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
@@ -261,46 +281,55 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
 
   if (bf16_dot) {
     return bf16_sequence_gradients(buf, d, sched, input, h0, w_ih, output,
-                                   reverse, c0.scalar_type());
+                                   reverse, c0.scalar_type(), want);
   }
   const at::Tensor x = w(input).reshape({N, I});
+  const bool has_w_hr_grad = d.has_proj && want[gradient::w_hr];
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
   // is a rounding of it, so where forward kept float gates and cells and
   // multiplied the float h, h is rebuilt in float from them, and dW_hh sees
   // what forward used (the output's rounding would otherwise cost dW_hh
-  // several ulps where columns cancel).
+  // several ulps where columns cancel). Only dW_hh reads them.
   const bool rebuild_h = dtype != gates.scalar_type();
   // o * tanh(c): the projection's input, and h itself without a projection.
   at::Tensor hidden;
-  if (d.has_proj || rebuild_h) {
+  if (has_w_hr_grad || (rebuild_h && want[gradient::w_hh])) {
     hidden = buf.gates.narrow(1, 3 * H, H).mul(buf.cells.tanh());
   }
-  at::Tensor h_all;
-  if (!rebuild_h) {
-    h_all = w(output).reshape({N, P}).contiguous();
-  } else {
-    h_all = d.has_proj ? gemm(hidden, w(*w_hr).t()) : hidden;
+  at::Tensor h_prev;
+  if (want[gradient::w_hh]) {
+    at::Tensor h_all;
+    if (!rebuild_h) {
+      h_all = w(output).reshape({N, P}).contiguous();
+    } else {
+      h_all = d.has_proj ? gemm(hidden, w(*w_hr).t()) : hidden;
+    }
+    h_prev = gather_previous(h_all, w(h0).contiguous(), sched, reverse);
   }
-  const at::Tensor h_prev =
-      gather_previous(h_all, w(h0).contiguous(), sched, reverse);
-  at::Tensor grad_input, grad_w_ih, grad_w_hh;
-  at::Tensor grad_w_hr = at::empty({0}, opts);
+  at::Tensor grad_input = at::empty({0}, opts), grad_w_ih = at::empty({0}, opts),
+             grad_w_hh = at::empty({0}, opts), grad_w_hr = at::empty({0}, opts);
+  const int64_t G = 4 * H;
   if (w.compute == at::kFloat && N > 0 &&
       few_rows_backward(N, w_ih.numel(), w_hh.numel())) {
     // Products too small for a GEMM call's setup
     // (cpu/few_rows_products_impl.h).
     const float* dg = buf.dgates.const_data_ptr<float>();
-    const int64_t G = 4 * H;
-    grad_input = empty_fresh({N, I}, opts);
-    few_rows_product(dg, N, G, w(w_ih).contiguous().const_data_ptr<float>(), I,
-                     grad_input.data_ptr<float>());
-    grad_w_ih = empty_fresh({G, I}, opts);
-    few_rows_weight_gradient(dg, N, G, x.contiguous().const_data_ptr<float>(), I,
-                             grad_w_ih.data_ptr<float>());
-    grad_w_hh = empty_fresh({G, P}, opts);
-    few_rows_weight_gradient(dg, N, G, h_prev.const_data_ptr<float>(), P,
-                             grad_w_hh.data_ptr<float>());
-    if (d.has_proj) {
+    if (want[gradient::input]) {
+      grad_input = empty_fresh({N, I}, opts);
+      few_rows_product(dg, N, G, w(w_ih).contiguous().const_data_ptr<float>(),
+                       I, grad_input.data_ptr<float>());
+    }
+    if (want[gradient::w_ih]) {
+      grad_w_ih = empty_fresh({G, I}, opts);
+      few_rows_weight_gradient(dg, N, G, x.contiguous().const_data_ptr<float>(),
+                               I, grad_w_ih.data_ptr<float>());
+    }
+    if (want[gradient::w_hh]) {
+      grad_w_hh = empty_fresh({G, P}, opts);
+      few_rows_weight_gradient(dg, N, G, h_prev.const_data_ptr<float>(), P,
+                               grad_w_hh.data_ptr<float>());
+    }
+    if (has_w_hr_grad) {
       grad_w_hr = empty_fresh({P, H}, opts);
       few_rows_weight_gradient(buf.grad_h_all.const_data_ptr<float>(), N, P,
                                hidden.contiguous().const_data_ptr<float>(), H,
@@ -308,17 +337,25 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     }
   } else {
     const at::Tensor dgates_t = buf.dgates.t();
-    grad_input = empty_fresh({N, I}, opts);
-    gemm_out(grad_input, buf.dgates, w(w_ih));
-    grad_w_ih = gemm(dgates_t, x);
-    grad_w_hh = gemm(dgates_t, h_prev);
-    if (d.has_proj) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
+    if (want[gradient::input]) {
+      grad_input = empty_fresh({N, I}, opts);
+      gemm_out(grad_input, buf.dgates, w(w_ih));
+    }
+    if (want[gradient::w_ih]) grad_w_ih = gemm(dgates_t, x);
+    if (want[gradient::w_hh]) grad_w_hh = gemm(dgates_t, h_prev);
+    if (has_w_hr_grad) grad_w_hr = gemm(buf.grad_h_all.t(), hidden);
   }
-  grad_input = grad_input.view(input.sizes());
-  at::Tensor grad_bias =
-      d.has_bias ? buf.dgates.sum(0) : at::empty({0}, opts);
-  return {converted_fresh(grad_input, dtype), converted_fresh(buf.dh_state, dtype),
-          converted_fresh(buf.dc_state, c0.scalar_type()),
+  if (want[gradient::input]) grad_input = grad_input.view(input.sizes());
+  at::Tensor grad_bias = d.has_bias && want[gradient::bias]
+                             ? buf.dgates.sum(0)
+                             : at::empty({0}, opts);
+  const auto skipped = [&](at::ScalarType t) {
+    return at::empty({0}, input.options().dtype(t));
+  };
+  return {converted_fresh(grad_input, dtype),
+          want[gradient::h0] ? converted_fresh(buf.dh_state, dtype) : skipped(dtype),
+          want[gradient::c0] ? converted_fresh(buf.dc_state, c0.scalar_type())
+                             : skipped(c0.scalar_type()),
           converted_fresh(grad_w_ih, dtype), converted_fresh(grad_w_hh, dtype),
           converted_fresh(grad_bias, dtype), converted_fresh(grad_w_hr, dtype)};
 }

@@ -6,6 +6,8 @@
 
 #include <tuple>
 
+#include "fusedlstm/lstm.h"  // BackwardMask
+
 namespace fusedlstm::cpu {
 
 // Returns (output, h_n, c_n, gates, cells).
@@ -26,7 +28,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
     const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
 // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
-// grad_w_hr).
+// grad_w_hr); each one that output_mask leaves out is empty, and not computed.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor, at::Tensor>
 lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
@@ -38,6 +40,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const c10::optional<at::Tensor>& w_hr,
                     const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cells,
-                    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+                    const c10::optional<at::Tensor>& batch_sizes, bool reverse,
+                    BackwardMask output_mask = kAllGradients);
 
 }  // namespace fusedlstm::cpu

@@ -194,7 +194,7 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                     const at::Tensor& output, const at::Tensor& gates,
                     const at::Tensor& cells,
                     const c10::optional<at::Tensor>& batch_sizes,
-                    bool reverse) {
+                    bool reverse, BackwardMask want) {
   const NoAutocastInside no_autocast;
   const LayerDims d = check_layer_args("fusedlstm::lstm_layer_backward", input,
                                        h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
@@ -238,15 +238,22 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const RecurrentGrads rg = choice.use ? run_persistent(in, choice, stream)
                                        : run_stepwise(in, stream);
 
+  // Each whole-sequence product runs only for a gradient that is wanted
+  // (autograd asks for those of inputs that require one).
   const at::Tensor x = input.reshape({N, I});
   const at::Tensor& dgates = rg.dgates;
   const at::Tensor dgates_t = dgates.t();
-  at::Tensor grad_input = at::mm(dgates, w_ih).view(input.sizes());
-  at::Tensor grad_w_ih = at::mm(dgates_t, x);
-  at::Tensor grad_w_hh = at::mm(dgates_t, rg.h_prev);
-  at::Tensor grad_bias = d.has_bias ? dgates.sum(0) : at::empty({0}, opts);
-  at::Tensor grad_w_hr = at::empty({0}, opts);
-  if (d.has_proj) {
+  const at::Tensor skipped = at::empty({0}, opts);
+  at::Tensor grad_input = want[gradient::input]
+                              ? at::mm(dgates, w_ih).view(input.sizes())
+                              : skipped;
+  at::Tensor grad_w_ih = want[gradient::w_ih] ? at::mm(dgates_t, x) : skipped;
+  at::Tensor grad_w_hh =
+      want[gradient::w_hh] ? at::mm(dgates_t, rg.h_prev) : skipped;
+  at::Tensor grad_bias =
+      d.has_bias && want[gradient::bias] ? dgates.sum(0) : skipped;
+  at::Tensor grad_w_hr = skipped;
+  if (d.has_proj && want[gradient::w_hr]) {
     // m_t = o_t * tanh(c_t) in the compute type (float for float16 and
     // bfloat16), rounded once, as forward rounded it: in the input's dtype the
     // tanh and the product would round twice more.
@@ -257,7 +264,10 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
                                   .to(dtype);
     grad_w_hr = at::mm(rg.grad_h_all.t(), hidden);
   }
-  return {grad_input, rg.dh0, rg.dc0, grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
+  return {grad_input,
+          want[gradient::h0] ? rg.dh0 : skipped,
+          want[gradient::c0] ? rg.dc0 : at::empty({0}, opts.dtype(c0.scalar_type())),
+          grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
 }
 
 }  // namespace fusedlstm::cuda

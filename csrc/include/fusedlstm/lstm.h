@@ -20,6 +20,7 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
+#include <array>
 #include <tuple>
 
 namespace fusedlstm {
@@ -92,6 +93,19 @@ struct LayerBackwardResult {
   at::Tensor grad_w_hr;   // [P, H]; empty when there is no projection
 };
 
+// Which of LayerBackwardResult's gradients a backward call computes, in its
+// order: grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
+// grad_w_hr. One left out comes back as an empty tensor [0], and its
+// whole-sequence product is not run: autograd asks only for the gradients of
+// inputs that require one, so the first layer of a model fed raw features
+// skips dX = dG W_ih, and a frozen layer skips dW_ih, dW_hh and dW_hr.
+using BackwardMask = std::array<bool, 7>;
+namespace gradient {  // positions in a BackwardMask
+enum : int { input, h0, c0, w_ih, w_hh, bias, w_hr };
+}  // namespace gradient
+inline constexpr BackwardMask kAllGradients{true, true, true, true,
+                                            true, true, true};
+
 // Backward pass of one LSTM layer in one direction. Takes the tensors that
 // lstm_layer_forward returned and saved; nothing is recomputed but tanh(c_t).
 //   grad_output: like output       grad_h_n: like h_n   grad_c_n: like c_n
@@ -102,6 +116,7 @@ struct LayerBackwardResult {
 //                are arguments so that autograd can reach them at second order)
 //   output, gates, cells: as returned by forward (shapes and dtypes are
 //                checked; anything else raises)
+//   output_mask: the gradients to compute (BackwardMask)
 LayerBackwardResult lstm_layer_backward(
     const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     const at::Tensor& grad_c_n, const at::Tensor& input, const at::Tensor& h0,
@@ -109,6 +124,7 @@ LayerBackwardResult lstm_layer_backward(
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
     const c10::optional<at::Tensor>& w_hr, const at::Tensor& output,
     const at::Tensor& gates, const at::Tensor& cells,
-    const c10::optional<at::Tensor>& batch_sizes, bool reverse);
+    const c10::optional<at::Tensor>& batch_sizes, bool reverse,
+    BackwardMask output_mask = kAllGradients);
 
 }  // namespace fusedlstm

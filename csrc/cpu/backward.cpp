@@ -283,7 +283,9 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     return bf16_sequence_gradients(buf, d, sched, input, h0, w_ih, output,
                                    reverse, c0.scalar_type(), want);
   }
-  const at::Tensor x = w(input).reshape({N, I});
+  // The input, widened (a copy for reduced dtypes): only dW_ih reads it.
+  const at::Tensor x =
+      want[gradient::w_ih] ? w(input).reshape({N, I}) : at::Tensor();
   const bool has_w_hr_grad = d.has_proj && want[gradient::w_hr];
   // The h_{t-1} that forward multiplied by W_hh. A reduced-precision output
   // is a rounding of it, so where forward kept float gates and cells and

@@ -116,8 +116,8 @@ struct LstmLayer : public torch::autograd::Function<LstmLayer> {
       g = run();
     }
     // A gradient left out comes back empty; autograd takes undefined for it.
-    auto kept = [&](const at::Tensor& g, int which) {
-      return want[which] ? g : at::Tensor();
+    auto kept = [&](const at::Tensor& grad, int which) {
+      return want[which] ? grad : at::Tensor();
     };
     const bool has_bias = b_ih.defined() && want[fusedlstm::gradient::bias];
     return {kept(g.grad_input, fusedlstm::gradient::input),

@@ -243,16 +243,19 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
   const at::Tensor x = input.reshape({N, I});
   const at::Tensor& dgates = rg.dgates;
   const at::Tensor dgates_t = dgates.t();
-  const at::Tensor skipped = at::empty({0}, opts);
+  // A tensor of its own for each result left out: an operator's outputs
+  // must not alias one another.
+  const auto skipped = [&](at::ScalarType t) { return at::empty({0}, opts.dtype(t)); };
   at::Tensor grad_input = want[gradient::input]
                               ? at::mm(dgates, w_ih).view(input.sizes())
-                              : skipped;
-  at::Tensor grad_w_ih = want[gradient::w_ih] ? at::mm(dgates_t, x) : skipped;
+                              : skipped(dtype);
+  at::Tensor grad_w_ih =
+      want[gradient::w_ih] ? at::mm(dgates_t, x) : skipped(dtype);
   at::Tensor grad_w_hh =
-      want[gradient::w_hh] ? at::mm(dgates_t, rg.h_prev) : skipped;
+      want[gradient::w_hh] ? at::mm(dgates_t, rg.h_prev) : skipped(dtype);
   at::Tensor grad_bias =
-      d.has_bias && want[gradient::bias] ? dgates.sum(0) : skipped;
-  at::Tensor grad_w_hr = skipped;
+      d.has_bias && want[gradient::bias] ? dgates.sum(0) : skipped(dtype);
+  at::Tensor grad_w_hr = skipped(dtype);
   if (d.has_proj && want[gradient::w_hr]) {
     // m_t = o_t * tanh(c_t) in the compute type (float for float16 and
     // bfloat16), rounded once, as forward rounded it: in the input's dtype the
@@ -265,8 +268,8 @@ lstm_layer_backward(const at::Tensor& grad_output, const at::Tensor& grad_h_n,
     grad_w_hr = at::mm(rg.grad_h_all.t(), hidden);
   }
   return {grad_input,
-          want[gradient::h0] ? rg.dh0 : skipped,
-          want[gradient::c0] ? rg.dc0 : at::empty({0}, opts.dtype(c0.scalar_type())),
+          want[gradient::h0] ? rg.dh0 : skipped(dtype),
+          want[gradient::c0] ? rg.dc0 : skipped(c0.scalar_type()),
           grad_w_ih, grad_w_hh, grad_bias, grad_w_hr};
 }
 

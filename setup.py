@@ -6,6 +6,9 @@ Environment:
   TORCH_CUDA_ARCH_LIST    GPU targets (default: 7.5 8.0 8.6 8.9 9.0+PTX; one
                           target, e.g. 9.0, builds several times faster).
   MAX_JOBS                parallel compile jobs (ninja).
+  FUSEDLSTM_SANITIZE      a -fsanitize= list (e.g. address,undefined) for the
+                          C++ sources, for scripts/cpu_sanitizers.sh; such a
+                          build runs only with the sanitizer's runtime preloaded.
 """
 import glob
 import os
@@ -38,6 +41,11 @@ def _extension():
     # -ldl: cpu/sequence_gemm.cpp looks up PyTorch's undeclared routines at
     # run time (torch_cpu_symbol; glibc before 2.34 keeps dlopen in libdl).
     link = ["-fopenmp"] + (["-ldl"] if sys.platform.startswith("linux") else [])
+    sanitize = os.environ.get("FUSEDLSTM_SANITIZE", "")
+    if sanitize:
+        # Frame pointers and line tables, for the reports' stacks.
+        cxx += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g"]
+        link += [f"-fsanitize={sanitize}"]
     include_dirs = [os.path.join(CSRC), os.path.join(CSRC, "include")]
     if not _want_cuda():
         return cpp_extension.CppExtension(

@@ -44,6 +44,7 @@ inline Reg operand_broadcast(const uint16_t* p) {
   return _mm512_castsi512_ps(_mm512_set1_epi32(static_cast<int>(uint32_t{*p} << 16)));
 }
 inline V operand_load(const uint16_t* p, int64_t n) {
+  asan_check_lanes(p, n * sizeof(uint16_t), false);
   return V(widen_bf16(_mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1u), p)));
 }
 // Rounded to nearest even, as at::mm's bfloat16 result is.

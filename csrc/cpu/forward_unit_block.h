@@ -124,6 +124,7 @@ inline DirectOperand direct_load(const uint16_t* p) {
   return (__m512bh)_mm512_loadu_si512(p);
 }
 inline DirectOperand direct_load(const uint16_t* p, int64_t n) {
+  asan_check_lanes(p, n * sizeof(uint16_t), false);
   return (__m512bh)_mm512_maskz_loadu_epi16(
       static_cast<__mmask32>((uint32_t{1} << n) - 1u), p);
 }

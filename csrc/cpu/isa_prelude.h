@@ -30,3 +30,5 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/ScalarType.h>
 #include <ATen/core/Tensor.h>
+
+#include "cpu/asan_annotations.h"

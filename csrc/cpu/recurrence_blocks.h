@@ -279,6 +279,10 @@ inline void pack_panels_pairs(const uint16_t* src, int64_t depth, int64_t cols,
       const int64_t n = std::clamp<int64_t>(cols - col0, 0, kPanelCols);
       const __mmask32 live =
           n == kPanelCols ? ~__mmask32{0} : (__mmask32{1} << n) - 1;
+      asan_check_lanes(even_row + col0, n * sizeof(uint16_t), false);
+      if (has_odd) {
+        asan_check_lanes(even_row + row_stride + col0, n * sizeof(uint16_t), false);
+      }
       const __m512i even = _mm512_maskz_loadu_epi16(live, even_row + col0);
       const __m512i odd =
           has_odd ? _mm512_maskz_loadu_epi16(live, even_row + row_stride + col0)

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "cpu/asan_annotations.h"
 #include "cpu/cell_math.h"
 
 namespace fusedlstm::cpu::FUSEDLSTM_ISA {
@@ -27,10 +28,17 @@ constexpr int64_t kUnitCols = 4 * kLanes;   // packed columns of a unit block
 constexpr int64_t kPanelCols = 2 * kLanes;  // columns of a panel block
 
 inline V load(const float* p, int64_t n) {
-  return n == kLanes ? V::loadu(p) : V::loadu(p, n);
+  if (n == kLanes) return V::loadu(p);
+  asan_check_lanes(p, n * sizeof(float), false);
+  return V::loadu(p, n);
 }
 inline void store(const V& v, float* p, int64_t n) {
-  if (n == kLanes) v.store(p); else v.store(p, n);
+  if (n == kLanes) {
+    v.store(p);
+  } else {
+    asan_check_lanes(p, n * sizeof(float), true);
+    v.store(p, n);
+  }
 }
 // Loads R x C accumulators from `partial` (row stride C*L), or zeros for the
 // first chunk.
@@ -293,6 +301,7 @@ inline void store_as(const V& v, uint16_t* p, int64_t n) {
   if (n == kLanes) {
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), rounded);
   } else {
+    asan_check_lanes(p, n * sizeof(uint16_t), true);
     _mm256_mask_storeu_epi16(p, static_cast<__mmask16>((1u << n) - 1u), rounded);
   }
 }
@@ -303,11 +312,18 @@ inline void store_as(const V& v, uint16_t* p, int64_t n) {
 // store (perf: those compares were among the cell's hottest instructions).
 template <bool kFull>
 inline V load_lanes(const float* p, int64_t n) {
-  return kFull ? V::loadu(p) : V::loadu(p, n);
+  if (kFull) return V::loadu(p);
+  asan_check_lanes(p, n * sizeof(float), false);
+  return V::loadu(p, n);
 }
 template <bool kFull>
 inline void store_lanes(const V& v, float* p, int64_t n) {
-  if (kFull) v.store(p); else v.store(p, n);
+  if (kFull) {
+    v.store(p);
+  } else {
+    asan_check_lanes(p, n * sizeof(float), true);
+    v.store(p, n);
+  }
 }
 
 // The cell of one row and unit block from its recurrent product in

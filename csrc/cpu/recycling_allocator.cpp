@@ -1,5 +1,6 @@
 #include "cpu/recycling_allocator.h"
 
+#include "cpu/asan_annotations.h"
 #include "cpu/fresh_buffer.h"
 
 #include <ATen/EmptyTensor.h>
@@ -61,6 +62,7 @@ class RecyclingAllocator final : public c10::Allocator {
     Block* block = take_idle(bytes);
     if (block == nullptr) block = new Block{fresh(bytes), bytes, 0};
     block->requested = n;
+    asan_expose_prefix(block->data, n, bytes);
     std::size_t in_use, reserved;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -92,7 +94,11 @@ class RecyclingAllocator final : public c10::Allocator {
 
   void fill_idle(unsigned char byte) {
     std::lock_guard<std::mutex> lock(mutex_);
-    for (Block* b : idle_blocks_) std::memset(b->data, byte, b->bytes);
+    for (Block* b : idle_blocks_) {
+      asan_unpoison(b->data, b->bytes);
+      std::memset(b->data, byte, b->bytes);
+      asan_poison(b->data, b->bytes);
+    }
   }
 
   void release_idle() {
@@ -147,6 +153,8 @@ class RecyclingAllocator final : public c10::Allocator {
     std::size_t in_use, reserved;
     void* const data = block->data;
     const auto requested = static_cast<int64_t>(block->requested);
+    // Idle or about to be freed: either way no tensor's any more.
+    asan_poison(data, block->bytes);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       in_use_ -= block->bytes;
@@ -174,6 +182,7 @@ class RecyclingAllocator final : public c10::Allocator {
   }
 
   static void destroy(Block* b) {
+    asan_unpoison(b->data, b->bytes);
     c10::free_cpu(b->data);
     delete b;
   }

@@ -1,5 +1,7 @@
 #include "cpu/workspace.h"
 
+#include "cpu/asan_annotations.h"
+
 #include <c10/util/Exception.h>
 
 #include <algorithm>
@@ -25,7 +27,10 @@ struct Buffer {
 struct ThreadBuffers {
   Buffer role[static_cast<int>(WorkspaceRole::kCount)];
   ~ThreadBuffers() {
-    for (Buffer& b : role) std::free(b.data);
+    for (Buffer& b : role) {
+      asan_unpoison(b.data, b.capacity);
+      std::free(b.data);
+    }
   }
 };
 
@@ -35,7 +40,13 @@ thread_local ThreadBuffers buffers;
 
 void* workspace_bytes(WorkspaceRole role, std::size_t bytes) {
   Buffer& b = buffers.role[static_cast<int>(role)];
-  if (bytes <= b.capacity && b.data != nullptr) return b.data;
+  if (bytes <= b.capacity && b.data != nullptr) {
+    // What this call asked for, and not the rest of an earlier call's
+    // larger buffer.
+    asan_expose_prefix(b.data, bytes, b.capacity);
+    return b.data;
+  }
+  asan_unpoison(b.data, b.capacity);
   std::free(b.data);
   b.data = nullptr;
   b.capacity = 0;
@@ -53,6 +64,7 @@ void* workspace_bytes(WorkspaceRole role, std::size_t bytes) {
 #endif
   b.data = data;
   b.capacity = size;
+  asan_expose_prefix(data, bytes, size);
   return data;
 }
 

@@ -7,7 +7,7 @@
 # arithmetic against overflow.
 #
 #   bash scripts/cpu_sanitizers.sh                        # tests/, whole
-#   bash scripts/cpu_sanitizers.sh tests/test_parity.py -k bfloat16
+#   bash scripts/cpu_sanitizers.sh tests/test_modules_parity.py -k bfloat16
 #   BUILD=/tmp/somewhere bash scripts/cpu_sanitizers.sh   # where to build
 #
 # The build is of a copy of this checkout's files (tracked and new ones, as
@@ -56,12 +56,22 @@ mkdir -p "$REPORTS"
 # start with no __cxa_throw to wrap and abort at the first C++ exception
 # (torch raises them for every error the tests expect).
 preload="$("$CXX" -print-file-name=libasan.so) $("$CXX" -print-file-name=libstdc++.so)"
+sanitized() {
+  (cd "$SRC" &&
+    PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}" LD_PRELOAD="$preload" \
+    ASAN_OPTIONS="detect_leaks=0:log_path=$REPORTS/asan" \
+    UBSAN_OPTIONS="print_stacktrace=1:log_path=$REPORTS/ubsan" "$@")
+}
+# A run that imported another fusedlstm (an installed one, ahead on the
+# path) would check nothing and come out clean: make sure it is the copy.
+imported="$(sanitized "$PYTHON" -c 'import fusedlstm; print(fusedlstm.__file__)')"
+case "$imported" in
+  "$SRC"/*) ;;
+  *) echo "cpu_sanitizers: the tests would import $imported, not the build in $SRC" >&2
+     exit 2 ;;
+esac
 status=0
-(cd "$SRC" &&
-  PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}" LD_PRELOAD="$preload" \
-  ASAN_OPTIONS="detect_leaks=0:log_path=$REPORTS/asan" \
-  UBSAN_OPTIONS="print_stacktrace=1:log_path=$REPORTS/ubsan" \
-  "$PYTHON" -m pytest -q -p no:cacheprovider "$@") || status=$?
+sanitized "$PYTHON" -m pytest -q -p no:cacheprovider "$@" || status=$?
 
 reports=("$REPORTS"/*)
 if [ -e "${reports[0]}" ]; then

@@ -27,19 +27,37 @@ namespace fusedlstm::cpu::FUSEDLSTM_ISA {
 constexpr int64_t kUnitCols = 4 * kLanes;   // packed columns of a unit block
 constexpr int64_t kPanelCols = 2 * kLanes;  // columns of a panel block
 
-inline V load(const float* p, int64_t n) {
-  if (n == kLanes) return V::loadu(p);
+// n lanes at p: all kLanes of them where kFull (every unit block but a last,
+// partial one), which leaves the cell without a branch at each load and
+// store (perf: those compares were among the cell's hottest instructions).
+template <bool kFull>
+inline V load_lanes(const float* p, int64_t n) {
+  if (kFull) return V::loadu(p);
   asan_check_lanes(p, n * sizeof(float), false);
   return V::loadu(p, n);
 }
-inline void store(const V& v, float* p, int64_t n) {
-  if (n == kLanes) {
+template <bool kFull>
+inline void store_lanes(const V& v, float* p, int64_t n) {
+  if (kFull) {
     v.store(p);
   } else {
     asan_check_lanes(p, n * sizeof(float), true);
     v.store(p, n);
   }
 }
+
+// The same, with full or partial decided at run time.
+inline V load(const float* p, int64_t n) {
+  return n == kLanes ? load_lanes<true>(p, n) : load_lanes<false>(p, n);
+}
+inline void store(const V& v, float* p, int64_t n) {
+  if (n == kLanes) {
+    store_lanes<true>(v, p, n);
+  } else {
+    store_lanes<false>(v, p, n);
+  }
+}
+
 // Loads R x C accumulators from `partial` (row stride C*L), or zeros for the
 // first chunk.
 template <int R, int C>
@@ -306,25 +324,6 @@ inline void store_as(const V& v, uint16_t* p, int64_t n) {
   }
 }
 #endif
-
-// n lanes at p: all kLanes of them where kFull (every unit block but a last,
-// partial one), which leaves the cell without a branch at each load and
-// store (perf: those compares were among the cell's hottest instructions).
-template <bool kFull>
-inline V load_lanes(const float* p, int64_t n) {
-  if (kFull) return V::loadu(p);
-  asan_check_lanes(p, n * sizeof(float), false);
-  return V::loadu(p, n);
-}
-template <bool kFull>
-inline void store_lanes(const V& v, float* p, int64_t n) {
-  if (kFull) {
-    v.store(p);
-  } else {
-    asan_check_lanes(p, n * sizeof(float), true);
-    v.store(p, n);
-  }
-}
 
 // The cell of one row and unit block from its recurrent product in
 // registers; the same arithmetic as cell_kernels.h.

@@ -8,6 +8,7 @@
 // lstm_layer_backward keeps its autograd in ops.py: the second order is a
 // composite of PyTorch ops, for which Python costs nothing that matters.
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
@@ -246,4 +247,9 @@ InferenceOutputs inference_autograd(const at::Tensor& input, const at::Tensor& h
 TORCH_LIBRARY_IMPL(fusedlstm, Autograd, m) {
   m.impl("lstm_layer_forward", &forward_autograd);
   m.impl("lstm_layer_inference", &inference_autograd);
+  // Like lstm_layer_inference, it keeps nothing for backward: PyTorch's
+  // fallback raises if backward reaches a result, so no gradient comes out
+  // silently as None. fusedlstm.functional calls it only where none can flow.
+  m.impl("lstm_bidirectional_inference",
+         torch::autograd::autogradNotImplementedFallback());
 }

@@ -48,3 +48,10 @@ def _layer_backward_flops(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, 
                           b_ih, b_hh, w_hr, output, gates, cells, batch_sizes, reverse,
                           *args, out_shape=None, **kwargs) -> int:
     return 2 * _forward_flops(input, h0, w_ih, w_hr)
+
+
+@register_flop_formula(torch.ops.fusedlstm.lstm_bidirectional_inference)
+def _bidirectional_flops(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_r, c0_r, w_ih_r,
+                         w_hh_r, b_ih_r, b_hh_r, w_hr_r, batch_sizes,
+                         *args, out_shape=None, **kwargs) -> int:
+    return _forward_flops(input, h0, w_ih, w_hr) + _forward_flops(input, h0_r, w_ih_r, w_hr_r)

@@ -77,28 +77,21 @@ def lstm(
     concurrent = directions == 2 and _directions.run_concurrently(layer_input)
     h_n, c_n = [], []
     for layer in range(num_layers):
-
-        def run(direction, layer=layer, layer_input=layer_input):
-            index = layer * directions + direction
-            w = weights[index * per_direction : (index + 1) * per_direction]
-            return ops.lstm_layer(
-                layer_input,
-                h0[index],
-                c0[index],
-                w[0],
-                w[1],
-                w[2] if bias else None,
-                w[3] if bias else None,
-                w[-1] if proj_size > 0 else None,
-                batch_sizes,
-                direction == 1,
-            )
-
+        args = [_direction_args(h0, c0, weights, layer * directions + d, bias, proj_size)
+                for d in range(directions)]
         if concurrent:
-            results = _directions.forward_and_reverse(layer_input.device, lambda: run(0),
-                                                      lambda: run(1))
+            results = _directions.forward_and_reverse(
+                layer_input.device,
+                lambda: ops.lstm_layer(layer_input, *args[0], batch_sizes, False),
+                lambda: ops.lstm_layer(layer_input, *args[1], batch_sizes, True))
+        elif directions == 2 and ops.bidirectional_inference_applies(layer_input, *args[0],
+                                                                     *args[1]):
+            # One call for both directions: on the CPU they can run at once.
+            results = ops.lstm_bidirectional_inference(layer_input, args[0], args[1],
+                                                       batch_sizes)
         else:
-            results = [run(direction) for direction in range(directions)]
+            results = [ops.lstm_layer(layer_input, *a, batch_sizes, d == 1)
+                       for d, a in enumerate(args)]
         outputs = [out for out, _, _ in results]
         h_n += [h for _, h, _ in results]
         c_n += [c for _, _, c in results]
@@ -107,6 +100,14 @@ def lstm(
             layer_input = F.dropout(layer_input, dropout, training=True)
     output = layer_input.transpose(0, 1) if batch_first and batch_sizes is None else layer_input
     return output, torch.stack(h_n), torch.stack(c_n)
+
+
+def _direction_args(h0, c0, weights, index, bias, proj_size):
+    """(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) of layer-direction ``index``."""
+    per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)
+    w = weights[index * per_direction : (index + 1) * per_direction]
+    return (h0[index], c0[index], w[0], w[1], w[2] if bias else None,
+            w[3] if bias else None, w[-1] if proj_size > 0 else None)
 
 
 def lstm_cell(

@@ -20,6 +20,7 @@ from ._dtype_names import aten_name
 _forward_op = torch.ops.fusedlstm.lstm_layer_forward
 _inference_op = torch.ops.fusedlstm.lstm_layer_inference
 _backward_op = torch.ops.fusedlstm.lstm_layer_backward
+_bidirectional_inference_op = torch.ops.fusedlstm.lstm_bidirectional_inference
 
 
 def lstm_layer(
@@ -61,6 +62,30 @@ def lstm_layer(
         return _inference_op(*args)
     output, h_n, c_n, _, _ = _forward_op(*args)
     return output, h_n, c_n
+
+
+def bidirectional_inference_applies(input: Tensor, *tensors: Optional[Tensor]) -> bool:
+    """Whether ``lstm_layer`` of both directions of a layer would run the
+    inference operator on the CPU, so that ``lstm_bidirectional_inference``
+    may run them instead: real CPU input, no torch.func transform or dual
+    tensor, and no gradient that could flow (``tensors``: both directions'
+    states and weights)."""
+    return (input.device.type == "cpu" and not input.is_complex()
+            and not _needs_grad(input, *tensors)
+            and not _functorch_active() and not _dual_tensors_present((input, *tensors)))
+
+
+def lstm_bidirectional_inference(input: Tensor, forward: tuple, reverse: tuple,
+                                 batch_sizes: Optional[Tensor] = None):
+    """``lstm_layer`` of both directions where no gradient can flow
+    (``bidirectional_inference_applies``); ``forward`` and ``reverse`` are each
+    (h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). Returns ((output, h_n, c_n) of the
+    forward direction, the same of the reverse one). On the CPU with two
+    intra-op threads the two run at once, one thread each, and give the bits
+    of two ``lstm_layer`` calls on one thread (``FUSEDLSTM_CPU_DIRECTIONS``;
+    README, API); elsewhere they run in turn, as two calls."""
+    o, h, c, o_r, h_r, c_r = _bidirectional_inference_op(input, *forward, *reverse, batch_sizes)
+    return (o, h, c), (o_r, h_r, c_r)
 
 
 def _needs_grad(*tensors: Optional[Tensor]) -> bool:
@@ -144,6 +169,16 @@ def _inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, re
         torch.empty_like(h0, memory_format=torch.contiguous_format),
         torch.empty_like(c0, memory_format=torch.contiguous_format),
     )
+
+
+@torch.library.register_fake("fusedlstm::lstm_bidirectional_inference")
+def _bidirectional_inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                  h0_r, c0_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r,
+                                  batch_sizes):
+    forward = _inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, False)
+    reverse = _inference_fake(input, h0_r, c0_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r,
+                              batch_sizes, True)
+    return (*forward, *reverse)
 
 
 _ALL_GRADIENTS = (True,) * 7

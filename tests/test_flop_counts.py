@@ -56,6 +56,28 @@ def test_lstm_flops_equal_torch_native_lstm(config, packed, backward):
     assert _count(ours, make_args, backward) == expected
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("config", [c for c in CONFIGS if c.get("bidirectional")], ids=str)
+def test_no_grad_bidirectional_flops_equal_torch_native_lstm(config, packed):
+    # Without grad both directions of a layer are one operator call
+    # (lstm_bidirectional_inference), counted as the two layers it runs.
+    torch.manual_seed(0)
+    ref = nn.LSTM(24, 32, **config)
+    ours = fusedlstm.LSTM(24, 32, **config)
+    ours.load_state_dict(ref.state_dict())
+    x = (pack_sequence([torch.randn(n, 24) for n in (7, 5, 2)]) if packed
+         else torch.randn((3, 7, 24) if ref.batch_first else (7, 3, 24)))
+    counts = []
+    for module, onednn in ((ref, False), (ours, True)):
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=onednn), \
+                FlopCounterMode(display=False) as counter:
+            module(x)
+        counts.append(counter.get_total_flops())
+    assert counts[0] > 0 and counts[1] == counts[0]
+    assert "fusedlstm.lstm_bidirectional_inference" in {
+        str(op) for ops in counter.get_flop_counts().values() for op in ops}
+
+
 @pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
 @pytest.mark.parametrize("bias", [True, False])
 def test_cell_flops_equal_nn_lstm_cell(bias, backward):

@@ -36,9 +36,13 @@ constexpr bool kBf16Dot = false;
 
 // Workers for a step of `flops`: each gets at least ~0.5 MFLOP (several
 // microseconds), or the meeting at the end of the step costs more than the
-// split saves; at most one per thread and per block.
+// split saves; at most one per thread and per block. Inside a parallel region
+// (both directions at once: cpu/bidirectional.cpp) at::parallel_for runs its
+// chunks inline, on one thread, so one worker: more would only split its
+// loops.
 constexpr int64_t kMinFlopsPerWorker = int64_t{1} << 17;
 inline int64_t choose_workers(int64_t flops, int64_t blocks) {
+  if (at::in_parallel_region()) return 1;
   const int64_t by_work = std::max<int64_t>(1, flops / kMinFlopsPerWorker);
   return std::max<int64_t>(
       1, std::min({by_work, blocks, static_cast<int64_t>(at::get_num_threads())}));

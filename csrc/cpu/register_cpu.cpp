@@ -2,6 +2,7 @@
 
 #include <string>
 
+#include "cpu/bidirectional.h"
 #include "cpu/lstm_cpu.h"
 #include "cpu/mkl_bf16_gemm.h"
 #include "cpu/recurrence.h"
@@ -12,6 +13,8 @@ TORCH_LIBRARY_IMPL(fusedlstm, CPU, m) {
   m.impl("lstm_layer_forward", &fusedlstm::cpu::lstm_layer_forward);
   m.impl("lstm_layer_inference", &fusedlstm::cpu::lstm_layer_inference);
   m.impl("lstm_layer_backward", &fusedlstm::cpu::lstm_layer_backward);
+  m.impl("lstm_bidirectional_inference",
+         &fusedlstm::cpu::lstm_bidirectional_inference);
 }
 
 namespace {
@@ -54,6 +57,12 @@ bool cpu_mkl_bf16() {
   return fusedlstm::cpu::mkl_bf16_gemm_available() && cpu_bfloat16_dot();
 }
 
+// Whether a bidirectional inference call made now would run its two
+// directions at once (cpu/bidirectional.h; FUSEDLSTM_CPU_DIRECTIONS).
+bool cpu_directions_concurrent() {
+  return fusedlstm::cpu::bidirectional_runs_concurrently();
+}
+
 // Bytes of the recycled blocks (cpu/recycling_allocator.h) idle now, and the
 // cap on them (FUSEDLSTM_CPU_RECYCLE_MIB).
 int64_t cpu_recycled_idle_bytes() { return fusedlstm::cpu::recycled_idle_bytes(); }
@@ -72,6 +81,7 @@ TORCH_LIBRARY_FRAGMENT(fusedlstm, m) {
   m.def("cpu_amx() -> bool", &cpu_amx);
   m.def("cpu_mkl_bf16() -> bool", &cpu_mkl_bf16);
   m.def("cpu_bfloat16_dot() -> bool", &cpu_bfloat16_dot);
+  m.def("cpu_directions_concurrent() -> bool", &cpu_directions_concurrent);
   m.def("cpu_gemm_backend() -> str", &cpu_gemm_backend);
   m.def("cpu_recurrence() -> str", &cpu_recurrence);
   m.def("cpu_recycled_idle_bytes() -> int", &cpu_recycled_idle_bytes);

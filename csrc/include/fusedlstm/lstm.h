@@ -81,6 +81,33 @@ LayerInferenceResult lstm_layer_inference(
     const c10::optional<at::Tensor>& w_hr,
     const c10::optional<at::Tensor>& batch_sizes, bool reverse);
 
+// One direction's state and weights, shaped as for lstm_layer_forward.
+struct DirectionArgs {
+  at::Tensor h0;    // [B, P]
+  at::Tensor c0;    // [B, H]
+  at::Tensor w_ih;  // [4H, I]
+  at::Tensor w_hh;  // [4H, P]
+  c10::optional<at::Tensor> b_ih, b_hh;  // [4H] each, or both undefined
+  c10::optional<at::Tensor> w_hr;        // [P, H], or undefined
+};
+
+// Both directions' results, each as lstm_layer_inference returns it.
+struct BidirectionalInferenceResult {
+  LayerInferenceResult forward;  // the direction from the first step
+  LayerInferenceResult reverse;  // the direction from the last step
+};
+using BidirectionalInferenceOutputs =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// lstm_layer_inference of both directions of a layer over the same input
+// ([T, B, I], or packed [N, I] with batch_sizes). On the CPU, with two
+// intra-op threads, the two run at once, one thread each, and each gives the
+// bits of a one-thread call (FUSEDLSTM_CPU_DIRECTIONS); elsewhere they run in
+// turn, as two calls.
+BidirectionalInferenceResult lstm_bidirectional_inference(
+    const at::Tensor& input, const DirectionArgs& forward,
+    const DirectionArgs& reverse, const c10::optional<at::Tensor>& batch_sizes);
+
 // Gradients of one layer and direction.
 struct LayerBackwardResult {
   at::Tensor grad_input;  // like input

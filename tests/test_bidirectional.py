@@ -228,3 +228,19 @@ def test_exported_frozen_model_holds_the_operator_and_matches(two_threads):
     assert targets == ["fusedlstm.lstm_bidirectional_inference.default"] * 2
     other = torch.randn(9, 5, 4)
     torch.testing.assert_close(program.module()(other), model(other), rtol=0, atol=0)
+
+
+def test_kernel_for_other_backends_runs_the_directions_in_turn(monkeypatch):
+    """The CompositeExplicitAutograd kernel (csrc/ops.cpp), which CUDA runs,
+    called here on CPU tensors: two lstm_layer_inference calls. It never reads
+    FUSEDLSTM_CPU_DIRECTIONS, whose bad value makes the CPU kernel raise: so
+    it is that kernel that ran."""
+    args = pair_args(SAMPLES[5], torch.float32)
+    monkeypatch.setenv(VARIABLE, "bogus")
+    with pytest.raises(RuntimeError, match="FUSEDLSTM_CPU_DIRECTIONS must be"):
+        BI(*args)
+    got = BI.default._op_dk(torch._C.DispatchKey.CompositeExplicitAutograd, *args)
+    monkeypatch.delenv(VARIABLE)
+    for g, e, name in zip(got, in_two_calls(args, torch.get_num_threads()),
+                          ["output", "h_n", "c_n"] * 2):
+        assert_bitwise(g, e, name)

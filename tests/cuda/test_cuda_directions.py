@@ -105,3 +105,23 @@ def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, directions_
     assert len(directions_spy) == 2 * model.num_layers
     out, (h_n, c_n) = captured
     assert_bitwise([out, h_n, c_n], [eager[0], *eager[1]])
+
+
+@pytest.mark.parametrize("sample", ["padded", "proj_packed_reverse", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bidirectional_inference_operator_runs_the_directions_in_turn(sample, dtype):
+    """fusedlstm::lstm_bidirectional_inference on CUDA (its kernel for every
+    backend but the CPU's, csrc/ops.cpp): the bits of two
+    lstm_layer_inference calls."""
+    from test_bidirectional import pair_args
+    from test_ops import SAMPLES
+
+    args = [a.to("cuda") if isinstance(a, torch.Tensor) and i != 15 else a
+            for i, a in enumerate(pair_args(dict((s[0], s) for s in SAMPLES)[sample], dtype))]
+    inference = torch.ops.fusedlstm.lstm_layer_inference
+    expected = (*inference(args[0], *args[1:8], args[15], False),
+                *inference(args[0], *args[8:15], args[15], True))
+    got = torch.ops.fusedlstm.lstm_bidirectional_inference(*args)
+    for g, e, name in zip(got, expected, ["output", "h_n", "c_n"] * 2):
+        assert g.device.type == "cuda"
+        assert_bitwise(g, e, name)

@@ -18,7 +18,6 @@ same code (cpu/bidirectional.h; the CSV's ``concurrent`` column says which).
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -71,12 +70,8 @@ def _runs(shape, dtype):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=",".join(SHAPES))
-    p.add_argument("--threads", default="2")
+    p = common.cpu_table_parser(__doc__, SHAPES, threads="2")
     p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--csv", type=Path)
     args = p.parse_args(argv)
     unknown = [s for s in args.shapes.split(",") if s not in SHAPES]
     if unknown:

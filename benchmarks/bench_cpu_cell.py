@@ -21,7 +21,6 @@ work (attention, an output layer) comes between two steps.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -78,12 +77,8 @@ def _runs(H: int, B: int, mode: str, dtype: torch.dtype = torch.float32):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=",".join(SHAPES))
-    p.add_argument("--threads", default="1,2")
+    p = common.cpu_table_parser(__doc__, SHAPES, threads="1,2")
     p.add_argument("--reps", type=int, default=200)
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--csv", type=Path)
     p.add_argument("--evict-mib", type=int, default=0,
                    help="MiB written before every timed call (0: none)")
     args = p.parse_args(argv)

@@ -87,15 +87,11 @@ def _child(args) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", default=",".join(SHAPES))
-    p.add_argument("--threads", default="2")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p = common.cpu_table_parser(__doc__, SHAPES, threads="2")
     p.add_argument("--steps", type=int, default=8, help="LSTMCell steps per iteration")
     p.add_argument("--iters", type=int, default=20, help="timed iterations per process")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=2, help="processes per implementation")
-    p.add_argument("--csv", type=Path)
     p.add_argument("--child", nargs=7, metavar=("IMPL", "H", "B", "THREADS", "DTYPE",
                                                 "STEPS", "ITERS"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)

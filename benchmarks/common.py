@@ -17,6 +17,7 @@ Timing conventions (the same in every run, so results compare across commits):
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as _dt
 import os
@@ -414,6 +415,18 @@ def latest_csv(directory: Optional[Path] = None, prefix: Optional[str] = None) -
     d = Path(directory) if directory else RESULTS_DIR
     files = [p for p in d.glob("*.csv") if prefix is None or p.name.startswith(prefix)]
     return max(files, key=lambda p: p.stat().st_mtime) if files else None
+
+
+def cpu_table_parser(doc: str, shapes, threads: str) -> argparse.ArgumentParser:
+    """The arguments the CPU table benches (bench_cpu_cell, bench_cpu_decoder,
+    bench_cpu_bidirectional) share: --shapes (default: all of ``shapes``),
+    --threads (comma-separated), --dtype and --csv; each adds its own."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--shapes", default=",".join(shapes))
+    p.add_argument("--threads", default=threads)
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    p.add_argument("--csv", type=Path)
+    return p
 
 
 def select(names: str, grid: list[Shape]) -> list[Shape]:

@@ -54,7 +54,7 @@ def lstm(
       promotes it as nn.LSTM's native loop does.
     """
     directions = 2 if bidirectional else 1
-    per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)
+    per_direction = _weights_per_direction(bias, proj_size)
     if len(weights) != num_layers * directions * per_direction:
         raise ValueError(
             f"lstm: expected {num_layers * directions * per_direction} weight "
@@ -102,9 +102,14 @@ def lstm(
     return output, torch.stack(h_n), torch.stack(c_n)
 
 
+def _weights_per_direction(bias: bool, proj_size: int) -> int:
+    """w_ih, w_hh, then b_ih, b_hh with ``bias``, then w_hr with a projection."""
+    return (4 if bias else 2) + (1 if proj_size > 0 else 0)
+
+
 def _direction_args(h0, c0, weights, index, bias, proj_size):
     """(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) of layer-direction ``index``."""
-    per_direction = (4 if bias else 2) + (1 if proj_size > 0 else 0)
+    per_direction = _weights_per_direction(bias, proj_size)
     w = weights[index * per_direction : (index + 1) * per_direction]
     return (h0[index], c0[index], w[0], w[1], w[2] if bias else None,
             w[3] if bias else None, w[-1] if proj_size > 0 else None)
@@ -160,12 +165,11 @@ def _one_step_promoting_c(input, hx, weights, *, bias, directions, batch_first, 
     # one cell step, in which torch's native loop promotes c0 (for a wider
     # c0 it returns wider results; see fusedlstm/_state_dtypes.py).
     x = input if packed else (input[:, 0] if batch_first else input[0])
-    per_direction = len(weights) // directions
     hs, cs = [], []
     for direction in range(directions):
-        w = weights[direction * per_direction : (direction + 1) * per_direction]
-        h, c = _cell_step_promoting_c(x, (hx[0][direction], hx[1][direction]), w[0], w[1],
-                                      w[2] if bias else None, w[3] if bias else None)
+        h0, c0, w_ih, w_hh, b_ih, b_hh, _ = _direction_args(*hx, weights, direction, bias,
+                                                            proj_size=0)
+        h, c = _cell_step_promoting_c(x, (h0, c0), w_ih, w_hh, b_ih, b_hh)
         hs.append(h)
         cs.append(c)
     output = torch.cat(hs, -1) if directions == 2 else hs[0]

@@ -7,6 +7,7 @@
 #include <fusedlstm/lstm.h>
 
 #include <cstdio>
+#include <utility>
 #include <string>
 
 namespace {
@@ -144,34 +145,130 @@ void check_float32_c0() {
 
 // Both directions in one call (lstm.h): at two threads they run at once and
 // each gives the bits of a one-thread lstm_layer_inference call.
-void check_bidirectional_inference() {
-  torch::manual_seed(2);
-  const int64_t T = 6, B = 4, I = 5, H = 7, P = 3;
+// A layer's input and two directions' arguments, with a projection.
+struct BidirectionalCase {
+  static constexpr int64_t T = 6, B = 4, I = 5, H = 7, P = 3;
+  at::Tensor x;
+  fusedlstm::DirectionArgs forward, reverse;
+};
+
+BidirectionalCase bidirectional_case(uint64_t seed) {
+  using C = BidirectionalCase;
+  torch::manual_seed(seed);
   auto randn = [](std::initializer_list<int64_t> shape) { return torch::randn(shape); };
-  auto x = randn({T, B, I});
   auto direction = [&]() {
-    return fusedlstm::DirectionArgs{randn({B, P}), randn({B, H}), randn({4 * H, I}),
-                                    randn({4 * H, P}), randn({4 * H}), randn({4 * H}),
-                                    randn({P, H})};
+    return fusedlstm::DirectionArgs{randn({C::B, C::P}), randn({C::B, C::H}),
+                                    randn({4 * C::H, C::I}), randn({4 * C::H, C::P}),
+                                    randn({4 * C::H}), randn({4 * C::H}),
+                                    randn({C::P, C::H})};
   };
-  const fusedlstm::DirectionArgs f = direction(), r = direction();
-  const int threads = at::get_num_threads();
-  at::set_num_threads(1);
-  auto one_f = fusedlstm::lstm_layer_inference(x, f.h0, f.c0, f.w_ih, f.w_hh, f.b_ih,
-                                               f.b_hh, f.w_hr, c10::nullopt, false);
-  auto one_r = fusedlstm::lstm_layer_inference(x, r.h0, r.c0, r.w_ih, r.w_hh, r.b_ih,
-                                               r.b_hh, r.w_hr, c10::nullopt, true);
-  at::set_num_threads(2);
-  auto both = fusedlstm::lstm_bidirectional_inference(x, f, r, c10::nullopt);
+  C c;
+  c.x = randn({C::T, C::B, C::I});
+  c.forward = direction();
+  c.reverse = direction();
+  return c;
+}
+
+// Runs fn at `threads` intra-op threads, then restores the count.
+template <typename Fn>
+auto at_threads(int threads, const Fn& fn) {
+  const int old = at::get_num_threads();
   at::set_num_threads(threads);
-  const bool ok = at::equal(both.forward.output, one_f.output) &&
-                  at::equal(both.forward.h_n, one_f.h_n) &&
-                  at::equal(both.forward.c_n, one_f.c_n) &&
-                  at::equal(both.reverse.output, one_r.output) &&
-                  at::equal(both.reverse.h_n, one_r.h_n) &&
-                  at::equal(both.reverse.c_n, one_r.c_n);
-  std::printf("%-40s %s\n", "bidirectional inference, one call", ok ? "ok" : "MISMATCH");
+  auto result = fn();
+  at::set_num_threads(old);
+  return result;
+}
+
+bool all_equal(std::initializer_list<std::pair<at::Tensor, at::Tensor>> pairs) {
+  bool ok = true;
+  for (const auto& [a, b] : pairs) ok = ok && at::equal(a, b);
+  return ok;
+}
+
+void report(const char* what, bool ok) {
+  std::printf("%-40s %s\n", what, ok ? "ok" : "MISMATCH");
   if (!ok) ++failures;
+}
+
+// At two threads the directions run at once, each with the bits of a call
+// on one thread.
+void check_bidirectional_inference() {
+  const BidirectionalCase c = bidirectional_case(2);
+  const auto &f = c.forward, &r = c.reverse;
+  auto [one_f, one_r] = at_threads(1, [&] {
+    return std::pair(
+        fusedlstm::lstm_layer_inference(c.x, f.h0, f.c0, f.w_ih, f.w_hh, f.b_ih,
+                                        f.b_hh, f.w_hr, c10::nullopt, false),
+        fusedlstm::lstm_layer_inference(c.x, r.h0, r.c0, r.w_ih, r.w_hh, r.b_ih,
+                                        r.b_hh, r.w_hr, c10::nullopt, true));
+  });
+  auto both = at_threads(
+      2, [&] { return fusedlstm::lstm_bidirectional_inference(c.x, f, r, c10::nullopt); });
+  report("bidirectional inference, one call",
+         all_equal({{both.forward.output, one_f.output},
+                    {both.forward.h_n, one_f.h_n},
+                    {both.forward.c_n, one_f.c_n},
+                    {both.reverse.output, one_r.output},
+                    {both.reverse.h_n, one_r.h_n},
+                    {both.reverse.c_n, one_r.c_n}}));
+}
+
+void check_bidirectional_training() {
+  const BidirectionalCase c = bidirectional_case(3);
+  const auto &f = c.forward, &r = c.reverse;
+  auto forward_one = [&](const fusedlstm::DirectionArgs& a, bool reverse) {
+    return fusedlstm::lstm_layer_forward(c.x, a.h0, a.c0, a.w_ih, a.w_hh, a.b_ih,
+                                         a.b_hh, a.w_hr, c10::nullopt, reverse);
+  };
+  auto [one_f, one_r] =
+      at_threads(1, [&] { return std::pair(forward_one(f, false), forward_one(r, true)); });
+  auto both = at_threads(
+      2, [&] { return fusedlstm::lstm_bidirectional_forward(c.x, f, r, c10::nullopt); });
+  report("bidirectional forward, one call",
+         all_equal({{both.forward.output, one_f.output},
+                    {both.forward.h_n, one_f.h_n},
+                    {both.forward.c_n, one_f.c_n},
+                    {both.forward.gates, one_f.gates},
+                    {both.forward.cells, one_f.cells},
+                    {both.reverse.output, one_r.output},
+                    {both.reverse.h_n, one_r.h_n},
+                    {both.reverse.c_n, one_r.c_n},
+                    {both.reverse.gates, one_r.gates},
+                    {both.reverse.cells, one_r.cells}}));
+
+  // The reverse direction leaves out its w_ih's gradient.
+  auto args = [&](const fusedlstm::DirectionArgs& a, const fusedlstm::LayerForwardResult& o,
+                  fusedlstm::BackwardMask mask) {
+    return fusedlstm::DirectionBackwardArgs{torch::randn_like(o.output),
+                                            torch::randn_like(o.h_n),
+                                            torch::randn_like(o.c_n),
+                                            a, o.output, o.gates, o.cells, mask};
+  };
+  fusedlstm::BackwardMask no_w_ih = fusedlstm::kAllGradients;
+  no_w_ih[fusedlstm::gradient::w_ih] = false;
+  const auto bf = args(f, one_f, fusedlstm::kAllGradients), br = args(r, one_r, no_w_ih);
+  auto backward_one = [&](const fusedlstm::DirectionBackwardArgs& d, bool reverse) {
+    const auto& a = d.args;
+    return fusedlstm::lstm_layer_backward(d.grad_output, d.grad_h_n, d.grad_c_n, c.x, a.h0,
+                                          a.c0, a.w_ih, a.w_hh, a.b_ih, a.b_hh, a.w_hr,
+                                          d.output, d.gates, d.cells, c10::nullopt,
+                                          reverse, d.output_mask);
+  };
+  auto [grad_f, grad_r] =
+      at_threads(1, [&] { return std::pair(backward_one(bf, false), backward_one(br, true)); });
+  auto grads = at_threads(
+      2, [&] { return fusedlstm::lstm_bidirectional_backward(c.x, bf, br, c10::nullopt); });
+  bool ok = grads.reverse.grad_w_ih.numel() == 0;
+  for (const auto& [g, e] : {std::pair(grads.forward, grad_f), std::pair(grads.reverse, grad_r)}) {
+    ok = ok && all_equal({{g.grad_input, e.grad_input},
+                          {g.grad_h0, e.grad_h0},
+                          {g.grad_c0, e.grad_c0},
+                          {g.grad_w_ih, e.grad_w_ih},
+                          {g.grad_w_hh, e.grad_w_hh},
+                          {g.grad_bias, e.grad_bias},
+                          {g.grad_w_hr, e.grad_w_hr}});
+  }
+  report("bidirectional backward, one call", ok);
 }
 
 }  // namespace
@@ -182,6 +279,7 @@ int main() {
   }
   check_float32_c0();
   check_bidirectional_inference();
+  check_bidirectional_training();
   std::printf("%s\n", failures == 0 ? "all checks passed" : "FAILED");
   return failures == 0 ? 0 : 1;
 }

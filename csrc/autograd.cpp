@@ -1,5 +1,6 @@
 // The Autograd kernels of fusedlstm::lstm_layer_forward and
-// fusedlstm::lstm_layer_inference.
+// fusedlstm::lstm_layer_inference (the bidirectional operators' are in
+// autograd_bidirectional.cpp).
 //
 // Here in C++ rather than through torch.library.register_autograd in
 // fusedlstm/ops.py: that Python kernel took about 15 us of every no-grad
@@ -8,27 +9,18 @@
 // lstm_layer_backward keeps its autograd in ops.py: the second order is a
 // composite of PyTorch ops, for which Python costs nothing that matters.
 #include <torch/autograd.h>
-#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
 #include <tuple>
 
+#include "autograd_helpers.h"
 #include "fusedlstm/lstm.h"
 
 namespace {
 
-using Optional = c10::optional<at::Tensor>;
+using namespace fusedlstm::autograd_helpers;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-at::Tensor or_undefined(const Optional& t) { return t.has_value() ? *t : at::Tensor(); }
-Optional present(const at::Tensor& t) {
-  return t.defined() ? Optional(t) : Optional();
-}
-
-bool requires_grad(const Optional& t) {
-  return t.has_value() && t->defined() && t->requires_grad();
-}
 
 // Whether a call's results can be differentiated: otherwise the kernels
 // below go straight on to the backend.
@@ -37,9 +29,8 @@ bool differentiable(const at::Tensor& input, const at::Tensor& h0,
                     const at::Tensor& w_hh, const Optional& b_ih,
                     const Optional& b_hh, const Optional& w_hr) {
   return at::GradMode::is_enabled() &&
-         (input.requires_grad() || h0.requires_grad() || c0.requires_grad() ||
-          w_ih.requires_grad() || w_hh.requires_grad() || requires_grad(b_ih) ||
-          requires_grad(b_hh) || requires_grad(w_hr));
+         (input.requires_grad() ||
+          direction_requires_grad(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr));
 }
 
 // ------------------------------------------------------------ training forward
@@ -93,14 +84,12 @@ struct LstmLayer : public torch::autograd::Function<LstmLayer> {
                      &w_hh = s[4], &b_ih = s[5], &b_hh = s[6], &w_hr = s[7],
                      &output = s[8], &gates = s[9], &cells = s[10];
     const bool reverse = ctx->saved_data["reverse"].toBool();
-    // An output that received no gradient contributes zero.
-    auto or_zeros = [](const at::Tensor& g, const at::Tensor& like) {
-      return g.defined() ? g : at::zeros_like(like);
-    };
     const at::Tensor grad_output = or_zeros(grads[0], output);
     const at::Tensor grad_h_n = or_zeros(grads[1], h0);
     const at::Tensor grad_c_n = or_zeros(grads[2], c0);
-    const fusedlstm::BackwardMask want = wanted_gradients(ctx, b_ih, w_hr);
+    size_t edge = 1;
+    const fusedlstm::BackwardMask want = wanted_gradients(
+        ctx, ctx->needs_input_grad(0), edge, b_ih.defined(), w_hr.defined());
     auto run = [&] {
       return fusedlstm::lstm_layer_backward(
           grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
@@ -116,46 +105,11 @@ struct LstmLayer : public torch::autograd::Function<LstmLayer> {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
       g = run();
     }
-    // A gradient left out comes back empty; autograd takes undefined for it.
-    auto kept = [&](const at::Tensor& grad, int which) {
-      return want[which] ? grad : at::Tensor();
-    };
-    const bool has_bias = b_ih.defined() && want[fusedlstm::gradient::bias];
-    return {kept(g.grad_input, fusedlstm::gradient::input),
-            kept(g.grad_h0, fusedlstm::gradient::h0),
-            kept(g.grad_c0, fusedlstm::gradient::c0),
-            kept(g.grad_w_ih, fusedlstm::gradient::w_ih),
-            kept(g.grad_w_hh, fusedlstm::gradient::w_hh),
-            has_bias ? g.grad_bias : at::Tensor(),
-            // b_ih and b_hh get equal gradients; each its own tensor, so
-            // that an in-place update of one .grad never reaches the other.
-            has_bias ? g.grad_bias.clone() : at::Tensor(),
-            w_hr.defined() ? kept(g.grad_w_hr, fusedlstm::gradient::w_hr)
-                           : at::Tensor(),
-            at::Tensor(), at::Tensor()};
-  }
-
-  // The gradients autograd asks of this node. Its edges are forward's
-  // tensor arguments that were given (an absent optional has none): input,
-  // h0, c0, w_ih, w_hh, then b_ih and b_hh, then w_hr, where present.
-  static fusedlstm::BackwardMask wanted_gradients(AutogradContext* ctx,
-                                                  const at::Tensor& b_ih,
-                                                  const at::Tensor& w_hr) {
-    namespace gradient = fusedlstm::gradient;
-    fusedlstm::BackwardMask want{};
-    want[gradient::input] = ctx->needs_input_grad(0);
-    want[gradient::h0] = ctx->needs_input_grad(1);
-    want[gradient::c0] = ctx->needs_input_grad(2);
-    want[gradient::w_ih] = ctx->needs_input_grad(3);
-    want[gradient::w_hh] = ctx->needs_input_grad(4);
-    size_t edge = 5;
-    if (b_ih.defined()) {
-      want[gradient::bias] =
-          ctx->needs_input_grad(edge) || ctx->needs_input_grad(edge + 1);
-      edge += 2;
-    }
-    if (w_hr.defined()) want[gradient::w_hr] = ctx->needs_input_grad(edge);
-    return want;
+    variable_list out{want[fusedlstm::gradient::input] ? g.grad_input : at::Tensor()};
+    append_direction_gradients(out, g, want, b_ih.defined(), w_hr.defined());
+    out.push_back(at::Tensor());  // batch_sizes
+    out.push_back(at::Tensor());  // reverse
+    return out;
   }
 };
 
@@ -247,9 +201,4 @@ InferenceOutputs inference_autograd(const at::Tensor& input, const at::Tensor& h
 TORCH_LIBRARY_IMPL(fusedlstm, Autograd, m) {
   m.impl("lstm_layer_forward", &forward_autograd);
   m.impl("lstm_layer_inference", &inference_autograd);
-  // Like lstm_layer_inference, it keeps nothing for backward: PyTorch's
-  // fallback raises if backward reaches a result, so no gradient comes out
-  // silently as None. fusedlstm.functional calls it only where none can flow.
-  m.impl("lstm_bidirectional_inference",
-         torch::autograd::autogradNotImplementedFallback());
 }

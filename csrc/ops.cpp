@@ -3,8 +3,9 @@
 // callers reach the same CPU or CUDA kernel as Python does.
 //
 // Backend kernels are registered beside their code (cpu/register_cpu.cpp,
-// cuda/register_cuda.cu); fake kernels and autograd live in fusedlstm/ops.py,
-// except the Autograd kernels of the two forward operators (autograd.cpp).
+// cuda/register_cuda.cu, bidirectional_in_turn.cpp); fake kernels and
+// autograd live in fusedlstm/ops.py, except the Autograd kernels of the
+// forward operators (autograd.cpp, autograd_bidirectional.cpp).
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
@@ -37,6 +38,35 @@ TORCH_LIBRARY(fusedlstm, m) {
       "Tensor w_hh_reverse, Tensor? b_ih_reverse, Tensor? b_hh_reverse, "
       "Tensor? w_hr_reverse, Tensor? batch_sizes) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // lstm_layer_forward of both directions, for training, run as
+  // lstm_bidirectional_inference runs them. Returns (output, h_n, c_n, gates,
+  // cells) of the forward direction, then of the reverse one.
+  m.def(
+      "lstm_bidirectional_forward(Tensor input, Tensor h0, Tensor c0, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor h0_reverse, Tensor c0_reverse, Tensor w_ih_reverse, "
+      "Tensor w_hh_reverse, Tensor? b_ih_reverse, Tensor? b_hh_reverse, "
+      "Tensor? w_hr_reverse, Tensor? batch_sizes) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // lstm_layer_backward of both directions: the forward direction's incoming
+  // gradients, then the reverse one's; the layer's input; each direction's
+  // arguments and forward results; batch_sizes; each direction's mask.
+  // Returns the forward direction's seven gradients, then the reverse one's.
+  m.def(
+      "lstm_bidirectional_backward(Tensor grad_output, Tensor grad_h_n, "
+      "Tensor grad_c_n, Tensor grad_output_reverse, Tensor grad_h_n_reverse, "
+      "Tensor grad_c_n_reverse, Tensor input, Tensor h0, Tensor c0, "
+      "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, "
+      "Tensor output, Tensor gates, Tensor cells, Tensor h0_reverse, "
+      "Tensor c0_reverse, Tensor w_ih_reverse, Tensor w_hh_reverse, "
+      "Tensor? b_ih_reverse, Tensor? b_hh_reverse, Tensor? w_hr_reverse, "
+      "Tensor output_reverse, Tensor gates_reverse, Tensor cells_reverse, "
+      "Tensor? batch_sizes, "
+      "bool[7] output_mask=[True, True, True, True, True, True, True], "
+      "bool[7] output_mask_reverse=[True, True, True, True, True, True, True]) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+      "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // Returns (grad_input, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_bias,
   // grad_w_hr); grad_bias and grad_w_hr are empty when absent, and so is
   // each gradient whose output_mask entry (same order) is false.
@@ -143,32 +173,50 @@ LayerBackwardResult lstm_layer_backward(
   return {gi, gh0, gc0, gwih, gwhh, gb, gwhr};
 }
 
-}  // namespace fusedlstm
+BidirectionalForwardResult lstm_bidirectional_forward(
+    const at::Tensor& input, const DirectionArgs& forward,
+    const DirectionArgs& reverse, const c10::optional<at::Tensor>& batch_sizes) {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedlstm::lstm_bidirectional_forward", "")
+          .typed<BidirectionalForwardOutputs(
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+              const c10::optional<at::Tensor>&, const at::Tensor&,
+              const at::Tensor&, const at::Tensor&, const at::Tensor&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&,
+              const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&)>();
+  auto [o, h, c, g, cl, o_r, h_r, c_r, g_r, cl_r] = op.call(
+      input, forward.h0, forward.c0, forward.w_ih, forward.w_hh, forward.b_ih,
+      forward.b_hh, forward.w_hr, reverse.h0, reverse.c0, reverse.w_ih,
+      reverse.w_hh, reverse.b_ih, reverse.b_hh, reverse.w_hr, batch_sizes);
+  return {{o, h, c, g, cl}, {o_r, h_r, c_r, g_r, cl_r}};
+}
 
-namespace {
-
-// Every backend without a kernel of its own (CUDA among them): the two
-// directions in turn, through lstm_layer_inference.
-fusedlstm::BidirectionalInferenceOutputs bidirectional_inference_in_turn(
-    const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
-    const at::Tensor& w_ih, const at::Tensor& w_hh,
-    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
-    const c10::optional<at::Tensor>& w_hr, const at::Tensor& h0_reverse,
-    const at::Tensor& c0_reverse, const at::Tensor& w_ih_reverse,
-    const at::Tensor& w_hh_reverse, const c10::optional<at::Tensor>& b_ih_reverse,
-    const c10::optional<at::Tensor>& b_hh_reverse,
-    const c10::optional<at::Tensor>& w_hr_reverse,
+BidirectionalBackwardResult lstm_bidirectional_backward(
+    const at::Tensor& input, const DirectionBackwardArgs& forward,
+    const DirectionBackwardArgs& reverse,
     const c10::optional<at::Tensor>& batch_sizes) {
-  auto f = fusedlstm::lstm_layer_inference(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                           w_hr, batch_sizes, /*reverse=*/false);
-  auto r = fusedlstm::lstm_layer_inference(
-      input, h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse, b_ih_reverse,
-      b_hh_reverse, w_hr_reverse, batch_sizes, /*reverse=*/true);
-  return {f.output, f.h_n, f.c_n, r.output, r.h_n, r.c_n};
+  using T = const at::Tensor&;
+  using O = const c10::optional<at::Tensor>&;
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("fusedlstm::lstm_bidirectional_backward", "")
+          .typed<BidirectionalBackwardOutputs(
+              T, T, T, T, T, T, T, T, T, T, T, O, O, O, T, T, T, T, T, T, T,
+              O, O, O, T, T, T, O, BackwardMask, BackwardMask)>();
+  const DirectionArgs &f = forward.args, &r = reverse.args;
+  auto [gi, gh0, gc0, gwih, gwhh, gb, gwhr, gi_r, gh0_r, gc0_r, gwih_r, gwhh_r,
+        gb_r, gwhr_r] =
+      op.call(forward.grad_output, forward.grad_h_n, forward.grad_c_n,
+              reverse.grad_output, reverse.grad_h_n, reverse.grad_c_n, input,
+              f.h0, f.c0, f.w_ih, f.w_hh, f.b_ih, f.b_hh, f.w_hr, forward.output,
+              forward.gates, forward.cells, r.h0, r.c0, r.w_ih, r.w_hh, r.b_ih,
+              r.b_hh, r.w_hr, reverse.output, reverse.gates, reverse.cells,
+              batch_sizes, forward.output_mask, reverse.output_mask);
+  return {{gi, gh0, gc0, gwih, gwhh, gb, gwhr},
+          {gi_r, gh0_r, gc0_r, gwih_r, gwhh_r, gb_r, gwhr_r}};
 }
 
-}  // namespace
-
-TORCH_LIBRARY_IMPL(fusedlstm, CompositeExplicitAutograd, m) {
-  m.impl("lstm_bidirectional_inference", &bidirectional_inference_in_turn);
-}
+}  // namespace fusedlstm

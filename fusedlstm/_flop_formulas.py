@@ -16,7 +16,8 @@ direction, with I the input size, H the hidden size and P the size of h
   the input's and W_ih's, h's and W_hh's, and W_hr's and the cell
   output's), as the operator computes all of them.
 
-These are the counts of torch's native LSTM for the same work
+The bidirectional operators count as the two one-direction calls they
+make. These are the counts of torch's native LSTM for the same work
 (tests/test_flop_counts.py), which nn.LSTM reports where it runs that path;
 on oneDNN (and cuDNN) nn.LSTM reports none.
 """
@@ -50,8 +51,17 @@ def _layer_backward_flops(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, 
     return 2 * _forward_flops(input, h0, w_ih, w_hr)
 
 
-@register_flop_formula(torch.ops.fusedlstm.lstm_bidirectional_inference)
+@register_flop_formula([torch.ops.fusedlstm.lstm_bidirectional_inference,
+                        torch.ops.fusedlstm.lstm_bidirectional_forward])
 def _bidirectional_flops(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_r, c0_r, w_ih_r,
                          w_hh_r, b_ih_r, b_hh_r, w_hr_r, batch_sizes,
                          *args, out_shape=None, **kwargs) -> int:
     return _forward_flops(input, h0, w_ih, w_hr) + _forward_flops(input, h0_r, w_ih_r, w_hr_r)
+
+
+@register_flop_formula(torch.ops.fusedlstm.lstm_bidirectional_backward)
+def _bidirectional_backward_flops(g_o, g_h, g_c, g_o_r, g_h_r, g_c_r, input, h0, c0, w_ih,
+                                  w_hh, b_ih, b_hh, w_hr, output, gates, cells, h0_r, c0_r,
+                                  w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, *args,
+                                  out_shape=None, **kwargs) -> int:
+    return 2 * (_forward_flops(input, h0, w_ih, w_hr) + _forward_flops(input, h0_r, w_ih_r, w_hr_r))

@@ -84,11 +84,10 @@ def lstm(
                 layer_input.device,
                 lambda: ops.lstm_layer(layer_input, *args[0], batch_sizes, False),
                 lambda: ops.lstm_layer(layer_input, *args[1], batch_sizes, True))
-        elif directions == 2 and ops.bidirectional_inference_applies(layer_input, *args[0],
-                                                                     *args[1]):
-            # One call for both directions: on the CPU they can run at once.
-            results = ops.lstm_bidirectional_inference(layer_input, args[0], args[1],
-                                                       batch_sizes)
+        elif directions == 2 and ops.bidirectional_applies(layer_input, *args[0], *args[1]):
+            # One call (and one backward node) for both directions: on the
+            # CPU they can run at once.
+            results = ops.lstm_bidirectional(layer_input, args[0], args[1], batch_sizes)
         else:
             results = [ops.lstm_layer(layer_input, *a, batch_sizes, d == 1)
                        for d, a in enumerate(args)]

@@ -21,6 +21,7 @@ _forward_op = torch.ops.fusedlstm.lstm_layer_forward
 _inference_op = torch.ops.fusedlstm.lstm_layer_inference
 _backward_op = torch.ops.fusedlstm.lstm_layer_backward
 _bidirectional_inference_op = torch.ops.fusedlstm.lstm_bidirectional_inference
+_bidirectional_forward_op = torch.ops.fusedlstm.lstm_bidirectional_forward
 
 
 def lstm_layer(
@@ -64,27 +65,32 @@ def lstm_layer(
     return output, h_n, c_n
 
 
-def bidirectional_inference_applies(input: Tensor, *tensors: Optional[Tensor]) -> bool:
-    """Whether ``lstm_layer`` of both directions of a layer would run the
-    inference operator on the CPU, so that ``lstm_bidirectional_inference``
-    may run them instead: real CPU input, no torch.func transform or dual
-    tensor, and no gradient that could flow (``tensors``: both directions'
-    states and weights)."""
+def bidirectional_applies(input: Tensor, *tensors: Optional[Tensor]) -> bool:
+    """Whether ``lstm_bidirectional`` may run both directions of a layer in
+    place of two ``lstm_layer`` calls, with the same formulas: real CPU
+    input, no complex dtype, and no torch.func transform or dual tensor
+    (``tensors``: both directions' states and weights), which
+    ``lstm_layer`` runs through its own Functions."""
     return (input.device.type == "cpu" and not input.is_complex()
-            and not _needs_grad(input, *tensors)
             and not _functorch_active() and not _dual_tensors_present((input, *tensors)))
 
 
-def lstm_bidirectional_inference(input: Tensor, forward: tuple, reverse: tuple,
-                                 batch_sizes: Optional[Tensor] = None):
-    """``lstm_layer`` of both directions where no gradient can flow
-    (``bidirectional_inference_applies``); ``forward`` and ``reverse`` are each
-    (h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr). Returns ((output, h_n, c_n) of the
-    forward direction, the same of the reverse one). On the CPU with two
-    intra-op threads the two run at once, one thread each, and give the bits
-    of two ``lstm_layer`` calls on one thread (``FUSEDLSTM_CPU_DIRECTIONS``;
-    README, API); elsewhere they run in turn, as two calls."""
-    o, h, c, o_r, h_r, c_r = _bidirectional_inference_op(input, *forward, *reverse, batch_sizes)
+def lstm_bidirectional(input: Tensor, forward: tuple, reverse: tuple,
+                       batch_sizes: Optional[Tensor] = None):
+    """``lstm_layer`` of both directions of a layer, in one call
+    (``bidirectional_applies``); ``forward`` and ``reverse`` are each (h0,
+    c0, w_ih, w_hh, b_ih, b_hh, w_hr). Returns ((output, h_n, c_n) of the
+    forward direction, the same of the reverse one), differentiable to any
+    order. On the CPU with two intra-op threads the two run at once, one
+    thread each, forward and backward, and give the bits of two
+    ``lstm_layer`` calls on one thread (``FUSEDLSTM_CPU_DIRECTIONS``; README,
+    API); elsewhere they run in turn, as two calls. Where no gradient can
+    flow, the inference operator runs, keeping nothing for backward."""
+    args = (input, *forward, *reverse, batch_sizes)
+    if not _needs_grad(*args[:15]):
+        o, h, c, o_r, h_r, c_r = _bidirectional_inference_op(*args)
+    else:
+        o, h, c, _, _, o_r, h_r, c_r, _, _ = _bidirectional_forward_op(*args)
     return (o, h, c), (o_r, h_r, c_r)
 
 
@@ -181,6 +187,16 @@ def _bidirectional_inference_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
     return (*forward, *reverse)
 
 
+@torch.library.register_fake("fusedlstm::lstm_bidirectional_forward")
+def _bidirectional_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                h0_r, c0_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r,
+                                batch_sizes):
+    forward = _forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, False)
+    reverse = _forward_fake(input, h0_r, c0_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r,
+                            batch_sizes, True)
+    return (*forward, *reverse)
+
+
 _ALL_GRADIENTS = (True,) * 7
 
 
@@ -203,6 +219,22 @@ def _backward_fake(
 
     return tuple(like(t, wanted) for t, wanted in zip(
         (input, h0, c0, w_ih, w_hh, b_ih, w_hr), output_mask))
+
+
+@torch.library.register_fake("fusedlstm::lstm_bidirectional_backward")
+def _bidirectional_backward_fake(
+    grad_output, grad_h_n, grad_c_n, grad_output_r, grad_h_n_r, grad_c_n_r, input,
+    h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, output, gates, cells,
+    h0_r, c0_r, w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, output_r, gates_r, cells_r,
+    batch_sizes, output_mask=_ALL_GRADIENTS, output_mask_reverse=_ALL_GRADIENTS,
+):
+    forward = _backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh,
+                             b_ih, b_hh, w_hr, output, gates, cells, batch_sizes, False,
+                             output_mask)
+    reverse = _backward_fake(grad_output_r, grad_h_n_r, grad_c_n_r, input, h0_r, c0_r,
+                             w_ih_r, w_hh_r, b_ih_r, b_hh_r, w_hr_r, output_r, gates_r,
+                             cells_r, batch_sizes, True, output_mask_reverse)
+    return (*forward, *reverse)
 
 
 # -------------------------------------------------------- first-order autograd

@@ -162,11 +162,12 @@ def test_which_operator_runs():
         return [n for n in log.names if n.startswith("fusedlstm.")]
 
     pair = "fusedlstm.lstm_bidirectional_inference.default"
+    training = "fusedlstm.lstm_bidirectional_forward.default"  # test_bidirectional_training.py
     assert called(False) == [pair, pair]  # one call per layer
-    assert called(True) == ["fusedlstm.lstm_layer_forward.default"] * 4
+    assert called(True) == [training, training]
     model.requires_grad_(False)
     assert called(True) == [pair, pair]
-    assert called(True, x.clone().requires_grad_()) == ["fusedlstm.lstm_layer_forward.default"] * 4
+    assert called(True, x.clone().requires_grad_()) == [training, training]
 
 
 def test_inference_mode_returns_inference_tensors_like_nn(two_threads):
@@ -231,7 +232,7 @@ def test_exported_frozen_model_holds_the_operator_and_matches(two_threads):
 
 
 def test_kernel_for_other_backends_runs_the_directions_in_turn(monkeypatch):
-    """The CompositeExplicitAutograd kernel (csrc/ops.cpp), which CUDA runs,
+    """The CompositeExplicitAutograd kernel (csrc/bidirectional_in_turn.cpp), which CUDA runs,
     called here on CPU tensors: two lstm_layer_inference calls. It never reads
     FUSEDLSTM_CPU_DIRECTIONS, whose bad value makes the CPU kernel raise: so
     it is that kernel that ran."""

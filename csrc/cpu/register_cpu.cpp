@@ -15,6 +15,10 @@ TORCH_LIBRARY_IMPL(fusedlstm, CPU, m) {
   m.impl("lstm_layer_backward", &fusedlstm::cpu::lstm_layer_backward);
   m.impl("lstm_bidirectional_inference",
          &fusedlstm::cpu::lstm_bidirectional_inference);
+  m.impl("lstm_bidirectional_forward",
+         &fusedlstm::cpu::lstm_bidirectional_forward);
+  m.impl("lstm_bidirectional_backward",
+         &fusedlstm::cpu::lstm_bidirectional_backward);
 }
 
 namespace {
@@ -57,7 +61,7 @@ bool cpu_mkl_bf16() {
   return fusedlstm::cpu::mkl_bf16_gemm_available() && cpu_bfloat16_dot();
 }
 
-// Whether a bidirectional inference call made now would run its two
+// Whether a bidirectional call made now would run its two
 // directions at once (cpu/bidirectional.h; FUSEDLSTM_CPU_DIRECTIONS).
 bool cpu_directions_concurrent() {
   return fusedlstm::cpu::bidirectional_runs_concurrently();

@@ -111,7 +111,7 @@ def test_concurrent_directions_replay_from_a_cuda_graph(monkeypatch, directions_
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_bidirectional_inference_operator_runs_the_directions_in_turn(sample, dtype):
     """fusedlstm::lstm_bidirectional_inference on CUDA (its kernel for every
-    backend but the CPU's, csrc/ops.cpp): the bits of two
+    backend but the CPU's, csrc/bidirectional_in_turn.cpp): the bits of two
     lstm_layer_inference calls."""
     from test_bidirectional import pair_args
     from test_ops import SAMPLES
@@ -125,3 +125,43 @@ def test_bidirectional_inference_operator_runs_the_directions_in_turn(sample, dt
     for g, e, name in zip(got, expected, ["output", "h_n", "c_n"] * 2):
         assert g.device.type == "cuda"
         assert_bitwise(g, e, name)
+
+
+@pytest.mark.parametrize("sample", ["padded", "proj_packed_reverse", "no_bias"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bidirectional_training_operators_run_the_directions_in_turn(sample, dtype):
+    """fusedlstm::lstm_bidirectional_forward and _backward on CUDA (their
+    kernels for every backend but the CPU's): the bits of the one-direction
+    calls; and, called with tensors that require grad, their autograd node's
+    gradients are those of the two one-direction nodes."""
+    from test_bidirectional import pair_args
+    from test_bidirectional_training import backward_args, backward_in_two_calls
+    from test_ops import SAMPLES
+
+    def on_cuda(values, batch_sizes_at):
+        return [a.to("cuda") if isinstance(a, torch.Tensor) and i != batch_sizes_at else a
+                for i, a in enumerate(values)]
+
+    args = on_cuda(pair_args(dict((s[0], s) for s in SAMPLES)[sample], dtype), 15)
+    forward = torch.ops.fusedlstm.lstm_layer_forward
+    expected = (*forward(args[0], *args[1:8], args[15], False),
+                *forward(args[0], *args[8:15], args[15], True))
+    got = torch.ops.fusedlstm.lstm_bidirectional_forward(*args)
+    assert all(g.device.type == "cuda" for g in got)
+    assert_bitwise(got, expected, "forward result")
+    bargs = backward_args(args)
+    assert_bitwise(torch.ops.fusedlstm.lstm_bidirectional_backward(*bargs),
+                   backward_in_two_calls(bargs, torch.get_num_threads()), "gradient")
+
+    leaves = [a.detach().requires_grad_() if isinstance(a, torch.Tensor) and i != 15 else a
+              for i, a in enumerate(args)]
+    o, h, c, _, _, o_r, h_r, c_r, _, _ = torch.ops.fusedlstm.lstm_bidirectional_forward(*leaves)
+    loss = (o.float().square().sum() + h.float().sum() + c.float().sum()
+            + o_r.float().square().sum() + h_r.float().sum() + c_r.float().sum())
+    wrt = [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+    got_grads = torch.autograd.grad(loss, wrt)
+    o, h, c, _, _ = forward(leaves[0], *leaves[1:8], leaves[15], False)
+    o_r, h_r, c_r, _, _ = forward(leaves[0], *leaves[8:15], leaves[15], True)
+    loss = (o.float().square().sum() + h.float().sum() + c.float().sum()
+            + o_r.float().square().sum() + h_r.float().sum() + c_r.float().sum())
+    assert_bitwise(got_grads, torch.autograd.grad(loss, wrt), "gradient")

@@ -154,4 +154,54 @@ LayerBackwardResult lstm_layer_backward(
     const c10::optional<at::Tensor>& batch_sizes, bool reverse,
     BackwardMask output_mask = kAllGradients);
 
+// Both directions' results, each as lstm_layer_forward returns it.
+struct BidirectionalForwardResult {
+  LayerForwardResult forward;  // the direction from the first step
+  LayerForwardResult reverse;  // the direction from the last step
+};
+// (output, h_n, c_n, gates, cells) of the forward direction, then the same
+// of the reverse one: the operator's results.
+using BidirectionalForwardOutputs =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+               at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// lstm_layer_forward of both directions of a layer over the same input, for
+// training; run as lstm_bidirectional_inference runs its two (on the CPU with
+// two intra-op threads at once, each with the bits of a one-thread call).
+BidirectionalForwardResult lstm_bidirectional_forward(
+    const at::Tensor& input, const DirectionArgs& forward,
+    const DirectionArgs& reverse, const c10::optional<at::Tensor>& batch_sizes);
+
+// What lstm_layer_backward takes of one direction besides the layer's input
+// and batch_sizes: the gradients its results received, its arguments, what
+// its forward returned, and the gradients wanted.
+struct DirectionBackwardArgs {
+  at::Tensor grad_output;  // like output, or undefined
+  at::Tensor grad_h_n;     // like h_n, or undefined
+  at::Tensor grad_c_n;     // like c_n, or undefined
+  DirectionArgs args;      // as given to forward
+  at::Tensor output;       // [T, B, P] or [N, P], as forward returned them
+  at::Tensor gates;        // [T, B, 4H] or [N, 4H]
+  at::Tensor cells;        // [T, B, H] or [N, H]
+  BackwardMask output_mask = kAllGradients;
+};
+
+// Both directions' gradients, each as lstm_layer_backward returns them: the
+// layer input's gradient is the sum of the two grad_input.
+struct BidirectionalBackwardResult {
+  LayerBackwardResult forward;
+  LayerBackwardResult reverse;
+};
+using BidirectionalBackwardOutputs =
+    std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+               at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+               at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// lstm_layer_backward of both directions of a layer, run as
+// lstm_bidirectional_forward runs them.
+BidirectionalBackwardResult lstm_bidirectional_backward(
+    const at::Tensor& input, const DirectionBackwardArgs& forward,
+    const DirectionBackwardArgs& reverse,
+    const c10::optional<at::Tensor>& batch_sizes);
+
 }  // namespace fusedlstm

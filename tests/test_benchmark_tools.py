@@ -119,27 +119,31 @@ def test_bench_cpu_cell_evicts_before_each_call_when_asked(tmp_path):
 BIDIRECTIONAL_BENCH = ROOT / "benchmarks" / "bench_cpu_bidirectional.py"
 
 
-def test_bench_cpu_bidirectional_times_three_sides_and_says_which_ran_at_once(tmp_path):
+@pytest.mark.parametrize("mode", ["inference", "training"])
+def test_bench_cpu_bidirectional_times_three_sides_and_says_which_ran_at_once(tmp_path, mode):
     """The README's bidirectional figures: a row per (shape, threads), three
     positive times, their ratios, and the directions at once only at two
     threads (as FUSEDLSTM_CPU_DIRECTIONS=auto rules)."""
     out = tmp_path / "bi.csv"
     done = subprocess.run([sys.executable, str(BIDIRECTIONAL_BENCH), "--shapes", "E2",
-                           "--threads", "1,2", "--reps", "3", "--csv", str(out)],
+                           "--threads", "1,2", "--reps", "3", "--mode", mode,
+                           "--csv", str(out)],
                           cwd=ROOT, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "FUSEDLSTM_CPU_DIRECTIONS": "sequential"})
     assert done.returncode == 0, done.stderr[-3000:]
     rows = out.read_text().splitlines()
-    assert rows[0].split(",") == ["shape", "T", "batch", "input", "hidden", "layers",
-                                  "threads", "concurrent", "at_once_ms", "in_turn_ms",
-                                  "nn_ms", "at_once_over_in_turn", "at_once_over_nn"]
+    assert rows[0].split(",") == ["mode", "dtype", "shape", "T", "batch", "input", "hidden",
+                                  "layers", "threads", "concurrent", "at_once_ms",
+                                  "in_turn_ms", "nn_ms", "at_once_over_in_turn",
+                                  "at_once_over_nn"]
     cells = [row.split(",") for row in rows[1:]]
-    assert [(c[0], c[6], c[7]) for c in cells] == [("E2", "1", "False"), ("E2", "2", "True")]
+    assert [(c[0], c[1], c[2], c[8], c[9]) for c in cells] == [
+        (mode, "float32", "E2", "1", "False"), (mode, "float32", "E2", "2", "True")]
     for c in cells:
-        at_once, in_turn, ref = map(float, c[8:11])
+        at_once, in_turn, ref = map(float, c[10:13])
         assert min(at_once, in_turn, ref) > 0
-        assert abs(float(c[11]) - at_once / in_turn) <= 0.002 + 0.01 * at_once / in_turn, c
-        assert abs(float(c[12]) - at_once / ref) <= 0.002 + 0.01 * at_once / ref, c
+        assert abs(float(c[13]) - at_once / in_turn) <= 0.002 + 0.01 * at_once / in_turn, c
+        assert abs(float(c[14]) - at_once / ref) <= 0.002 + 0.01 * at_once / ref, c
     bad = subprocess.run([sys.executable, str(BIDIRECTIONAL_BENCH), "--shapes", "E9"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown shapes ['E9']" in bad.stderr, bad.stderr

@@ -92,8 +92,41 @@ bool bidirectional_runs_concurrently() {
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_bidirectional_inference(
+namespace {
+
+// The kernels of lstm_bidirectional_inference and _forward: `one` is the
+// one-direction kernel they run twice, lstm_layer_inference or
+// lstm_layer_forward, which take the same arguments.
+template <typename OneDirection>
+auto both_directions(
+    const char* op, OneDirection one, const at::Tensor& input, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh,
+    const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
+    const c10::optional<at::Tensor>& w_hr, const at::Tensor& h0_reverse,
+    const at::Tensor& c0_reverse, const at::Tensor& w_ih_reverse,
+    const at::Tensor& w_hh_reverse, const c10::optional<at::Tensor>& b_ih_reverse,
+    const c10::optional<at::Tensor>& b_hh_reverse,
+    const c10::optional<at::Tensor>& w_hr_reverse,
+    const c10::optional<at::Tensor>& batch_sizes) {
+  check_direction(op, false, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes);
+  check_direction(op, true, input, h0_reverse, c0_reverse, w_ih_reverse,
+                  w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
+                  batch_sizes);
+  std::array<decltype(one(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, false)), 2> r;
+  run_directions([&](int64_t direction) {
+    r[direction] = direction == 0
+                       ? one(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                             batch_sizes, /*reverse=*/false)
+                       : one(input, h0_reverse, c0_reverse, w_ih_reverse,
+                             w_hh_reverse, b_ih_reverse, b_hh_reverse,
+                             w_hr_reverse, batch_sizes, /*reverse=*/true);
+  });
+  return std::tuple_cat(std::move(r[0]), std::move(r[1]));
+}
+
+}  // namespace
+
+BidirectionalInferenceOutputs lstm_bidirectional_inference(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& w_ih, const at::Tensor& w_hh,
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,
@@ -103,24 +136,11 @@ lstm_bidirectional_inference(
     const c10::optional<at::Tensor>& b_hh_reverse,
     const c10::optional<at::Tensor>& w_hr_reverse,
     const c10::optional<at::Tensor>& batch_sizes) {
-  constexpr const char* op = "fusedlstm::lstm_bidirectional_inference";
-  check_direction(op, false, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes);
-  check_direction(op, true, input, h0_reverse, c0_reverse, w_ih_reverse,
-                  w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
-                  batch_sizes);
-  std::array<std::tuple<at::Tensor, at::Tensor, at::Tensor>, 2> r;
-  run_directions([&](int64_t direction) {
-    r[direction] =
-        direction == 0
-            ? lstm_layer_inference(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                   batch_sizes, /*reverse=*/false)
-            : lstm_layer_inference(input, h0_reverse, c0_reverse, w_ih_reverse,
-                                   w_hh_reverse, b_ih_reverse, b_hh_reverse,
-                                   w_hr_reverse, batch_sizes, /*reverse=*/true);
-  });
-  auto& [output, h_n, c_n] = r[0];
-  auto& [output_r, h_n_r, c_n_r] = r[1];
-  return {output, h_n, c_n, output_r, h_n_r, c_n_r};
+  return both_directions("fusedlstm::lstm_bidirectional_inference",
+                         &lstm_layer_inference, input, h0, c0, w_ih, w_hh, b_ih,
+                         b_hh, w_hr, h0_reverse, c0_reverse, w_ih_reverse,
+                         w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
+                         batch_sizes);
 }
 
 BidirectionalForwardOutputs lstm_bidirectional_forward(
@@ -133,23 +153,10 @@ BidirectionalForwardOutputs lstm_bidirectional_forward(
     const c10::optional<at::Tensor>& b_hh_reverse,
     const c10::optional<at::Tensor>& w_hr_reverse,
     const c10::optional<at::Tensor>& batch_sizes) {
-  constexpr const char* op = "fusedlstm::lstm_bidirectional_forward";
-  check_direction(op, false, input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes);
-  check_direction(op, true, input, h0_reverse, c0_reverse, w_ih_reverse,
-                  w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
-                  batch_sizes);
-  using Result = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
-  std::array<Result, 2> r;
-  run_directions([&](int64_t direction) {
-    r[direction] =
-        direction == 0
-            ? lstm_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                 batch_sizes, /*reverse=*/false)
-            : lstm_layer_forward(input, h0_reverse, c0_reverse, w_ih_reverse,
-                                 w_hh_reverse, b_ih_reverse, b_hh_reverse,
-                                 w_hr_reverse, batch_sizes, /*reverse=*/true);
-  });
-  return std::tuple_cat(std::move(r[0]), std::move(r[1]));
+  return both_directions("fusedlstm::lstm_bidirectional_forward", &lstm_layer_forward,
+                         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_reverse,
+                         c0_reverse, w_ih_reverse, w_hh_reverse, b_ih_reverse,
+                         b_hh_reverse, w_hr_reverse, batch_sizes);
 }
 
 BidirectionalBackwardOutputs lstm_bidirectional_backward(

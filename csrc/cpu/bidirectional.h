@@ -26,8 +26,7 @@ bool bidirectional_runs_concurrently();
 // lstm_layer_inference returns it: bit for bit as a call on one thread where
 // they run at once, else as a call on the caller's threads. The reverse
 // direction's argument errors name it ("..., reverse direction: ...").
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
-lstm_bidirectional_inference(
+BidirectionalInferenceOutputs lstm_bidirectional_inference(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
     const at::Tensor& w_ih, const at::Tensor& w_hh,
     const c10::optional<at::Tensor>& b_ih, const c10::optional<at::Tensor>& b_hh,

@@ -24,7 +24,8 @@ inline bool requires_grad(const Optional& t) {
   return t.has_value() && t->defined() && t->requires_grad();
 }
 
-// Whether grad mode is on and one of a direction's tensors requires grad.
+// Whether one of a direction's tensors requires grad (grad mode is the
+// caller's to check).
 inline bool direction_requires_grad(const at::Tensor& h0, const at::Tensor& c0,
                                     const at::Tensor& w_ih, const at::Tensor& w_hh,
                                     const Optional& b_ih, const Optional& b_hh,

@@ -22,17 +22,6 @@ using namespace fusedlstm::autograd_helpers;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// Whether a call's results can be differentiated: otherwise the kernels
-// below go straight on to the backend.
-bool differentiable(const at::Tensor& input, const at::Tensor& h0,
-                    const at::Tensor& c0, const at::Tensor& w_ih,
-                    const at::Tensor& w_hh, const Optional& b_ih,
-                    const Optional& b_hh, const Optional& w_hr) {
-  return at::GradMode::is_enabled() &&
-         (input.requires_grad() ||
-          direction_requires_grad(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr));
-}
-
 // ------------------------------------------------------------ training forward
 
 using ForwardOutputs =

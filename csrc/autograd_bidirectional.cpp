@@ -139,13 +139,10 @@ fusedlstm::BidirectionalForwardOutputs forward_autograd(
     const at::Tensor& w_hh_reverse, const Optional& b_ih_reverse,
     const Optional& b_hh_reverse, const Optional& w_hr_reverse,
     const Optional& batch_sizes) {
-  const bool differentiable =
-      at::GradMode::is_enabled() &&
-      (input.requires_grad() ||
-       direction_requires_grad(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) ||
-       direction_requires_grad(h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse,
-                               b_ih_reverse, b_hh_reverse, w_hr_reverse));
-  if (!differentiable) {
+  // Differentiable when either direction's one-direction call would be.
+  if (!differentiable(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr) &&
+      !differentiable(input, h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse,
+                      b_ih_reverse, b_hh_reverse, w_hr_reverse)) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     const auto res = fusedlstm::lstm_bidirectional_forward(
         input, {h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr},

@@ -35,6 +35,17 @@ inline bool direction_requires_grad(const at::Tensor& h0, const at::Tensor& c0,
          requires_grad(w_hr);
 }
 
+// Whether a one-direction call's results can be differentiated: otherwise
+// the Autograd kernels go straight on to the backend.
+inline bool differentiable(const at::Tensor& input, const at::Tensor& h0,
+                           const at::Tensor& c0, const at::Tensor& w_ih,
+                           const at::Tensor& w_hh, const Optional& b_ih,
+                           const Optional& b_hh, const Optional& w_hr) {
+  return at::GradMode::is_enabled() &&
+         (input.requires_grad() ||
+          direction_requires_grad(h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr));
+}
+
 // An output that received no gradient contributes zero.
 inline at::Tensor or_zeros(const at::Tensor& grad, const at::Tensor& like) {
   return grad.defined() ? grad : at::zeros_like(like);

@@ -5,11 +5,35 @@
 // instead: fusedlstm/_directions.py.)
 #include <torch/library.h>
 
+#include <tuple>
+#include <utility>
+
 #include "fusedlstm/lstm.h"
 
 namespace {
 
 using Optional = c10::optional<at::Tensor>;
+
+// Runs the one-direction operator `layer` over the forward direction, then
+// the reverse one, and returns both results' tensors, as `flatten` lists
+// them, in the bidirectional schema's order. The forward direction runs first
+// so that its errors come first, as from two one-direction calls.
+template <class Layer, class Flatten>
+auto both_in_turn(Layer layer, Flatten flatten, const at::Tensor& input,
+                  const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                  const at::Tensor& w_hh, const Optional& b_ih, const Optional& b_hh,
+                  const Optional& w_hr, const at::Tensor& h0_reverse,
+                  const at::Tensor& c0_reverse, const at::Tensor& w_ih_reverse,
+                  const at::Tensor& w_hh_reverse, const Optional& b_ih_reverse,
+                  const Optional& b_hh_reverse, const Optional& w_hr_reverse,
+                  const Optional& batch_sizes) {
+  auto f = flatten(layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
+                         /*reverse=*/false));
+  auto r = flatten(layer(input, h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse,
+                         b_ih_reverse, b_hh_reverse, w_hr_reverse, batch_sizes,
+                         /*reverse=*/true));
+  return std::tuple_cat(std::move(f), std::move(r));
+}
 
 fusedlstm::BidirectionalInferenceOutputs inference_in_turn(
     const at::Tensor& input, const at::Tensor& h0, const at::Tensor& c0,
@@ -19,12 +43,14 @@ fusedlstm::BidirectionalInferenceOutputs inference_in_turn(
     const at::Tensor& w_hh_reverse, const Optional& b_ih_reverse,
     const Optional& b_hh_reverse, const Optional& w_hr_reverse,
     const Optional& batch_sizes) {
-  auto f = fusedlstm::lstm_layer_inference(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                           w_hr, batch_sizes, /*reverse=*/false);
-  auto r = fusedlstm::lstm_layer_inference(
-      input, h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse, b_ih_reverse,
-      b_hh_reverse, w_hr_reverse, batch_sizes, /*reverse=*/true);
-  return {f.output, f.h_n, f.c_n, r.output, r.h_n, r.c_n};
+  return both_in_turn(
+      &fusedlstm::lstm_layer_inference,
+      [](const fusedlstm::LayerInferenceResult& d) {
+        return std::make_tuple(d.output, d.h_n, d.c_n);
+      },
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_reverse, c0_reverse,
+      w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
+      batch_sizes);
 }
 
 fusedlstm::BidirectionalForwardOutputs forward_in_turn(
@@ -35,13 +61,14 @@ fusedlstm::BidirectionalForwardOutputs forward_in_turn(
     const at::Tensor& w_hh_reverse, const Optional& b_ih_reverse,
     const Optional& b_hh_reverse, const Optional& w_hr_reverse,
     const Optional& batch_sizes) {
-  auto f = fusedlstm::lstm_layer_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh,
-                                         w_hr, batch_sizes, /*reverse=*/false);
-  auto r = fusedlstm::lstm_layer_forward(
-      input, h0_reverse, c0_reverse, w_ih_reverse, w_hh_reverse, b_ih_reverse,
-      b_hh_reverse, w_hr_reverse, batch_sizes, /*reverse=*/true);
-  return {f.output, f.h_n,     f.c_n, f.gates, f.cells, r.output,
-          r.h_n,    r.c_n,     r.gates, r.cells};
+  return both_in_turn(
+      &fusedlstm::lstm_layer_forward,
+      [](const fusedlstm::LayerForwardResult& d) {
+        return std::make_tuple(d.output, d.h_n, d.c_n, d.gates, d.cells);
+      },
+      input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, h0_reverse, c0_reverse,
+      w_ih_reverse, w_hh_reverse, b_ih_reverse, b_hh_reverse, w_hr_reverse,
+      batch_sizes);
 }
 
 fusedlstm::BidirectionalBackwardOutputs backward_in_turn(

@@ -9,8 +9,8 @@
 #   BUILD=/tmp/emu_san scripts/emulation_sanitizers.sh   # where to build
 #
 # Under the emulation every CUDA thread is an OS thread and every barrier
-# (__syncthreads, the warp's mma.sync, cluster.sync, grid.sync) a mutex and a
-# condition variable, which ThreadSanitizer understands as ordering. So a
+# (__syncthreads, the warp's mma.sync, cluster.sync, grid.sync) atomics with
+# acquire and release order, which ThreadSanitizer understands as ordering. So a
 # shared- or global-memory access that no barrier orders against another
 # emulated thread's write to the same bytes is reported, whatever the timing
 # of the run: a missing or misplaced barrier shows up even where the results

@@ -8,7 +8,7 @@
 // barrier over the CTA's threads, grid.sync() one over all of them; shared
 // memory is one buffer per CTA; mma.sync m16n8k16 is computed from the
 // fragments of all 32 lanes of the warp, laid out as the PTX ISA specifies.
-// Barriers are mutex-based, so every write before one is visible after it:
+// Every write before a barrier is visible after it (acquire and release):
 // the emulation checks indexing, ownership, step order and the placement of
 // the barriers (a missing one shows up as a wrong result often enough), not
 // the memory model or the timing of a real GPU.
@@ -20,16 +20,22 @@
 #include <c10/util/Half.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define __global__
 #define __device__
@@ -50,6 +56,13 @@ inline thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace emu {
 
+// A barrier over n emulated threads. Every barrier of a launch runs through
+// here (each mma.sync and warp shuffle takes two), with far more threads than
+// cores, so its cost is most of the emulated tests' running time: an arrival
+// is one atomic add, and the last arrival wakes every sleeper with one futex
+// call. (A mutex and a condition variable, before, woke each waiter only to
+// queue for the mutex again: twice the time; benchmarks/NOTES.md, "CI's
+// running time".) Elsewhere than on Linux the waiters only yield.
 class Barrier {
  public:
   explicit Barrier(int n) : n_(n) {}
@@ -57,28 +70,55 @@ class Barrier {
   // The two halves of wait(), for a split-phase barrier: arrive() counts
   // the thread in and returns the generation it arrived in; wait_for(gen)
   // returns once every thread has arrived in it. Writes before a thread's
-  // arrive are visible after every thread's wait; writes between its
-  // arrive and its wait are not ordered by this barrier at all.
+  // arrive are visible after every thread's wait (each arrival releases, the
+  // last acquires them all and releases the new generation, which the
+  // waiters acquire); writes between its arrive and its wait are not
+  // ordered by this barrier at all.
   long arrive() {
-    std::lock_guard<std::mutex> lock(mu_);
-    const long gen = gen_;
-    if (++waiting_ == n_) {
-      waiting_ = 0;
-      ++gen_;
-      cv_.notify_all();
+    // No thread can move the generation on before this one has arrived.
+    const uint32_t gen = gen_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
+      // Reset before the new generation is published: no thread arrives in
+      // it before seeing it.
+      arrived_.store(0, std::memory_order_relaxed);
+      gen_.store(gen + 1, std::memory_order_release);
+      wake_all();
     }
     return gen;
   }
   void wait_for(long gen) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return gen_ != gen; });
+    const auto g = static_cast<uint32_t>(gen);
+    // A few yields first: where the last arrivals are runnable already they
+    // often finish before a sleep would have begun.
+    for (int i = 0; i < kYieldsBeforeSleep; ++i) {
+      if (gen_.load(std::memory_order_acquire) != g) return;
+      std::this_thread::yield();
+    }
+    while (gen_.load(std::memory_order_acquire) == g) sleep_while(g);
   }
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  int n_, waiting_ = 0;
-  long gen_ = 0;
+#if defined(__linux__)
+  int* futex_word() { return reinterpret_cast<int*>(&gen_); }
+  void sleep_while(uint32_t g) {
+    // Returns at once if the generation has already moved (EAGAIN).
+    syscall(SYS_futex, futex_word(), FUTEX_WAIT_PRIVATE, static_cast<int>(g),
+            nullptr, nullptr, 0);
+  }
+  void wake_all() {
+    syscall(SYS_futex, futex_word(), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr,
+            nullptr, 0);
+  }
+#else
+  void sleep_while(uint32_t) { std::this_thread::yield(); }
+  void wake_all() {}
+#endif
+  static_assert(sizeof(std::atomic<uint32_t>) == sizeof(int),
+                "the futex word is the generation itself");
+  static constexpr int kYieldsBeforeSleep = 4;
+  const int n_;
+  std::atomic<int> arrived_{0};
+  std::atomic<uint32_t> gen_{0};
 };
 
 struct Warp {

@@ -2,6 +2,7 @@
 # Builds fusedlstm against another torch release and runs the test suite
 # there, in a throwaway virtual environment and a clone of the committed tree:
 #   bash scripts/check_torch_version.sh [VERSION]      (default 2.11.0)
+#   REQUIRE_CUDA=1 bash scripts/check_torch_version.sh  (fail without a CUDA build)
 #
 # Why: the lent GPU machines run torch 2.11 (CUDA 13.0), and CI and the
 # quick start torch 2.13 (CPU). PyPI's Linux wheel of 2.11 is the CUDA 13.0
@@ -34,6 +35,11 @@ echo "== building ($("$VPY" -c 'import torch; print("torch", torch.__version__, 
 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
   "$VPY" -m pip install --disable-pip-version-check -q --no-build-isolation -e .
 "$VPY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))"
+# REQUIRE_CUDA=1 (CI where nvcc is present): a build without the CUDA kernels
+# fails here, since CI counts on this build to have compiled them for sm_90.
+if [ "${REQUIRE_CUDA:-0}" = "1" ]; then
+  "$VPY" -c "import torch, fusedlstm, sys; sys.exit(0 if torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA') else 'REQUIRE_CUDA=1 but this build has no CUDA kernels')"
+fi
 
 echo "== test suite on torch $VERSION"
 set +e

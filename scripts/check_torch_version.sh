@@ -34,12 +34,16 @@ fi
 echo "== building ($("$VPY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'), CUDA_HOME=${CUDA_HOME:-none})"
 TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
   "$VPY" -m pip install --disable-pip-version-check -q --no-build-isolation -e .
-"$VPY" -c "import torch, fusedlstm; print('CUDA kernel registered:', torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA'))"
 # REQUIRE_CUDA=1 (CI where nvcc is present): a build without the CUDA kernels
 # fails here, since CI counts on this build to have compiled them for sm_90.
-if [ "${REQUIRE_CUDA:-0}" = "1" ]; then
-  "$VPY" -c "import torch, fusedlstm, sys; sys.exit(0 if torch._C._dispatch_has_kernel_for_dispatch_key('fusedlstm::lstm_layer_forward', 'CUDA') else 'REQUIRE_CUDA=1 but this build has no CUDA kernels')"
-fi
+REQUIRE_CUDA="${REQUIRE_CUDA:-0}" "$VPY" - <<'PY'
+import os, sys
+import torch, fusedlstm
+has_cuda = torch._C._dispatch_has_kernel_for_dispatch_key("fusedlstm::lstm_layer_forward", "CUDA")
+print("CUDA kernel registered:", has_cuda)
+if os.environ["REQUIRE_CUDA"] == "1" and not has_cuda:
+    sys.exit("REQUIRE_CUDA=1 but this build has no CUDA kernels")
+PY
 
 echo "== test suite on torch $VERSION"
 set +e

@@ -280,8 +280,8 @@ def test_gradcheck_and_gradgradcheck(monkeypatch, two_threads, mode, kwargs):
     inputs = (x, h0, c0, *params)
     assert torch.autograd.gradcheck(fn, inputs)
     # Second order in fast mode (a random projection of the Jacobian of the
-    # gradient, not all of it): the full check over 19 inputs took 20-30 s a
-    # case, and the second order runs each direction's lstm_layer_backward,
+    # gradient, not all of it): the full check over 15-19 inputs took 15-30 s
+    # a case, and the second order runs each direction's lstm_layer_backward,
     # whose own full gradgradcheck is in test_ops.py.
     assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
 

@@ -22,7 +22,7 @@ echo "== torch $VERSION in a virtual environment"
 "$PY" -m venv "$scratch/venv"
 VPY="$scratch/venv/bin/python"
 "$VPY" -m pip install --disable-pip-version-check -q "torch==$VERSION" \
-  numpy setuptools wheel ninja pytest hypothesis pytest-benchmark scikit-learn matplotlib tqdm \
+  numpy setuptools wheel ninja pytest pytest-xdist hypothesis pytest-benchmark scikit-learn matplotlib tqdm \
   onnx onnxscript onnxruntime
 
 git clone -q . "$scratch/tree"
@@ -47,7 +47,9 @@ PY
 
 echo "== test suite on torch $VERSION"
 set +e
-"$VPY" -m pytest tests -q -p no:cacheprovider
+# A worker per core, as in scripts/quickstart.sh (which says why).
+cores=$(nproc)
+"$VPY" -m pytest tests -q -p no:cacheprovider -n "${FUSEDLSTM_TEST_WORKERS:-$(( cores < 8 ? cores : 8 ))}" --dist loadfile
 status=$?
 [ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
 exit "$status"

@@ -32,8 +32,9 @@
 # Takes about an hour and a half on 2 cores, builds included: ThreadSanitizer
 # alone about an hour (its tests took 51 minutes at f6b24a6, twice as long as
 # with the old mutex barriers: benchmarks/NOTES.md, forty-third session).
-# Exits non-zero if any test fails or any report is written; the reports are in $BUILD/<sanitizer>/reports/, one file
-# per process that reported, and ctest's output in $BUILD/<sanitizer>.ctest.log.
+# Exits non-zero if any test fails or any report is written; the reports are
+# in $BUILD/<sanitizer>/reports/, one file per process that reported, and
+# ctest's output in $BUILD/<sanitizer>.ctest.log.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

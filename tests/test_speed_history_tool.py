@@ -3,7 +3,9 @@ grid: it times both sides of a cell in one group, saves what a later run
 compares against, and refuses to time a result that breaks the parity rule."""
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,12 +19,15 @@ SUITE = ROOT / "benchmarks" / "test_speed_history.py"
 
 def test_one_cell_timed_on_both_sides_in_one_group(tmp_path):
     report = tmp_path / "run.json"
-    # -p no:xdist: pytest-benchmark stops timing wherever xdist is active.
+    # pytest-benchmark stops timing (and writes no JSON) wherever xdist is
+    # active, which it also reads from PYTEST_XDIST_WORKER: an xdist worker
+    # running this test would pass that to the child.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(SUITE), "-q", "-p", "no:cacheprovider",
          "-p", "no:xdist", "-k", "C1 and float32 and inference",
          "--benchmark-min-rounds=2", "--benchmark-max-time=0.05", f"--benchmark-json={report}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2 passed" in done.stdout, done.stdout[-2000:]
     runs = json.loads(report.read_text())["benchmarks"]
@@ -36,9 +41,13 @@ def test_one_cell_timed_on_both_sides_in_one_group(tmp_path):
 
 @pytest.fixture
 def suite(monkeypatch):
+    """The benchmark module, imported with its own `common` and
+    `implementations`: examples/ has a `common` module too, which a test file
+    run earlier in this process may have imported under that name."""
+    for name in ("common", "implementations", "test_speed_history"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    import test_speed_history
-    return test_speed_history
+    return importlib.import_module("test_speed_history")
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])

@@ -1,6 +1,8 @@
 """benchmarks/test_speed_history.py, the pytest-benchmark suite of the CPU
-grid: it times both sides of a cell in one group, saves what a later run
-compares against, and refuses to time a result that breaks the parity rule."""
+grid: it times both sides of a cell in one group and writes pytest-benchmark's
+JSON (the form in which a saved run is kept and compared), and its parity
+rule, which must pass before a cell is timed, tells nn.LSTM's own error from
+a larger one."""
 from __future__ import annotations
 
 import importlib

@@ -12,10 +12,22 @@ Environment:
 """
 import glob
 import os
+import re
 import sys
 
+import setuptools
 from setuptools import setup
-from torch.utils import cpp_extension
+
+# pyproject.toml gives the licence as an SPDX expression (PEP 639), the form
+# setuptools reads from 77 on and the only one it will build after
+# 2027-02-18. An older setuptools rejects the file with "`project.license`
+# must be valid exactly by one definition"; a build without isolation uses
+# whatever setuptools is installed, so say what to do instead.
+if int(re.match(r"\d+", setuptools.__version__).group()) < 77:
+    sys.exit(f"fusedlstm needs setuptools>=77 to build; this is setuptools "
+             f"{setuptools.__version__}. Upgrade it: pip install -U 'setuptools>=77'")
+
+from torch.utils import cpp_extension  # noqa: E402 (after the check: torch is slow to import)
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(ROOT, "csrc")

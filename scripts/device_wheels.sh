@@ -2,7 +2,8 @@
 # Downloads the wheels that scripts/gpu_check.sh installs on a GPU machine
 # that cannot reach a package index: FlashRNN (issue 4's `flashrnn` rows)
 # and what it imports beyond torch (einops; ninja, which its just-in-time
-# build needs). Run here, where the index is reachable; the lending tool
+# build needs), and setuptools for fusedlstm's own build where the machine's
+# is older than 77 (setup.py). Run here, where the index is reachable; the lending tool
 # carries the folder (it is git-ignored):
 #
 #   bash scripts/device_wheels.sh            # into .device_wheels/
@@ -20,5 +21,5 @@ mkdir -p "$DEST"
 python3 -m pip download --quiet --no-deps --dest "$DEST" \
   --python-version 3.12 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux_2_28_x86_64 --only-binary=:all: \
-  flashrnn==1.0.8 einops ninja
+  flashrnn==1.0.8 einops ninja "setuptools>=77"
 ls -l "$DEST"

@@ -107,6 +107,14 @@ fi
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export MAX_JOBS="${MAX_JOBS:-16}"
 export PYTHONUNBUFFERED=1
+# setup.py needs setuptools 77 or newer; an older one on the machine is
+# upgraded from the carried wheels where there are some (else the build step
+# fails with setup.py's message saying so).
+if ! "$PY" -c 'import re, setuptools, sys; sys.exit(int(re.match(r"\d+", setuptools.__version__).group()) < 77)' &&
+   [ -d .device_wheels ]; then
+  "$PY" -m pip install --no-index --no-deps --find-links .device_wheels "setuptools>=77" \
+    2>&1 | tail -n 2 | tee -a "$LOGS/build.log"
+fi
 if ! step build 420 "$PY" -m pip install --no-build-isolation -v -e .; then
   echo "build failed; see build.log in $OUT/logs.tar.gz" >&2
   exit 1

@@ -23,8 +23,12 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   pip_install "torch==2.13.0"
 fi
 # The build needs these beside torch (no build isolation: it builds against
-# the torch that is installed).
-"$PY" -c "import setuptools, wheel, ninja" 2>/dev/null || pip_install setuptools wheel ninja
+# the torch that is installed), setuptools from 77 on, the first to read
+# pyproject.toml's licence expression (setup.py says so too).
+"$PY" - 2>/dev/null <<'PY' || pip_install "setuptools>=77" wheel ninja
+import re, setuptools, wheel, ninja
+assert int(re.match(r"\d+", setuptools.__version__).group()) >= 77
+PY
 if [ "$job" = test ]; then
   missing=$("$PY" - <<'PY'
 import importlib.util

@@ -56,17 +56,5 @@ MAX_JOBS="${MAX_JOBS:-$(nproc)}" pip_install --no-build-isolation -e .
 if [ "$job" = report ]; then
   exec "$PY" -m fusedlstm.report "${@:2}"
 fi
-# The suite gives each test one intra-op thread (tests/conftest.py), so one
-# pytest process fills one core: pytest-xdist runs a worker per core, at most
-# 8 (each holds its own torch and compile caches). --dist loadfile keeps each
-# test file on one worker, its tests in file order as in a serial run and its
-# module fixtures built once. FUSEDLSTM_TEST_WORKERS=N overrides the count;
-# 0 runs the tests in this process.
-cores=$(nproc)
-workers="${FUSEDLSTM_TEST_WORKERS:-$(( cores < 8 ? cores : 8 ))}"
-set +e
-"$PY" -m pytest tests -q -n "$workers" --dist loadfile
-status=$?
-# pytest exits 5 when it collected no test: that is a failure here.
-[ "$status" -eq 5 ] && echo "pytest collected no tests" >&2
-exit "$status"
+# The suite on every core (scripts/run_tests.sh says how and why).
+exec bash scripts/run_tests.sh "$PY"

@@ -108,14 +108,20 @@ class EagerModule(Impl):
         self.inputs = None
 
 
-def parity_vector(mode: str, result) -> torch.Tensor:
-    """Flattened output (inference), or output and input gradient (training),
-    of an Impl.run result, for max-error comparison between impls."""
+def compared_tensors(mode: str, result) -> dict:
+    """The tensors of an Impl.run result that implementations are compared
+    on: the output (a PackedSequence's data), and in training the input
+    gradient."""
     if mode == "inference":
-        out = result[0]
-        return _data(out).float().flatten()
+        return {"output": _data(result[0])}
     out, grads = result
-    return torch.cat([out.float().flatten(), grads[0].float().flatten()])
+    return {"output": out, "grad_input": grads[0]}
+
+
+def parity_vector(mode: str, result) -> torch.Tensor:
+    """compared_tensors flattened into one float vector, for max-error
+    comparison between impls."""
+    return torch.cat([t.float().flatten() for t in compared_tensors(mode, result).values()])
 
 
 class _null_context:

@@ -82,16 +82,11 @@ def _float64_twin(impl: implementations.EagerModule, inputs: list, mode: str):
 def parity_failures(mode: str, ours, theirs, exact, dtype: torch.dtype) -> list[str]:
     """The rule above, for each compared tensor of an Impl.run result: the
     output, and in training the input gradient. Empty where it holds."""
-    def tensors(result):
-        if mode == "inference":
-            return {"output": implementations._data(result[0])}
-        out, grads = result
-        return {"output": out, "grad_input": grads[0]}
-
     unit = torch.finfo(dtype).eps
-    ours, theirs = tensors(ours), tensors(theirs)
+    ours = implementations.compared_tensors(mode, ours)
+    theirs = implementations.compared_tensors(mode, theirs)
     failures = []
-    for key, ref in tensors(exact).items():
+    for key, ref in implementations.compared_tensors(mode, exact).items():
         ref = ref.double()
         err_ours = (ours[key].double() - ref).abs().max().item()
         err_theirs = (theirs[key].double() - ref).abs().max().item()

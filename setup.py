@@ -45,6 +45,28 @@ def _want_cuda():
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
+def _write_build_info():
+    """fusedlstm/_build_info.py: the torch this build compiles against, which
+    fusedlstm/_build_check.py compares with the running torch at import.
+    Generated (git-ignored, kept out of the sdist); rewritten only when it
+    changes, so that an unchanged rebuild leaves its time alone."""
+    import torch
+
+    text = ("# Written by setup.py: the torch fusedlstm._C was built against\n"
+            "# (checked at import by fusedlstm/_build_check.py). Not tracked.\n"
+            f"TORCH_VERSION = {str(torch.__version__)!r}\n"
+            f"CXX11_ABI = {bool(torch.compiled_with_cxx11_abi())!r}\n")
+    path = os.path.join(ROOT, "fusedlstm", "_build_info.py")
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def _extension():
     sources = _sources("*.cpp") + _sources("common/*.cpp") + _sources("cpu/*.cpp")
     # OpenMP: at::parallel_for is inline, and without -fopenmp it runs on one
@@ -79,6 +101,7 @@ def _extension():
     )
 
 
+_write_build_info()
 setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},

@@ -12,7 +12,10 @@ import torch
 from torch import Tensor
 from torch.autograd import forward_ad
 
-from . import _C  # noqa: F401  (loads the library, registering the operators)
+from ._build_check import check_build
+
+check_build()  # before _C: a library built for another torch must not load
+from . import _C  # noqa: E402,F401  (loads the library, registering the operators)
 from . import _flop_formulas  # noqa: F401  (torch.utils.flop_counter's counts)
 from . import reference
 from ._dtype_names import aten_name

@@ -27,7 +27,19 @@ if int(re.match(r"\d+", setuptools.__version__).group()) < 77:
     sys.exit(f"fusedlstm needs setuptools>=77 to build; this is setuptools "
              f"{setuptools.__version__}. Upgrade it: pip install -U 'setuptools>=77'")
 
-from torch.utils import cpp_extension  # noqa: E402 (after the check: torch is slow to import)
+import torch  # noqa: E402 (after the check: torch is slow to import)
+from torch.utils import cpp_extension  # noqa: E402
+
+# The oldest torch release fusedlstm builds and runs on, as pyproject.toml's
+# dependencies say (tests/test_packaging.py holds the two equal): 2.9 is the
+# first with the tracing and vectorisation functions it calls, checked with
+# `bash scripts/check_torch_version.sh 2.9.1`; CI runs 2.11 and 2.13. An
+# older torch fails the build with a compiler error that names no version,
+# so say it here.
+TORCH_FLOOR = (2, 9)
+if tuple(int(x) for x in re.findall(r"\d+", torch.__version__)[:2]) < TORCH_FLOOR:
+    sys.exit(f"fusedlstm needs torch>={TORCH_FLOOR[0]}.{TORCH_FLOOR[1]}; this is torch "
+             f"{torch.__version__}. Upgrade torch, then build again.")
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = os.path.join(ROOT, "csrc")
@@ -40,8 +52,6 @@ def _sources(pattern):
 def _want_cuda():
     if os.environ.get("FUSEDLSTM_FORCE_CPU", "0") == "1":
         return False
-    import torch
-
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
 
 
@@ -50,8 +60,6 @@ def _write_build_info():
     fusedlstm/_build_check.py compares with the running torch at import.
     Generated (git-ignored, kept out of the sdist); rewritten only when it
     changes, so that an unchanged rebuild leaves its time alone."""
-    import torch
-
     text = ("# Written by setup.py: the torch fusedlstm._C was built against\n"
             "# (checked at import by fusedlstm/_build_check.py). Not tracked.\n"
             f"TORCH_VERSION = {str(torch.__version__)!r}\n"
@@ -105,5 +113,5 @@ _write_build_info()
 setup(
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
-    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
 )

@@ -124,7 +124,8 @@ def test_sdist_licence_metadata(sdist):
     fields = [line for line in pkg_info.splitlines() if ":" in line]
     assert "License-Expression: BSD-3-Clause" in fields
     assert "License-File: LICENSE" in fields
-    assert "Requires-Dist: torch>=2.4" in fields
+    assert "Requires-Dist: torch>=2.9" in fields
+    assert "Requires-Python: >=3.10" in fields
     assert licence == (ROOT / "LICENSE").read_bytes()
     assert b"BSD 3-Clause License" in licence
     # The TOML-table form of project.license builds with a warning until
@@ -157,3 +158,26 @@ def test_setup_names_the_setuptools_it_needs():
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert ("fusedlstm needs setuptools>=77 to build; this is setuptools 69.5.1. "
             "Upgrade it: pip install -U 'setuptools>=77'") in proc.stderr
+
+
+def test_torch_floor_agrees():
+    """pyproject.toml's torch requirement (run and build) and setup.py's
+    TORCH_FLOOR, which stops a build on an older torch, name one release."""
+    text = (ROOT / "pyproject.toml").read_text()
+    floors = set(re.findall(r'"torch>=([0-9.]+)"', text))
+    assert len(re.findall(r'"torch>=', text)) == 2 and len(floors) == 1, floors
+    setup_text = (ROOT / "setup.py").read_text()
+    major, minor = re.search(r"^TORCH_FLOOR = \((\d+), (\d+)\)$", setup_text, re.M).groups()
+    assert floors == {f"{major}.{minor}"}
+
+
+def test_setup_names_the_torch_it_needs():
+    """An older torch fails the build in a compiler error that names no
+    version (torch 2.4: at::vec has no fnmadd); setup.py stops first."""
+    code = ("import runpy, torch; torch.__version__ = '2.8.0+cpu'; "
+            "runpy.run_path('setup.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert ("fusedlstm needs torch>=2.9; this is torch 2.8.0+cpu. "
+            "Upgrade torch, then build again.") in proc.stderr

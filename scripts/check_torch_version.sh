@@ -4,6 +4,9 @@
 # the committed tree:
 #   bash scripts/check_torch_version.sh [VERSION]      (default 2.11.0)
 #   REQUIRE_CUDA=1 bash scripts/check_torch_version.sh  (fail without a CUDA build)
+#   FUSEDLSTM_FORCE_CPU=1 bash scripts/check_torch_version.sh 2.9.1
+#     (a release whose PyPI wheel was built for another CUDA than the local
+#     nvcc, which torch's extension builder refuses: the CPU kernels only)
 #
 # Why: the lent GPU machines run torch 2.11 (CUDA 13.0), and CI and the
 # quick start torch 2.13 (CPU). PyPI's Linux wheel of 2.11 is the CUDA 13.0

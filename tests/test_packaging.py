@@ -146,18 +146,25 @@ def test_checks_catch_setuptools_default(tmp_path):
     assert "csrc/ops.cpp: fusedlstm/lstm.h" in missing
 
 
+def setup_refusal(module: str, version: str) -> str:
+    """Runs setup.py as a build would, with `module` saying it is `version`,
+    and returns what it exited with (it must exit 1)."""
+    code = (f"import runpy, {module}; {module}.__version__ = {version!r}; "
+            "runpy.run_path('setup.py', run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc.stderr.strip().splitlines()[-1]
+
+
 def test_setup_names_the_setuptools_it_needs():
     """A build without isolation (the README's) runs on the installed
     setuptools. One older than 77 cannot read pyproject.toml's licence
     expression and fails with "`project.license` must be valid exactly by one
     definition"; setup.py stops before that and says what to do."""
-    code = ("import runpy, setuptools; setuptools.__version__ = '69.5.1'; "
-            "runpy.run_path('setup.py', run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert ("fusedlstm needs setuptools>=77 to build; this is setuptools 69.5.1. "
-            "Upgrade it: pip install -U 'setuptools>=77'") in proc.stderr
+    assert setup_refusal("setuptools", "69.5.1") == (
+        "fusedlstm needs setuptools>=77 to build; this is setuptools 69.5.1. "
+        "Upgrade it: pip install -U 'setuptools>=77'")
 
 
 def test_torch_floor_agrees():
@@ -175,10 +182,6 @@ def test_setup_names_the_torch_it_needs():
     """An older torch fails the build in a compiler error that names no
     version (torch 2.4: at::vec has no fnmadd), or fails later; setup.py
     stops first."""
-    code = ("import runpy, torch; torch.__version__ = '2.10.0+cpu'; "
-            "runpy.run_path('setup.py', run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert ("fusedlstm needs torch>=2.11; this is torch 2.10.0+cpu. "
-            "Upgrade torch, then build again.") in proc.stderr
+    assert setup_refusal("torch", "2.10.0+cpu") == (
+        "fusedlstm needs torch>=2.11; this is torch 2.10.0+cpu. "
+        "Upgrade torch, then build again.")

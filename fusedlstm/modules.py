@@ -324,13 +324,37 @@ class LSTMCell(nn.LSTMCell):
         return h, c
 
 
+def _lstm_cell_checks_state_dims() -> bool:
+    """Whether torch.lstm_cell checks that each state is 2-D before it
+    compares sizes (torch 2.15 does: "Expected 2D hidden0 (batch x
+    hidden_size), but got 1D tensor"; 2.11-2.14 compare the sizes alone, so
+    a 1-D state fails on its batch size), asked of the kernel itself with a
+    1-D h of 2 elements beside a batch of 1."""
+    try:
+        with torch.no_grad():
+            torch.lstm_cell(torch.zeros(1, 1), (torch.zeros(2), torch.zeros(1, 1)),
+                            torch.zeros(4, 1), torch.zeros(4, 1))
+    except RuntimeError as error:
+        return str(error).startswith("Expected 2D hidden0")
+    return False
+
+
+# Read once: a property of this torch.
+_CELL_CHECKS_STATE_DIMS = _lstm_cell_checks_state_dims()
+
+
 def _check_cell_args(input: Tensor, hx, input_size: int, hidden_size: int) -> None:
-    # The checks that torch.nn.LSTMCell's kernel makes, with its messages.
+    # The checks that torch.nn.LSTMCell's kernel makes, in its order and with
+    # its messages: the input, then each state in turn.
     if input.size(1) != input_size:
         raise RuntimeError(
             f"input has inconsistent input_size: got {input.size(1)} expected {input_size}"
         )
     for index, value in enumerate(hx):
+        if _CELL_CHECKS_STATE_DIMS and value.dim() != 2:
+            raise RuntimeError(
+                f"Expected 2D hidden{index} (batch x hidden_size), but got {value.dim()}D tensor"
+            )
         if input.size(0) != value.size(0):
             raise RuntimeError(
                 f"Input batch size {input.size(0)} doesn't match hidden{index} "

@@ -25,6 +25,15 @@ tiles of 4 output rows x 4 registers: every gradient check below reaches
 them, with column rests (I = 13, 40, 300; H = 17, 33, 100, 136) and row
 rests (4H and batches not multiples of 4); 63-65 rows take the GEMMs.
 
+On CPUs with AMX, a bfloat16 step of 4-64 rows takes both products on the
+tiles instead (csrc/cpu/amx_step_product.h): 16 weight rows a tile, loaded
+as they lie, against the batch's rows in tiles of 16, with the last step of
+k (I, H not multiples of 32) read from a zero-padded copy, and the last unit
+block of an H that is not a multiple of 16 (17, 100, 136 above) from the
+tile of rows that ends at H, of which it keeps its own units. H = 8 is too
+narrow for a tile and keeps the dot products. test_cpu_recurrence.py runs
+this file with AMX switched off too.
+
 test_cpu_recurrence.py runs this file under the AVX2 build too.
 """
 from __future__ import annotations
@@ -36,7 +45,7 @@ from helpers import assert_bitwise, make_cell_pair, make_lstm_pair, parity_check
 
 import fusedlstm
 
-SIZES = [(1, 17), (13, 100), (40, 136), (300, 33), (64, 64)]
+SIZES = [(1, 17), (13, 100), (40, 136), (300, 33), (64, 64), (5, 8)]
 BATCHES = [1, 2, 3, 5, 8, 9, 63, 64, 65]
 
 
@@ -173,19 +182,24 @@ def test_long_dot_products_are_as_accurate_as_nn():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("batch", [1, 5, 16, 33])
 def test_non_finite_weights_stay_in_their_units(threads, batch, dtype):
     # An Inf or NaN weight reaches only its own unit's gate, as in nn: the
     # masked rest of a dot product (k past I or H; in bfloat16 dot products
     # the half pair of an odd I) must not read the next weight row, where
-    # Inf * 0 would be NaN. The poisoned entries start rows (k = 0), just
-    # past the rest of the row before.
+    # Inf * 0 would be NaN. Most poisoned entries start rows (k = 0), just
+    # past the rest of the row before; on AMX tiles (batch 5 and up, in
+    # bfloat16), unit 90 lies in both the tile of units 80-95 and the one
+    # ending at H = 100 that holds units 96-99, and W_ih's last entry is in
+    # the zero-padded last step of k.
     ref, ours = make_cell_pair(13, 100, dtype=dtype, seed=batch)
     with torch.no_grad():
         for module in (ref, ours):
             module.weight_ih[6, 0] = float("inf")
             module.weight_hh[3 * 100 + 41, 0] = float("nan")
             module.weight_hh[2 * 100 + 17, 0] = float("-inf")
+            module.weight_hh[100 + 90, 5] = float("inf")
+            module.weight_ih[4 * 100 - 1, 12] = float("nan")
     x = torch.randn(batch, 13, dtype=dtype)
     hx = (torch.randn(batch, 100, dtype=dtype), torch.randn(batch, 100, dtype=dtype))
     with torch.no_grad():

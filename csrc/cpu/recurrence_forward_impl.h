@@ -18,6 +18,9 @@
 #include <vector>
 
 #include "cpu/forward_unit_block.h"
+#if defined(FUSEDLSTM_BF16_DOT)
+#include "cpu/amx_step_product.h"
+#endif
 #include "cpu/recurrence.h"
 #include "cpu/recurrence_blocks.h"
 
@@ -43,6 +46,8 @@ struct ForwardPlan {
                        //   into its own slot of unit_panels just before the
                        //   block's product, instead of all of W_hh up front
   bool amx;            // bfloat16 dot products on AMX tiles
+  bool amx_direct;     // direct, one step, on AMX tiles from the weights as
+                       //   they lie (amx_step_product.h)
   bool split_rows;     // workers split the batch's rows (whole row tiles on
                        //   AMX), not the unit blocks: no meeting between
                        //   steps
@@ -98,9 +103,12 @@ ForwardPlan plan_forward(const RecurrentForward& a) {
   plan.pack_in_step = !kBf16Dot && !plan.direct && a.schedule->steps() == 1;
 #if defined(FUSEDLSTM_BF16_DOT)
   plan.amx = !plan.direct && amx_tiles_available();
+  plan.amx_direct = plan.direct && takes_input && a.schedule->steps() == 1 &&
+                    B >= kAmxDirectMinRows && H >= kLanes && amx_tiles_available();
   plan.depth = plan.amx ? amx_depth(product_depth(P)) : product_depth(P);
 #else
   plan.amx = false;
+  plan.amx_direct = false;
   plan.depth = product_depth(P);
 #endif
   // Split by rows where it needs no more workers than the unit split would
@@ -290,7 +298,8 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
 #if defined(FUSEDLSTM_BF16_DOT)
     PendingCells pending;
     int64_t flip = 0;
-    if (plan.amx) amx_configure();
+    AmxStepOperands amx_step;
+    if (plan.amx || plan.amx_direct) amx_configure();
 #endif
     for (int64_t s = s0; s < s1; ++s) {
       const int64_t t = sched.step_at(s, a.reverse);
@@ -300,6 +309,9 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
       if (s > s0) meeting.wait_for((s - s0) * phases * workers);
 #if defined(FUSEDLSTM_BF16_DOT)
       round_rows_to_bf16(h_prev, bs, P, h16.data(), ld16);
+      if (plan.amx_direct) {
+        amx_step.pack(a.x16 + first * a.input, a.input, h16.data(), ld16, P, bs);
+      }
 #endif
       for (int64_t u = units.begin; u < units.end; ++u) {
         float* panel = nullptr;
@@ -318,7 +330,9 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
             h16.data(), ld16, partial.data(), u * kLanes, first,
             first - gate_base, 0, 0};
 #if defined(FUSEDLSTM_BF16_DOT)
-        if (plan.direct) {
+        if (plan.amx_direct) {
+          amx_direct_unit_block_step(step, bs, amx_step);
+        } else if (plan.direct) {
           direct_unit_block_step(step, bs, plan.direct_prefetch);
         } else if (plan.amx) {
           amx_unit_block_step(step, bs, depth, tile_out.data(), flip, pending);
@@ -356,7 +370,7 @@ void run_steps(const ForwardPlan& plan, int64_t s0, int64_t s1,
       meeting.arrive(w1 - w0);
     }
 #if defined(FUSEDLSTM_BF16_DOT)
-    if (plan.amx) amx_release();
+    if (plan.amx || plan.amx_direct) amx_release();
 #endif
   });
 }

@@ -27,6 +27,7 @@
 #include <cstring>
 #include <vector>
 
+#include "cpu/asan_annotations.h"
 #include "cpu/forward_unit_block.h"
 #include "cpu/recurrence_amx.h"
 
@@ -98,8 +99,9 @@ inline void pack_rows_as_b_tiles(const uint16_t* src, int64_t ld, int64_t rows,
           count == kAmxStepK ? ~uint32_t{0} : (uint32_t{1} << count) - 1u);
       __m512 r[16];
       for (int64_t i = 0; i < kAmxRows; ++i) {
-        r[i] = i < n ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(
-                           mask, src + (bt * kAmxRows + i) * ld + k))
+        const uint16_t* values = src + (bt * kAmxRows + i) * ld + k;
+        if (i < n) asan_check_lanes(values, count * sizeof(uint16_t), false);
+        r[i] = i < n ? _mm512_castsi512_ps(_mm512_maskz_loadu_epi16(mask, values))
                      : _mm512_setzero_ps();
       }
       transpose_16x16(r);
@@ -160,6 +162,11 @@ __attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_weight_rows_prod
     const int64_t b_next = steps * kTileWords;
     const uint16_t* rows = part.w + row * K;
     int64_t a_bytes = K * static_cast<int64_t>(sizeof(uint16_t));
+    // Tile loads are inline assembly, which the sanitizer does not see: the
+    // whole steps' bytes of each row, checked here instead.
+    for (int64_t u = 0; u < kAmxRows; ++u) {
+      asan_check_lanes(rows + u * K, whole * kAmxStepK * sizeof(uint16_t), false);
+    }
     int64_t s = 0;
     for (; s + 1 < whole; s += 2) {
       const uint16_t* a = rows + s * kAmxStepK;

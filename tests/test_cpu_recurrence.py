@@ -458,9 +458,10 @@ def _suite_passes_in_subprocess(env: dict, files: list) -> None:
 
 # On CPUs with AMX (and Linux's permission to use it), the bfloat16 dot
 # products of the forward recurrence and input projection run on AMX tiles
-# (csrc/cpu/recurrence_amx.h): the suite above then runs them, and the AVX-512
-# BF16 build's own dot products are held to the same suite here under
-# FUSEDLSTM_CPU_AMX=0.
+# (csrc/cpu/recurrence_amx.h), and so do the products of a bfloat16 step of
+# 4-64 rows (csrc/cpu/amx_step_product.h): the suite above then runs them,
+# and the AVX-512 BF16 build's own dot products are held to the same suite
+# here under FUSEDLSTM_CPU_AMX=0.
 
 
 def test_amx_is_used_exactly_where_it_runs():
@@ -505,8 +506,8 @@ def test_bfloat16_dot_products_without_amx_pass_the_suite():
     if not torch.ops.fusedlstm.cpu_amx():
         pytest.skip("no AMX here: the suite above already ran the AVX-512 BF16 dot products")
     _suite_passes_in_subprocess(dict(os.environ, FUSEDLSTM_CPU_AMX="0"),
-                                ["test_modules_parity.py", "test_reduced_precision.py",
-                                 "test_inference_op.py"])
+                                ["test_cpu_one_step.py", "test_modules_parity.py",
+                                 "test_reduced_precision.py", "test_inference_op.py"])
 
 
 # On AMX, the input projection of bfloat16 layers runs in MKL's bfloat16 GEMM

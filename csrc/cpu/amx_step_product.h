@@ -157,7 +157,6 @@ __attribute__((noinline, target("amx-tile,amx-bf16"))) void amx_weight_rows_prod
   if constexpr (NB > 2) _tile_zero(2);
   if constexpr (NB > 3) _tile_zero(3);
   for (const AmxWeightPart& part : parts) {
-    if (part.w == nullptr) continue;
     const int64_t K = part.K, steps = amx_steps(K), whole = K / kAmxStepK;
     const int64_t b_next = steps * kTileWords;
     const uint16_t* rows = part.w + row * K;
@@ -212,17 +211,16 @@ struct AmxStepOperands {
   std::vector<float> transposed;  // [16 rows][kUnitCols]
   std::vector<uint16_t> tail;     // [16][32]
 
-  // x's rows of the step (nullptr where the call has no input product)
-  // and h_{t-1} rounded to bfloat16 (ld16 apart), `rows` of each.
+  // x's rows of the step (such a step always takes the input product:
+  // plan_forward's rule) and h_{t-1} rounded to bfloat16 (ld16 apart),
+  // `rows` of each.
   void pack(const uint16_t* x, int64_t I, const uint16_t* h16, int64_t ld16,
             int64_t P, int64_t rows) {
     batch_tiles = (rows + kAmxRows - 1) / kAmxRows;
     TORCH_CHECK(batch_tiles <= kAmxStepMaxBatchTiles,
                 "fusedlstm: an AMX step of ", rows, " rows");
-    if (x != nullptr) {
-      x_tiles.resize(batch_tiles * amx_steps(I) * kTileWords);
-      pack_rows_as_b_tiles(x, I, rows, I, x_tiles.data());
-    }
+    x_tiles.resize(batch_tiles * amx_steps(I) * kTileWords);
+    pack_rows_as_b_tiles(x, I, rows, I, x_tiles.data());
     h_tiles.resize(batch_tiles * amx_steps(P) * kTileWords);
     pack_rows_as_b_tiles(h16, ld16, rows, P, h_tiles.data());
     products.resize(4 * batch_tiles * kTileWords);
@@ -242,10 +240,9 @@ void amx_direct_unit_block_step(const UnitBlockStep& st, int64_t rows,
   const int64_t H = a.hidden;
   const int64_t first = std::min(st.unit, H - kLanes), shift = st.unit - first;
   const int64_t nb = ops.batch_tiles;
+  const AmxWeightPart parts[2] = {{a.w_ih16, a.input, ops.x_tiles.data()},
+                                  {a.w_hh16, a.state, ops.h_tiles.data()}};
   for (int64_t q = 0; q < 4; ++q) {
-    const AmxWeightPart parts[2] = {
-        {a.x16 != nullptr ? a.w_ih16 : nullptr, a.input, ops.x_tiles.data()},
-        {a.w_hh16, a.state, ops.h_tiles.data()}};
     float* out = ops.products.data() + q * nb * kTileWords;
     const int64_t row = q * H + first;
     switch (nb) {
@@ -255,13 +252,12 @@ void amx_direct_unit_block_step(const UnitBlockStep& st, int64_t rows,
       default: amx_weight_rows_product<4>(parts, row, ops.tail.data(), out); break;
     }
   }
-  // Lane l of a transposed row takes unit first + shift + l.
-  __m512i lanes = _mm512_setzero_si512();
-  {
-    alignas(64) int32_t index[16];
-    for (int l = 0; l < 16; ++l) index[l] = static_cast<int32_t>(std::min<int64_t>(l + shift, 15));
-    lanes = _mm512_load_si512(index);
-  }
+  // Lane l of a transposed row takes unit first + shift + l (lanes past
+  // the block's units repeat the last, and are not stored).
+  const __m512i lanes = _mm512_min_epi32(
+      _mm512_add_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                       _mm512_set1_epi32(static_cast<int32_t>(shift))),
+      _mm512_set1_epi32(15));
   float* transposed = ops.transposed.data();
   for (int64_t bt = 0; bt < nb; ++bt) {
     for (int64_t q = 0; q < 4; ++q) {

@@ -23,6 +23,7 @@
 #include "cpu/cell_dispatch.h"
 #include "cpu/fresh_buffer.h"
 #include "cpu/lstm_cpu.h"
+#include "cpu/mkl_bf16_gemm.h"
 #include "cpu/recurrence.h"
 #include "cpu/sequence_gemm.h"
 #include "cpu/widen.h"
@@ -170,15 +171,30 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
     // The weight gradients come from the recycled blocks too: at::mm's own
     // 8 MiB outputs (H = 1024), freed once autograd has added them to .grad,
     // let glibc trim the heap and fault the pages back in on the next call,
-    // a third of a one-step training call (NOTES change 81).
-    if (want[gradient::w_ih]) {
-      grad_w_ih = empty_fresh({G, I}, opts);
-      at::mm_out(grad_w_ih, dgates_t, x);
-    }
-    if (want[gradient::w_hh]) {
-      grad_w_hh = empty_fresh({G, P}, opts);
-      at::mm_out(grad_w_hh, dgates_t, h_prev);
-    }
+    // a third of a one-step training call (NOTES change 81). From
+    // kMklWeightGradientMinRows rows MKL reads dG as it lies, where oneDNN
+    // runs on the transposed view at under half its rate; its float sums
+    // are rounded once, as oneDNN rounds its own (NOTES change 86).
+    const bool mkl = N >= kMklWeightGradientMinRows && mkl_bf16_gemm_available();
+    at::Tensor sums;  // MKL's float result, reused by both gradients
+    const auto weight_gradient = [&](const at::Tensor& operand) {
+      const int64_t K = operand.size(1);
+      at::Tensor grad = empty_fresh({G, K}, opts);
+      if (!mkl) {
+        at::mm_out(grad, dgates_t, operand);
+        return grad;
+      }
+      if (!sums.defined() || sums.numel() < G * K) {
+        sums = empty_fresh({G * K}, opts.dtype(at::kFloat));
+      }
+      at::Tensor result = sums.narrow(0, 0, G * K).view({G, K});
+      mkl_bf16_gemm_tn(bf16_bits(buf.dgates), G, bf16_bits(operand), K,
+                       result.data_ptr<float>(), K, G, K, N);
+      grad.copy_(result);
+      return grad;
+    };
+    if (want[gradient::w_ih]) grad_w_ih = weight_gradient(x.contiguous());
+    if (want[gradient::w_hh]) grad_w_hh = weight_gradient(h_prev);
   }
   return {want[gradient::input] ? grad_input.view(input.sizes()) : grad_input,
           want[gradient::h0] ? converted_fresh(buf.dh_state, dtype)

@@ -38,6 +38,17 @@ void call(GemmBf16Bf16F32 gemm, const uint16_t* x, int64_t ldx,
        &ldo);
 }
 
+// Row-major out = a^T b, a [depth x rows], b [depth x cols]: column-major
+// out^T = b^T a, b's rows read as the columns of b^T ("N") and a read
+// transposed ("T").
+void call_tn(GemmBf16Bf16F32 gemm, const uint16_t* a, int64_t lda,
+             const uint16_t* b, int64_t ldb, float* out, int64_t ldo,
+             int64_t rows, int64_t cols, int64_t depth) {
+  const float alpha = 1.0f, beta = 0.0f;
+  gemm("N", "T", &cols, &rows, &depth, &alpha, b, &ldb, a, &lda, &beta, out,
+       &ldo);
+}
+
 uint16_t bf16_bits_of_small_integer(int v) {
   const float f = static_cast<float>(v);
   uint32_t bits;
@@ -45,36 +56,46 @@ uint16_t bf16_bits_of_small_integer(int v) {
   return static_cast<uint16_t>(bits >> 16);  // exact: |v| < 256
 }
 
-// A product whose every value is an exact small integer, with padded row
-// strides and a result buffer full of NaN (beta = 0 must overwrite it): a
-// routine with another calling convention or layout cannot pass it.
+// Products whose every value is an exact small integer, with padded row
+// strides and a result buffer full of NaN (beta = 0 must overwrite it), once
+// in each form the callers use: a routine with another calling convention or
+// layout cannot pass them.
 bool passes_self_check(GemmBf16Bf16F32 gemm) {
   constexpr int64_t rows = 3, cols = 5, depth = 7;
+  const auto x_value = [](int64_t r, int64_t k) { return static_cast<int>((r * 3 + k) % 7) - 3; };
+  const auto w_value = [](int64_t c, int64_t k) { return static_cast<int>((c * 5 + k * 2) % 9) - 4; };
+  const auto matches = [&](const std::vector<float>& out, int64_t ldo) {
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        int expected = 0;
+        for (int64_t k = 0; k < depth; ++k) expected += x_value(r, k) * w_value(c, k);
+        if (out[r * ldo + c] != static_cast<float>(expected)) return false;
+      }
+    }
+    return true;
+  };
+  // out = x w^T: x [rows x depth], w [cols x depth].
   constexpr int64_t ldx = 9, ldw = 8, ldo = 6;
   std::vector<uint16_t> x(rows * ldx), w(cols * ldw);
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t k = 0; k < ldx; ++k) {
-      x[r * ldx + k] = bf16_bits_of_small_integer(static_cast<int>((r * 3 + k) % 7) - 3);
-    }
+    for (int64_t k = 0; k < ldx; ++k) x[r * ldx + k] = bf16_bits_of_small_integer(x_value(r, k));
   }
   for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t k = 0; k < ldw; ++k) {
-      w[c * ldw + k] = bf16_bits_of_small_integer(static_cast<int>((c * 5 + k * 2) % 9) - 4);
-    }
+    for (int64_t k = 0; k < ldw; ++k) w[c * ldw + k] = bf16_bits_of_small_integer(w_value(c, k));
   }
   std::vector<float> out(rows * ldo, std::nanf(""));
   call(gemm, x.data(), ldx, w.data(), ldw, out.data(), ldo, rows, cols, depth);
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      int expected = 0;
-      for (int64_t k = 0; k < depth; ++k) {
-        expected += (static_cast<int>((r * 3 + k) % 7) - 3) *
-                    (static_cast<int>((c * 5 + k * 2) % 9) - 4);
-      }
-      if (out[r * ldo + c] != static_cast<float>(expected)) return false;
-    }
+  if (!matches(out, ldo)) return false;
+  // out = a^T b: a [depth x rows] (x transposed), b [depth x cols].
+  constexpr int64_t lda = 4, ldb = 7, ldo_tn = 8;
+  std::vector<uint16_t> a(depth * lda), b(depth * ldb);
+  for (int64_t k = 0; k < depth; ++k) {
+    for (int64_t r = 0; r < lda; ++r) a[k * lda + r] = bf16_bits_of_small_integer(x_value(r, k));
+    for (int64_t c = 0; c < ldb; ++c) b[k * ldb + c] = bf16_bits_of_small_integer(w_value(c, k));
   }
-  return true;
+  std::vector<float> out_tn(rows * ldo_tn, std::nanf(""));
+  call_tn(gemm, a.data(), lda, b.data(), ldb, out_tn.data(), ldo_tn, rows, cols, depth);
+  return matches(out_tn, ldo_tn);
 }
 
 // FUSEDLSTM_CPU_MKL_BF16: auto (default), 0 (our own tiles), 1 (raise where
@@ -119,6 +140,19 @@ void mkl_bf16_gemm_nt(const uint16_t* x, int64_t ldx, const uint16_t* w,
     return;
   }
   call(gemm, x, ldx, w, ldw, out, ldo, rows, cols, depth);
+}
+
+void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
+                      int64_t ldb, float* out, int64_t ldo, int64_t rows,
+                      int64_t cols, int64_t depth) {
+  const GemmBf16Bf16F32 gemm = routine();
+  TORCH_INTERNAL_ASSERT(gemm != nullptr, "MKL's bfloat16 GEMM is not available");
+  if (rows == 0 || cols == 0) return;
+  if (depth == 0) {
+    for (int64_t r = 0; r < rows; ++r) std::memset(out + r * ldo, 0, cols * sizeof(float));
+    return;
+  }
+  call_tn(gemm, a, lda, b, ldb, out, ldo, rows, cols, depth);
 }
 
 }  // namespace fusedlstm::cpu

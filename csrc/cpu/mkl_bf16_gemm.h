@@ -1,5 +1,6 @@
 // bfloat16 x bfloat16 -> float GEMM from the Intel MKL inside PyTorch's own
-// binary, where there is one, for the input projection of bfloat16 layers.
+// binary, where there is one, for the input projection of bfloat16 layers
+// and, from kMklWeightGradientMinRows rows, their weight gradients.
 //
 // Why: on CPUs with AMX, MKL's routine ran the projection of a C3 chunk
 // ([512 x 512] x [512 x 2048]) at ~18 ns per tile product against ~25 ns for
@@ -34,5 +35,25 @@ bool mkl_bf16_gemm_available();
 void mkl_bf16_gemm_nt(const uint16_t* x, int64_t ldx, const uint16_t* w,
                       int64_t ldw, float* out, int64_t ldo, int64_t rows,
                       int64_t cols, int64_t depth);
+
+// out[r][c] = sum over k < depth of a[k][r] * b[k][c], in float, overwriting
+// out: a product of two operands that share their rows, such as a weight
+// gradient dG^T x, with dG read as it lies (no transposed copy).
+//   a:   [depth, rows] bfloat16 bits, rows lda elements apart (dG: [N, 4H])
+//   b:   [depth, cols] bfloat16 bits, rows ldb elements apart (x: [N, I])
+//   out: [rows, cols] floats, rows ldo apart (dW_ih: [4H, I])
+// Only where mkl_bf16_gemm_available().
+void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
+                      int64_t ldb, float* out, int64_t ldo, int64_t rows,
+                      int64_t cols, int64_t depth);
+
+// The fewest rows (N) from which a bfloat16 layer's weight gradients go
+// through mkl_bf16_gemm_tn and one rounding pass, not oneDNN's bfloat16
+// matmul on dG^T: oneDNN reads a transposed left operand at under half its
+// rate. Over 4H x I of 512 x 128 to 4096 x 1024, MKL plus the rounding took
+// 0.60-0.98 of oneDNN's time from 1024 rows on, but up to 2.4x at 64-256
+// rows with the larger weights, whose float result and rounding outweigh
+// the short sums (Xeon with AMX, one and two threads; NOTES change 86).
+constexpr int64_t kMklWeightGradientMinRows = 1024;
 
 }  // namespace fusedlstm::cpu

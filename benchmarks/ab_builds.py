@@ -18,7 +18,7 @@ lets neither build have all the good rounds. Page faults (minor, per call)
 are reported beside the times because fresh pages were this project's most
 frequent hidden cost.
 
-Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1-S3; ab_cpu.py is the
+Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1-S5; ab_cpu.py is the
 A/B against nn.LSTM in one process.
 """
 from __future__ import annotations

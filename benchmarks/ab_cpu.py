@@ -16,8 +16,8 @@ only, as for a frozen LSTM under a trained embedding).
 
 Shapes are bench_cpu.py's C1-C4 and common.CPU_EXTRA's S1 (T=100, B=128,
 H=128: the cells bound the step there), S2 and S3 (T=100, H=256, batch 2 and
-3: the small register tiles); for the full grid, CSVs and plots use
-bench_cpu.py.
+3: the small register tiles), S4 and S5 (T=100, H=1024, batch 256 and 64:
+wide layers); for the full grid, CSVs and plots use bench_cpu.py.
 """
 from __future__ import annotations
 

@@ -165,10 +165,14 @@ CPU_GRID = [
 # Not in the default grid; named for the A/B tools (`--shapes S1`). S1: where
 # the cells, not the products, bound the step (NOTES changes 43-46). S2, S3:
 # steps of 2 and 3 rows, which run the 2- and 3-row register tiles (change 61).
+# S4 (G5's shape) and S5: wide layers, whose whole-sequence GEMMs and
+# projection chunks weigh most (changes 86-87).
 CPU_EXTRA = [
     Shape("S1", T=100, B=128, H=128, note="small H, large batch"),
     Shape("S2", T=100, B=2, H=256, note="2-row tiles"),
     Shape("S3", T=100, B=3, H=256, note="3-row tiles"),
+    Shape("S4", T=100, B=256, H=1024, note="large batch, wide (G5)"),
+    Shape("S5", T=100, B=64, H=1024, note="wide"),
 ]
 
 

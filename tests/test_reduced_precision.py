@@ -272,14 +272,23 @@ def test_backward_rejects_activations_forward_did_not_return(which, bad, message
             w_hr, output, saved["gates"], saved["cells"], batch_sizes, reverse)
 
 
+# 2340 rows of H = 40 (chunks of 2048 rows); 576 rows of H = 520, whose 4 MiB
+# gates buffer holds 504 rows (bfloat16 dot products), raised to 512 where
+# MKL projects (kMklProjectionMinRows): chunks of 7 or 8 steps, and a last
+# one of 2 or 1.
+CHUNKED = [("chunks", 260, 9, 33, 40, 0, True, None),
+           ("chunks_wide", 9, 64, 24, 520, 0, True, None)]
+
+
+@pytest.mark.parametrize("sample", CHUNKED, ids=[s[0] for s in CHUNKED])
 @pytest.mark.parametrize("dtype", REDUCED, ids=str)
 @pytest.mark.parametrize("reverse", [False, True])
-def test_inference_op_equals_forward_op_across_projection_chunks(dtype, reverse):
-    """The inference operator projects ~2048 rows at a time (a bfloat16 layer
-    with bfloat16 dot products from its bfloat16 copy of x, padded where the
-    input size is odd); every chunk's rows give the forward operator's bits."""
-    sample = ("chunks", 260, 9, 33, 40, 0, True, None, reverse)  # 2340 rows
-    args = make_args(sample, dtype, requires_grad=False)
+def test_inference_op_equals_forward_op_across_projection_chunks(sample, dtype, reverse):
+    """The inference operator projects a chunk of steps at a time (a bfloat16
+    layer with bfloat16 dot products from its bfloat16 copy of x, padded where
+    the input size is odd); every chunk's rows give the forward operator's
+    bits."""
+    args = make_args(sample + (reverse,), dtype, requires_grad=False)
     expected = FWD(*args)[:3]
     actual = torch.ops.fusedlstm.lstm_layer_inference(*args)
     for name, a, b in zip(("output", "h_n", "c_n"), actual, expected):

@@ -327,14 +327,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_layer_inference(
   // with bfloat16 dot products). The float32 GEMM re-packs W_ih on every
   // call, and below ~2048 rows that cost shows: 2 threads, I = 512, 4H =
   // 2048, 6400 rows in chunks of 1024 took 98 ms against 83 ms in chunks of
-  // 2048 and 81 ms in one call. The bfloat16 projection packs W_ih once per
+  // 2048 and 81 ms in one call. Our bfloat16 projection packs W_ih once per
   // call, and a smaller buffer, which the next steps read back from the
   // caches, saves 1-3 % (NOTES change 28). Reused from chunk to chunk, the
   // buffer costs fresh pages once per call, not once per row.
+  // MKL's bfloat16 projection (on AMX) runs calls of fewer rows at a lower
+  // rate, so there a chunk has at least kMklProjectionMinRows.
   const int64_t row_bytes = 4 * H * static_cast<int64_t>(sizeof(float));
   const int64_t buffer_bytes = (bf16_dot ? int64_t{4} : int64_t{16}) << 20;
-  const int64_t rows_target =
-      std::max<int64_t>(256, std::min<int64_t>(2048, buffer_bytes / row_bytes));
+  const int64_t min_rows =
+      bf16_dot && mkl_bf16_gemm_available() ? kMklProjectionMinRows : 256;
+  const int64_t rows_target = std::max<int64_t>(
+      min_rows, std::min<int64_t>(2048, buffer_bytes / row_bytes));
   const int64_t chunk_steps =
       std::max<int64_t>(1, rows_target / std::max<int64_t>(B, 1));
   // No step has more than B rows.

@@ -47,6 +47,13 @@ void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
                       int64_t ldb, float* out, int64_t ldo, int64_t rows,
                       int64_t cols, int64_t depth);
 
+// The fewest rows of an inference chunk whose projection MKL runs: MKL ran
+// 25600 x 1024 by 1024 x 4096 at 706 GMAC/s in calls of 512 rows against
+// 563 in calls of 256 (two threads, Xeon with AMX), and G5's bfloat16
+// inference (H = 1024, where a 4 MiB gates buffer holds 256 rows) took
+// 0.88-0.89 of the time with chunks of 512 (NOTES change 87).
+constexpr int64_t kMklProjectionMinRows = 512;
+
 // The fewest rows (N) from which a bfloat16 layer's weight gradients go
 // through mkl_bf16_gemm_tn and one rounding pass, not oneDNN's bfloat16
 // matmul on dG^T: oneDNN reads a transposed left operand at under half its

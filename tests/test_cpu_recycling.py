@@ -372,6 +372,34 @@ def test_same_bits_with_recycling_off(tmp_path):
     _assert_same_results(_run(ours, c, _input(c)), torch.load(out), "recycling on against off")
 
 
+def _usable_memory() -> int:
+    """The machine's memory, or the cgroup's limit (v2, then v1) where lower."""
+    usable = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().split()[0]
+        except (OSError, IndexError):
+            continue
+        if text.isdigit() and 0 < int(text) < usable:
+            usable = int(text)
+    return usable
+
+
+@pytest.mark.parametrize("setting", [None, ""], ids=["unset", "empty"])
+def test_default_cap_is_a_sixteenth_of_the_memory(setting):
+    """Without a setting the cap is 1/16 of the memory the process may use,
+    and never below 256 MiB (NOTES change 88)."""
+    env = {k: v for k, v in os.environ.items() if k != "FUSEDLSTM_CPU_RECYCLE_MIB"}
+    if setting is not None:
+        env["FUSEDLSTM_CPU_RECYCLE_MIB"] = setting
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import torch, fusedlstm; print(torch.ops.fusedlstm.cpu_recycle_cap_bytes())"],
+        env=env, capture_output=True, text=True, timeout=300, cwd=TESTS)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == max(256 << 20, _usable_memory() // 16)
+
+
 @pytest.mark.parametrize("value", ["lots", "-3", "1.5", "12MiB"])
 def test_bad_cap_is_an_error(value):
     done = _child("import torch, fusedlstm; torch.ops.fusedlstm.cpu_recycle_cap_bytes()", value)

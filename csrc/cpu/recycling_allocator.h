@@ -14,9 +14,10 @@
 // takes it back with its pages still mapped. The idle blocks are capped,
 // the oldest released first; a block larger than the cap is never kept.
 //
-// FUSEDLSTM_CPU_RECYCLE_MIB: the cap in MiB (default 256; 0 keeps nothing,
-// so every tensor is at::empty's as before). Read once; anything but a
-// non-negative integer raises.
+// FUSEDLSTM_CPU_RECYCLE_MIB: the cap in MiB (default 1/16 of the memory the
+// process may use, the machine's or its cgroup's limit, and at least 256;
+// 0 keeps nothing, so every tensor is at::empty's as before). Read once;
+// anything but a non-negative integer raises.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -28,14 +28,20 @@ using GemmBf16Bf16F32 = void (*)(const char* transa, const char* transb,
 
 constexpr const char* kSymbol = "gemm_bf16bf16f32_64";
 
-void call(GemmBf16Bf16F32 gemm, const uint16_t* x, int64_t ldx,
-          const uint16_t* w, int64_t ldw, float* out, int64_t ldo,
-          int64_t rows, int64_t cols, int64_t depth) {
-  // Row-major out = x w^T is column-major out^T = w x^T: a = w read
-  // transposed (column-major [depth x cols]), b = x ([depth x rows]).
+// Column-major c[m x n] = op(a) op(b), overwriting c (beta = 0).
+void column_major(GemmBf16Bf16F32 gemm, const char* transa, const char* transb,
+                  int64_t m, int64_t n, int64_t k, const uint16_t* a, int64_t lda,
+                  const uint16_t* b, int64_t ldb, float* c, int64_t ldc) {
   const float alpha = 1.0f, beta = 0.0f;
-  gemm("T", "N", &cols, &rows, &depth, &alpha, w, &ldw, x, &ldx, &beta, out,
-       &ldo);
+  gemm(transa, transb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+}
+
+// Row-major out = x w^T is column-major out^T = w x^T: a = w read
+// transposed (column-major [depth x cols]), b = x ([depth x rows]).
+void call_nt(GemmBf16Bf16F32 gemm, const uint16_t* x, int64_t ldx,
+             const uint16_t* w, int64_t ldw, float* out, int64_t ldo,
+             int64_t rows, int64_t cols, int64_t depth) {
+  column_major(gemm, "T", "N", cols, rows, depth, w, ldw, x, ldx, out, ldo);
 }
 
 // Row-major out = a^T b, a [depth x rows], b [depth x cols]: column-major
@@ -44,9 +50,7 @@ void call(GemmBf16Bf16F32 gemm, const uint16_t* x, int64_t ldx,
 void call_tn(GemmBf16Bf16F32 gemm, const uint16_t* a, int64_t lda,
              const uint16_t* b, int64_t ldb, float* out, int64_t ldo,
              int64_t rows, int64_t cols, int64_t depth) {
-  const float alpha = 1.0f, beta = 0.0f;
-  gemm("N", "T", &cols, &rows, &depth, &alpha, b, &ldb, a, &lda, &beta, out,
-       &ldo);
+  column_major(gemm, "N", "T", cols, rows, depth, b, ldb, a, lda, out, ldo);
 }
 
 uint16_t bf16_bits_of_small_integer(int v) {
@@ -84,7 +88,7 @@ bool passes_self_check(GemmBf16Bf16F32 gemm) {
     for (int64_t k = 0; k < ldw; ++k) w[c * ldw + k] = bf16_bits_of_small_integer(w_value(c, k));
   }
   std::vector<float> out(rows * ldo, std::nanf(""));
-  call(gemm, x.data(), ldx, w.data(), ldw, out.data(), ldo, rows, cols, depth);
+  call_nt(gemm, x.data(), ldx, w.data(), ldw, out.data(), ldo, rows, cols, depth);
   if (!matches(out, ldo)) return false;
   // out = a^T b: a [depth x rows] (x transposed), b [depth x cols].
   constexpr int64_t lda = 4, ldb = 7, ldo_tn = 8;
@@ -125,26 +129,12 @@ GemmBf16Bf16F32 routine() {
   return checked;
 }
 
-}  // namespace
-
-bool mkl_bf16_gemm_available() { return routine() != nullptr; }
-
-void mkl_bf16_gemm_nt(const uint16_t* x, int64_t ldx, const uint16_t* w,
-                      int64_t ldw, float* out, int64_t ldo, int64_t rows,
-                      int64_t cols, int64_t depth) {
-  const GemmBf16Bf16F32 gemm = routine();
-  TORCH_INTERNAL_ASSERT(gemm != nullptr, "MKL's bfloat16 GEMM is not available");
-  if (rows == 0 || cols == 0) return;
-  if (depth == 0) {  // BLAS wants leading dimensions of at least 1
-    for (int64_t r = 0; r < rows; ++r) std::memset(out + r * ldo, 0, cols * sizeof(float));
-    return;
-  }
-  call(gemm, x, ldx, w, ldw, out, ldo, rows, cols, depth);
-}
-
-void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
-                      int64_t ldb, float* out, int64_t ldo, int64_t rows,
-                      int64_t cols, int64_t depth) {
+// Runs `product` with the checked routine, once the degenerate sizes are
+// done: nothing to write, or a zero depth (BLAS wants leading dimensions of
+// at least 1), whose result is zero.
+template <typename Product>
+void checked_product(float* out, int64_t ldo, int64_t rows, int64_t cols,
+                     int64_t depth, const Product& product) {
   const GemmBf16Bf16F32 gemm = routine();
   TORCH_INTERNAL_ASSERT(gemm != nullptr, "MKL's bfloat16 GEMM is not available");
   if (rows == 0 || cols == 0) return;
@@ -152,7 +142,27 @@ void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
     for (int64_t r = 0; r < rows; ++r) std::memset(out + r * ldo, 0, cols * sizeof(float));
     return;
   }
-  call_tn(gemm, a, lda, b, ldb, out, ldo, rows, cols, depth);
+  product(gemm);
+}
+
+}  // namespace
+
+bool mkl_bf16_gemm_available() { return routine() != nullptr; }
+
+void mkl_bf16_gemm_nt(const uint16_t* x, int64_t ldx, const uint16_t* w,
+                      int64_t ldw, float* out, int64_t ldo, int64_t rows,
+                      int64_t cols, int64_t depth) {
+  checked_product(out, ldo, rows, cols, depth, [&](GemmBf16Bf16F32 gemm) {
+    call_nt(gemm, x, ldx, w, ldw, out, ldo, rows, cols, depth);
+  });
+}
+
+void mkl_bf16_gemm_tn(const uint16_t* a, int64_t lda, const uint16_t* b,
+                      int64_t ldb, float* out, int64_t ldo, int64_t rows,
+                      int64_t cols, int64_t depth) {
+  checked_product(out, ldo, rows, cols, depth, [&](GemmBf16Bf16F32 gemm) {
+    call_tn(gemm, a, lda, b, ldb, out, ldo, rows, cols, depth);
+  });
 }
 
 }  // namespace fusedlstm::cpu

@@ -175,8 +175,9 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
     // kMklWeightGradientMinRows rows MKL reads dG as it lies, where oneDNN
     // runs on the transposed view at under half its rate; its float sums
     // are rounded once, as oneDNN rounds its own (NOTES change 86).
+    // MKL's float result is a recycled block too: the second gradient's
+    // takes back the first's where their sizes share a class.
     const bool mkl = N >= kMklWeightGradientMinRows && mkl_bf16_gemm_available();
-    at::Tensor sums;  // MKL's float result, reused by both gradients
     const auto weight_gradient = [&](const at::Tensor& operand) {
       const int64_t K = operand.size(1);
       at::Tensor grad = empty_fresh({G, K}, opts);
@@ -184,13 +185,10 @@ LayerGradients bf16_sequence_gradients(const BackwardBuffers& buf,
         at::mm_out(grad, dgates_t, operand);
         return grad;
       }
-      if (!sums.defined() || sums.numel() < G * K) {
-        sums = empty_fresh({G * K}, opts.dtype(at::kFloat));
-      }
-      at::Tensor result = sums.narrow(0, 0, G * K).view({G, K});
+      const at::Tensor sums = empty_fresh({G, K}, opts.dtype(at::kFloat));
       mkl_bf16_gemm_tn(bf16_bits(buf.dgates), G, bf16_bits(operand), K,
-                       result.data_ptr<float>(), K, G, K, N);
-      grad.copy_(result);
+                       sums.data_ptr<float>(), K, G, K, N);
+      grad.copy_(sums);
       return grad;
     };
     if (want[gradient::w_ih]) grad_w_ih = weight_gradient(x.contiguous());
